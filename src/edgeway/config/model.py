@@ -1,0 +1,351 @@
+"""The config model. It mirrors the domain:
+
+    dns        -> listen, zones, recursion, hosts_file
+    upstreams  -> name -> balance, servers, health_check, passive, sticky
+    listeners  -> protocol, listen, routes -> upstream   (or upstream directly for tcp/udp)
+
+Every object is frozen and validated once; the runtime is built from it, so a reload is
+"build new, swap, drain old". Unknown keys are errors (a typo must not be silently ignored).
+Relative paths are resolved against the config file's folder at validation time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import dns.name
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from edgeway.config.types import ByteSize, DnsServerAddress, Duration, HostPort, Network
+
+KeyPath = tuple[str | int, ...]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+def _existing_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+ExistingFile = Annotated[ConfigPath, AfterValidator(_existing_file)]
+
+
+# --------------------------------------------------------------------------- dns
+
+
+class ZoneConfig(Model):
+    file: ExistingFile
+    origin: str | None = None
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return dns.name.from_text(value).to_text()
+        except Exception as exc:  # dnspython raises several name errors
+            raise ValueError(f"invalid zone origin {value!r}: {exc}") from None
+
+
+class CacheConfig(Model):
+    max_entries: int = Field(100_000, ge=1)
+    min_ttl: Duration = 0
+    max_ttl: Duration = 86400
+    negative_max_ttl: Duration = 3600
+
+
+class ServeStaleConfig(Model):
+    enabled: bool = False
+    stale_ttl: Duration = 30          # TTL on a stale answer (RFC 8767 suggests 30 s)
+    max_stale: Duration = 86400       # how long past expiry a record may still be served
+
+
+class RecursionConfig(Model):
+    enabled: bool = False
+    root_hints: ExistingFile | None = None   # None: the real root servers (built in)
+    allow: list[Network] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    forward: list[DnsServerAddress] = Field(default_factory=list)
+    query_port: int = Field(53, ge=1, le=65535)
+    timeout: Duration = 1.5               # per upstream query
+    resolution_timeout: Duration = 10     # whole client query
+    max_depth: int = Field(30, ge=1)      # referrals followed for one name
+    max_upstream_queries: int = Field(64, ge=1)
+    max_outstanding: int = Field(1000, ge=1)
+    cache: CacheConfig = CacheConfig()
+    serve_stale: ServeStaleConfig = ServeStaleConfig()
+
+
+class DnsTcpConfig(Model):
+    idle_timeout: Duration = 10
+    max_connections: int = Field(1024, ge=1)
+    max_pipelined: int = Field(64, ge=1)
+
+
+class DnsConfig(Model):
+    listen: list[HostPort] = Field(min_length=1)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    recursion: RecursionConfig = RecursionConfig()
+    hosts_file: ConfigPath | None = None
+    udp_payload_size: int = Field(1232, ge=512, le=65535)
+    query_log: bool = False
+    tcp: DnsTcpConfig = DnsTcpConfig()
+
+
+# --------------------------------------------------------------------------- upstreams
+
+Balance = Literal["round_robin", "least_conn", "ip_hash", "hash", "random_two"]
+_HASH_KEY = re.compile(r"^(\$[a-z_][a-z0-9_-]*|[^$]+)+$", re.IGNORECASE)
+_STATUS_RANGE = re.compile(r"^\s*\d{3}(\s*-\s*\d{3})?(\s*,\s*\d{3}(\s*-\s*\d{3})?)*\s*$")
+
+
+class ServerConfig(Model):
+    address: HostPort
+    weight: int = Field(1, ge=1, le=1000)
+    backup: bool = False
+    max_conns: int | None = Field(None, ge=1)
+
+
+class HealthCheckConfig(Model):
+    type: Literal["http", "tcp", "dns"] = "http"
+    path: str = "/health"
+    host: str | None = None
+    interval: Duration = 10
+    timeout: Duration = 2
+    rise: int = Field(2, ge=1)
+    fall: int = Field(3, ge=1)
+    expect: str = "200-399"
+    send: str | None = None             # tcp: bytes to send after connect
+    expect_bytes: str | None = None     # tcp: reply must start with these
+    query: str = "health.example.com A" # dns: the question asked
+
+    @field_validator("expect")
+    @classmethod
+    def _expect(cls, value: str) -> str:
+        if not _STATUS_RANGE.match(value):
+            raise ValueError(f"invalid status list {value!r}: expected e.g. 200-399 or 200,204")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"health check path must start with '/': {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> "HealthCheckConfig":
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ValueError("interval and timeout must be greater than zero")
+        return self
+
+
+class PassiveConfig(Model):
+    max_fails: int = Field(1, ge=0)     # 0 disables passive checks (nginx)
+    fail_timeout: Duration = 10
+
+
+class StickyConfig(Model):
+    cookie: str = Field(min_length=1, pattern=r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+    max_age: Duration | None = None
+    secure: bool = False
+
+
+class UpstreamConfig(Model):
+    balance: Balance = "round_robin"
+    hash_key: str | None = None
+    servers: list[ServerConfig] = Field(min_length=1)
+    health_check: HealthCheckConfig | None = None
+    passive: PassiveConfig = PassiveConfig()
+    sticky: StickyConfig | None = None
+
+    @model_validator(mode="after")
+    def _hash_key(self) -> "UpstreamConfig":
+        if self.balance == "hash" and not self.hash_key:
+            raise ValueError("balance: hash needs hash_key, e.g. \"$cookie_user\" or \"$remote_addr\"")
+        if self.hash_key is not None and not _HASH_KEY.match(self.hash_key):
+            raise ValueError(f"invalid hash_key {self.hash_key!r}")
+        return self
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+class RouteMatch(Model):
+    path_prefix: str | None = None
+    path: str | None = None              # exact path
+    path_regex: str | None = None
+    host: str | None = None              # exact, or "*.example.com"
+    method: str | None = None
+    header: dict[str, str] = Field(default_factory=dict)
+    cookie: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("path_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    @field_validator("path_prefix", "path")
+    @classmethod
+    def _slash(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"paths start with '/': {value!r}")
+        return value
+
+
+class RouteConfig(Model):
+    match: RouteMatch = RouteMatch()
+    upstream: str
+    strip_prefix: bool = False
+    set_host: str | None = None          # Host sent upstream (default: the client's, as nginx $host)
+
+
+class TlsCertificate(Model):
+    cert: ExistingFile
+    key: ExistingFile
+
+
+class TlsConfig(Model):
+    cert: ExistingFile | None = None     # the default certificate
+    key: ExistingFile | None = None
+    certificates: list[TlsCertificate] = Field(default_factory=list)   # more, chosen by SNI
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _some_cert(self) -> "TlsConfig":
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls needs both cert and key")
+        if self.cert is None and not self.certificates:
+            raise ValueError("tls needs cert and key (or certificates: [...])")
+        return self
+
+
+class HttpTimeouts(Model):
+    connect: Duration = 5
+    upstream_header: Duration = 60       # nginx proxy_read_timeout for the response head
+    upstream_idle: Duration = 60
+    client_header: Duration = 10         # 408 when the request head takes longer
+    client_idle: Duration = 75           # nginx keepalive_timeout
+
+
+class HttpLimits(Model):
+    max_header_size: ByteSize = 16384    # whole request head; above -> 431
+    max_uri_length: int = 8192           # above -> 414
+    max_retries: int = Field(2, ge=0)    # extra servers tried for idempotent requests
+    max_connections: int = Field(10_000, ge=1)
+
+
+class ListenerConfig(Model):
+    name: str = Field(min_length=1)
+    protocol: Literal["http", "https", "tcp", "udp"]
+    listen: HostPort
+    routes: list[RouteConfig] = Field(default_factory=list)     # http/https
+    upstream: str | None = None                                 # tcp/udp
+    tls: TlsConfig | None = None
+    redirect_https: str | None = None    # http: redirect every request to this https origin
+    health_path: str | None = "/health"  # answered by the listener itself (null: proxied)
+    trace_header: bool = False           # reveal the balancing decision to `edgeway trace`
+    forwarded: bool = False              # add RFC 7239 Forwarded
+    access_log: bool = True
+    proxy_protocol: Literal["v1", "v2"] | None = None           # tcp: sent to the server
+    session_timeout: Duration = 30                             # udp flows
+    idle_timeout: Duration = 300                               # tcp
+    max_connections: int = Field(10_000, ge=1)                 # tcp
+    timeouts: HttpTimeouts = HttpTimeouts()
+    limits: HttpLimits = HttpLimits()
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ListenerConfig":
+        if self.protocol in ("http", "https"):
+            if not self.routes and not self.redirect_https:
+                raise ValueError(f"an {self.protocol} listener needs routes (or redirect_https)")
+            if self.upstream is not None:
+                raise ValueError("http listeners route with routes: [...], not upstream:")
+        else:
+            if self.upstream is None:
+                raise ValueError(f"a {self.protocol} listener needs upstream: NAME")
+            if self.routes:
+                raise ValueError(f"a {self.protocol} listener has no routes (it sees no HTTP)")
+        if self.protocol == "https" and self.tls is None:
+            raise ValueError("an https listener needs tls: {cert: ..., key: ...}")
+        if self.protocol != "https" and self.tls is not None:
+            raise ValueError("tls: is only for protocol: https")
+        return self
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Config(Model):
+    dns: DnsConfig | None = None
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    listeners: list[ListenerConfig] = Field(default_factory=list)
+
+    def reference_errors(self) -> list[tuple[KeyPath, str]]:
+        """Cross references a single field cannot check: names that must exist or be unique."""
+        errors: list[tuple[KeyPath, str]] = []
+        names: set[str] = set()
+        binds: dict[tuple, int] = {}
+        known = ", ".join(sorted(self.upstreams)) or "none defined"
+        for i, listener in enumerate(self.listeners):
+            if listener.name in names:
+                errors.append((("listeners", i, "name"), f"duplicate listener name {listener.name!r}"))
+            names.add(listener.name)
+            kind = "udp" if listener.protocol == "udp" else "tcp"
+            bind = (kind, listener.listen)
+            if bind in binds:
+                errors.append(
+                    (("listeners", i, "listen"), f"{listener.listen} is already used by listeners.{binds[bind]}")
+                )
+            binds[bind] = i
+            if listener.upstream is not None and listener.upstream not in self.upstreams:
+                errors.append(
+                    (("listeners", i, "upstream"), f"unknown upstream {listener.upstream!r} (known: {known})")
+                )
+            for j, route in enumerate(listener.routes):
+                if route.upstream not in self.upstreams:
+                    errors.append(
+                        (
+                            ("listeners", i, "routes", j, "upstream"),
+                            f"unknown upstream {route.upstream!r} (known: {known})",
+                        )
+                    )
+        if self.dns is not None:
+            for i, address in enumerate(self.dns.listen):
+                for kind in ("udp", "tcp"):
+                    if (kind, address) in binds:
+                        errors.append(
+                            (("dns", "listen", i), f"{address} is also used by listeners.{binds[(kind, address)]}")
+                        )
+        if self.dns is None and not self.listeners:
+            errors.append(((), "nothing to run: the config names neither dns: nor listeners:"))
+        return errors
