@@ -1,0 +1,43 @@
+"""The `edgeway` command. Subcommands load lazily so `edgeway dig` does not import the proxy."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from edgeway import __version__
+
+# name -> "module:attribute" of a click command; imported only when that command runs.
+LAZY_COMMANDS = {
+    "serve": "edgeway.runtime:serve_command",
+    "check": "edgeway.runtime:check_command",
+    "demo": "edgeway.demo:command",
+    "dig": "edgeway.dns.dig:command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS:
+            module_name, attr = LAZY_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeway")
+def cli() -> None:
+    """edgeway: authoritative DNS, caching resolver and L4/L7 load balancing, in one program."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="edgeway")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
