@@ -9,12 +9,12 @@ import click
 
 from edgeway import __version__
 
-# name -> "module:attribute" of a click command; imported only when that command runs.
+# name -> ("module:attribute" of a click command, one-line help); imported only when it runs.
 LAZY_COMMANDS = {
-    "serve": "edgeway.runtime:serve_command",
-    "check": "edgeway.runtime:check_command",
-    "demo": "edgeway.demo:command",
-    "dig": "edgeway.dns.dig:command",
+    "serve": ("edgeway.runtime:serve_command", "Run every role the config names until SIGINT/SIGTERM."),
+    "check": ("edgeway.runtime:check_command", "Validate a config without starting anything."),
+    "demo": ("edgeway.demo:command", "Run the built-in example on loopback (no config needed)."),
+    "dig": ("edgeway.dns.dig:command", "Query a DNS server and print the answer as dig does."),
 }
 
 
@@ -24,9 +24,15 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY_COMMANDS:
-            module_name, attr = LAZY_COMMANDS[name].split(":")
+            module_name, attr = LAZY_COMMANDS[name][0].split(":")
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # From the table, so that `edgeway --help` imports none of the subcommands.
+        rows = [(name, LAZY_COMMANDS[name][1]) for name in sorted(LAZY_COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
