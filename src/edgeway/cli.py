@@ -15,6 +15,7 @@ LAZY_COMMANDS = {
     "check": ("edgeway.runtime:check_command", "Validate a config without starting anything."),
     "demo": ("edgeway.demo:command", "Run the built-in example on loopback (no config needed)."),
     "dig": ("edgeway.dns.dig:command", "Query a DNS server and print the answer as dig does."),
+    "trace": ("edgeway.trace:command", "Follow one request through DNS, TCP, TLS, the balancer."),
     "doctor": ("edgeway.doctor.cli:command", "Troubleshooting checkpoints: DNS, health, TLS, 502."),
 }
 
