@@ -16,6 +16,7 @@ LAZY_COMMANDS = {
     "demo": ("edgeway.demo:command", "Run the built-in example on loopback (no config needed)."),
     "dig": ("edgeway.dns.dig:command", "Query a DNS server and print the answer as dig does."),
     "trace": ("edgeway.trace:command", "Follow one request through DNS, TCP, TLS, the balancer."),
+    "demo-backend": ("edgeway.demo_backend:command", None),  # hidden: started by `edgeway demo`
     "doctor": ("edgeway.doctor.cli:command", "Troubleshooting checkpoints: DNS, health, TLS, 502."),
 }
 
@@ -32,7 +33,7 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # From the table, so that `edgeway --help` imports none of the subcommands.
-        rows = [(name, LAZY_COMMANDS[name][1]) for name in sorted(LAZY_COMMANDS)]
+        rows = [(name, text) for name, (_, text) in sorted(LAZY_COMMANDS.items()) if text]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
