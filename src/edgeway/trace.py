@@ -113,7 +113,7 @@ def resolve_system(name: str, port: int) -> dict[str, Any]:
 
 
 def resolve_iterating(name: str, root_hints: Path | None, query_port: int) -> dict[str, Any]:
-    from edgeway.dns.resolver.trace import walk  # the resolver's `dig +trace` walk
+    from edgeway.dns.walk import walk
 
     started = time.perf_counter()
     steps = walk(name, "A", root_hints=root_hints, query_port=query_port)
