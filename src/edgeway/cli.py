@@ -13,10 +13,10 @@ from edgeway import __version__
 LAZY_COMMANDS = {
     "serve": ("edgeway.runtime:serve_command", "Run every role the config names until SIGINT/SIGTERM."),
     "check": ("edgeway.runtime:check_command", "Validate a config without starting anything."),
-    "demo": ("edgeway.demo:command", "Run the built-in example on loopback (no config needed)."),
+    "demo": ("edgeway.demo.authoritative:command", "Run the built-in example on loopback (no config needed)."),
     "dig": ("edgeway.dns.dig:command", "Query a DNS server and print the answer as dig does."),
     "trace": ("edgeway.trace:command", "Follow one request through DNS, TCP, TLS, the balancer."),
-    "demo-backend": ("edgeway.demo_backend:command", None),  # hidden: started by `edgeway demo`
+    "demo-backend": ("edgeway.demo.backend:command", None),  # hidden: started by `edgeway demo`
     "doctor": ("edgeway.doctor.cli:command", "Troubleshooting checkpoints: DNS, health, TLS, 502."),
 }
 

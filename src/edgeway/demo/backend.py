@@ -75,7 +75,7 @@ class Backend:
             self.healthy = path.endswith("recover")
             log.warning("%s is now %s", self.name, "healthy" if self.healthy else "unhealthy")
             return 200, {}, f"{self.name} {'recovered' if self.healthy else 'failing /health'}\n".encode()
-        if path.startswith("/api"):
+        if path.startswith(("/api", "/sticky")):
             cookies = _cookies(headers.get("cookie", ""))
             extra: dict[str, str] = {}
             session_id = cookies.get(SESSION_COOKIE)

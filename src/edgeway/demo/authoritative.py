@@ -21,7 +21,7 @@ EXAMPLE_NAMES = [("example.com", "A"), ("www.example.com", "A"), ("api.example.c
 
 
 def default_config_path() -> Path:
-    return Path(str(resources.files("edgeway") / "data" / "demo" / "demo.yaml"))
+    return Path(str(resources.files("edgeway") / "data" / "demo-authoritative" / "demo.yaml"))
 
 
 async def _show_answers(address) -> None:

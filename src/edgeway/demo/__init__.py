@@ -1,0 +1,1 @@
+"""`edgeway demo`: the seed's architecture running on loopback, with edgeway in every role."""

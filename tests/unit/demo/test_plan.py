@@ -1,0 +1,31 @@
+import dns.zone
+
+from edgeway.config import load_config
+from edgeway.demo import plan as demo_plan
+
+
+def test_every_generated_config_validates(tmp_path):
+    p = demo_plan.plan(tmp_path, redis=True, privileged=False)
+    demo_plan.write(p)
+    assert p.dns_port == demo_plan.UNPRIVILEGED_DNS_PORT
+    for role in p.roles:
+        if role.config:
+            config = load_config(role.config)
+            assert config.dns or config.listeners
+    lb = load_config(p.role("lb").config)
+    assert [r.match.path_prefix for r in lb.listeners[0].routes] == ["/api/", "/sticky/", "/static/", "/admin/"]
+    assert lb.upstreams["api_sticky"].sticky.cookie == "SERVERID"
+    resolver = load_config(p.role("resolver").config)
+    assert resolver.dns.recursion.query_port == demo_plan.UNPRIVILEGED_DNS_PORT
+
+
+def test_zones_hold_the_seeds_records(tmp_path):
+    p = demo_plan.plan(tmp_path, redis=False, privileged=True)
+    demo_plan.write(p)
+    zone = dns.zone.from_file(str(tmp_path / "example.com.zone"), "example.com.", relativize=False)
+    text = zone.to_text()
+    for record in ("www.example.com. 300 IN CNAME example.com.", "api.example.com. 300 IN CNAME api-lb-123.example.com.",
+                   "example.com. 300 IN MX 10 mail1.example.com.", '"v=spf1 include:_spf.google.com ~all"',
+                   "dev.example.com. 300 IN A"):
+        assert record in text
+    assert p.url == "http://api.example.com/api/hello"
