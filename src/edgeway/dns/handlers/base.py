@@ -1,0 +1,58 @@
+"""The handler contract: one DNS question in, an answer (or "not mine") out.
+
+A handler owns one source of answers (hosts overrides, local zones, the cache, recursion).
+The responder offers a query to each handler in the fixed order of `edgeway.dns.handlers`
+and the first one that returns an `Answer` wins; `None` passes the query on. A handler that
+has to go to the network returns an awaitable, so the authoritative hot path never pays for
+a coroutine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Protocol, Union
+
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rrset
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One question as the handlers see it (the name keeps the client's case)."""
+
+    name: dns.name.Name
+    rdtype: int
+    rdclass: int
+    client: tuple  # (host, port) of the client
+    transport: str  # "udp" or "tcp"
+    recursion_desired: bool
+    message: dns.message.Message | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    """What a handler found; the responder turns it into a response message.
+
+    `cacheable` allows the responder to keep the rendered wire answer on its fast path
+    (only answers that depend on nothing but the question and the zones: not the client,
+    not time, as cached or recursive answers do).
+    """
+
+    rcode: int = dns.rcode.NOERROR
+    authoritative: bool = False
+    answer: list[dns.rrset.RRset] = field(default_factory=list)
+    authority: list[dns.rrset.RRset] = field(default_factory=list)
+    additional: list[dns.rrset.RRset] = field(default_factory=list)
+    cacheable: bool = False
+    source: str = ""  # which handler answered ("hosts", "zones", "cache", "recursion")
+
+
+HandlerResult = Union[Answer, None, Awaitable[Union[Answer, None]]]
+
+
+class Handler(Protocol):
+    name: str
+
+    def handle(self, query: Query) -> HandlerResult: ...
