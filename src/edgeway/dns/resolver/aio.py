@@ -1,0 +1,175 @@
+"""The asyncio resolver: a thin loop around `Resolution`, plus what needs a clock or a socket.
+
+- `resolve(name, type)`: the cache first; on a miss one Resolution per distinct question,
+  shared by every concurrent asker of the same question (coalescing, like CoreDNS's
+  singleflight); bounded by `resolution_timeout` and `max_outstanding` (SERVFAIL at once
+  beyond it); serve-stale (RFC 8767) when the resolution fails and the option is on.
+- `cached(name, type)`: the cache only (RD=0 queries, and the cache handler's fast path).
+- `stats()`: counters for logs and `edgeway dig`-like output; `close()` logs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+
+from edgeway.dns.resolver.cache import Cache
+from edgeway.dns.resolver.hints import Hints, load_hints
+from edgeway.dns.resolver.infra import Infra
+from edgeway.dns.resolver.resolution import Resolution, Result, Settings
+from edgeway.dns.resolver.transport import Transport
+
+log = logging.getLogger("edgeway.resolver")
+
+
+@dataclass
+class Counters:
+    queries: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    coalesced: int = 0
+    resolutions: int = 0
+    upstream_queries: int = 0
+    servfail: int = 0
+    stale_answers: int = 0
+    limited: int = 0          # refused work: max_outstanding reached
+    scrubbed: int = 0         # out-of-bailiwick RRsets dropped, never cached
+
+
+class Resolver:
+    def __init__(self, hints: Hints, settings: Settings | None = None, cache: Cache | None = None,
+                 infra: Infra | None = None, transport=None, resolution_timeout: float = 10.0,
+                 max_outstanding: int = 1000, clock=time.monotonic) -> None:
+        self.hints = hints
+        self.settings = settings or Settings(allow_loopback=not hints.builtin)
+        self.cache = cache or Cache()
+        self.infra = infra or Infra()
+        self.transport = transport or Transport()
+        self.resolution_timeout = resolution_timeout
+        self.max_outstanding = max_outstanding
+        self.clock = clock
+        self.counters = Counters()
+        self.upstream_by_server: Counter[str] = Counter()
+        self._inflight: dict[tuple, asyncio.Task] = {}
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, recursion) -> "Resolver":
+        """Build from `RecursionConfig` (edgeway.config.model)."""
+        hints = load_hints(recursion.root_hints)
+        settings = Settings(
+            query_port=recursion.query_port, max_depth=recursion.max_depth,
+            max_upstream_queries=recursion.max_upstream_queries,
+            forwarders=tuple((a.host, a.port) for a in recursion.forward),
+            allow_loopback=not hints.builtin,
+        )
+        c, stale = recursion.cache, recursion.serve_stale
+        cache = Cache(c.max_entries, c.min_ttl, c.max_ttl, c.negative_max_ttl,
+                      serve_stale=stale.enabled, stale_ttl=stale.stale_ttl, max_stale=stale.max_stale)
+        return cls(hints, settings, cache, Infra(timeout=recursion.timeout),
+                   resolution_timeout=recursion.resolution_timeout, max_outstanding=recursion.max_outstanding)
+
+    # ----------------------------------------------------------------- queries
+
+    def cached(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN) -> Result | None:
+        """A complete answer from the cache, or None (no network)."""
+        found = self.cache.lookup(qname, rdtype, rdclass, self.clock())
+        if found is None or not found.complete:
+            return None
+        return Result(found.rcode, found.answer, found.authority, from_cache=True)
+
+    async def resolve(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN) -> Result:
+        c = self.counters
+        c.queries += 1
+        found = self.cache.lookup(qname, rdtype, rdclass, self.clock())
+        if found is not None and found.complete:
+            c.cache_hits += 1
+            return Result(found.rcode, found.answer, found.authority, from_cache=True)
+        c.cache_misses += 1
+        key = (qname, rdtype, rdclass)
+        task = self._inflight.get(key)
+        if task is not None:
+            c.coalesced += 1
+        else:
+            if self._closed or len(self._inflight) >= self.max_outstanding:
+                c.limited += 1
+                c.servfail += 1
+                return Result(dns.rcode.SERVFAIL, reason=f"more than {self.max_outstanding} outstanding resolutions")
+            task = asyncio.get_running_loop().create_task(self._resolve(qname, rdtype, rdclass))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _resolve(self, qname, rdtype, rdclass) -> Result:
+        c = self.counters
+        c.resolutions += 1
+        resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
+        try:
+            async with asyncio.timeout(self.resolution_timeout):
+                result = await self._drive(resolution)
+        except TimeoutError:
+            result = Result(dns.rcode.SERVFAIL, reason=f"no answer within {self.resolution_timeout:g}s "
+                                                       f"({'; '.join(resolution.errors[-3:])})")
+        c.scrubbed += resolution.budget.scrubbed
+        if result.rcode == dns.rcode.SERVFAIL:
+            if self.cache.serve_stale:
+                stale = self.cache.lookup(qname, rdtype, rdclass, self.clock(), stale=True)
+                if stale is not None and stale.complete:
+                    c.stale_answers += 1
+                    log.info("serving stale answer for %s %s: %s", qname, dns.rdatatype.to_text(rdtype), result.reason)
+                    return Result(stale.rcode, stale.answer, stale.authority, stale=True, from_cache=True)
+            c.servfail += 1
+            log.info("SERVFAIL for %s %s: %s", qname, dns.rdatatype.to_text(rdtype), result.reason)
+        return result
+
+    async def _drive(self, resolution: Resolution) -> Result:
+        transport, clock = self.transport, self.clock
+        while True:
+            step = resolution.next_request(clock())
+            if isinstance(step, Result):
+                return step
+            self.counters.upstream_queries += 1
+            self.upstream_by_server[f"{step.address}#{step.port}"] += 1
+            self.infra.sent(step.address if not self.settings.forwarders else f"{step.address}#{step.port}", clock())
+            response, error, rtt = await transport.query(step)
+            resolution.query_result(step, response, error, rtt, clock())
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def stats(self) -> dict:
+        out = asdict(self.counters)
+        out["cache_entries"] = len(self.cache)
+        out["cache_evictions"] = self.cache.stats.evictions
+        out["outstanding"] = len(self._inflight)
+        out["upstream_by_server"] = dict(self.upstream_by_server)
+        tstats = getattr(self.transport, "stats", None)
+        if tstats is not None:
+            out["transport"] = asdict(tstats)
+        return out
+
+    def stats_line(self) -> str:
+        s = self.stats()
+        by = ", ".join(f"{k}={v}" for k, v in sorted(s["upstream_by_server"].items()))
+        return (f"resolver: queries={s['queries']} hits={s['cache_hits']} misses={s['cache_misses']} "
+                f"coalesced={s['coalesced']} upstream={s['upstream_queries']} servfail={s['servfail']} "
+                f"stale={s['stale_answers']} cache_entries={s['cache_entries']} by_server=[{by}]")
+
+    async def close(self) -> None:
+        """Cancel resolutions in flight (their askers get SERVFAIL) and log the counters."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("%s", self.stats_line())

@@ -1,0 +1,418 @@
+"""One client question resolved: the sans-IO state machine (after dnspython's `_Resolution`).
+
+The adapter (`aio.Resolver`) is a loop around two calls:
+
+    step = resolution.next_request(now)      # a Request to send, or the final Result
+    resolution.query_result(step, response, error, rtt, now)
+
+Everything else lives here: where to start (the cache, the closest cached zone cut, the root
+hints), which server to ask (infra: smoothed RTT, lame and unreachable servers skipped), what a
+response means (answer, CNAME/DNAME link, referral, NXDOMAIN, NODATA, lame), what may be cached
+(only records inside the asked server's bailiwick: the classic poisoning defence), and the
+limits that stop runaway work (referral depth, upstream queries, chain length, sub-resolutions).
+
+A name server named without glue is found with a child Resolution that shares the parent's
+query budget; while it runs, the parent's next_request() returns the child's requests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from edgeway.dns.resolver.cache import RANK_ANSWER, RANK_AUTHORITY, RANK_GLUE, Cache
+from edgeway.dns.resolver.hints import Hints
+from edgeway.dns.resolver.infra import Infra
+
+MAX_LINKS = 16          # CNAME + DNAME links in one answer chain
+MAX_SUB_DEPTH = 3       # nesting of name-server address lookups (glueless delegations)
+MAX_SUB_RESOLUTIONS = 6 # name-server address lookups per client question
+
+# Errors a transport reports instead of a response.
+TIMEOUT = "timeout"
+UNREACHABLE = "unreachable"   # ICMP refusal, no route, connection refused
+ERROR = "error"               # anything else (malformed response on TCP, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One upstream query the adapter must send."""
+
+    address: str
+    port: int
+    qname: dns.name.Name
+    rdtype: int
+    rdclass: int
+    recursion_desired: bool
+    timeout: float
+    zone: dns.name.Name          # the zone we believe the server serves (root for forwarders)
+
+
+@dataclass(slots=True)
+class Result:
+    rcode: int
+    answer: list[dns.rrset.RRset] = field(default_factory=list)
+    authority: list[dns.rrset.RRset] = field(default_factory=list)
+    reason: str = ""             # why, for SERVFAIL (logged, not sent)
+    stale: bool = False
+    from_cache: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    query_port: int = 53
+    max_depth: int = 30
+    max_upstream_queries: int = 64
+    forwarders: tuple[tuple[str, int], ...] = ()
+    allow_loopback: bool = True  # False with the built-in (real) root hints: do-not-query-localhost
+
+
+@dataclass(slots=True)
+class Budget:
+    """Work done for one client question, shared with its sub-resolutions."""
+
+    queries: int = 0
+    sub_resolutions: int = 0
+    scrubbed: int = 0            # out-of-bailiwick RRsets dropped from responses
+
+
+def _find(rrsets, name, rdtype):
+    for rrset in rrsets:
+        if rrset.rdtype == rdtype and rrset.name == name:
+            return rrset
+    return None
+
+
+class Resolution:
+    def __init__(self, qname: dns.name.Name, rdtype: int, rdclass: int, cache: Cache, infra: Infra,
+                 hints: Hints, settings: Settings, budget: Budget | None = None, depth: int = 0) -> None:
+        self.original = qname
+        self.qname = qname
+        self.rdtype, self.rdclass = rdtype, rdclass
+        self.cache, self.infra, self.hints, self.settings = cache, infra, hints, settings
+        self.budget = budget or Budget()
+        self.depth = depth
+        self.chain: list[dns.rrset.RRset] = []
+        self.seen = {qname}
+        self.links = 0
+        self.referrals = 0
+        self.result: Result | None = None
+        self.errors: list[str] = []
+        # The current zone cut: its name, known server addresses, NS names without address.
+        self.zone: dns.name.Name | None = None
+        self.addresses: list[str] = []
+        self.missing_ns: list[dns.name.Name] = []
+        self.tried: set[str] = set()
+        self.probed_bad = False
+        self.child: Resolution | None = None
+        self.answered_from_cache = True
+
+    # ================================================================= driving
+
+    def next_request(self, now: float) -> Request | Result:
+        for _ in range(10_000):  # every pass makes progress; the bound only guards bugs
+            if self.result is not None:
+                return self.result
+            if self.child is not None:
+                step = self.child.next_request(now)
+                if isinstance(step, Request):
+                    return step
+                self._child_done(step)
+                continue
+            if self.zone is None:
+                self._start(now)
+                continue
+            address = self._pick(now)
+            if address is not None:
+                if self.budget.queries >= self.settings.max_upstream_queries:
+                    return self._fail(f"more than {self.settings.max_upstream_queries} upstream queries")
+                self.budget.queries += 1
+                self.tried.add(address)
+                self.answered_from_cache = False
+                if self.settings.forwarders:
+                    host, port = address.rsplit("#", 1)
+                    return Request(host, int(port), self.qname, self.rdtype, self.rdclass, True,
+                                   self.infra.query_timeout(address, now), dns.name.root)
+                return Request(address, self.settings.query_port, self.qname, self.rdtype, self.rdclass,
+                               False, self.infra.query_timeout(address, now), self.zone)
+            if not self._sub_resolve():
+                what = "forwarder" if self.settings.forwarders else f"server for zone {self.zone}"
+                detail = "; ".join(self.errors[-4:]) or "no usable address"
+                return self._fail(f"no {what} answered ({detail})")
+        return self._fail("internal error: resolution made no progress")
+
+    def query_result(self, request: Request, response: dns.message.Message | None, error: str | None,
+                     rtt: float, now: float) -> None:
+        if self.child is not None:
+            self.child.query_result(request, response, error, rtt, now)
+            return
+        key = f"{request.address}#{request.port}" if self.settings.forwarders else request.address
+        if response is None:
+            if error == TIMEOUT:
+                self.infra.timed_out(key, now)
+            else:
+                self.infra.unreachable(key, now)
+            self.errors.append(f"{request.address}: {error}")
+            return
+        self.infra.answered(key, rtt, now)
+        if self.settings.forwarders:
+            self._forward_response(response, now)
+        else:
+            self._iterative_response(request, response, now)
+
+    # ================================================================= where to start
+
+    def _start(self, now: float) -> None:
+        """Use the cache for the current name; else find the closest zone cut to ask."""
+        found = self.cache.lookup(self.qname, self.rdtype, self.rdclass, now)
+        if found is not None:
+            for rrset in found.answer:
+                if not self._add_link(rrset):
+                    return
+            if found.complete:
+                self._finish(found.rcode, found.authority)
+                return
+            self.qname = found.next_name
+        if self.settings.forwarders:
+            self._set_cut(dns.name.root, [f"{h}#{p}" for h, p in self.settings.forwarders], [])
+            return
+        for ns in self.cache.delegation(self.qname, self.rdclass, now):
+            addresses, missing = [], []
+            for rd in ns:
+                found_addresses = self.cache.addresses(rd.target, self.rdclass, now)
+                if found_addresses:
+                    addresses.extend(found_addresses)
+                elif not rd.target.is_subdomain(ns.name):
+                    missing.append(rd.target)   # resolvable from elsewhere; in-zone needs glue
+            addresses = [a for a in addresses if self._allowed(a)]
+            if addresses or missing:
+                self._set_cut(ns.name, addresses, missing)
+                return
+        self._set_cut(dns.name.root, [a for a in self.hints.all_addresses() if self._allowed(a)], [])
+
+    def _set_cut(self, zone, addresses, missing) -> None:
+        self.zone = zone
+        self.addresses = list(dict.fromkeys(addresses))
+        self.missing_ns = missing
+        self.tried = set()
+        self.probed_bad = False
+
+    def _allowed(self, address: str) -> bool:
+        if self.settings.allow_loopback:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return not (ip.is_loopback or ip.is_unspecified)
+
+    def _pick(self, now: float) -> str | None:
+        candidates = [a for a in self.addresses if a not in self.tried]
+        if not candidates:
+            return None
+        zone = self.zone
+        infra = self.infra
+        best = infra.order(candidates, zone, now)[0]
+        if infra.is_lame(best, zone, now) or infra.is_unreachable(best, now):
+            # Only bad servers left: probe one of them (it may be back), then give up on the rest.
+            if self.probed_bad or self.missing_ns:
+                return None
+            self.probed_bad = True
+        return best
+
+    def _sub_resolve(self) -> bool:
+        """Start looking up the address of a name server named without glue."""
+        while self.missing_ns:
+            name = self.missing_ns.pop(0)
+            if self.depth >= MAX_SUB_DEPTH or self.budget.sub_resolutions >= MAX_SUB_RESOLUTIONS:
+                self.errors.append(f"address of {name}: too many nested lookups")
+                return False
+            if name in self.seen:
+                continue
+            self.budget.sub_resolutions += 1
+            self.child = Resolution(name, dns.rdatatype.A, self.rdclass, self.cache, self.infra, self.hints,
+                                    self.settings, self.budget, self.depth + 1)
+            self.child.seen |= self.seen
+            return True
+        return False
+
+    def _child_done(self, result: Result) -> None:
+        child, self.child = self.child, None
+        found = [rd.address for rrset in result.answer if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+                 for rd in rrset]
+        found = [a for a in found if self._allowed(a)]
+        if not found:
+            self.errors.append(f"address of {child.original}: {dns.rcode.to_text(result.rcode)} {result.reason}".strip())
+        self.addresses.extend(a for a in found if a not in self.addresses)
+
+    # ================================================================= answers
+
+    def _add_link(self, rrset: dns.rrset.RRset) -> bool:
+        """Append one answer RRset; CNAME/DNAME links count towards MAX_LINKS."""
+        self.chain.append(rrset)
+        if rrset.rdtype in (dns.rdatatype.CNAME, dns.rdatatype.DNAME) and rrset.rdtype != self.rdtype:
+            self.links += 1
+            if self.links > MAX_LINKS:
+                self._fail(f"more than {MAX_LINKS} CNAME/DNAME links")
+                return False
+            if rrset.rdtype == dns.rdatatype.CNAME:
+                target = rrset[0].target
+                if target in self.seen:
+                    self._fail(f"CNAME loop at {target}")
+                    return False
+                self.seen.add(target)
+        return True
+
+    def _finish(self, rcode: int, authority=()) -> None:
+        self.result = Result(rcode, list(self.chain), list(authority), from_cache=self.answered_from_cache)
+
+    def _fail(self, reason: str) -> Result:
+        self.result = Result(dns.rcode.SERVFAIL, [], [], reason)
+        return self.result
+
+    def _follow(self, answer, start: dns.name.Name, rank: int, now: float) -> tuple[dns.name.Name, bool]:
+        """Follow the answer chain inside one response from `start`.
+
+        Returns (the last name reached, whether the final RRset was found); links are cached
+        and appended to the chain. A DNAME is turned into the CNAME it implies (RFC 6672).
+        """
+        name = start
+        for _ in range(MAX_LINKS + 2):
+            final = _find(answer, name, self.rdtype)
+            if final is not None:
+                self.cache.put_rrset(final, now, rank)
+                self._add_link(final)
+                return name, True
+            if self.rdtype == dns.rdatatype.CNAME:
+                return name, False
+            cname = _find(answer, name, dns.rdatatype.CNAME)
+            dname = None
+            if self.rdtype != dns.rdatatype.DNAME:
+                dname = next((r for r in answer if r.rdtype == dns.rdatatype.DNAME
+                              and name.is_subdomain(r.name) and name != r.name), None)
+            if cname is None and dname is None:
+                return name, False
+            if dname is not None:
+                # The DNAME is the authority; the CNAME a server sent along is only a hint.
+                self.cache.put_rrset(dname, now, rank)
+                try:
+                    target = name.relativize(dname.name).concatenate(dname[0].target)
+                except dns.name.NameTooLong:
+                    self._finish(dns.rcode.YXDOMAIN)
+                    return name, False
+                cname = dns.rrset.from_text(name, dname.ttl, self.rdclass, "CNAME", target.to_text())
+                self.cache.put_rrset(cname, now, rank, via=dname)
+                self.chain.append(dname)
+            else:
+                self.cache.put_rrset(cname, now, rank)
+            if not self._add_link(cname):
+                return name, False
+            name = cname[0].target
+        self._fail(f"more than {MAX_LINKS} CNAME/DNAME links")
+        return name, False
+
+    def _scrub(self, rrsets, zone: dns.name.Name) -> list[dns.rrset.RRset]:
+        """Keep the RRsets a server for `zone` may speak for; count the others."""
+        kept = [r for r in rrsets if r.rdclass == self.rdclass and r.name.is_subdomain(zone)]
+        self.budget.scrubbed += len(rrsets) - len(kept)
+        return kept
+
+    def _iterative_response(self, request: Request, response: dns.message.Message, now: float) -> None:
+        zone = self.zone
+        address = request.address
+        rcode = response.rcode()
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+                self.infra.mark_lame(address, zone, now)   # it does not serve the zone
+            self.errors.append(f"{address}: {dns.rcode.to_text(rcode)}")
+            return
+        aa = bool(response.flags & dns.flags.AA)
+        answer = self._scrub(response.answer, zone)
+        authority = self._scrub(response.authority, zone)
+        additional = self._scrub(response.additional, zone)
+        soa = next((r for r in authority if r.rdtype == dns.rdatatype.SOA), None)
+
+        if answer:
+            start = self.qname
+            name, complete = self._follow(answer, start, RANK_ANSWER if aa else RANK_AUTHORITY, now)
+            if self.result is not None:
+                return
+            if complete:
+                self._finish(dns.rcode.NOERROR)
+                return
+            if name != start:
+                self.qname = name
+                if soa is not None and name.is_subdomain(soa.name):
+                    # The chain ended inside this zone: the server's negative answer is for `name`.
+                    self.cache.put_negative(name, self.rdtype, self.rdclass, rcode, soa, now)
+                    self._finish(rcode, [soa])
+                elif rcode == dns.rcode.NXDOMAIN:
+                    self._finish(rcode, [soa] if soa else [])
+                else:
+                    self.zone = None    # the target lives elsewhere: resolve it from the start
+                return
+        if rcode == dns.rcode.NXDOMAIN:
+            self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
+            self._finish(rcode, [soa] if soa else [])
+            return
+        ns = next((r for r in authority if r.rdtype == dns.rdatatype.NS), None)
+        if ns is not None and ns.name != zone and self.qname.is_subdomain(ns.name) and not answer:
+            self._referral(ns, additional, now)
+            return
+        if soa is not None or (aa and ns is None):
+            self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
+            self._finish(rcode, [soa] if soa else [])
+            return
+        # An upward or sideways referral, or an empty non-authoritative answer: a lame server.
+        self.infra.mark_lame(address, zone, now)
+        self.errors.append(f"{address}: lame for {zone}")
+
+    def _referral(self, ns: dns.rrset.RRset, additional, now: float) -> None:
+        self.referrals += 1
+        if self.referrals > self.settings.max_depth:
+            self._fail(f"more than {self.settings.max_depth} referrals")
+            return
+        self.cache.put_rrset(ns, now, RANK_GLUE)
+        targets = {rd.target for rd in ns}
+        addresses, missing = [], []
+        for rrset in additional:
+            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.name in targets:
+                self.cache.put_rrset(rrset, now, RANK_GLUE)
+        for target in targets:
+            glue = [rd.address for rrset in additional if rrset.name == target
+                    and rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rd in rrset]
+            known = glue or self.cache.addresses(target, self.rdclass, now)
+            if known:
+                addresses.extend(a for a in known if self._allowed(a))
+            elif not target.is_subdomain(ns.name):
+                missing.append(target)
+        if not addresses and not missing:
+            self._fail(f"referral to {ns.name} without usable name server addresses")
+            return
+        self._set_cut(ns.name, addresses, sorted(missing))
+
+    def _forward_response(self, response: dns.message.Message, now: float) -> None:
+        rcode = response.rcode()
+        if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            self.errors.append(f"forwarder: {dns.rcode.to_text(rcode)}")
+            return
+        answer = [r for r in response.answer if r.rdclass == self.rdclass]
+        soa = next((r for r in response.authority if r.rdtype == dns.rdatatype.SOA), None)
+        name, complete = self._follow(answer, self.qname, RANK_ANSWER, now)
+        if self.result is not None:
+            return
+        if complete:
+            self._finish(dns.rcode.NOERROR)
+            return
+        self.qname = name
+        if soa is not None:
+            self.cache.put_negative(name, self.rdtype, self.rdclass, rcode, soa, now)
+        self._finish(rcode, [soa] if soa else [])

@@ -1,0 +1,160 @@
+"""Upstream queries over UDP (TCP when the answer is truncated): the resolver's only sockets.
+
+Anti-spoofing (RFC 5452): every query gets a fresh random ID from the system's CSPRNG and its
+own UDP socket on a random source port, connected to the server (the kernel then drops
+datagrams from any other address or port, and an ICMP refusal surfaces at once as
+"unreachable"). A datagram is accepted only if it comes from the server's address and port,
+carries the query's ID, has QR set and repeats the question exactly (name, type, class);
+anything else is counted in `rejected` and the wait goes on until the query's timeout. TC=1
+repeats the query over TCP with a new ID (RFC 7766).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+import socket
+import time
+from dataclasses import dataclass
+
+import dns.exception
+import dns.flags
+import dns.message
+
+from edgeway.dns.resolver.resolution import ERROR, TIMEOUT, UNREACHABLE, Request
+
+_RNG = random.SystemRandom()
+PORT_RANGE = (1024, 65535)
+
+
+@dataclass
+class TransportStats:
+    sent_udp: int = 0
+    sent_tcp: int = 0
+    rejected: int = 0      # datagrams that did not match the query (spoofing attempts, stray answers)
+    timeouts: int = 0
+    unreachable: int = 0
+
+
+def _bind_random_port(sock: socket.socket, family: int) -> None:
+    host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    for _ in range(10):
+        try:
+            sock.bind((host, _RNG.randint(*PORT_RANGE)))
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+    sock.bind((host, 0))   # the kernel's choice is randomised too (Linux ephemeral ports)
+
+
+class Transport:
+    def __init__(self, payload: int = 1232) -> None:
+        self.payload = payload
+        self.stats = TransportStats()
+
+    def _message(self, request: Request) -> dns.message.Message:
+        message = dns.message.make_query(request.qname, request.rdtype, request.rdclass,
+                                         use_edns=0, payload=self.payload, id=_RNG.getrandbits(16))
+        if not request.recursion_desired:
+            message.flags &= ~dns.flags.RD
+        return message
+
+    async def query(self, request: Request) -> tuple[dns.message.Message | None, str | None, float]:
+        """(response, None, rtt) or (None, TIMEOUT|UNREACHABLE|ERROR, elapsed)."""
+        started = time.monotonic()
+        deadline = started + request.timeout
+        response, error = await self._udp(request, deadline)
+        if response is not None and response.flags & dns.flags.TC:
+            response, error = await self._tcp(request, deadline)
+        elapsed = time.monotonic() - started
+        if error == TIMEOUT:
+            self.stats.timeouts += 1
+        elif error == UNREACHABLE:
+            self.stats.unreachable += 1
+        return response, error, elapsed
+
+    async def _udp(self, request: Request, deadline: float):
+        loop = asyncio.get_running_loop()
+        query = self._message(request)
+        wire = query.to_wire()
+        family = socket.AF_INET6 if ":" in request.address else socket.AF_INET
+        server = (request.address, request.port)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        future: asyncio.Future = loop.create_future()
+
+        def readable() -> None:
+            while not future.done():
+                try:
+                    data, peer = sock.recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:   # ICMP port/host unreachable on the connected socket
+                    future.set_result((None, UNREACHABLE if isinstance(exc, ConnectionError)
+                                       or exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH) else ERROR))
+                    return
+                if peer[0] != request.address or peer[1] != request.port or data[:2] != wire[:2]:
+                    self.stats.rejected += 1
+                    continue
+                try:
+                    response = dns.message.from_wire(data, ignore_trailing=True)
+                except Exception:
+                    self.stats.rejected += 1
+                    continue
+                if not query.is_response(response):
+                    self.stats.rejected += 1
+                    continue
+                future.set_result((response, None))
+
+        fd = -1
+        timer = None
+        try:
+            _bind_random_port(sock, family)
+            sock.connect(server)
+            sock.send(wire)
+            self.stats.sent_udp += 1
+            fd = sock.fileno()
+            loop.add_reader(fd, readable)
+            timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()),
+                                 lambda: future.done() or future.set_result((None, TIMEOUT)))
+            return await future
+        except OSError as exc:
+            return None, UNREACHABLE if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                                                      errno.EADDRNOTAVAIL) else ERROR
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if fd >= 0:
+                loop.remove_reader(fd)
+            sock.close()
+
+    async def _tcp(self, request: Request, deadline: float):
+        query = self._message(request)
+        wire = query.to_wire()
+        writer = None
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, TIMEOUT
+            async with asyncio.timeout(remaining):
+                reader, writer = await asyncio.open_connection(request.address, request.port)
+                writer.write(len(wire).to_bytes(2, "big") + wire)
+                self.stats.sent_tcp += 1
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                data = await reader.readexactly(size)
+            response = dns.message.from_wire(data, ignore_trailing=True)
+            if not query.is_response(response):
+                self.stats.rejected += 1
+                return None, ERROR
+            return response, None
+        except TimeoutError:
+            return None, TIMEOUT
+        except ConnectionRefusedError:
+            return None, UNREACHABLE
+        except (OSError, asyncio.IncompleteReadError, dns.exception.DNSException):
+            return None, ERROR
+        finally:
+            if writer is not None:
+                writer.close()
