@@ -84,6 +84,8 @@ class Resolver:
         found = self.cache.lookup(qname, rdtype, rdclass, self.clock())
         if found is None or not found.complete:
             return None
+        self.counters.queries += 1
+        self.counters.cache_hits += 1
         return Result(found.rcode, found.answer, found.authority, from_cache=True)
 
     async def resolve(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN) -> Result:

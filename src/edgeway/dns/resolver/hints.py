@@ -49,7 +49,7 @@ def parse_hints(text: str, source: str = "<hints>", builtin: bool = False) -> Hi
         fields = line.split()
         # owner [ttl] [class] type data
         owner, rest = fields[0], fields[1:]
-        if rest and rest[0].isdigit():
+        if rest and rest[0].isascii() and rest[0].isdigit():
             ttl = int(rest[0])
             rest = rest[1:]
         if rest and rest[0].upper() in ("IN", "CH", "HS"):
@@ -64,7 +64,10 @@ def parse_hints(text: str, source: str = "<hints>", builtin: bool = False) -> Hi
         if rdtype == "NS":
             if name != dns.name.root:
                 raise HintsError(f"{source}:{lineno}: NS records in root hints must belong to '.'")
-            target = dns.name.from_text(data)
+            try:
+                target = dns.name.from_text(data)
+            except Exception as exc:
+                raise HintsError(f"{source}:{lineno}: invalid name {data!r}: {exc}") from None
             if target not in ns:
                 ns.append(target)
         elif rdtype in ("A", "AAAA"):

@@ -1,0 +1,97 @@
+"""The recursion handler (last in the chain) and the builder of the resolver's handlers.
+
+`build_resolver_handlers(dns_config)` returns (before_zones, after_zones) for the DNS service:
+
+    before_zones: [hosts]              when dns.hosts_file is set
+    after_zones:  [cache, recursion]   when dns.recursion.enabled
+
+Clients outside `recursion.allow` get REFUSED (no open resolver). A query with RD=0 is
+answered from the cache only (what `edgeway trace` relies on to tell "was it cached?"); on a
+miss it gets the closest delegation the cache knows, as BIND and Unbound answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
+from edgeway.dns.handlers.base import Answer, Query
+from edgeway.dns.handlers.cache import CacheHandler
+from edgeway.dns.handlers.hosts import HostsHandler
+from edgeway.dns.resolver import Resolver
+from edgeway.dns.resolver.hints import root_rrsets
+
+
+class Allow:
+    """Client address -> may it recurse? (answers memoised per address, bounded)."""
+
+    def __init__(self, networks) -> None:
+        self.networks = [ipaddress.ip_network(n) if isinstance(n, str) else n for n in networks]
+        self._memo: dict[str, bool] = {}
+
+    def __call__(self, client) -> bool:
+        host = client[0] if isinstance(client, (tuple, list)) else client
+        allowed = self._memo.get(host)
+        if allowed is None:
+            try:
+                ip = ipaddress.ip_address(host.split("%")[0])
+                if ip.version == 6 and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                allowed = any(ip in net for net in self.networks if net.version == ip.version)
+            except ValueError:
+                allowed = False
+            if len(self._memo) > 10_000:
+                self._memo.clear()
+            self._memo[host] = allowed
+        return allowed
+
+
+class RecursionHandler:
+    name = "recursion"
+
+    def __init__(self, resolver: Resolver, allow: Allow) -> None:
+        self.resolver = resolver
+        self.allow = allow
+
+    def handle(self, query: Query):
+        if not self.allow(query.client):
+            return Answer(dns.rcode.REFUSED, source=self.name)
+        if not query.recursion_desired:
+            return self._referral(query)
+        return self._resolve(query)
+
+    async def _resolve(self, query: Query) -> Answer:
+        result = await self.resolver.resolve(query.name, query.rdtype, query.rdclass)
+        return Answer(result.rcode, False, result.answer, result.authority, source=self.name)
+
+    def _referral(self, query: Query) -> Answer:
+        resolver = self.resolver
+        now = resolver.clock()
+        cuts = resolver.cache.delegation(query.name, query.rdclass, now)
+        if cuts:
+            ns = cuts[0]
+            glue = [g for rd in ns for g in (resolver.cache.get_rrset(rd.target, t, query.rdclass, now)
+                                              for t in (dns.rdatatype.A, dns.rdatatype.AAAA)) if g is not None]
+        else:
+            ns, glue = root_rrsets(resolver.hints)
+        return Answer(dns.rcode.NOERROR, False, [], [ns], glue, source=self.name)
+
+    async def close(self) -> None:
+        await self.resolver.close()
+
+
+def build_resolver_handlers(dns_config) -> tuple[list, list]:
+    """(before_zones, after_zones) handlers for a DnsConfig; ([], []) when neither is configured."""
+    before: list = []
+    after: list = []
+    if dns_config.hosts_file is not None:
+        before.append(HostsHandler(dns_config.hosts_file))
+    recursion = dns_config.recursion
+    if recursion.enabled:
+        resolver = Resolver.from_config(recursion)
+        allow = Allow(recursion.allow)
+        after += [CacheHandler(resolver, allow), RecursionHandler(resolver, allow)]
+    return before, after
