@@ -148,3 +148,26 @@ def summary(rcode: str, rrsets) -> tuple[str, list[str]]:
     lines = sorted(f"{r.name.to_text().lower()} {dns.rdatatype.to_text(r.rdtype)} {rd.to_text()}"
                    for r in rrsets for rd in r)
     return rcode, lines
+
+
+def start_nsd_hierarchy(base: Path, port: int, servers: dict | None = None) -> dict:
+    """Start NSD for each server of SERVERS (or `servers`); returns name -> process."""
+    from tests.support.nsd import start_nsd, stop_nsd
+
+    procs = {}
+    try:
+        for name, (ip, zones) in (servers or SERVERS).items():
+            procs[name] = start_nsd(base / name, ip, port, zones)
+    except BaseException:
+        for proc in procs.values():
+            stop_nsd(proc)
+        raise
+    return procs
+
+
+def stop_all(procs: dict) -> None:
+    from tests.support.nsd import stop_nsd
+
+    for proc in procs.values():
+        if proc.poll() is None:
+            stop_nsd(proc)

@@ -50,9 +50,9 @@ class Resolver:
                  max_outstanding: int = 1000, clock=time.monotonic) -> None:
         self.hints = hints
         self.settings = settings or Settings(allow_loopback=not hints.builtin)
-        self.cache = cache or Cache()
-        self.infra = infra or Infra()
-        self.transport = transport or Transport()
+        self.cache = cache if cache is not None else Cache()   # (an empty Cache is falsy)
+        self.infra = infra if infra is not None else Infra()
+        self.transport = transport if transport is not None else Transport()
         self.resolution_timeout = resolution_timeout
         self.max_outstanding = max_outstanding
         self.clock = clock
