@@ -19,6 +19,8 @@ import dns.name
 import dns.node
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdata
+import dns.rdtypes.ANY.TXT
 import dns.zone
 import dns.zonefile
 
@@ -27,6 +29,33 @@ from edgeway.errors import EdgewayError
 
 class ZoneError(EdgewayError):
     """A zone file that cannot be served; the message names the file (and line when known)."""
+
+
+class _SplittingTXT(dns.rdtypes.ANY.TXT.TXT):
+    """TXT from zone-file text, with strings over 255 bytes split into 255-byte pieces.
+
+    RFC 1035 limits each character-string to 255 bytes; SPF and DKIM keys are longer, and
+    users write them as one string (as DNS providers' consoles accept). dnspython refuses
+    them; we split them as RFC 7208 section 3.3 expects readers to rejoin them.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def from_text(cls, rdclass, rdtype, tok, origin=None, relativize=True, relativize_to=None):
+        strings = []
+        for token in tok.get_remaining():
+            token = token.unescape_to_bytes()
+            if not (token.is_quoted_string() or token.is_identifier()):
+                raise dns.exception.SyntaxError("expected a string")
+            value = token.value
+            strings.extend([value[i : i + 255] for i in range(0, len(value), 255)] or [b""])
+        if not strings:
+            raise dns.exception.UnexpectedEnd
+        return cls(rdclass, rdtype, strings)
+
+
+dns.rdata._rdata_classes[(dns.rdataclass.IN, dns.rdatatype.TXT)] = _SplittingTXT
 
 
 @dataclass(eq=False)
@@ -110,11 +139,8 @@ def load_zone(path: Path | str, origin: str | dns.name.Name | None = None) -> Zo
         raise ZoneError(f"{path}: zone {origin or ''} has no SOA record at its apex") from None
     except dns.zone.NoNS:
         raise ZoneError(f"{path}: zone {origin or ''} has no NS records at its apex") from None
-    except dns.exception.SyntaxError as exc:
-        message = str(exc)
-        raise ZoneError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     except dns.exception.DNSException as exc:
-        raise ZoneError(f"{path}: {exc}") from None
+        raise ZoneError(_located(path, text, origin, exc)) from None
     except OSError as exc:  # an $INCLUDE that cannot be opened
         raise ZoneError(f"{path}: $INCLUDE {exc.filename}: {exc.strerror}") from None
     soa = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
@@ -131,6 +157,48 @@ def _working_directory(folder: Path):
         yield
     finally:
         os.chdir(previous)
+
+
+def _located(path: Path, text: str, origin, exc: Exception) -> str:
+    """`file:line: detail` for a parse error.
+
+    dnspython reports the tokenizer's line, which is one too far when the error is noticed at
+    the end of a line, and no line at all for some errors (CNAME beside other data). The line
+    is found again as the first prefix of the file that fails to parse; a prefix that only
+    ends too early (inside parentheses) does not count as failing.
+    """
+    detail = str(exc)
+    prefix = f"{path}:"
+    if detail.startswith(prefix):
+        head, _, rest = detail[len(prefix):].partition(": ")
+        if not head.isdigit():  # an error inside an $INCLUDEd file: its own name and line
+            return detail
+        detail = rest
+    lines = text.splitlines()
+
+    def fails(count: int) -> bool:
+        try:
+            with _working_directory(path.parent):
+                dns.zone.from_text("\n".join(lines[:count]) + "\n", origin=origin, relativize=False,
+                                   filename=str(path), allow_include=True, check_origin=False)
+        except (dns.exception.UnexpectedEnd, dns.zone.UnknownOrigin, dns.zonefile.UnknownOrigin):
+            return False
+        except dns.exception.SyntaxError as error:
+            return "unbalanced parentheses" not in str(error)
+        except Exception:
+            return True
+        return False
+
+    low, high = 1, len(lines)
+    if not fails(high):
+        return f"{path}: {detail}"
+    while low < high:
+        middle = (low + high) // 2
+        if fails(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return f"{path}:{low}: {detail}"
 
 
 class ZoneSet:
