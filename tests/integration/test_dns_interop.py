@@ -19,7 +19,7 @@ import pytest
 
 from tests.integration.dns_server import DnsServer
 from tests.support.tools import require_tool
-from tests.unit.dns.test_authority import CASES
+from tests.unit.dns.test_authority import CASES, with_apex_ns
 
 pytestmark = pytest.mark.interop
 
@@ -34,7 +34,8 @@ def server(tmp_path_factory):
 
 
 def lines(section):
-    return sorted(line for rrset in section for line in rrset.to_text().splitlines())
+    # Lower case: names compressed against the question come back in the client's case.
+    return sorted(line.lower() for rrset in section for line in rrset.to_text().splitlines())
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -45,12 +46,14 @@ def test_dnspython_gets_every_case_of_the_lookup_table(server, transport):
         query.flags &= ~dns.flags.RD
         response = ask(query, server.host, port=server.port, timeout=2)
         expected = dns.rcode.NOERROR if rcode == "NODATA" else dns.rcode.from_text(rcode)
+        if rcode == "NOERROR" and aa:
+            authority, additional = with_apex_ns(answer, authority, additional, rdtype)
         assert response.rcode() == expected, (name, rdtype)
         assert bool(response.flags & dns.flags.AA) is aa, (name, rdtype)
         assert not response.flags & dns.flags.TC
-        assert lines(response.answer) == sorted(answer), (name, rdtype)
-        assert lines(response.authority) == sorted(authority), (name, rdtype)
-        assert lines(response.additional) == sorted(additional), (name, rdtype)
+        assert lines(response.answer) == sorted(x.lower() for x in answer), (name, rdtype)
+        assert lines(response.authority) == sorted(x.lower() for x in authority), (name, rdtype)
+        assert lines(response.additional) == sorted(x.lower() for x in additional), (name, rdtype)
 
 
 def dig(server, *args):
@@ -225,7 +228,7 @@ def test_ipv6_listener(tmp_path):
         pytest.skip("::1 is not configured")
     with DnsServer(tmp_path, host="::1") as server:
         response = dns.query.udp(dns.message.make_query("rich.test.", "AAAA"), "::1", port=server.port, timeout=2)
-        assert lines(response.answer) == ["rich.test. 3600 IN AAAA 2001:db8::1"]
+        assert lines(response.answer) == ["rich.test. 3600 in aaaa 2001:db8::1"]
         out = dig(server, "+tcp", "rich.test", "AAAA")
         assert "2001:db8::1" in out
 

@@ -8,6 +8,10 @@ NSD where the RFCs leave a choice (the differential test compares both servers):
 - A referral has the cut's NS in authority and glue (A/AAAA found in the zone) in additional,
   with AA clear; DS is answered by the parent side of the cut (RFC 4035 section 3.1.4.1).
 - ANY gets one RRset (RFC 8482 section 4.2).
+- A positive answer carries the apex NS RRset in authority and the name servers' addresses
+  in additional (RFC 1034 4.3.2 step 3a allows it; NSD and BIND do it unless told to be
+  minimal), except when the answer already holds them, when the chain ends in a CNAME that
+  leaves the zone or loops, and for DS (answered by the parent side), as NSD.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ def lookup(zone: Zone, qname: dns.name.Name, qtype: int) -> Answer:
         if rdataset is not None:
             answer.answer.append(_rrset(name, rdataset))
             _additional(zone, answer)
+            if qtype != DS:
+                _apex_ns(zone, answer)
             return answer
         cname = node.get_rdataset(IN, CNAME) if qtype != CNAME else None
         if cname is None:
@@ -127,6 +133,15 @@ def _dname(zone: Zone, owner: dns.name.Name, name: dns.name.Name, answer: Answer
     return target
 
 
+def _apex_ns(zone: Zone, answer: Answer) -> None:
+    origin = zone.origin
+    if any(rrset.rdtype == NS and rrset.name == origin for rrset in answer.answer):
+        return
+    ns = zone.rdataset(origin, NS)
+    answer.authority.append(_rrset(origin, ns))
+    _addresses(zone, answer, [rdata.target for rdata in ns])
+
+
 def _closest_encloser(zone: Zone, name: dns.name.Name) -> dns.name.Name:
     while name not in zone.names:
         name = name.parent()
@@ -156,6 +171,7 @@ def _additional(zone: Zone, answer: Answer) -> None:
 
 def _addresses(zone: Zone, answer: Answer, targets) -> None:
     done = {(rrset.name, rrset.rdtype) for rrset in answer.additional}
+    done.update((rrset.name, rrset.rdtype) for rrset in answer.answer)
     for target in targets:
         if not target.is_subdomain(zone.origin):
             continue

@@ -192,7 +192,8 @@ class Responder:
             size = max(size, _NO_EDNS_SIZE)
         else:
             size = 65535
-        return response.to_wire(max_size=size, prefer_truncation=True)
+        # Records in zone-file order, as NSD (no shuffling: the fast path would freeze it anyway).
+        return response.to_wire(max_size=size, prefer_truncation=True, want_shuffle=False)
 
     def _error_header(self, wire: bytes, rcode: int) -> bytes:
         """A header-only response for a message we could not parse (RFC 1035 4.1.1)."""

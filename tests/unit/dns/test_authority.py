@@ -25,7 +25,25 @@ def ask(zone, name, rdtype):
     return answer, text(answer.answer), text(answer.authority), text(answer.additional)
 
 
-# (name, type, rcode, AA, answer, authority, additional)
+APEX_NS = ["rich.test. 3600 IN NS ns1.rich.test.", "rich.test. 3600 IN NS ns2.rich.test."]
+NS_ADDRESSES = ["ns1.rich.test. 3600 IN A 192.0.2.53", "ns2.rich.test. 3600 IN A 192.0.2.54",
+                "ns2.rich.test. 3600 IN AAAA 2001:db8::54"]
+
+
+def with_apex_ns(answer, authority, additional, rdtype="A"):
+    """A positive authoritative answer also carries the apex NS and their addresses (as NSD),
+    unless the answer ends in a CNAME leaving the zone or looping, or is a DS."""
+    last = answer[-1].split()[3] if answer else None
+    if rdtype not in ("CNAME", "ANY") and last == "CNAME" or rdtype == "DS":
+        return authority, additional
+    if any(line.startswith("rich.test. 3600 IN NS") for line in answer):
+        return authority, additional
+    owners = {tuple(line.lower().split()[:4:3]) for line in answer}
+    extra = [line for line in NS_ADDRESSES if tuple(line.lower().split()[:4:3]) not in owners]
+    return authority + APEX_NS, additional + [line for line in extra if line not in additional]
+
+
+# (name, type, rcode, AA, answer, authority, additional); positive answers get `with_apex_ns`.
 CASES = [
     ("rich.test.", "A", "NOERROR", True, ["rich.test. 3600 IN A 192.0.2.1"], [], []),
     ("RICH.Test.", "AAAA", "NOERROR", True, ["RICH.Test. 3600 IN AAAA 2001:db8::1"], [], []),
@@ -104,6 +122,8 @@ CASES = [
 def test_lookup(zone, name, rdtype, rcode, aa, answer, authority, additional):
     result, got_answer, got_authority, got_additional = ask(zone, name, rdtype)
     expected_rcode = dns.rcode.NOERROR if rcode == "NODATA" else dns.rcode.from_text(rcode)
+    if rcode == "NOERROR" and aa:
+        authority, additional = with_apex_ns(answer, authority, additional, rdtype)
     assert result.rcode == expected_rcode
     assert result.authoritative is aa
     assert got_answer == sorted(answer)
