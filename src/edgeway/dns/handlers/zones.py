@@ -1,0 +1,28 @@
+"""The local-zones handler: authoritative answers for names inside the zones we serve.
+
+Names outside every zone pass to the next handler (cache, recursion), or are REFUSED by the
+responder when nothing else answers.
+"""
+
+from __future__ import annotations
+
+import dns.rdataclass
+
+from edgeway.dns.authority import lookup
+from edgeway.dns.handlers.base import Answer, Query
+from edgeway.dns.zone import ZoneSet
+
+
+class ZonesHandler:
+    name = "zones"
+
+    def __init__(self, zones: ZoneSet):
+        self.zones = zones
+
+    def handle(self, query: Query) -> Answer | None:
+        if query.rdclass != dns.rdataclass.IN:
+            return None
+        zone = self.zones.find(query.name)
+        if zone is None:
+            return None
+        return lookup(zone, query.name, query.rdtype)

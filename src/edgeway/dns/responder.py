@@ -1,0 +1,229 @@
+"""Wire bytes in, wire bytes out: everything about a DNS query except the socket.
+
+`Responder.respond(wire, client, transport)` returns the response bytes, `None` (drop the
+query), or an awaitable of either when a handler had to go to the network. It never raises:
+an input that breaks a handler gets SERVFAIL and a log line, not a dead server.
+
+Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
+- fewer than 12 bytes, or the QR bit set: dropped (no header to answer, or a response that
+  must never be answered, which would allow reflection loops);
+- any other message dnspython cannot parse, or not exactly one question: FORMERR, header only;
+- opcode other than QUERY: NOTIMP; EDNS version above 0: BADVERS (RFC 6891 section 6.1.3);
+- no handler answers: REFUSED;
+- the answer is rendered for the client's UDP size (512 without EDNS, capped by ours); what
+  does not fit in answer or authority sets TC=1, additional records are dropped silently.
+
+The fast path: an authoritative answer depends only on the query's bytes after its ID, so
+the rendered response is kept keyed on exactly those bytes (and the transport) and a repeat
+costs one dict lookup. `invalidate()` empties it when zones change.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import struct
+import time
+from collections import Counter
+from typing import Any, Awaitable, Sequence
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+
+from edgeway.dns.handlers.base import Answer, Handler, Query
+
+log = logging.getLogger("edgeway.dns")
+query_log = logging.getLogger("edgeway.dns.query")
+
+_QR = 0x8000
+_NO_EDNS_SIZE = 512
+_FLAG_MASK_KEPT = dns.flags.RD | dns.flags.CD  # copied from the query (RFC 1035, RFC 4035)
+
+
+class Responder:
+    def __init__(
+        self,
+        handlers: Sequence[Handler],
+        udp_payload_size: int = 1232,
+        recursion_available: bool = False,
+        log_queries: bool = False,
+        fast_path_size: int = 100_000,
+    ):
+        self.handlers = list(handlers)
+        self.udp_payload_size = udp_payload_size
+        self.recursion_available = recursion_available
+        self.log_queries = log_queries
+        self.fast_path_size = fast_path_size
+        self._fast: dict[bytes, tuple[bytes, tuple]] = {}
+        self.stats: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ entry point
+
+    def respond(self, wire: bytes, client: tuple, transport: str) -> bytes | None | Awaitable[bytes | None]:
+        key = wire[2:] + (b"u" if transport == "udp" else b"t")
+        cached = self._fast.get(key)
+        if cached is not None:
+            self.stats["fast_path"] += 1
+            if self.log_queries:
+                self._log(client, transport, *cached[1], 0.0)
+            return wire[:2] + cached[0]
+        started = time.perf_counter()
+        try:
+            result = self._respond(wire, client, transport, key, started)
+        except Exception:  # a bug must cost one query, never the server
+            log.exception("internal error answering a query from %s", _host(client))
+            return self._servfail_header(wire)
+        return result
+
+    def invalidate(self) -> None:
+        """Forget every precomputed answer (call after any zone change)."""
+        self._fast.clear()
+
+    # ------------------------------------------------------------------ parsing
+
+    def _respond(self, wire, client, transport, key, started):
+        if len(wire) < 12:
+            self.stats["dropped"] += 1
+            return None
+        (flags,) = struct.unpack_from("!H", wire, 2)
+        if flags & _QR:
+            self.stats["dropped"] += 1
+            return None
+        opcode = dns.opcode.from_flags(flags)
+        try:
+            query = dns.message.from_wire(wire, ignore_trailing=False)
+        except dns.message.UnknownTSIGKey:
+            return self._error_header(wire, dns.rcode.NOTAUTH)
+        except (dns.exception.DNSException, ValueError, IndexError, struct.error, UnicodeError):
+            self.stats["formerr"] += 1
+            return self._error_header(wire, dns.rcode.FORMERR)
+        if opcode != dns.opcode.QUERY:
+            self.stats["notimp"] += 1
+            return self._render(query, self._reply(query, dns.rcode.NOTIMP), transport)
+        if len(query.question) != 1:
+            self.stats["formerr"] += 1
+            return self._render(query, self._reply(query, dns.rcode.FORMERR), transport)
+        if query.edns > 0:
+            self.stats["badvers"] += 1
+            response = self._reply(query, dns.rcode.BADVERS)
+            response.question = []
+            return self._render(query, response, transport)
+        question = query.question[0]
+        request = Query(
+            name=question.name,
+            rdtype=question.rdtype,
+            rdclass=question.rdclass,
+            client=client,
+            transport=transport,
+            recursion_desired=bool(query.flags & dns.flags.RD),
+            message=query,
+        )
+        if dns.rdatatype.is_metatype(question.rdtype) and question.rdtype != dns.rdatatype.ANY:
+            # AXFR, IXFR, MAILA/MAILB, OPT as a question: not served (zone transfers come later).
+            return self._finish(query, request, Answer(rcode=dns.rcode.REFUSED), transport, key, started)
+        return self._ask(query, request, 0, transport, key, started)
+
+    # ------------------------------------------------------------------ the handler chain
+
+    def _ask(self, query, request, first, transport, key, started):
+        for index in range(first, len(self.handlers)):
+            result = self.handlers[index].handle(request)
+            if result is None:
+                continue
+            if inspect.isawaitable(result):
+                return self._ask_async(result, query, request, index, transport, key, started)
+            return self._finish(query, request, result, transport, key, started)
+        return self._finish(query, request, Answer(rcode=dns.rcode.REFUSED), transport, key, started)
+
+    async def _ask_async(self, pending, query, request, index, transport, key, started):
+        try:
+            answer = await pending
+            if answer is None:
+                answer = self._ask(query, request, index + 1, transport, key, started)
+                if inspect.isawaitable(answer):
+                    return await answer
+                return answer
+            return self._finish(query, request, answer, transport, key, started)
+        except Exception:
+            log.exception("internal error answering %s from %s", request.name, _host(request.client))
+            return self._render(query, self._reply(query, dns.rcode.SERVFAIL), transport)
+
+    # ------------------------------------------------------------------ rendering
+
+    def _finish(self, query, request: Query, answer: Answer, transport, key, started) -> bytes:
+        response = self._reply(query, answer.rcode)
+        if answer.authoritative:
+            response.flags |= dns.flags.AA
+        response.answer = answer.answer
+        response.authority = answer.authority
+        response.additional = answer.additional
+        wire = self._render(query, response, transport)
+        self.stats[dns.rcode.to_text(answer.rcode)] += 1
+        meta = (request.name, request.rdtype, answer.rcode, len(answer.answer))
+        if answer.cacheable:
+            if len(self._fast) >= self.fast_path_size:
+                self._fast.clear()  # cheaper than LRU bookkeeping on every hit; refills at once
+            self._fast[key] = (wire[2:], meta)
+        if self.log_queries:
+            self._log(request.client, transport, *meta, time.perf_counter() - started)
+        return wire
+
+    def _reply(self, query: dns.message.Message, rcode: int) -> dns.message.Message:
+        response = dns.message.Message(id=query.id)
+        response.flags = dns.flags.QR | (query.flags & _FLAG_MASK_KEPT)
+        response.set_opcode(query.opcode())
+        if self.recursion_available:
+            response.flags |= dns.flags.RA
+        response.question = list(query.question)
+        if query.edns >= 0:
+            response.use_edns(0, 0, self.udp_payload_size)
+        response.set_rcode(rcode)
+        return response
+
+    def _render(self, query, response, transport) -> bytes:
+        if transport == "udp":
+            size = min(query.payload, self.udp_payload_size) if query.edns >= 0 else _NO_EDNS_SIZE
+            size = max(size, _NO_EDNS_SIZE)
+        else:
+            size = 65535
+        # Records in zone-file order, as NSD (no shuffling: the fast path would freeze it anyway).
+        return response.to_wire(max_size=size, prefer_truncation=True, want_shuffle=False)
+
+    def _error_header(self, wire: bytes, rcode: int) -> bytes:
+        """A header-only response for a message we could not parse (RFC 1035 4.1.1)."""
+        (qid, flags) = struct.unpack_from("!HH", wire, 0)
+        flags = (flags & (0x7800 | dns.flags.RD)) | _QR | (rcode & 0xF)
+        if self.recursion_available:
+            flags |= dns.flags.RA
+        return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
+
+    def _servfail_header(self, wire: bytes) -> bytes | None:
+        if len(wire) < 12:
+            return None
+        return self._error_header(wire, dns.rcode.SERVFAIL)
+
+    # ------------------------------------------------------------------ query log
+
+    def _log(self, client, transport, name, rdtype, rcode, count, seconds) -> None:
+        query_log.info(
+            "%s %s %s %s %s answers=%d %dus",
+            _host(client),
+            transport,
+            name,
+            dns.rdatatype.to_text(rdtype),
+            dns.rcode.to_text(rcode),
+            count,
+            int(seconds * 1e6),
+        )
+
+
+def _host(client: Any) -> str:
+    if isinstance(client, tuple) and len(client) >= 2:
+        return f"[{client[0]}]:{client[1]}" if ":" in str(client[0]) else f"{client[0]}:{client[1]}"
+    return str(client)

@@ -1,0 +1,231 @@
+"""asyncio adapters that carry DNS messages between sockets and a `Responder`.
+
+UDP: one datagram, one answer. TCP (RFC 7766): two-byte length framing; queries on one
+connection are answered as soon as each is ready (pipelining: a slow recursive answer does not
+hold back a fast authoritative one), at most `max_pipelined` outstanding before the reader
+pauses; an idle connection is closed after `idle_timeout`; above `max_connections` new
+connections are closed at once (the kernel backlog absorbs bursts); the reader also pauses
+while the client does not read its answers (flow control, as uvicorn's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import inspect
+import logging
+import socket
+import struct
+
+from edgeway.config.types import Address
+from edgeway.dns.responder import Responder
+from edgeway.errors import EdgewayError
+
+log = logging.getLogger("edgeway.dns")
+
+
+class BindError(EdgewayError):
+    pass
+
+
+class UdpServerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, responder: Responder):
+        self.responder = responder
+        self.transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        result = self.responder.respond(data, addr, "udp")
+        if result is None:
+            return
+        if type(result) is bytes:
+            self.transport.sendto(result, addr)
+            return
+        task = asyncio.ensure_future(self._send_later(result, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_later(self, pending, addr) -> None:
+        result = await pending
+        if result is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(result, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable from a client that left) arrive here; not our failure.
+        log.debug("udp socket error: %s", exc)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class TcpServerProtocol(asyncio.Protocol):
+    def __init__(self, server: "DnsTcpServer"):
+        self.server = server
+        self.responder = server.responder
+        self.transport: asyncio.Transport | None = None
+        self.peer = None
+        self._buffer = bytearray()
+        self._outstanding = 0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._eof = False
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- connection lifecycle
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        if len(self.server.connections) >= self.server.max_connections:
+            log.warning("tcp connection limit (%d) reached: closing %s", self.server.max_connections, self.peer)
+            transport.abort()
+            return
+        self.server.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc) -> None:
+        self.server.connections.discard(self)
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+
+    def _arm_idle(self) -> None:
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle_handle = loop.call_later(self.server.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self._outstanding == 0 and self.transport is not None:
+            self.transport.close()
+        else:
+            self._arm_idle()
+
+    # -- reading
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        self._arm_idle()
+        buffer = self._buffer
+        while len(buffer) >= 2:
+            (length,) = struct.unpack_from("!H", buffer, 0)
+            if len(buffer) < 2 + length:
+                break
+            message = bytes(buffer[2 : 2 + length])
+            del buffer[: 2 + length]
+            self._query(message)
+            if self.transport is None or self.transport.is_closing():
+                return
+        self._update_reading()
+
+    def eof_received(self):
+        # The client half-closed: answer what is outstanding, then close (RFC 7766 6.2.4).
+        self._eof = True
+        return self._outstanding > 0
+
+    def _query(self, message: bytes) -> None:
+        result = self.responder.respond(message, self.peer, "tcp")
+        if result is None:
+            # A message we drop on UDP cannot be answered on TCP either; the stream is
+            # unusable after garbage, so close it (as NSD does).
+            self.transport.close()
+            return
+        if type(result) is bytes:
+            self._send(result)
+            return
+        self._outstanding += 1
+        task = asyncio.ensure_future(self._send_later(result))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_later(self, pending) -> None:
+        try:
+            result = await pending
+        finally:
+            self._outstanding -= 1
+        if result is not None:
+            self._send(result)
+        self._update_reading()
+        if self._eof and self._outstanding == 0 and self.transport is not None:
+            self.transport.close()
+
+    def _send(self, wire: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(len(wire).to_bytes(2, "big") + wire)
+
+    # -- flow control
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        should_pause = self._writing_paused or self._outstanding >= self.server.max_pipelined
+        if should_pause and not self._reading_paused:
+            self.transport.pause_reading()
+            self._reading_paused = True
+        elif not should_pause and self._reading_paused:
+            self.transport.resume_reading()
+            self._reading_paused = False
+
+
+class DnsTcpServer:
+    def __init__(self, responder: Responder, idle_timeout: float, max_connections: int, max_pipelined: int):
+        self.responder = responder
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.max_pipelined = max_pipelined
+        self.connections: set[TcpServerProtocol] = set()
+
+
+async def start_udp(responder: Responder, address: Address):
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        # No SO_REUSEADDR: on Linux it would let a second server share the port silently.
+        # A large receive buffer absorbs bursts (dnsperf, a resolver's fan-out) instead of dropping.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        except OSError:
+            pass
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        raise _bind_error("udp", address, exc) from None
+    sock.setblocking(False)
+    transport, protocol = await loop.create_datagram_endpoint(lambda: UdpServerProtocol(responder), sock=sock)
+    return transport, protocol
+
+
+async def start_tcp(server: DnsTcpServer, address: Address) -> asyncio.base_events.Server:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.create_server(
+            lambda: TcpServerProtocol(server), address.host, address.port, reuse_address=True, backlog=1024
+        )
+    except OSError as exc:
+        raise _bind_error("tcp", address, exc) from None
+
+
+def _bind_error(kind: str, address: Address, exc: OSError) -> BindError:
+    hint = {
+        errno.EADDRINUSE: "another process is listening there",
+        errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+        errno.EADDRNOTAVAIL: "no interface has that address",
+    }.get(exc.errno, "")
+    return BindError(f"dns: cannot listen on {address} ({kind}): {exc.strerror}" + (f": {hint}" if hint else ""))
