@@ -171,3 +171,36 @@ def stop_all(procs: dict) -> None:
     for proc in procs.values():
         if proc.poll() is None:
             stop_nsd(proc)
+
+
+class EdgewayHierarchy:
+    """SERVERS served by `edgeway serve` processes (one per server, as on separate machines)."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder, self.port = folder, port
+        self.procs: dict = {}
+
+    def __enter__(self) -> "EdgewayHierarchy":
+        from tests.support.tools import EdgewayProcess, wait_for_port
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for name, (ip, zones) in SERVERS.items():
+                lines = ["dns:", f'  listen: ["{ip}:{self.port}"]', "  zones:"]
+                for i, (origin, text) in enumerate(zones.items()):
+                    zone_file = self.folder / f"{name}-{i}.zone"
+                    zone_file.write_text(text)
+                    lines += [f"    - file: {zone_file.name}", f'      origin: "{origin}"']
+                config = self.folder / f"{name}.yaml"
+                config.write_text("\n".join(lines) + "\n")
+                self.procs[name] = EdgewayProcess(config).__enter__()
+            for name, (ip, _) in SERVERS.items():
+                wait_for_port(ip, self.port, proc=self.procs[name].proc)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs.values():
+            proc.stop()
