@@ -15,14 +15,20 @@ from edgeway.config.model import DnsConfig
 from edgeway.dns.handlers.zones import ZonesHandler
 from edgeway.dns.responder import Responder
 from edgeway.dns.server import DnsTcpServer, start_tcp, start_udp
-from edgeway.dns.zone import ZoneSet, load_zone
+from edgeway.dns.zone import ZoneError, ZoneSet, load_zone
 from edgeway.errors import ConfigError
 
 log = logging.getLogger("edgeway.dns")
 
 
 def load_zones(config: DnsConfig) -> ZoneSet:
-    return ZoneSet([load_zone(zone.file, zone.origin) for zone in config.zones])
+    zones = ZoneSet()
+    for index, zone in enumerate(config.zones):
+        try:
+            zones.add(load_zone(zone.file, zone.origin))
+        except ZoneError as exc:
+            raise ZoneError(f"dns.zones.{index}: {exc}") from None
+    return zones
 
 
 def build_handlers(config: DnsConfig, zones: ZoneSet) -> list:
