@@ -65,7 +65,7 @@ class DnsService:
     @property
     def addresses(self) -> list[tuple[str, tuple]]:
         """Every bound socket as (kind, sockname): ports are real even when the config said 0."""
-        bound = [("udp", transport.get_extra_info("sockname")) for transport, _ in self._udp]
+        bound = [("udp", udp.sockname) for udp in self._udp]
         for server in self._tcp:
             bound += [("tcp", sock.getsockname()) for sock in server.sockets]
         return bound
@@ -83,8 +83,8 @@ class DnsService:
         log.info("dns listening on %s (udp and tcp)", ", ".join(str(a) for a in self.config.listen))
 
     async def stop(self) -> None:
-        for transport, protocol in self._udp:
-            protocol.close()
+        for udp in self._udp:
+            udp.close()
         for server in self._tcp:
             server.close()
         for connection in list(self.tcp.connections):
