@@ -37,3 +37,31 @@ def test_help_lists_commands_without_importing_them():
     assert result.returncode == 0
     for name in ("serve", "check", "dig", "demo"):
         assert name in result.stdout
+
+
+def test_check_names_the_zone_file_and_line_of_a_zone_error(tmp_path):
+    (tmp_path / "z.zone").write_text("$ORIGIN z.test.\n$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 1.2.3\n")
+    config = tmp_path / "edgeway.yaml"
+    config.write_text("dns:\n  listen: [\"127.0.0.1:5300\"]\n  zones:\n    - file: z.zone\n")
+    for command in (["check", str(config)], ["serve", "--config", str(config)]):
+        result = run_edgeway(*command)
+        assert result.returncode == 1
+        assert f"dns.zones.0: {tmp_path / 'z.zone'}:5:" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_shipped_example_configs_are_valid():
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    configs = sorted(p for p in examples.rglob("*.yaml") if p.name == "edgeway.yaml")
+    assert configs
+    for config in configs:
+        result = run_edgeway("check", str(config))
+        assert result.returncode == 0, (config, result.stderr)
+
+
+def test_demo_once_serves_the_built_in_zone():
+    result = run_edgeway("demo", "--once", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "api-lb-123.example.com. 60 IN A 127.0.0.10" in result.stdout

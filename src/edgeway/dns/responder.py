@@ -60,16 +60,18 @@ class Responder:
         self.recursion_available = recursion_available
         self.log_queries = log_queries
         self.fast_path_size = fast_path_size
-        self._fast: dict[bytes, tuple[bytes, tuple]] = {}
+        # Precomputed answers per transport, keyed on the query bytes after the ID. The UDP
+        # adapter reads `fast_udp` directly (the hot path of an authoritative server).
+        self.fast_udp: dict[bytes, tuple[bytes, tuple]] = {}
+        self.fast_tcp: dict[bytes, tuple[bytes, tuple]] = {}
         self.stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ entry point
 
     def respond(self, wire: bytes, client: tuple, transport: str) -> bytes | None | Awaitable[bytes | None]:
-        key = wire[2:] + (b"u" if transport == "udp" else b"t")
-        cached = self._fast.get(key)
+        key = wire[2:]
+        cached = (self.fast_udp if transport == "udp" else self.fast_tcp).get(key)
         if cached is not None:
-            self.stats["fast_path"] += 1
             if self.log_queries:
                 self._log(client, transport, *cached[1], 0.0)
             return wire[:2] + cached[0]
@@ -83,7 +85,8 @@ class Responder:
 
     def invalidate(self) -> None:
         """Forget every precomputed answer (call after any zone change)."""
-        self._fast.clear()
+        self.fast_udp.clear()
+        self.fast_tcp.clear()
 
     # ------------------------------------------------------------------ parsing
 
@@ -167,9 +170,10 @@ class Responder:
         self.stats[dns.rcode.to_text(answer.rcode)] += 1
         meta = (request.name, request.rdtype, answer.rcode, len(answer.answer))
         if answer.cacheable:
-            if len(self._fast) >= self.fast_path_size:
-                self._fast.clear()  # cheaper than LRU bookkeeping on every hit; refills at once
-            self._fast[key] = (wire[2:], meta)
+            fast = self.fast_udp if transport == "udp" else self.fast_tcp
+            if len(fast) >= self.fast_path_size:
+                fast.clear()  # cheaper than LRU bookkeeping on every hit; refills at once
+            fast[key] = (wire[2:], meta)
         if self.log_queries:
             self._log(request.client, transport, *meta, time.perf_counter() - started)
         return wire

@@ -1,6 +1,6 @@
 """asyncio adapters that carry DNS messages between sockets and a `Responder`.
 
-UDP: one datagram, one answer. TCP (RFC 7766): two-byte length framing; queries on one
+UDP: one datagram, one answer, read and sent straight from the socket (see UdpServer). TCP (RFC 7766): two-byte length framing; queries on one
 connection are answered as soon as each is ready (pipelining: a slow recursive answer does not
 hold back a fast authoritative one), at most `max_pipelined` outstanding before the reader
 pauses; an idle connection is closed after `idle_timeout`; above `max_connections` new
@@ -28,40 +28,70 @@ class BindError(EdgewayError):
     pass
 
 
-class UdpServerProtocol(asyncio.DatagramProtocol):
-    def __init__(self, responder: Responder):
+class UdpServer:
+    """A UDP socket served straight from the event loop's reader callback.
+
+    Each wake-up drains up to BATCH datagrams with recvfrom/sendto on the non-blocking socket:
+    fewer loop iterations and no transport layer per datagram (the authoritative hot path;
+    the bench showed it worth about a fifth more queries per core than a DatagramProtocol).
+    A reply the kernel cannot take (send buffer full) is dropped and counted, as a UDP server
+    must never block; the client retries.
+    """
+
+    BATCH = 64
+
+    def __init__(self, responder: Responder, sock: socket.socket):
         self.responder = responder
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self.sockname = sock.getsockname()
+        self.send_errors = 0
         self._tasks: set[asyncio.Task] = set()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def _readable(self) -> None:
+        recvfrom, responder = self.sock.recvfrom, self.responder
+        fast = responder.fast_udp
+        for _ in range(self.BATCH):
+            try:
+                data, addr = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP errors reported on the socket: not our failure
+                log.debug("udp socket error: %s", exc)
+                return
+            if not responder.log_queries:
+                cached = fast.get(data[2:])
+                if cached is not None:
+                    self._send(data[:2] + cached[0], addr)
+                    continue
+            result = responder.respond(data, addr, "udp")
+            if result is None:
+                continue
+            if type(result) is bytes:
+                self._send(result, addr)
+                continue
+            task = asyncio.ensure_future(self._send_later(result, addr))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        result = self.responder.respond(data, addr, "udp")
-        if result is None:
-            return
-        if type(result) is bytes:
-            self.transport.sendto(result, addr)
-            return
-        task = asyncio.ensure_future(self._send_later(result, addr))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _send(self, wire: bytes, addr) -> None:
+        try:
+            self.sock.sendto(wire, addr)
+        except OSError:
+            self.send_errors += 1
 
     async def _send_later(self, pending, addr) -> None:
         result = await pending
-        if result is not None and self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(result, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable from a client that left) arrive here; not our failure.
-        log.debug("udp socket error: %s", exc)
+        if result is not None and self.sock.fileno() >= 0:
+            self._send(result, addr)
 
     def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()
         for task in self._tasks:
             task.cancel()
-        if self.transport is not None:
-            self.transport.close()
 
 
 class TcpServerProtocol(asyncio.Protocol):
@@ -192,24 +222,23 @@ class DnsTcpServer:
         self.connections: set[TcpServerProtocol] = set()
 
 
-async def start_udp(responder: Responder, address: Address):
-    loop = asyncio.get_running_loop()
+async def start_udp(responder: Responder, address: Address) -> UdpServer:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         # No SO_REUSEADDR: on Linux it would let a second server share the port silently.
         # A large receive buffer absorbs bursts (dnsperf, a resolver's fan-out) instead of dropping.
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-        except OSError:
-            pass
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, 4 * 1024 * 1024)
+            except OSError:
+                pass
         sock.bind((address.host, address.port))
     except OSError as exc:
         sock.close()
         raise _bind_error("udp", address, exc) from None
     sock.setblocking(False)
-    transport, protocol = await loop.create_datagram_endpoint(lambda: UdpServerProtocol(responder), sock=sock)
-    return transport, protocol
+    return UdpServer(responder, sock)
 
 
 async def start_tcp(server: DnsTcpServer, address: Address) -> asyncio.base_events.Server:

@@ -15,14 +15,20 @@ from edgeway.config.model import DnsConfig
 from edgeway.dns.handlers.zones import ZonesHandler
 from edgeway.dns.responder import Responder
 from edgeway.dns.server import DnsTcpServer, start_tcp, start_udp
-from edgeway.dns.zone import ZoneSet, load_zone
+from edgeway.dns.zone import ZoneError, ZoneSet, load_zone
 from edgeway.errors import ConfigError
 
 log = logging.getLogger("edgeway.dns")
 
 
 def load_zones(config: DnsConfig) -> ZoneSet:
-    return ZoneSet([load_zone(zone.file, zone.origin) for zone in config.zones])
+    zones = ZoneSet()
+    for index, zone in enumerate(config.zones):
+        try:
+            zones.add(load_zone(zone.file, zone.origin))
+        except ZoneError as exc:
+            raise ZoneError(f"dns.zones.{index}: {exc}") from None
+    return zones
 
 
 def build_handlers(config: DnsConfig, zones: ZoneSet) -> list:
@@ -59,7 +65,7 @@ class DnsService:
     @property
     def addresses(self) -> list[tuple[str, tuple]]:
         """Every bound socket as (kind, sockname): ports are real even when the config said 0."""
-        bound = [("udp", transport.get_extra_info("sockname")) for transport, _ in self._udp]
+        bound = [("udp", udp.sockname) for udp in self._udp]
         for server in self._tcp:
             bound += [("tcp", sock.getsockname()) for sock in server.sockets]
         return bound
@@ -77,8 +83,8 @@ class DnsService:
         log.info("dns listening on %s (udp and tcp)", ", ".join(str(a) for a in self.config.listen))
 
     async def stop(self) -> None:
-        for transport, protocol in self._udp:
-            protocol.close()
+        for udp in self._udp:
+            udp.close()
         for server in self._tcp:
             server.close()
         for connection in list(self.tcp.connections):
