@@ -60,6 +60,10 @@ class Responder:
         self.recursion_available = recursion_available
         self.log_queries = log_queries
         self.fast_path_size = fast_path_size
+        # The resolver's fast path (edgeway.dns.resolver.wirecache): rendered cache hits whose
+        # TTLs age and expire, for allowed clients only; owned by the recursion handler.
+        self.wire_cache = next((h.wire_cache for h in self.handlers
+                                if getattr(h, "wire_cache", None) is not None), None)
         # Precomputed answers per transport, keyed on the query bytes after the ID. The UDP
         # adapter reads `fast_udp` directly (the hot path of an authoritative server).
         self.fast_udp: dict[bytes, tuple[bytes, tuple]] = {}
@@ -75,6 +79,10 @@ class Responder:
             if self.log_queries:
                 self._log(client, transport, *cached[1], 0.0)
             return wire[:2] + cached[0]
+        if self.wire_cache is not None and not self.log_queries:
+            hit = self.wire_cache.get(wire, client, transport, time.monotonic())
+            if hit is not None:
+                return hit
         started = time.perf_counter()
         try:
             result = self._respond(wire, client, transport, key, started)
@@ -87,6 +95,8 @@ class Responder:
         """Forget every precomputed answer (call after any zone change)."""
         self.fast_udp.clear()
         self.fast_tcp.clear()
+        if self.wire_cache is not None:
+            self.wire_cache.clear()
 
     # ------------------------------------------------------------------ parsing
 
@@ -169,6 +179,9 @@ class Responder:
         wire = self._render(query, response, transport)
         self.stats[dns.rcode.to_text(answer.rcode)] += 1
         meta = (request.name, request.rdtype, answer.rcode, len(answer.answer))
+        if self.wire_cache is not None and answer.source in ("cache", "recursion") and answer.rcode in (
+                dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            self.wire_cache.put(key, wire, transport, time.monotonic())
         if answer.cacheable:
             fast = self.fast_udp if transport == "udp" else self.fast_tcp
             if len(fast) >= self.fast_path_size:

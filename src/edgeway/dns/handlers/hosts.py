@@ -66,6 +66,7 @@ class HostsHandler:
         self._table: dict = {}
         self._reverse: dict[dns.name.Name, dns.name.Name] = {}
         self.reloads = 0
+        self.on_change = None      # called after a re-read (the resolver's wire cache empties itself)
         self._reload()
 
     def _stat(self) -> tuple | None:
@@ -94,12 +95,18 @@ class HostsHandler:
         self.reloads += 1
         if self.reloads > 1:
             log.info("hosts file %s re-read: %d names", self.path, len(self._table))
+            if self.on_change is not None:
+                self.on_change()
 
-    def handle(self, query: Query) -> Answer | None:
-        now = self.clock()
+    def refresh(self, now: float | None = None) -> None:
+        """Re-read the file if it changed (at most once per check_interval)."""
+        now = self.clock() if now is None else now
         if now >= self._next_check:
             self._next_check = now + self.check_interval
             self._reload()
+
+    def handle(self, query: Query) -> Answer | None:
+        self.refresh()
         if query.rdclass != dns.rdataclass.IN:
             return None
         if query.rdtype == dns.rdatatype.PTR:

@@ -23,6 +23,7 @@ from edgeway.dns.handlers.cache import CacheHandler
 from edgeway.dns.handlers.hosts import HostsHandler
 from edgeway.dns.resolver import Resolver
 from edgeway.dns.resolver.hints import root_rrsets
+from edgeway.dns.resolver.wirecache import WireCache
 
 
 class Allow:
@@ -50,11 +51,15 @@ class Allow:
 
 
 class RecursionHandler:
+    """Also owns the resolver's wire cache: the responder finds it as `wire_cache` and keeps the
+    rendered answers of the `cache` and `recursion` sources there (see resolver/wirecache.py)."""
+
     name = "recursion"
 
-    def __init__(self, resolver: Resolver, allow: Allow) -> None:
+    def __init__(self, resolver: Resolver, allow: Allow, wire_cache: WireCache | None = None) -> None:
         self.resolver = resolver
         self.allow = allow
+        self.wire_cache = wire_cache
 
     def handle(self, query: Query):
         if not self.allow(query.client):
@@ -65,7 +70,9 @@ class RecursionHandler:
 
     async def _resolve(self, query: Query) -> Answer:
         result = await self.resolver.resolve(query.name, query.rdtype, query.rdclass)
-        return Answer(result.rcode, False, result.answer, result.authority, source=self.name)
+        # A stale answer must not be kept on the fast path: the next query should try again.
+        return Answer(result.rcode, False, result.answer, result.authority,
+                      source="stale" if result.stale else self.name)
 
     def _referral(self, query: Query) -> Answer:
         resolver = self.resolver
@@ -77,7 +84,7 @@ class RecursionHandler:
                                               for t in (dns.rdatatype.A, dns.rdatatype.AAAA)) if g is not None]
         else:
             ns, glue = root_rrsets(resolver.hints)
-        return Answer(dns.rcode.NOERROR, False, [], [ns], glue, source=self.name)
+        return Answer(dns.rcode.NOERROR, False, [], [ns], glue, source="referral")
 
     async def close(self) -> None:
         await self.resolver.close()
@@ -87,11 +94,19 @@ def build_resolver_handlers(dns_config) -> tuple[list, list]:
     """(before_zones, after_zones) handlers for a DnsConfig; ([], []) when neither is configured."""
     before: list = []
     after: list = []
+    hosts = None
     if dns_config.hosts_file is not None:
-        before.append(HostsHandler(dns_config.hosts_file))
+        hosts = HostsHandler(dns_config.hosts_file)
+        before.append(hosts)
     recursion = dns_config.recursion
     if recursion.enabled:
         resolver = Resolver.from_config(recursion)
         allow = Allow(recursion.allow)
-        after += [CacheHandler(resolver, allow), RecursionHandler(resolver, allow)]
+        wire_cache = WireCache(allow, max_entries=recursion.cache.max_entries)
+        if hosts is not None:
+            # Fast-path hits skip the handlers: the hosts file is checked from there too, and a
+            # change empties the wire cache so that an override wins at once.
+            wire_cache.watch(hosts.refresh)
+            hosts.on_change = wire_cache.clear
+        after += [CacheHandler(resolver, allow), RecursionHandler(resolver, allow, wire_cache)]
     return before, after
