@@ -77,6 +77,8 @@ def test_recursion_refuses_outsiders_and_answers_rd0_from_cache(tmp_path):
     allow = Allow(["127.0.0.0/8"])
     recursion, cache = RecursionHandler(resolver, allow), CacheHandler(resolver, allow)
     assert recursion.handle(q("www.example.com.", client=("192.0.2.9", 1))).rcode == dns.rcode.REFUSED
+    chaos = Query(N("version.bind."), dns.rdatatype.TXT, dns.rdataclass.CH, ("127.0.0.1", 1), "udp", True)
+    assert recursion.handle(chaos).rcode == dns.rcode.REFUSED and cache.handle(chaos) is None
     # RD=0 and nothing cached: the root hints as a referral, no answer
     referral = recursion.handle(q("www.example.com.", rd=False))
     assert referral.answer == [] and referral.authority[0].rdtype == dns.rdatatype.NS

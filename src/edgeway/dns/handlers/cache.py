@@ -7,6 +7,8 @@ the recursion handler, which refuses them.
 
 from __future__ import annotations
 
+import dns.rdataclass
+
 from edgeway.dns.handlers.base import Answer, Query
 
 
@@ -18,7 +20,7 @@ class CacheHandler:
         self.allow = allow
 
     def handle(self, query: Query) -> Answer | None:
-        if not self.allow(query.client):
+        if not self.allow(query.client) or query.rdclass != dns.rdataclass.IN:
             return None
         result = self.resolver.cached(query.name, query.rdtype, query.rdclass)
         if result is None:

@@ -16,6 +16,7 @@ import ipaddress
 
 import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 
 from edgeway.dns.handlers.base import Answer, Query
@@ -62,8 +63,8 @@ class RecursionHandler:
         self.wire_cache = wire_cache
 
     def handle(self, query: Query):
-        if not self.allow(query.client):
-            return Answer(dns.rcode.REFUSED, source=self.name)
+        if not self.allow(query.client) or query.rdclass != dns.rdataclass.IN:
+            return Answer(dns.rcode.REFUSED, source=self.name)   # (only class IN is iterated)
         if not query.recursion_desired:
             return self._referral(query)
         return self._resolve(query)
