@@ -93,6 +93,8 @@ def test_cache_ttl_counts_down_and_rd0_answers_from_cache_only(edgeway_hierarchy
         time.sleep(1.1)
         second = ask(RESOLVER, port, "long.example.com.", rd=False)
         assert second.answer and second.answer[0].ttl < 3600
+        third = ask(RESOLVER, port, "long.example.com.")          # the same query again: the fast path
+        assert third.answer[0].ttl < 3600 and third.id != first.id
 
 
 def test_clients_outside_allow_are_refused(edgeway_hierarchy, tmp_path):
