@@ -65,11 +65,21 @@ class Resolver:
     def warm_up() -> None:
         """Import dnspython's rdata modules now: it loads them on first use, which would add a
         few milliseconds to the first cold resolution after start."""
+        import dns.message
         import dns.rdata
+        import dns.rrset
 
         for rdtype in ("A", "AAAA", "NS", "SOA", "CNAME", "DNAME", "MX", "TXT", "PTR", "SRV", "OPT", "DS",
                        "RRSIG", "NSEC", "NSEC3", "CAA", "HTTPS", "SVCB"):
             dns.rdata.get_rdata_class(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
+        # One round trip through the parser and the renderer (they import and build tables lazily).
+        query = dns.message.from_wire(dns.message.make_query("warm.example.", "A", use_edns=0, payload=1232).to_wire())
+        response = dns.message.make_response(query)
+        response.answer.append(dns.rrset.from_text("warm.example.", 300, "IN", "CNAME", "a.warm.example."))
+        response.authority.append(dns.rrset.from_text("example.", 300, "IN", "SOA", "a.example. b.example. 1 2 3 4 5"))
+        response.additional.append(dns.rrset.from_text("a.example.", 300, "IN", "A", "192.0.2.1"))
+        wire = response.to_wire(max_size=1232, prefer_truncation=True, want_shuffle=False)
+        query.is_response(dns.message.from_wire(wire, ignore_trailing=True))
 
     @classmethod
     def from_config(cls, recursion) -> "Resolver":

@@ -15,6 +15,7 @@ import asyncio
 import errno
 import random
 import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ import dns.message
 from edgeway.dns.resolver.resolution import ERROR, TIMEOUT, UNREACHABLE, Request
 
 _RNG = random.SystemRandom()
+_HEADER = struct.Struct("!HHHHHH")
+_QTAIL = struct.Struct("!HH")
+_OPT = struct.Struct("!BHHIH")       # root owner, type OPT, payload size, ext-rcode/flags, rdlen
 PORT_RANGE = (1024, 65535)
 
 
@@ -54,12 +58,25 @@ class Transport:
         self.payload = payload
         self.stats = TransportStats()
 
-    def _message(self, request: Request) -> dns.message.Message:
-        message = dns.message.make_query(request.qname, request.rdtype, request.rdclass,
-                                         use_edns=0, payload=self.payload, id=_RNG.getrandbits(16))
-        if not request.recursion_desired:
-            message.flags &= ~dns.flags.RD
-        return message
+    def _query(self, request: Request) -> tuple[int, bytes]:
+        """(ID, wire) of the query: built by hand, it is on every hop of a cold resolution
+        (dnspython's make_query + to_wire cost ten times more for these fixed 12 + n + 15 bytes)."""
+        qid = _RNG.getrandbits(16)
+        flags = dns.flags.RD if request.recursion_desired else 0
+        wire = (_HEADER.pack(qid, flags, 1, 0, 0, 1) + request.qname.to_wire()
+                + _QTAIL.pack(request.rdtype, request.rdclass) + _OPT.pack(0, 41, self.payload, 0, 0))
+        return qid, wire
+
+    @staticmethod
+    def _matches(response: dns.message.Message, qid: int, request: Request) -> bool:
+        """ID, QR, opcode QUERY and exactly our question (RFC 5452 section 9.1)."""
+        if response.id != qid or not response.flags & dns.flags.QR or response.opcode() != 0:
+            return False
+        if len(response.question) != 1:
+            return False
+        question = response.question[0]
+        return (question.name == request.qname and question.rdtype == request.rdtype
+                and question.rdclass == request.rdclass)
 
     async def query(self, request: Request) -> tuple[dns.message.Message | None, str | None, float]:
         """(response, None, rtt) or (None, TIMEOUT|UNREACHABLE|ERROR, elapsed)."""
@@ -77,8 +94,7 @@ class Transport:
 
     async def _udp(self, request: Request, deadline: float):
         loop = asyncio.get_running_loop()
-        query = self._message(request)
-        wire = query.to_wire()
+        qid, wire = self._query(request)
         family = socket.AF_INET6 if ":" in request.address else socket.AF_INET
         server = (request.address, request.port)
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -103,7 +119,7 @@ class Transport:
                 except Exception:
                     self.stats.rejected += 1
                     continue
-                if not query.is_response(response):
+                if not self._matches(response, qid, request):
                     self.stats.rejected += 1
                     continue
                 future.set_result((response, None))
@@ -131,8 +147,7 @@ class Transport:
             sock.close()
 
     async def _tcp(self, request: Request, deadline: float):
-        query = self._message(request)
-        wire = query.to_wire()
+        qid, wire = self._query(request)
         writer = None
         try:
             remaining = deadline - time.monotonic()
@@ -145,7 +160,7 @@ class Transport:
                 size = int.from_bytes(await reader.readexactly(2), "big")
                 data = await reader.readexactly(size)
             response = dns.message.from_wire(data, ignore_trailing=True)
-            if not query.is_response(response):
+            if not self._matches(response, qid, request):
                 self.stats.rejected += 1
                 return None, ERROR
             return response, None
