@@ -28,7 +28,7 @@ try:
   dig @127.0.60.53 -p 10053 api.example.com        # cold: root -> com -> example.com
   dig @127.0.60.53 -p 10053 api.example.com        # cached: the TTL counts down
   dig @127.0.60.53 -p 10053 +norec www.example.com # RD=0: the cache only
-  edgeway dig --trace -p 10053 @127.0.60.1 api.example.com   # (when `edgeway dig --trace` is available)
+  edgeway dig --trace -p 10053 @127.0.60.1 api.example.com  # like dig +trace: root -> com -> example.com
 logs: examples/mini-internet/*.log   stop: Ctrl-C
 TXT
 wait

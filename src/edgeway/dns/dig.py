@@ -1,6 +1,7 @@
 """`edgeway dig`: ask one DNS server one question and print the answer as dig does.
 
     edgeway dig NAME [TYPE] [@SERVER] [-p PORT] [+tcp] [+norecurse] [+short] [+time=S] [+noedns]
+    edgeway dig --trace NAME [TYPE] [@ROOT] [-p PORT]     (+trace: the walk from the root, edgeway.dns.digtrace)
 
 Arguments may come in any order, as with dig. A UDP answer with TC=1 is asked again over
 TCP (dig's default). Exit status follows dig: 0 answered (whatever the rcode), 1 usage error,
@@ -41,6 +42,7 @@ class Request:
         self.short = False
         self.edns = True
         self.timeout = 5.0
+        self.trace = False
 
 
 def parse_arguments(args: list[str]) -> Request:
@@ -56,6 +58,8 @@ def parse_arguments(args: list[str]) -> Request:
             request.port = int(value)
         elif word.startswith("-p") and word[2:].isdigit():
             request.port = int(word[2:])
+        elif word == "--trace":
+            request.trace = True
         elif word.startswith("+"):
             _option(request, word[1:])
         elif request.name is None:
@@ -88,6 +92,8 @@ def _option(request: Request, option: str) -> None:
         request.recurse = True
     elif name == "short":
         request.short = True
+    elif name == "trace":
+        request.trace = True
     elif name == "noedns":
         request.edns = False
     elif name == "edns":
@@ -198,6 +204,11 @@ def command(args: tuple[str, ...]) -> None:
         sys.exit(EXIT_USAGE)
     if not request.short:
         click.echo(f"\n; <<>> edgeway dig <<>> {' '.join(args)}")
+    if request.trace:
+        from edgeway.dns.digtrace import run
+
+        sys.exit(run(request.name, request.rdtype, request.server, host if request.server else None,
+                     request.port, request.timeout))
     try:
         response, transport, seconds = ask(request, host)
     except dns.exception.Timeout:

@@ -62,9 +62,9 @@ def _records(rrsets) -> list[dict[str, Any]]:
 
 
 def walk(name: str, rdtype: str = "A", root_hints: Path | None = None, query_port: int = 53,
-         timeout: float = 2.0, _depth: int = 0) -> list[dict[str, Any]]:
+         timeout: float = 2.0, _depth: int = 0, roots: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     """Every step from the root to the answer, as plain dicts (server, zone, kind, records...)."""
-    roots = read_root_hints(root_hints) if root_hints else BUILTIN_ROOTS
+    roots = roots or (read_root_hints(root_hints) if root_hints else BUILTIN_ROOTS)
     steps: list[dict[str, Any]] = []
     qname = dns.name.from_text(name)
     wanted = dns.rdatatype.from_text(rdtype)
@@ -117,7 +117,7 @@ def walk(name: str, rdtype: str = "A", root_hints: Path | None = None, query_por
                 next_servers.append((ns.target.to_text(), address))
         if not next_servers and _depth < 3:  # glueless delegation: find the name servers' addresses
             for ns in cut:
-                sub = walk(ns.target.to_text(), "A", root_hints, query_port, timeout, _depth + 1)
+                sub = walk(ns.target.to_text(), "A", root_hints, query_port, timeout, _depth + 1, roots)
                 for rec in sub[-1].get("answer", []):
                     if rec["type"] == "A":
                         next_servers.append((ns.target.to_text(), rec["data"]))
