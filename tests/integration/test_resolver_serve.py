@@ -185,3 +185,24 @@ remote-control:
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def test_forward_mode_through_another_resolver(edgeway_hierarchy, tmp_path):
+    """A forwards to B (RD=1); B iterates. A's answers are B's, and A caches them."""
+    iterating, forwarding = tmp_path / "b", tmp_path / "a"
+    iterating.mkdir()
+    forwarding.mkdir()
+    b_port, a_port = free_port(RESOLVER), free_port("127.0.60.55")
+    config_b = resolver_config(iterating, b_port, edgeway_hierarchy.port)
+    config_a = forwarding / "a.yaml"
+    config_a.write_text(f"""\
+dns:
+  listen: ["127.0.60.55:{a_port}"]
+  recursion:
+    enabled: true
+    forward: ["{RESOLVER}:{b_port}"]
+""")
+    with EdgewayProcess(config_b, ready=(RESOLVER, b_port)), EdgewayProcess(config_a, ready=("127.0.60.55", a_port)):
+        for question in [("api.example.com.", "A"), ("nothere.example.com.", "A"), ("www.old.example.com.", "A")]:
+            response = ask("127.0.60.55", a_port, *question)
+            assert h.summary(dns.rcode.to_text(response.rcode()), response.answer) == h.EXPECTED[question]
