@@ -4,7 +4,9 @@ import dns.rdataclass
 import dns.rdatatype
 
 from edgeway.dns.resolver.resolution import Request
-from edgeway.dns.resolver.transport import Transport
+import dns.rrset
+
+from edgeway.dns.resolver.transport import Transport, parse_response
 
 N = dns.name.from_text
 
@@ -40,3 +42,18 @@ def test_matching_is_strict():
     assert not transport._matches(other, qid, request())
     not_a_response = dns.message.from_wire(wire)
     assert not transport._matches(not_a_response, qid, request())
+
+
+def test_parse_response_skips_additional_only_in_answers():
+    query = dns.message.make_query("www.example.com.", "A", use_edns=0)
+    answer = dns.message.make_response(query)
+    answer.answer.append(dns.rrset.from_text("www.example.com.", 300, "IN", "A", "192.0.2.1"))
+    answer.authority.append(dns.rrset.from_text("example.com.", 300, "IN", "NS", "ns1.example.com."))
+    answer.additional.append(dns.rrset.from_text("ns1.example.com.", 300, "IN", "A", "192.0.2.53"))
+    parsed = parse_response(answer.to_wire())
+    assert parsed.answer == answer.answer and parsed.authority == answer.authority and parsed.additional == []
+    referral = dns.message.make_response(query)
+    referral.authority = answer.authority
+    referral.additional = answer.additional
+    parsed = parse_response(referral.to_wire())
+    assert parsed.additional == referral.additional and parsed.edns == 0
