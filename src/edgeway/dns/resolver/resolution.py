@@ -286,13 +286,18 @@ class Resolution:
         """
         name = start
         for _ in range(MAX_LINKS + 2):
+            if self.rdtype == dns.rdatatype.ANY:
+                # RFC 8482: whatever the server chose to give; passed on, cached type by type.
+                mine = [r for r in answer if r.name == name]
+                for rrset in mine:
+                    self.cache.put_rrset(rrset, now, rank)
+                    self.chain.append(rrset)
+                return name, bool(mine)
             final = _find(answer, name, self.rdtype)
             if final is not None:
                 self.cache.put_rrset(final, now, rank)
                 self._add_link(final)
                 return name, True
-            if self.rdtype == dns.rdatatype.CNAME:
-                return name, False
             cname = _find(answer, name, dns.rdatatype.CNAME)
             dname = None
             if self.rdtype != dns.rdatatype.DNAME:
@@ -300,6 +305,8 @@ class Resolution:
                               and name.is_subdomain(r.name) and name != r.name), None)
             if cname is None and dname is None:
                 return name, False
+            if self.rdtype == dns.rdatatype.CNAME and dname is None:
+                return name, False      # (a CNAME for the name would have been the final RRset)
             if dname is not None:
                 # The DNAME is the authority; the CNAME a server sent along is only a hint.
                 self.cache.put_rrset(dname, now, rank)
@@ -311,6 +318,9 @@ class Resolution:
                 cname = dns.rrset.from_text(name, dname.ttl, self.rdclass, "CNAME", target.to_text())
                 self.cache.put_rrset(cname, now, rank, via=dname)
                 self.chain.append(dname)
+                if self.rdtype == dns.rdatatype.CNAME:
+                    self.chain.append(cname)      # the synthesised CNAME is the answer
+                    return name, True
             else:
                 self.cache.put_rrset(cname, now, rank)
             if not self._add_link(cname):

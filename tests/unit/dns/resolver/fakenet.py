@@ -52,6 +52,10 @@ class FakeAuth:
             response.set_rcode(dns.rcode.NXDOMAIN)
             response.authority.append(dns.rrset.from_rdata_list(zone.origin, soa.ttl, list(soa)))
             return self._done(response, request)
+        if request.rdtype == dns.rdatatype.ANY:
+            for rds in node:
+                response.answer.append(dns.rrset.from_rdata_list(name, rds.ttl, list(rds)))
+            return self._done(response, request)
         for rdtype in (request.rdtype, dns.rdatatype.CNAME):
             rds = node.get_rdataset(1, rdtype)
             if rds:

@@ -1,3 +1,4 @@
+import dns.flags
 import dns.name
 import dns.rcode
 import dns.rdataclass
@@ -136,3 +137,26 @@ def test_cname_chain_bound(links, rcode):
     auth = FakeAuth(zone)
     result, _ = drive(resolution("c0.example.com."), world(**{"10.0.0.3": auth, "10.0.0.4": auth}))
     assert result.rcode == rcode
+
+
+def test_any_is_passed_on_not_treated_as_lame():
+    infra = Infra()
+    result, sent = drive(resolution("www.example.com.", rdtype=dns.rdatatype.ANY, infra=infra), world())
+    assert result.rcode == dns.rcode.NOERROR and result.answer and len(sent) == 3
+    assert not infra.is_lame("10.0.0.3", N("example.com."), 1) and not infra.is_lame("10.0.0.4", N("example.com."), 1)
+
+
+def test_cname_question_under_a_dname_gets_the_synthesised_cname():
+    zone = EXAMPLE + "old.example.com. 300 DNAME example.net.\n"
+
+    def with_dname(request):
+        import dns.message
+        response = dns.message.make_response(dns.message.make_query(request.qname, request.rdtype))
+        response.flags |= dns.flags.AA
+        response.answer.append(dns.rrset.from_text("old.example.com.", 300, "IN", "DNAME", "example.net."))
+        return response
+    result, _ = drive(resolution("www.old.example.com.", rdtype=dns.rdatatype.CNAME),
+                      world(**{"10.0.0.3": with_dname, "10.0.0.4": with_dname}))
+    assert result.rcode == dns.rcode.NOERROR
+    assert [(r.name.to_text(), dns.rdatatype.to_text(r.rdtype), r[0].to_text()) for r in result.answer] == [
+        ("old.example.com.", "DNAME", "example.net."), ("www.old.example.com.", "CNAME", "www.example.net.")]
