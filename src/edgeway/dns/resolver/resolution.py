@@ -184,7 +184,9 @@ class Resolution:
         if self.settings.forwarders:
             self._set_cut(dns.name.root, [f"{h}#{p}" for h, p in self.settings.forwarders], [])
             return
-        for ns in self.cache.delegation(self.qname, self.rdclass, now):
+        # DS records live on the parent side of a zone cut (RFC 4035 3.1.4.1): ask the parent.
+        start = self.qname.parent() if self.rdtype == dns.rdatatype.DS and self.qname != dns.name.root else self.qname
+        for ns in self.cache.delegation(start, self.rdclass, now):
             addresses, missing = [], []
             for rd in ns:
                 found_addresses = self.cache.addresses(rd.target, self.rdclass, now)

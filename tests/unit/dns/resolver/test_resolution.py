@@ -160,3 +160,10 @@ def test_cname_question_under_a_dname_gets_the_synthesised_cname():
     assert result.rcode == dns.rcode.NOERROR
     assert [(r.name.to_text(), dns.rdatatype.to_text(r.rdtype), r[0].to_text()) for r in result.answer] == [
         ("old.example.com.", "DNAME", "example.net."), ("www.old.example.com.", "CNAME", "www.example.net.")]
+
+
+def test_ds_is_asked_of_the_parent_zone():
+    cache = Cache()
+    drive(resolution("www.example.com.", cache), world())          # example.com's cut is cached now
+    result, sent = drive(resolution("example.com.", cache, rdtype=dns.rdatatype.DS), world())
+    assert [s.address for s in sent] == ["10.0.0.2"]               # the com server, not example.com's
