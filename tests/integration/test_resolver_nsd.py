@@ -153,3 +153,15 @@ async def test_max_outstanding_gives_servfail_at_once(nsd_hierarchy):
     assert sorted(r.rcode for r in results) == [dns.rcode.NOERROR, dns.rcode.SERVFAIL]
     assert resolver.counters.limited == 1
     await resolver.close()
+
+
+async def test_counters_logged_periodically_and_at_close(nsd_hierarchy, caplog):
+    port, hints = nsd_hierarchy
+    resolver = make_resolver(port, hints)
+    resolver.stats_interval = 0.05
+    with caplog.at_level("INFO", logger="edgeway.resolver"):
+        await ask(resolver, "www.example.com.")
+        await asyncio.sleep(0.2)
+        await resolver.close()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resolver: ")]
+    assert len(lines) >= 2 and "upstream=" in lines[0] and f"127.0.60.1#{port}=1" in lines[-1]

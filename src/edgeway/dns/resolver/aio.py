@@ -5,7 +5,7 @@
   singleflight); bounded by `resolution_timeout` and `max_outstanding` (SERVFAIL at once
   beyond it); serve-stale (RFC 8767) when the resolution fails and the option is on.
 - `cached(name, type)`: the cache only (RD=0 queries, and the cache handler's fast path).
-- `stats()`: counters for logs and `edgeway dig`-like output; `close()` logs them.
+- `stats()`: counters; logged every STATS_INTERVAL seconds when they changed, and by `close()`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from edgeway.dns.resolver.resolution import Resolution, Result, Settings
 from edgeway.dns.resolver.transport import Transport
 
 log = logging.getLogger("edgeway.resolver")
+STATS_INTERVAL = 300.0     # seconds between counter log lines (only when something changed)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Resolver:
         self.upstream_by_server: Counter[str] = Counter()
         self._inflight: dict[tuple, asyncio.Task] = {}
         self._closed = False
+        self.stats_interval = STATS_INTERVAL
+        self._stats_task: asyncio.Task | None = None
 
     @staticmethod
     def warm_up() -> None:
@@ -117,6 +120,8 @@ class Resolver:
             c.cache_hits += 1
             return Result(found.rcode, found.answer, found.authority, from_cache=True)
         c.cache_misses += 1
+        if self._stats_task is None and self.stats_interval and not self._closed:
+            self._stats_task = asyncio.get_running_loop().create_task(self._log_stats())
         key = (qname, rdtype, rdclass)
         task = self._inflight.get(key)
         if task is not None:
@@ -185,12 +190,23 @@ class Resolver:
                 f"coalesced={s['coalesced']} upstream={s['upstream_queries']} servfail={s['servfail']} "
                 f"stale={s['stale_answers']} cache_entries={s['cache_entries']} by_server=[{by}]")
 
+    async def _log_stats(self) -> None:
+        last = None
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            line = self.stats_line()
+            if line != last:
+                log.info("%s", line)
+                last = line
+
     async def close(self) -> None:
         """Cancel resolutions in flight (their askers get SERVFAIL) and log the counters."""
         if self._closed:
             return
         self._closed = True
         tasks = list(self._inflight.values())
+        if self._stats_task is not None:
+            tasks.append(self._stats_task)
         for task in tasks:
             task.cancel()
         if tasks:
