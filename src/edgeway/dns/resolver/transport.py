@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import dns.exception
 import dns.flags
 import dns.message
+import dns.rdatatype
 
 from edgeway.dns.resolver.resolution import ERROR, TIMEOUT, UNREACHABLE, Request
 
@@ -41,16 +42,23 @@ class TransportStats:
     unreachable: int = 0
 
 
-def parse_response(data: bytes) -> dns.message.Message:
-    """Parse an upstream response; an answer's additional section is skipped.
+def parse_response(data: bytes, rdtype: int | None = None) -> dns.message.Message:
+    """Parse an upstream response, skipping the sections nobody will read.
 
-    Parsing is most of a resolution's CPU time. The additional section only matters in a
-    referral (glue); in a response with answers nothing reads it, so its count is zeroed
-    and the bytes left unparsed (authority stays: a chain ending in NXDOMAIN needs the SOA).
+    Parsing is most of a resolution's CPU time (dnspython hashes every rdata it reads).
+    - In a response with answers the additional section is never read (glue only matters in
+      a referral): its count is zeroed and its bytes left unparsed.
+    - If the answer section holds an RRset of the asked type (`rdtype`), the answer is final
+      and the authority section (typically the zone's NS set) is not read either. Otherwise
+      (a CNAME chain that ends elsewhere, a negative answer) authority is parsed: the SOA.
     """
-    if len(data) >= 12 and data[6:8] != b"\0\0" and data[10:12] != b"\0\0":
-        data = data[:10] + b"\0\0" + data[12:]
-    return dns.message.from_wire(data, ignore_trailing=True)
+    if len(data) < 12 or data[6:8] == b"\0\0" or data[8:12] == b"\0\0\0\0":
+        return dns.message.from_wire(data, ignore_trailing=True)
+    if rdtype is not None and rdtype != dns.rdatatype.ANY:
+        answer_only = dns.message.from_wire(data[:8] + b"\0\0\0\0" + data[12:], ignore_trailing=True)
+        if any(rrset.rdtype == rdtype for rrset in answer_only.answer):
+            return answer_only
+    return dns.message.from_wire(data[:10] + b"\0\0" + data[12:], ignore_trailing=True)
 
 
 def _bind_random_port(sock: socket.socket, family: int) -> None:
@@ -127,7 +135,7 @@ class Transport:
                     self.stats.rejected += 1
                     continue
                 try:
-                    response = parse_response(data)
+                    response = parse_response(data, request.rdtype)
                 except Exception:
                     self.stats.rejected += 1
                     continue
@@ -171,7 +179,7 @@ class Transport:
                 self.stats.sent_tcp += 1
                 size = int.from_bytes(await reader.readexactly(2), "big")
                 data = await reader.readexactly(size)
-            response = parse_response(data)
+            response = parse_response(data, request.rdtype)
             if not self._matches(response, qid, request):
                 self.stats.rejected += 1
                 return None, ERROR

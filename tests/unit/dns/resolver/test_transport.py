@@ -52,6 +52,10 @@ def test_parse_response_skips_additional_only_in_answers():
     answer.additional.append(dns.rrset.from_text("ns1.example.com.", 300, "IN", "A", "192.0.2.53"))
     parsed = parse_response(answer.to_wire())
     assert parsed.answer == answer.answer and parsed.authority == answer.authority and parsed.additional == []
+    final = parse_response(answer.to_wire(), dns.rdatatype.A)          # the answer is final: authority unread
+    assert final.answer == answer.answer and final.authority == [] and final.additional == []
+    partial = parse_response(answer.to_wire(), dns.rdatatype.AAAA)     # not final: authority (SOA) read
+    assert partial.authority == answer.authority
     referral = dns.message.make_response(query)
     referral.authority = answer.authority
     referral.additional = answer.additional
