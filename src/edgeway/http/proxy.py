@@ -1,0 +1,718 @@
+"""The client side of the L7 proxy: one asyncio protocol per client connection.
+
+    bytes -> httptools request parser -> Exchange (one per request, queued in order)
+          -> local answer (/health, 404, 503, redirect, 4xx) or a server from the upstream
+          -> UpstreamConnection (pool.py) -> response head/body/complete callbacks -> client
+
+Decisions live in sans-IO modules (routing, messages, responses, the upstream package);
+this module only moves bytes and keeps the order of events straight:
+
+- Requests are answered in order (pipelining): only the head of the queue is active; later
+  requests wait, and reading pauses while they do.
+- A request is dispatched after the parser has consumed the whole packet it arrived in, so a
+  packet that turns out to be malformed (a smuggling attempt) is refused before any byte of it
+  reaches a server.
+- A failure before any response byte went to the client (refused, reset, connect timeout) is
+  retried on another server for idempotent requests without a body; afterwards the client
+  connection is closed, since a half-sent response cannot be turned into an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+
+import httptools
+
+from edgeway.http.messages import (
+    IDEMPOTENT,
+    RequestError,
+    RequestHead,
+    ResponseHead,
+    analyze_request,
+    client_response_head,
+    response_framing,
+    upstream_request_head,
+)
+from edgeway.http.pool import UpstreamConnection
+from edgeway.http.responses import error_response, health_response, redirect_response, simple_response
+from edgeway.http.routing import RequestView, Route
+
+log = logging.getLogger("edgeway.http")
+
+HIGH_WATER = 64 * 1024      # request body buffered while no server connection is ready
+
+
+class Exchange:
+    """One request and its response; plain state, driven by ClientConnection."""
+
+    __slots__ = ("client", "head", "route", "upstream", "server", "conn", "tried", "local", "close_after",
+                 "body", "body_size", "request_complete", "response_started", "mode", "status", "sent",
+                 "started", "t_connect", "t_header", "cause", "sticky_cookie", "trace", "reused",
+                 "stale_retry", "header_timer", "connect_task", "upgrade", "expect_continue", "done",
+                 "upstream_framing", "target", "key", "fail_status")
+
+    def __init__(self, client: "ClientConnection", head: RequestHead | None, started: float):
+        self.client = client
+        self.head = head
+        self.route: Route | None = None
+        self.upstream = None
+        self.server = None
+        self.conn: UpstreamConnection | None = None
+        self.tried: list = []
+        self.local: bytes | None = None      # an answer of our own
+        self.close_after = False
+        self.body: list[bytes] = []          # framed request body not yet sent upstream
+        self.body_size = 0
+        self.request_complete = False
+        self.response_started = False
+        self.mode = "none"
+        self.status = 0
+        self.sent = 0
+        self.started = started
+        self.t_connect = None
+        self.t_header = None
+        self.cause = ""
+        self.sticky_cookie: bytes | None = None
+        self.trace: dict | None = None
+        self.reused = False
+        self.stale_retry = False
+        self.header_timer: asyncio.TimerHandle | None = None
+        self.connect_task: asyncio.Task | None = None
+        self.upgrade = False
+        self.expect_continue = False
+        self.done = False
+        self.upstream_framing = "none"
+        self.target = ""
+        self.key: str | None = None
+        self.fail_status = 502
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.client_port = 0
+        self.queue: deque[Exchange] = deque()
+        self.receiving: Exchange | None = None    # the request the parser is in
+        self.closed = False
+        self.tunnel: asyncio.Transport | None = None
+        self._paused: set[str] = set()
+        self._write_paused = False
+        self._in_head = True                      # waiting for (or inside) a request head
+        self._head_started = 0.0
+        self._idle_since = 0.0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._error: RequestError | None = None
+        self._dispatch_ready = False
+        self._upgrade_rest = b""
+        self._upgrading = False
+        self._partial = False
+
+    # ================================================================== asyncio: client side
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.client_ip, self.client_port = peer[0], peer[1]
+        self._head_started = self._idle_since = self.loop.time()
+        ctx = self.ctx
+        if len(ctx.connections) >= ctx.limits.max_connections:
+            transport.write(error_response(503, "too many connections to this listener", close=True))
+            transport.close()
+            self.closed = True
+            return
+        ctx.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.ctx.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        for ex in self.queue:
+            self._abandon(ex)
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.closed:
+            return
+        if self._upgrading:
+            self._upgrade_rest += data   # bytes for the tunnel while the server decides
+            return
+        if self._in_head:
+            self._partial = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_parser_upgrade(data[exc.args[0]:])
+        except httptools.HttpParserCallbackError:
+            error = self._error or RequestError(400, "malformed request")
+            self._reject(error.status, error.cause)
+            return
+        except httptools.HttpParserError as exc:
+            status = 400
+            if self._error is not None:
+                status, cause = self._error.status, self._error.cause
+            else:
+                cause = f"malformed request ({exc})"
+            self._reject(status, cause)
+            return
+        if self._dispatch_ready:
+            self._dispatch_ready = False
+            self._advance()
+
+    def pause_writing(self) -> None:
+        # the client reads slower than the server sends: stop reading the server
+        self._write_paused = True
+        if self.queue and self.queue[0].conn is not None and self.queue[0].conn.transport:
+            self.queue[0].conn.transport.pause_reading()
+        if self.tunnel is not None:
+            self.tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.queue and self.queue[0].conn is not None and self.queue[0].conn.transport:
+            self.queue[0].conn.transport.resume_reading()
+        if self.tunnel is not None:
+            self.tunnel.resume_reading()
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self._paused:
+            self._paused.discard(reason)
+            if not self._paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    # ================================================================== httptools: request
+
+    def on_message_begin(self) -> None:
+        if not self._in_head:
+            self._in_head = True
+            self._head_started = self.loop.time()
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.ctx.limits.max_uri_length:
+            self._error = RequestError(414, f"request target longer than {self.ctx.limits.max_uri_length} bytes")
+            raise self._error
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer field of a chunked body: not forwarded
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.ctx.limits.max_header_size:
+            self._error = RequestError(431, f"request header section larger than {self.ctx.limits.max_header_size} bytes")
+            raise self._error
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        now = self.loop.time()
+        parser = self.parser
+        try:
+            head = analyze_request(parser.get_method().decode("latin-1"), self._url, parser.get_http_version(),
+                                   self._headers, parser.should_keep_alive())
+        except RequestError as exc:
+            self._error = exc
+            raise
+        ex = Exchange(self, head, now)
+        self.receiving = ex
+        self.queue.append(ex)
+        self._dispatch_ready = True
+        ex.close_after = not head.keep_alive
+        self._decide(ex, now)
+        if len(self.queue) > 1:
+            self.pause_reading("pipeline")
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.receiving
+        if ex is None or ex.local is not None:
+            return  # the body of a request we answer ourselves is read and dropped
+        data = b"%x\r\n%b\r\n" % (len(body), body) if ex.head.chunked else body
+        conn = ex.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.write(data)
+        else:
+            ex.body.append(data)
+            ex.body_size += len(data)
+            if ex.body_size > HIGH_WATER:
+                self.pause_reading("body")
+
+    def on_message_complete(self) -> None:
+        ex = self.receiving
+        self._idle_since = self.loop.time()
+        self._partial = False
+        if ex is None:
+            return
+        ex.request_complete = True
+        if ex.local is None and ex.head.chunked:
+            if ex.conn is not None and ex.conn.transport is not None:
+                ex.conn.transport.write(b"0\r\n\r\n")
+            else:
+                ex.body.append(b"0\r\n\r\n")
+        if ex.done:
+            self._after_response(ex)
+
+    # ================================================================== decisions
+
+    def _decide(self, ex: Exchange, now: float) -> None:
+        """Local answer, or which route and upstream: sans-IO decisions applied to `ex`."""
+        ctx = self.ctx
+        head = ex.head
+        if head.method == "CONNECT":
+            self._local(ex, error_response(405, "CONNECT is not supported", close=True), 405, "CONNECT refused", True)
+            return
+        if ctx.redirect:
+            self._local(ex, redirect_response(ctx.redirect, head.target, head.method), 301, "redirect")
+            return
+        path = head.target.split("?", 1)[0]
+        if ctx.health_path is not None and path == ctx.health_path and head.method in ("GET", "HEAD"):
+            self._local(ex, health_response(head.method == "HEAD"), 200, "")
+            return
+        view = RequestView(head.method, head.host, head.target, head.headers, self.client_ip)
+        route = ctx.router.match(view)
+        if route is None:
+            self._local(ex, error_response(404, f"no route matches {head.host}{path}",
+                                           head_only=head.method == "HEAD"), 404, "no route")
+            return
+        ex.route = route
+        ex.upstream = route.upstream
+        ex.target = route.rewrite_path(head.target)
+        ex.upgrade = head.upgrade is not None
+        ex.expect_continue = head.expect_continue
+        up = route.upstream
+        sticky = up.config.sticky
+        ex.trace = {} if ctx.config.trace_header and view.header("x-edgeway-trace") is not None else None
+        ex.sticky_cookie = view.cookies().get(sticky.cookie, "").encode() if sticky else None
+        ex.key = ctx.keys[up.name](view) if up.name in ctx.keys else None
+
+    def _local(self, ex: Exchange, response: bytes, status: int, cause: str, close: bool = False) -> None:
+        ex.local = response
+        ex.status = status
+        ex.cause = cause
+        if close:
+            ex.close_after = True
+
+    # ================================================================== the queue
+
+    def _advance(self) -> None:
+        """Start the request at the head of the queue if it has not started."""
+        while self.queue and not self.closed:
+            ex = self.queue[0]
+            if ex.done or ex.server is not None or ex.connect_task is not None:
+                return
+            if ex.local is not None:
+                self._write(ex.local)
+                ex.sent = len(ex.local)
+                ex.done = True
+                self._finish(ex)
+                continue
+            self._start_proxy(ex)
+            return
+
+    def _start_proxy(self, ex: Exchange) -> None:
+        now = self.loop.time()
+        up = ex.upstream
+        key = ex.key
+        server = None
+        reason = ""
+        if ex.sticky_cookie:
+            candidate = up.find(ex.sticky_cookie.decode("latin-1"))
+            if candidate is not None and candidate.available(now) and candidate not in ex.tried:
+                server, reason = candidate, "sticky cookie"
+        if server is None:
+            if ex.trace is not None:
+                decision = up.decide(key, ex.tried, now)
+                server, reason = decision.server, decision.reason
+                ex.trace["excluded"] = decision.excluded
+            else:
+                server = up.pick(key, ex.tried, now)
+        if server is None:
+            if ex.tried:   # retrying, and nothing is left: the last failure is the answer
+                self._fail_local(ex, ex.fail_status, ex.cause)
+            else:
+                self._fail_local(ex, 503, f"no healthy server in upstream {up.name} ({up.down_reason(now)})")
+            return
+        if ex.trace is not None:
+            ex.trace.update(route=ex.route.label, upstream=up.name, algorithm=up.algorithm,
+                            server=str(server), reason=reason)
+        ex.server = server
+        up.acquire(server)
+        conn = None if ex.upgrade else self.ctx.pool.get(server)
+        if conn is not None:
+            ex.reused = True
+            self._attach(ex, conn)
+        else:
+            ex.reused = False
+            ex.connect_task = self.loop.create_task(self._connect(ex, server))
+
+    async def _connect(self, ex: Exchange, server) -> None:
+        ctx = self.ctx
+        timeout = ctx.timeouts.connect
+        started = self.loop.time()
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamConnection(ctx.pool, server),
+                                            server.address.host, server.address.port), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            ex.connect_task = None
+            self.upstream_failed(ex, f"server down: connect to {server} timed out after {timeout:g}s")
+            return
+        except ConnectionRefusedError:
+            ex.connect_task = None
+            self.upstream_failed(ex, f"connection refused by {server} (port closed)")
+            return
+        except OSError as exc:
+            ex.connect_task = None
+            self.upstream_failed(ex, f"server down: cannot connect to {server} ({exc.strerror or exc})")
+            return
+        ex.connect_task = None
+        ex.t_connect = self.loop.time() - started
+        if ex.done or self.closed or ex.server is not server:
+            conn.close()
+            return
+        self._attach(ex, conn)
+
+    def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
+        ex.conn = conn
+        conn.ex = ex
+        ctx = self.ctx
+        head = ex.head
+        route = ex.route
+        host = route.set_host.decode() if route.set_host else (head.host or str(ex.server.address))
+        conn.transport.write(upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme,
+                                                   ctx.config.forwarded, ex.upgrade))
+        if ex.body:
+            conn.transport.write(b"".join(ex.body))
+            ex.body.clear()
+            ex.body_size = 0
+            self.resume_reading("body")
+        if self._write_paused:
+            conn.transport.pause_reading()
+        ex.header_timer = self.loop.call_later(ctx.timeouts.upstream_header, self._header_timeout, ex, conn)
+
+    def _header_timeout(self, ex: Exchange, conn: UpstreamConnection) -> None:
+        ex.header_timer = None
+        if ex.conn is conn and not ex.response_started and not ex.done:
+            self.upstream_failed(ex, f"upstream timed out: no response head from {ex.server} within "
+                                     f"{self.ctx.timeouts.upstream_header:g}s", status=504, retryable=False)
+
+    # ================================================================== server events
+
+    def response_head(self, ex: Exchange, conn: UpstreamConnection, head: ResponseHead) -> None:
+        status = head.status
+        if status < 200 and status != 101:
+            # interim: 100 Continue goes to a client that asked for it; others are dropped
+            if status == 100 and ex.expect_continue and ex.head.version == "1.1":
+                self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        if ex.header_timer is not None:
+            ex.header_timer.cancel()
+            ex.header_timer = None
+        now = self.loop.time()
+        ex.t_header = now - ex.started
+        ex.status = status
+        ex.upstream.report_success(ex.server, now)
+        extra = []
+        if ex.sticky_cookie is not None and ex.sticky_cookie != ex.server.id.encode():
+            sticky = ex.upstream.config.sticky
+            cookie = f"{sticky.cookie}={ex.server.id}; Path=/; HttpOnly"
+            if sticky.max_age is not None:
+                cookie += f"; Max-Age={int(sticky.max_age)}"
+            if sticky.secure:
+                cookie += "; Secure"
+            extra.append(b"Set-Cookie: " + cookie.encode() + b"\r\n")
+        if ex.trace is not None:
+            extra.append(b"X-Edgeway-Trace: " + json.dumps(ex.trace).encode() + b"\r\n")
+        if status == 101:
+            if not ex.upgrade:
+                self.upstream_failed(ex, f"invalid response from {ex.server} (101 to a request without Upgrade)",
+                                     retryable=False)
+                return
+            lines = [b"HTTP/1.1 101 " + head.reason + b"\r\n"]
+            for name, value in head.headers:
+                if name.lower() not in (b"connection", b"keep-alive", b"transfer-encoding", b"content-length"):
+                    lines.append(name + b": " + value + b"\r\n")
+            lines.append(b"Connection: upgrade\r\n")
+            self._write(b"".join(lines) + b"".join(extra) + b"\r\n")
+            ex.response_started = True
+            return
+        framing = response_framing(status, ex.head.method, head)
+        ex.upstream_framing = framing
+        keep_alive = not ex.close_after and not ex.upgrade
+        data, ex.mode = client_response_head(head, framing, ex.head.version, keep_alive, extra)
+        if ex.mode == "raw" or (ex.upgrade and keep_alive is False):
+            ex.close_after = True
+        if not keep_alive:
+            ex.close_after = True
+        self._write(data)
+        ex.response_started = True
+        if framing == "none":
+            # the parser expects a body after a HEAD response with Content-Length: start afresh
+            conn.reset_parser()
+            self.response_complete(ex, conn, reusable=head.keep_alive and ex.head.method == "HEAD")
+
+    def response_body(self, ex: Exchange, body: bytes) -> None:
+        ex.sent += len(body)
+        if ex.mode == "chunked":
+            self._write(b"%x\r\n%b\r\n" % (len(body), body))
+        elif ex.mode != "none":
+            self._write(body)
+
+    def response_complete(self, ex: Exchange, conn: UpstreamConnection, reusable: bool | None = None) -> None:
+        if ex.done or ex.status == 101:   # llhttp completes a 101 before handing over the tunnel
+            return
+        if ex.mode == "chunked":
+            self._write(b"0\r\n\r\n")
+        ex.done = True
+        if reusable is None:
+            reusable = conn.parser.should_keep_alive()
+        self._release(ex)
+        ex.conn = None
+        if reusable and ex.request_complete and ex.upstream_framing != "close" and not ex.upgrade:
+            self.ctx.pool.put(conn)
+        else:
+            conn.close()
+        if ex.request_complete:
+            self._after_response(ex)
+        # else: the rest of the request body is read and discarded, then _after_response
+
+    def upstream_lost(self, ex: Exchange, conn: UpstreamConnection, exc) -> None:
+        if ex.done:
+            return
+        if ex.response_started and ex.upstream_framing == "close":
+            self.response_complete(ex, conn, reusable=False)
+            return
+        what = "reset" if isinstance(exc, ConnectionResetError) else "closed"
+        if ex.reused and not conn.received and not ex.stale_retry and not ex.response_started:
+            # a pooled connection the server had closed: try again on a fresh one, uncounted
+            ex.stale_retry = True
+            self._release(ex)
+            ex.conn = None
+            ex.server = None
+            if ex.head.method in IDEMPOTENT and not ex.head.has_body:
+                self._start_proxy(ex)
+                return
+        self.upstream_failed(ex, f"connection {what} by {conn.server} before a complete response")
+
+    def upstream_upgraded(self, ex: Exchange, conn: UpstreamConnection, rest: bytes) -> None:
+        """The server answered 101: from now on both connections are a byte tunnel."""
+        if ex.header_timer is not None:
+            ex.header_timer.cancel()
+            ex.header_timer = None
+        ex.done = True
+        conn.tunnel = self.transport
+        self.tunnel = conn.transport
+        if rest:
+            self._write(rest)
+        pending, self._upgrade_rest = self._upgrade_rest, b""
+        self._upgrading = False
+        if pending:
+            conn.transport.write(pending)
+        self._log(ex)
+        self._paused.clear()
+        self.transport.resume_reading()
+
+    def upstream_failed(self, ex: Exchange, cause: str, status: int = 502, retryable: bool = True) -> None:
+        """Anything that went wrong with the server before the response was complete."""
+        if ex.done:
+            return
+        now = self.loop.time()
+        server = ex.server
+        if ex.header_timer is not None:
+            ex.header_timer.cancel()
+            ex.header_timer = None
+        conn, ex.conn = ex.conn, None
+        if conn is not None:
+            conn.close()
+        if server is not None:
+            self._release(ex)
+            ex.upstream.report_failure(server, now, cause)
+            ex.tried.append(server)
+        ex.server = None
+        ex.cause = cause
+        ex.fail_status = status
+        if ex.response_started:
+            ex.done = True
+            self._log(ex)
+            self._close()
+            return
+        can_retry = (retryable and ex.head.method in IDEMPOTENT and not ex.head.has_body and not ex.upgrade
+                     and len(ex.tried) <= self.ctx.limits.max_retries)
+        if can_retry and not self.closed:
+            self._start_proxy(ex)   # another server, or the failure answered when none is left
+            return
+        self._fail_local(ex, status, cause)
+
+    def _fail_local(self, ex: Exchange, status: int, cause: str) -> None:
+        tried = ", ".join(map(str, ex.tried)) or None
+        ex.cause = cause
+        ex.status = status
+        if ex.trace is not None and not ex.trace:
+            ex.trace.update(route=ex.route.label, upstream=ex.upstream.name, algorithm=ex.upstream.algorithm,
+                            server=None, reason=cause)
+        close = ex.close_after or not ex.request_complete
+        data = error_response(status, cause, tried, close=close, head_only=ex.head.method == "HEAD")
+        if ex.trace is not None:
+            data = data.replace(b"\r\n\r\n", b"\r\nX-Edgeway-Trace: " + json.dumps(ex.trace).encode()
+                                + b"\r\n\r\n", 1)
+        self._write(data)
+        ex.response_started = True
+        ex.done = True
+        ex.close_after = close
+        self._after_response(ex)
+
+    # ================================================================== finishing
+
+    def _release(self, ex: Exchange) -> None:
+        if ex.server is not None:
+            ex.upstream.release(ex.server)
+        if ex.header_timer is not None:
+            ex.header_timer.cancel()
+            ex.header_timer = None
+
+    def _after_response(self, ex: Exchange) -> None:
+        if self.queue and self.queue[0] is ex:
+            self._finish(ex)
+            self._advance()
+
+    def _finish(self, ex: Exchange) -> None:
+        self.queue.popleft()
+        self._log(ex)
+        if ex.close_after or (not ex.request_complete and ex.local is not None):
+            self._close()
+            return
+        if self.receiving is ex and ex.request_complete:
+            self.receiving = None
+        self._idle_since = self.loop.time()
+        if len(self.queue) <= 1:
+            self.resume_reading("pipeline")
+
+    def _log(self, ex: Exchange) -> None:
+        access = self.ctx.access
+        if not access.enabled:
+            return
+        head = ex.head
+        if head is None:
+            return   # a rejected request, logged by _log_rejected
+        now = self.loop.time()
+        connect = f"{ex.t_connect * 1000:.2f}" if ex.t_connect is not None else "-"
+        header = f"{ex.t_header * 1000:.2f}" if ex.t_header is not None else "-"
+        server = str(ex.server) if ex.server is not None else (
+            str(ex.tried[-1]) if ex.tried else "-")
+        cause = ex.cause
+        access.write(f'{self.client_ip} "{head.method} {head.target} HTTP/{head.version}" {ex.status} '
+                     f'upstream={server} bytes={ex.sent} connect_ms={connect} header_ms={header} '
+                     f'total_ms={(now - ex.started) * 1000:.2f}' + (f' cause="{cause}"' if cause else ""))
+
+    def _abandon(self, ex: Exchange) -> None:
+        """The client went away: let go of the server side."""
+        if ex.connect_task is not None:
+            ex.connect_task.cancel()
+            ex.connect_task = None
+        if not ex.done:
+            if ex.server is not None:
+                self._release(ex)
+            if ex.conn is not None:
+                ex.conn.close()
+                ex.conn = None
+            if ex.head is not None and ex.status == 0:
+                ex.status = 499   # nginx's "client closed request"
+                ex.cause = "client closed the connection"
+                self._log(ex)
+            ex.done = True
+
+    def _write(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def _reject(self, status: int, cause: str) -> None:
+        """Malformed input: answer `status` (in order after earlier requests), then close.
+
+        The request never reaches a server; if its head already went to one (the error is in a
+        later packet of the body), that server connection is cut so it sees a truncated request."""
+        self._error = None
+        ex = self.receiving if (self.receiving is not None and not self.receiving.request_complete) else None
+        if ex is not None and (ex.conn is not None or ex.connect_task is not None or ex.server is not None):
+            self._abandon(ex)
+            if ex in self.queue:
+                self.queue.remove(ex)
+        elif ex is not None and ex in self.queue:
+            self.queue.remove(ex)
+        bad = Exchange(self, None, self.loop.time())
+        bad.local = error_response(status, cause, close=True)
+        bad.status = status
+        bad.cause = cause
+        bad.close_after = True
+        bad.request_complete = True
+        self.queue.append(bad)
+        self.pause_reading("rejected")
+        self._log_rejected(status, cause)
+        if self.queue[0] is bad:
+            self._write(bad.local)
+            self.queue.clear()
+            self._close()
+        # else: written when the earlier responses are done (_advance writes local answers)
+
+    def _log_rejected(self, status: int, cause: str) -> None:
+        if self.ctx.access.enabled:
+            self.ctx.access.write(f'{self.client_ip} "-" {status} upstream=- bytes=0 cause="{cause}"')
+
+    def _on_parser_upgrade(self, rest: bytes) -> None:
+        ex = self.receiving
+        if ex is None:
+            self._reject(400, "unexpected upgrade")
+            return
+        ex.request_complete = True
+        self._upgrade_rest = rest
+        self._upgrading = True
+        self._dispatch_ready = False
+        if ex.local is not None:
+            ex.close_after = True
+        else:
+            self.pause_reading("upgrade")
+        self._advance()
+
+    # ================================================================== timeouts, shutdown
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the listener's sweeper: 408 on a slow head, close when idle too long."""
+        if self.closed or self.tunnel is not None:
+            return
+        timeouts = self.ctx.timeouts
+        if self._in_head and not self.queue:
+            if now - self._head_started > timeouts.client_header:
+                if self._partial:
+                    self._write(error_response(408, f"request head not received within {timeouts.client_header:g}s",
+                                               close=True))
+                    self._log_rejected(408, "client too slow sending the request head")
+                self._close()
+        elif not self.queue and now - self._idle_since > timeouts.client_idle:
+            self._close()
+
+    def shutdown(self) -> None:
+        self._close()
