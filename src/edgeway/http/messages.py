@@ -27,6 +27,7 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te"
 # content-length is not hop-by-hop, but we always write the framing ourselves.
 _REPLACED = frozenset({b"host", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-proto",
                        b"x-forwarded-host", b"forwarded"})
+_KNOWN_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOST = re.compile(rb"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:\d{0,5})?$")
 
@@ -90,6 +91,10 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             raise RequestError(400, "Transfer-Encoding in an HTTP/1.0 request (faulty framing)")
         codings = [c.strip().lower() for c in te.split(b",")]
         if codings != [b"chunked"]:
+            # an unknown coding is an attack on framing (xchunked, "chunked, x"); a known one
+            # we would have to decode is merely unsupported
+            if codings[-1] != b"chunked" or not set(codings) <= _KNOWN_CODINGS:
+                raise RequestError(400, f"invalid Transfer-Encoding {te.decode('latin-1')!r}")
             raise RequestError(501, f"transfer coding {te.decode('latin-1')!r} is not supported")
         chunked = True
     tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())

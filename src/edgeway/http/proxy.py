@@ -676,7 +676,9 @@ class ClientConnection(asyncio.Protocol):
             self._write(bad.local)
             self.queue.clear()
             self._close()
-        # else: written when the earlier responses are done (_advance writes local answers)
+        else:   # earlier requests of the same packet are answered first, then this
+            self._dispatch_ready = False
+            self._advance()
 
     def _log_rejected(self, status: int, cause: str) -> None:
         if self.ctx.access.enabled:
