@@ -76,7 +76,8 @@ class ListenerContext:
         self.access = AccessLog(config.name, enabled=config.access_log)
         self.connections: set = set()
         self._sweeper: asyncio.TimerHandle | None = None
-        self.tick = max(0.05, min(1.0, config.timeouts.client_header / 4, config.timeouts.client_idle / 4))
+        t = config.timeouts
+        self.tick = max(0.05, min(1.0, t.client_header / 4, t.client_idle / 4, t.upstream_header / 4))
 
     def start(self) -> None:
         self._sweeper = self.loop.call_later(self.tick, self._sweep)

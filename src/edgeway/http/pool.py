@@ -55,6 +55,8 @@ class UpstreamConnection(asyncio.Protocol):
             # bytes on an idle connection: the server broke the protocol; never reuse it
             self.close()
             return
+        client = self.ex.client
+        corked = client.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -66,6 +68,9 @@ class UpstreamConnection(asyncio.Protocol):
             if ex is not None:
                 ex.client.upstream_failed(ex, f"invalid response from {self.server} ({exc})",
                                           retryable=False)
+        finally:
+            if corked:
+                client.uncork()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.forget(self)

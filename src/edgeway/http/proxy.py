@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 from collections import deque
+from time import perf_counter
 
 import httptools
 
@@ -51,7 +52,7 @@ class Exchange:
     __slots__ = ("client", "head", "route", "upstream", "server", "conn", "tried", "local", "close_after",
                  "body", "body_size", "request_complete", "response_started", "mode", "status", "sent",
                  "started", "t_connect", "t_header", "cause", "sticky_cookie", "trace", "reused",
-                 "stale_retry", "header_timer", "connect_task", "upgrade", "expect_continue", "done",
+                 "stale_retry", "header_deadline", "connect_task", "upgrade", "expect_continue", "done",
                  "upstream_framing", "target", "key", "fail_status")
 
     def __init__(self, client: "ClientConnection", head: RequestHead | None, started: float):
@@ -79,7 +80,7 @@ class Exchange:
         self.trace: dict | None = None
         self.reused = False
         self.stale_retry = False
-        self.header_timer: asyncio.TimerHandle | None = None
+        self.header_deadline = 0.0            # 504 after this (checked by the sweeper)
         self.connect_task: asyncio.Task | None = None
         self.upgrade = False
         self.expect_continue = False
@@ -114,6 +115,7 @@ class ClientConnection(asyncio.Protocol):
         self._dispatch_ready = False
         self._upgrade_rest = b""
         self._upgrading = False
+        self._wbuf: list[bytes] | None = None
         self._partial = False
 
     # ================================================================== asyncio: client side
@@ -152,6 +154,14 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._in_head:
             self._partial = True
+        corked = self.cork()
+        try:
+            self._feed(data)
+        finally:
+            if corked:
+                self.uncork()
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -234,7 +244,7 @@ class ClientConnection(asyncio.Protocol):
         except RequestError as exc:
             self._error = exc
             raise
-        ex = Exchange(self, head, now)
+        ex = Exchange(self, head, perf_counter())
         self.receiving = ex
         self.queue.append(ex)
         self._dispatch_ready = True
@@ -368,7 +378,7 @@ class ClientConnection(asyncio.Protocol):
     async def _connect(self, ex: Exchange, server) -> None:
         ctx = self.ctx
         timeout = ctx.timeouts.connect
-        started = self.loop.time()
+        started = perf_counter()
         try:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(lambda: UpstreamConnection(ctx.pool, server),
@@ -386,7 +396,7 @@ class ClientConnection(asyncio.Protocol):
             self.upstream_failed(ex, f"server down: cannot connect to {server} ({exc.strerror or exc})")
             return
         ex.connect_task = None
-        ex.t_connect = self.loop.time() - started
+        ex.t_connect = perf_counter() - started
         if ex.done or self.closed or ex.server is not server:
             conn.close()
             return
@@ -408,10 +418,10 @@ class ClientConnection(asyncio.Protocol):
             self.resume_reading("body")
         if self._write_paused:
             conn.transport.pause_reading()
-        ex.header_timer = self.loop.call_later(ctx.timeouts.upstream_header, self._header_timeout, ex, conn)
+        ex.header_deadline = self.loop.time() + ctx.timeouts.upstream_header
 
     def _header_timeout(self, ex: Exchange, conn: UpstreamConnection) -> None:
-        ex.header_timer = None
+        ex.header_deadline = 0.0
         if ex.conn is conn and not ex.response_started and not ex.done:
             self.upstream_failed(ex, f"upstream timed out: no response head from {ex.server} within "
                                      f"{self.ctx.timeouts.upstream_header:g}s", status=504, retryable=False)
@@ -425,11 +435,9 @@ class ClientConnection(asyncio.Protocol):
             if status == 100 and ex.expect_continue and ex.head.version == "1.1":
                 self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
-        if ex.header_timer is not None:
-            ex.header_timer.cancel()
-            ex.header_timer = None
+        ex.header_deadline = 0.0
         now = self.loop.time()
-        ex.t_header = now - ex.started
+        ex.t_header = perf_counter() - ex.started
         ex.status = status
         ex.upstream.report_success(ex.server, now)
         extra = []
@@ -516,9 +524,7 @@ class ClientConnection(asyncio.Protocol):
 
     def upstream_upgraded(self, ex: Exchange, conn: UpstreamConnection, rest: bytes) -> None:
         """The server answered 101: from now on both connections are a byte tunnel."""
-        if ex.header_timer is not None:
-            ex.header_timer.cancel()
-            ex.header_timer = None
+        ex.header_deadline = 0.0
         ex.done = True
         conn.tunnel = self.transport
         self.tunnel = conn.transport
@@ -538,9 +544,7 @@ class ClientConnection(asyncio.Protocol):
             return
         now = self.loop.time()
         server = ex.server
-        if ex.header_timer is not None:
-            ex.header_timer.cancel()
-            ex.header_timer = None
+        ex.header_deadline = 0.0
         conn, ex.conn = ex.conn, None
         if conn is not None:
             conn.close()
@@ -586,9 +590,7 @@ class ClientConnection(asyncio.Protocol):
     def _release(self, ex: Exchange) -> None:
         if ex.server is not None:
             ex.upstream.release(ex.server)
-        if ex.header_timer is not None:
-            ex.header_timer.cancel()
-            ex.header_timer = None
+        ex.header_deadline = 0.0
 
     def _after_response(self, ex: Exchange) -> None:
         if self.queue and self.queue[0] is ex:
@@ -614,7 +616,7 @@ class ClientConnection(asyncio.Protocol):
         head = ex.head
         if head is None:
             return   # a rejected request, logged by _log_rejected
-        now = self.loop.time()
+        now = perf_counter()
         connect = f"{ex.t_connect * 1000:.2f}" if ex.t_connect is not None else "-"
         header = f"{ex.t_header * 1000:.2f}" if ex.t_header is not None else "-"
         server = str(ex.server) if ex.server is not None else (
@@ -642,11 +644,28 @@ class ClientConnection(asyncio.Protocol):
             ex.done = True
 
     def _write(self, data: bytes) -> None:
-        if not self.closed:
+        if self._wbuf is not None:
+            self._wbuf.append(data)
+        elif not self.closed:
             self.transport.write(data)
+
+    def cork(self) -> bool:
+        """Collect writes until uncork(): a response head and body that arrived in one packet
+        leave in one packet (one send() instead of several)."""
+        if self._wbuf is None:
+            self._wbuf = []
+            return True
+        return False
+
+    def uncork(self) -> None:
+        buf, self._wbuf = self._wbuf, None
+        if buf and not self.closed:
+            self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
 
     def _close(self) -> None:
         if not self.closed:
+            if self._wbuf:
+                self.uncork()
             self.closed = True
             self.transport.close()
 
@@ -663,7 +682,7 @@ class ClientConnection(asyncio.Protocol):
                 self.queue.remove(ex)
         elif ex is not None and ex in self.queue:
             self.queue.remove(ex)
-        bad = Exchange(self, None, self.loop.time())
+        bad = Exchange(self, None, perf_counter())
         bad.local = error_response(status, cause, close=True)
         bad.status = status
         bad.cause = cause
@@ -706,6 +725,13 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.tunnel is not None:
             return
         timeouts = self.ctx.timeouts
+        if self.queue:
+            ex = self.queue[0]
+            if ex.header_deadline and now > ex.header_deadline and ex.conn is not None:
+                self.cork()
+                self._header_timeout(ex, ex.conn)
+                self.uncork()
+            return
         if self._in_head and not self.queue:
             if now - self._head_started > timeouts.client_header:
                 if self._partial:
