@@ -56,6 +56,15 @@ class AccessLog:
                 pass
 
 
+def sticky_line(sticky, server_id: str) -> bytes:
+    cookie = f"{sticky.cookie}={server_id}; Path=/; HttpOnly"
+    if sticky.max_age is not None:
+        cookie += f"; Max-Age={int(sticky.max_age)}"
+    if sticky.secure:
+        cookie += "; Secure"
+    return b"Set-Cookie: " + cookie.encode() + b"\r\n"
+
+
 class ListenerContext:
     def __init__(self, config: ListenerConfig, upstreams: Mapping[str, object], scheme: str,
                  loop: asyncio.AbstractEventLoop):
@@ -70,6 +79,13 @@ class ListenerContext:
             up = route.upstream
             if up.algorithm in ("hash", "ip_hash") and up.name not in self.keys:
                 self.keys[up.name] = compile_hash_key(up.config.hash_key, up.algorithm)
+        # sticky upstreams: server -> (its id as the cookie carries it, the Set-Cookie line)
+        self.sticky_lines = {}
+        for route in self.router.routes:
+            up = route.upstream
+            if up.config.sticky is not None:
+                for server in up.servers:
+                    self.sticky_lines[server] = (server.id.encode(), sticky_line(up.config.sticky, server.id))
         self.health_path = config.health_path
         self.redirect = config.redirect_https
         self.pool = Pool(loop, config.timeouts.upstream_idle)

@@ -28,6 +28,7 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te"
 _REPLACED = frozenset({b"host", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-proto",
                        b"x-forwarded-host", b"forwarded"})
 _KNOWN_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOST = re.compile(rb"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:\d{0,5})?$")
 
@@ -166,6 +167,7 @@ class ResponseHead:
     content_length: int | None
     chunked: bool
     keep_alive: bool             # the server will keep its connection open
+    connection: bytes = b""      # the Connection field(s), joined
 
 
 def response_framing(status: int, request_method: str, head: ResponseHead) -> str:
@@ -185,16 +187,15 @@ def client_response_head(head: ResponseHead, framing: str, client_version: str, 
 
     A body the server delimits by closing is re-chunked for HTTP/1.1 clients so that their
     connection can stay open; HTTP/1.0 clients get it raw and the connection closed."""
-    connection_tokens = set()
-    for name, value in head.headers:
-        if name.lower() == b"connection":
-            connection_tokens.update(t.strip().lower() for t in value.split(b","))
+    drop = HOP_BY_HOP
+    if head.connection:
+        tokens = {t.strip().lower() for t in head.connection.split(b",")} - _CONNECTION_OPTIONS
+        if tokens:
+            drop = HOP_BY_HOP | tokens
     out = [b"HTTP/1.1 %d " % head.status + head.reason + b"\r\n"]
     for name, value in head.headers:
-        n = name.lower()
-        if n in HOP_BY_HOP or n in connection_tokens:
-            continue
-        out.append(name + b": " + value + b"\r\n")
+        if name.lower() not in drop:
+            out.append(name + b": " + value + b"\r\n")
     out.extend(extra)
     if framing == "length":
         out.append(b"Content-Length: %d\r\n" % head.content_length)

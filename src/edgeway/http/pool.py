@@ -104,15 +104,18 @@ class UpstreamConnection(asyncio.Protocol):
         headers, self._headers = self._headers, []
         content_length = None
         chunked = False
+        connection = b""
         for name, value in headers:
             n = name.lower()
             if n == b"content-length":
                 content_length = int(value)
             elif n == b"transfer-encoding":
                 chunked = value.strip().lower().endswith(b"chunked")
+            elif n == b"connection":
+                connection = connection + b"," + value if connection else value
         status = self.parser.get_status_code()
         head = ResponseHead(status, self._reason or b"", headers, content_length, chunked,
-                            self.parser.should_keep_alive())
+                            self.parser.should_keep_alive(), connection)
         self._interim = status < 200 and status != 101   # llhttp completes 1xx as a message
         ex = self.ex
         if ex is not None:

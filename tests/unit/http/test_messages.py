@@ -61,7 +61,7 @@ def test_response_framing(status, method, chunked, length, framing):
 
 def test_client_head_rechunks_close_delimited_for_11_and_closes_for_10():
     head = ResponseHead(200, b"OK", [(b"Connection", b"close, X-H"), (b"X-H", b"1"), (b"Keep-Alive", b"t=1"),
-                                     (b"X-Ok", b"y")], None, False, False)
+                                     (b"X-Ok", b"y")], None, False, False, connection=b"close, X-H")
     data, mode = client_response_head(head, "close", "1.1", True)
     assert mode == "chunked" and b"Transfer-Encoding: chunked\r\n" in data and b"X-Ok: y" in data
     assert b"X-H:" not in data and b"Keep-Alive" not in data and b"Connection" not in data
