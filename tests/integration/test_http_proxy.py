@@ -264,6 +264,14 @@ def test_timeouts_client_header_408_and_idle_close(l7):
         assert time.monotonic() - started < 2
 
 
+def test_server_stalling_mid_body_is_cut_after_upstream_idle(l7):
+    l7.start(simple_config(l7.servers()[:1], timeouts={"upstream_idle": "300ms"}))
+    started = time.monotonic()
+    raw = raw_exchange(l7.port, b"GET /stall?s=3 HTTP/1.1\r\nHost: a\r\n\r\n", timeout=3)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"z" * 10)
+    assert time.monotonic() - started < 2
+
+
 def test_websocket_upgrade_tunnel(l7):
     l7.start(simple_config(l7.servers()[:1]))
     with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as s:

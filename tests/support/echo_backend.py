@@ -7,6 +7,7 @@ Paths decide the behaviour, so one backend serves every test:
     /chunked?n=N&size=S  N chunks of S bytes, Transfer-Encoding: chunked
     /big?size=S          Content-Length S of b"x"
     /close               body delimited by closing the connection (no length)
+    /stall?s=SEC         head and 10 of 100 body bytes, then silence
     /slow?s=SEC          sleeps, then 200
     /garbage             bytes that are not HTTP
     /reset               closes without answering
@@ -120,6 +121,11 @@ class EchoBackend:
                 writer.write(b"x" * min(step, size - i))
                 await writer.drain()
             return True
+        if path == "/stall":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n" + extra + b"\r\n" + b"z" * 10)
+            await writer.drain()
+            await asyncio.sleep(float(qs.get("s", "5")))
+            return False
         if path == "/close":
             writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n" + extra + b"\r\nuntil close " + self.name.encode())
             await writer.drain()

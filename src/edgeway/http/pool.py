@@ -25,7 +25,7 @@ MAX_IDLE_PER_SERVER = 128
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "server", "transport", "parser", "ex", "idle_since", "received", "_reason",
-                 "_headers", "tunnel", "_write_paused", "_interim")
+                 "_headers", "tunnel", "_write_paused", "_interim", "last_read")
 
     def __init__(self, pool: "Pool", server: "Server"):
         self.pool = pool
@@ -40,6 +40,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel: asyncio.Transport | None = None
         self._write_paused = False
         self._interim = False
+        self.last_read = 0.0
 
     # ------------------------------------------------------------------ asyncio
 
@@ -51,6 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.tunnel.write(data)
             return
         self.received = True
+        self.last_read = self.pool.loop.time()
         if self.ex is None:
             # bytes on an idle connection: the server broke the protocol; never reuse it
             self.close()

@@ -262,8 +262,8 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         ex = self.receiving
-        if ex is None or ex.local is not None:
-            return  # the body of a request we answer ourselves is read and dropped
+        if ex is None or ex.local is not None or ex.done:
+            return  # a request answered already (by us, or by a server that did not wait): dropped
         data = b"%x\r\n%b\r\n" % (len(body), body) if ex.head.chunked else body
         conn = ex.conn
         if conn is not None and conn.transport is not None:
@@ -729,10 +729,16 @@ class ClientConnection(asyncio.Protocol):
         timeouts = self.ctx.timeouts
         if self.queue:
             ex = self.queue[0]
-            if ex.header_deadline and now > ex.header_deadline and ex.conn is not None:
+            conn = ex.conn
+            if conn is None:
+                return
+            if ex.header_deadline and now > ex.header_deadline:
                 self.cork()
-                self._header_timeout(ex, ex.conn)
+                self._header_timeout(ex, conn)
                 self.uncork()
+            elif ex.response_started and not ex.done and now - conn.last_read > timeouts.upstream_idle:
+                self.upstream_failed(ex, f"upstream timed out: {conn.server} sent nothing for "
+                                         f"{timeouts.upstream_idle:g}s in the middle of the response", status=504)
             return
         if self._in_head and not self.queue:
             if now - self._head_started > timeouts.client_header:
