@@ -234,17 +234,19 @@ def test_active_health_check_takes_server_out_and_back(l7):
         "health_check": {"path": "/health", "interval": "100ms", "timeout": "500ms", "rise": 2, "fall": 2}}))
     b2 = l7.backends[1]
     b2.health_status = 503
-    deadline = time.monotonic() + 3
+    started = time.monotonic()
     up = l7.upstreams["api"]
-    while up.servers[1].healthy and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not up.servers[1].healthy
+    while up.servers[1].healthy and time.monotonic() < started + 3:
+        time.sleep(0.02)
+    # down within interval x fall (plus one interval of phase and scheduling slack)
+    assert not up.servers[1].healthy and time.monotonic() - started < 0.1 * 3 + 0.2
     with httpx.Client(base_url=l7.url) as c:
         assert {backend_of(c.get("/x")) for _ in range(10)} == {"b1", "b3"}
         b2.health_status = 200
-        deadline = time.monotonic() + 3
-        while not up.servers[1].healthy and time.monotonic() < deadline:
-            time.sleep(0.05)
+        started = time.monotonic()
+        while not up.servers[1].healthy and time.monotonic() < started + 3:
+            time.sleep(0.02)
+        assert up.servers[1].healthy and time.monotonic() - started < 0.1 * 3 + 0.2
         assert {backend_of(c.get("/x")) for _ in range(10)} == {"b1", "b2", "b3"}
 
 
