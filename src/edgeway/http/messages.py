@@ -29,6 +29,8 @@ _REPLACED = frozenset({b"host", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-
                        b"x-forwarded-host", b"forwarded"})
 _KNOWN_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
+_FIELDS = {b"host": 1, b"content-length": 2, b"transfer-encoding": 3, b"connection": 4, b"upgrade": 5,
+           b"expect": 6}
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOST = re.compile(rb"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:\d{0,5})?$")
 
@@ -70,21 +72,24 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
     connection = b""
     upgrade = None
     expect = False
+    fields = _FIELDS
     for name, value in headers:
-        n = name.lower()
-        if n == b"host":
+        kind = fields.get(name.lower())
+        if kind is None:
+            continue
+        if kind == 1:
             if host is not None:
                 raise RequestError(400, "several Host header fields")
             host = value.strip()
-        elif n == b"content-length":
+        elif kind == 2:
             content_length = int(value)      # llhttp has checked digits and duplicates
-        elif n == b"transfer-encoding":
+        elif kind == 3:
             te = value if te is None else te + b"," + value
-        elif n == b"connection":
+        elif kind == 4:
             connection = connection + b"," + value if connection else value
-        elif n == b"upgrade":
+        elif kind == 5:
             upgrade = value.strip()
-        elif n == b"expect":
+        else:
             expect = value.strip().lower() == b"100-continue"
     chunked = False
     if te is not None:

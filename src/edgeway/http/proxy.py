@@ -54,48 +54,46 @@ def _ms(seconds: float) -> str:
 
 
 class Exchange:
-    """One request and its response; plain state, driven by ClientConnection."""
+    """One request and its response; plain state, driven by ClientConnection.
 
-    __slots__ = ("client", "head", "route", "upstream", "server", "conn", "tried", "local", "close_after",
-                 "body", "body_size", "request_complete", "response_started", "mode", "status", "sent",
-                 "started", "t_connect", "t_header", "cause", "sticky_cookie", "trace", "reused",
-                 "stale_retry", "header_deadline", "connect_task", "upgrade", "expect_continue", "done",
-                 "upstream_framing", "target", "key", "fail_status")
+    Defaults live on the class so that creating an exchange (once per request) only sets the
+    few fields every request has; the rest appear on the instance when first assigned."""
+
+    route: Route | None = None
+    upstream = None                      # edgeway.upstream.Upstream
+    server = None                        # the Server currently tried
+    conn: UpstreamConnection | None = None
+    tried: tuple = ()                    # servers that failed, excluded from the next pick
+    local: bytes | None = None           # an answer of our own
+    close_after = False
+    body_size = 0
+    request_complete = False
+    response_started = False
+    mode = "none"                        # how the response body is written to the client
+    status = 0
+    sent = 0
+    t_connect: float | None = None
+    t_header: float | None = None
+    cause = ""
+    sticky_cookie: bytes | None = None
+    trace: dict | None = None
+    reused = False
+    stale_retry = False
+    header_deadline = 0.0                # 504 after this (checked by the sweeper)
+    connect_task: asyncio.Task | None = None
+    upgrade = False
+    expect_continue = False
+    done = False
+    upstream_framing = "none"
+    target = ""
+    key: str | None = None
+    fail_status = 502
 
     def __init__(self, client: "ClientConnection", head: RequestHead | None, started: float):
         self.client = client
         self.head = head
-        self.route: Route | None = None
-        self.upstream = None
-        self.server = None
-        self.conn: UpstreamConnection | None = None
-        self.tried: list = []
-        self.local: bytes | None = None      # an answer of our own
-        self.close_after = False
-        self.body: list[bytes] = []          # framed request body not yet sent upstream
-        self.body_size = 0
-        self.request_complete = False
-        self.response_started = False
-        self.mode = "none"
-        self.status = 0
-        self.sent = 0
         self.started = started
-        self.t_connect = None
-        self.t_header = None
-        self.cause = ""
-        self.sticky_cookie: bytes | None = None
-        self.trace: dict | None = None
-        self.reused = False
-        self.stale_retry = False
-        self.header_deadline = 0.0            # 504 after this (checked by the sweeper)
-        self.connect_task: asyncio.Task | None = None
-        self.upgrade = False
-        self.expect_continue = False
-        self.done = False
-        self.upstream_framing = "none"
-        self.target = ""
-        self.key: str | None = None
-        self.fail_status = 502
+        self.body: list[bytes] = []      # framed request body not yet sent upstream
 
 
 class ClientConnection(asyncio.Protocol):
@@ -554,7 +552,7 @@ class ClientConnection(asyncio.Protocol):
         if server is not None:
             self._release(ex)
             ex.upstream.report_failure(server, now, cause)
-            ex.tried.append(server)
+            ex.tried = (*ex.tried, server)
         ex.server = None
         ex.cause = cause
         ex.fail_status = status
