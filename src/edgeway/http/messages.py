@@ -193,7 +193,7 @@ def client_response_head(head: ResponseHead, framing: str, client_version: str, 
     A body the server delimits by closing is re-chunked for HTTP/1.1 clients so that their
     connection can stay open; HTTP/1.0 clients get it raw and the connection closed."""
     drop = HOP_BY_HOP
-    if head.connection:
+    if head.connection and head.connection.lower() not in _CONNECTION_OPTIONS:
         tokens = {t.strip().lower() for t in head.connection.split(b",")} - _CONNECTION_OPTIONS
         if tokens:
             drop = HOP_BY_HOP | tokens
