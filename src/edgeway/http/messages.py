@@ -31,6 +31,8 @@ _KNOWN_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compre
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 _FIELDS = {b"host": 1, b"content-length": 2, b"transfer-encoding": 3, b"connection": 4, b"upgrade": 5,
            b"expect": 6}
+_NO_TOKENS: frozenset[bytes] = frozenset()
+_valid_hosts: dict[bytes, str] = {}   # Host values already checked against _HOST
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOST = re.compile(rb"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:\d{0,5})?$")
 
@@ -103,11 +105,16 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
                 raise RequestError(400, f"invalid Transfer-Encoding {te.decode('latin-1')!r}")
             raise RequestError(501, f"transfer coding {te.decode('latin-1')!r} is not supported")
         chunked = True
-    tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())
-    if b"upgrade" not in tokens:
+    if connection:
+        tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())
+    else:
+        tokens = _NO_TOKENS
+    if upgrade is not None and b"upgrade" not in tokens:
         upgrade = None
     text_target = target.decode("latin-1")
-    if text_target.startswith(("http://", "https://")):
+    if text_target[:1] == "/":
+        pass
+    elif text_target.startswith(("http://", "https://")):
         # absolute-form (RFC 9112 3.2.2): its authority replaces Host
         rest = text_target.split("://", 1)[1]
         authority, slash, path = rest.partition("/")
@@ -119,9 +126,17 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
         if version == "1.1":
             raise RequestError(400, "HTTP/1.1 request without Host")
         host = b""
-    elif not _HOST.match(host):
-        raise RequestError(400, f"invalid Host {host[:60].decode('latin-1')!r}")
-    return RequestHead(method, text_target, version, headers, host.decode("latin-1"), content_length,
+    else:
+        text_host = _valid_hosts.get(host)
+        if text_host is None:
+            if not _HOST.match(host):
+                raise RequestError(400, f"invalid Host {host[:60].decode('latin-1')!r}")
+            text_host = host.decode("latin-1")
+            if len(_valid_hosts) < 4096:     # a handful of names in practice; bounded anyway
+                _valid_hosts[host] = text_host
+        return RequestHead(method, text_target, version, headers, text_host, content_length,
+                           chunked, keep_alive, upgrade, expect, tokens)
+    return RequestHead(method, text_target, version, headers, "", content_length,
                        chunked, keep_alive, upgrade, expect, tokens)
 
 
