@@ -206,6 +206,46 @@ def test_retry_when_a_server_dies_between_requests(l7, bg):
     assert sum(statuses.values()) == 30
 
 
+def _blackhole():
+    """A port whose accept queue is full: a connect to it hangs (SYNs are dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    time.sleep(0.1)
+    return port, [listener, *fillers]
+
+
+def test_connect_timeout_is_502_server_down_and_retried(l7):
+    port, sockets = _blackhole()
+    try:
+        l7.start({
+            "upstreams": {"hole": {"servers": [{"address": f"127.0.0.1:{port}"}]},
+                          "mixed": {"servers": [{"address": f"127.0.0.1:{port}"}, {"address": l7.backends[0].address}]}},
+            "listeners": [{"name": "web", "protocol": "http", "listen": None, "timeouts": {"connect": "300ms"},
+                           "routes": [{"match": {"path_prefix": "/hole"}, "upstream": "hole"},
+                                      {"match": {"path_prefix": "/"}, "upstream": "mixed"}]}],
+        })
+        with httpx.Client(base_url=l7.url, timeout=5) as c:
+            started = time.monotonic()
+            r = c.get("/hole")
+            assert r.status_code == 502 and "server down" in r.text and "timed out after 0.3s" in r.text
+            assert time.monotonic() - started < 2
+            assert [c.get("/x").status_code for _ in range(3)] == [200, 200, 200]   # retried / ejected
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def test_post_is_not_retried(l7, bg):
     closed = free_port()
     l7.start(simple_config([{"address": f"127.0.0.1:{closed}"}, {"address": l7.backends[0].address}]))
