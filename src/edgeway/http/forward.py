@@ -98,13 +98,14 @@ class Forwarding:
         head = ex.head
         route = ex.route
         host = route.set_host.decode() if route.set_host else (head.host or str(ex.server.address))
-        conn.transport.write(upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme,
-                                                   ctx.config.forwarded, ex.upgrade))
-        if ex.body:
-            conn.transport.write(b"".join(ex.body))
+        data = upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme,
+                                     ctx.config.forwarded, ex.upgrade)
+        if ex.body:   # what arrived with the head leaves with it, in one send
+            data = b"".join([data, *ex.body])
             ex.body.clear()
             ex.body_size = 0
             self.resume_reading("body")
+        conn.transport.write(data)
         if self._write_paused:
             conn.transport.pause_reading()
         ex.header_deadline = self.loop.time() + ctx.timeouts.upstream_header
