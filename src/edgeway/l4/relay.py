@@ -1,0 +1,215 @@
+"""Relay bytes between two TCP transports: flow control, half-close, resets, idle timeout.
+
+A `Relay` joins the client's transport and the server's. Each side is a `_Half` protocol that
+writes what it reads into the other side's transport. The rules, and why:
+
+* Flow control (uvicorn's flow_control.py, both ways): when a transport's write buffer
+  passes its high-water mark asyncio calls `pause_writing()` on *its* protocol; that half
+  then pauses reading on the *other* transport, so a slow reader stops the fast writer at the
+  kernel (TCP windows) instead of in our memory. Per connection we hold at most about
+  `HIGH_WATER` plus one read (uvloop reads up to 256 KiB) in each direction.
+* Half-close: a FIN from one side (`eof_received`) becomes `write_eof()` (shutdown SHUT_WR,
+  after buffered data) on the other; the transport stays open for the reverse direction.
+  When both directions have seen EOF and the buffers are flushed, both sockets close.
+* Resets: a side that fails with an error (ECONNRESET, EPIPE, ...) is aborted, and the other
+  side is aborted with SO_LINGER {on, 0} so that it too gets an RST, not a clean FIN (a
+  client must not mistake a broken upstream exchange for a complete one).
+* Idle timeout: data in either direction sets a flag; a timer every `idle_timeout / 4`
+  checks it and closes the pair after four quiet ticks in a row (so after 1x to 1.25x of
+  the configured time). One cheap flag per read instead of a clock read per read.
+
+The relay does not know about upstreams: `on_close(relay, error)` tells its owner once, when
+both sides are gone (the owner releases the server and the listener slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+
+HIGH_WATER = 256 * 1024            # per direction, above this the other side stops being read
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+def _abort_with_rst(transport: asyncio.Transport | None) -> None:
+    if transport is None:
+        return
+    try:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+    except (OSError, RuntimeError):  # already closed: abort() below is then a no-op
+        pass
+    transport.abort()
+
+
+class _Half(asyncio.Protocol):
+    """One socket of the pair. `peer` is the other half (set once both are connected)."""
+
+    __slots__ = ("relay", "transport", "peer", "eof", "lost", "paused_peer", "early")
+
+    def __init__(self, relay: "Relay"):
+        self.relay = relay
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Half | None = None
+        self.eof = False               # we received FIN from this side
+        self.lost = False
+        self.paused_peer = False       # we paused reading the peer because our buffer is full
+        self.early: list[bytes] = []   # read before join (uvloop may read before pause_reading)
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        transport.pause_reading()      # nothing is read before both sides are joined
+        if self is self.relay.client:
+            self.relay.on_client(self.relay)
+
+    def data_received(self, data: bytes) -> None:
+        self.relay.active = True
+        peer = self.peer
+        if peer is None:
+            self.early.append(data)
+            self.transport.pause_reading()
+            return
+        peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self.relay.active = True
+        peer = self.peer
+        if peer is None:
+            return True                # join() passes the EOF on
+        if peer.lost:
+            return False
+        if peer.eof:                   # both directions finished: close once flushed
+            peer.transport.close()
+            return False
+        peer.transport.write_eof()
+        return True                    # keep our transport open: the reverse direction goes on
+
+    def pause_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.lost:
+            self.paused_peer = True
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if self.paused_peer and peer is not None and not peer.lost:
+            self.paused_peer = False
+            if not peer.eof:
+                peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        peer = self.peer
+        if peer is not None and not peer.lost:
+            if exc is not None:
+                _abort_with_rst(peer.transport)
+            else:
+                peer.transport.close()
+        self.relay._half_lost(exc)
+
+
+class Relay:
+    """The pair (client half, server half) plus the idle timer and the close callback."""
+
+    __slots__ = ("client", "server", "active", "idle_ticks", "_timer", "_loop", "_idle_quarter",
+                 "_on_close", "on_client", "connecting", "_done", "error", "context")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float,
+                 on_client: Callable[["Relay"], None],
+                 on_close: Callable[["Relay", Exception | None], None]):
+        self._loop = loop
+        self.on_client = on_client     # called from the client's connection_made
+        self.client = _Half(self)
+        self.server: _Half | None = None
+        self.active = False
+        self.idle_ticks = 0
+        self._idle_quarter = idle_timeout / 4 if idle_timeout > 0 else 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_close = on_close
+        self.connecting = True         # the owner clears it with connected() or connect_failed()
+        self._done = False
+        self.error: Exception | None = None
+        self.context: object = None    # the owner's per-connection state
+
+    def server_factory(self) -> _Half:
+        self.server = _Half(self)
+        return self.server
+
+    def join(self, first_bytes: bytes = b"") -> None:
+        """Both sides are connected: send `first_bytes` (a PROXY header) and start relaying."""
+        self.connecting = False
+        client, server = self.client, self.server
+        if client.lost:                # the client left while we were connecting
+            server.transport.close()
+            return
+        if server.lost:
+            client.transport.close()
+            return
+        client.peer, server.peer = server, client
+        if first_bytes:
+            server.transport.write(first_bytes)
+        for half in (client, server):
+            if half.early:
+                half.peer.transport.write(b"".join(half.early))
+                half.early.clear()
+        for half in (client, server):
+            if half.eof:
+                half.eof = False
+                half.eof_received()
+            else:
+                half.transport.resume_reading()
+        if self._idle_quarter:
+            self._timer = self._loop.call_later(self._idle_quarter, self._tick)
+
+    def _tick(self) -> None:
+        if self.active:
+            self.active = False
+            self.idle_ticks = 0
+        else:
+            self.idle_ticks += 1
+            if self.idle_ticks >= 4:
+                self._timer = None
+                self.error = TimeoutError("idle timeout")
+                self.close()
+                return
+        self._timer = self._loop.call_later(self._idle_quarter, self._tick)
+
+    def close(self, reset: bool = False) -> None:
+        """Close both sides (flushing buffers), or reset both with `reset=True`."""
+        for half in (self.client, self.server):
+            if half is not None and half.transport is not None and not half.lost:
+                if reset:
+                    _abort_with_rst(half.transport)
+                else:
+                    half.transport.close()
+
+    def connect_failed(self) -> None:
+        """The owner gave up connecting: close the client (reset) and finish."""
+        self.connecting = False
+        self.server = None
+        if not self.client.lost:
+            _abort_with_rst(self.client.transport)
+        else:
+            self._maybe_finish()
+
+    def _half_lost(self, exc: Exception | None) -> None:
+        if exc is not None and self.error is None:
+            self.error = exc
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self._done or self.connecting or not self.client.lost:
+            return
+        server = self.server
+        if server is not None and server.transport is not None and not server.lost:
+            return
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._on_close(self, self.error)
