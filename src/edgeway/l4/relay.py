@@ -30,6 +30,7 @@ import struct
 from collections.abc import Callable
 
 HIGH_WATER = 256 * 1024            # per direction, above this the other side stops being read
+READ_SIZE = 256 * 1024             # one read; uvloop's own read buffer has this size too
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
@@ -45,10 +46,38 @@ def _abort_with_rst(transport: asyncio.Transport | None) -> None:
     transport.abort()
 
 
-class _Half(asyncio.Protocol):
+class ReadBuffer:
+    """The read buffer shared by every connection of one listener (so one event loop).
+
+    Reads go straight into it (BufferedProtocol) and are written to the other socket from
+    it: no bytes object per read. Usually the write completes at once and the buffer is free
+    for the next read; when the transport had to keep part of it queued (the other side is
+    slow), that buffer now belongs to the transport and a fresh one takes its place. So a
+    stalled connection holds at most one READ_SIZE buffer per direction, and a busy listener
+    allocates nothing per read.
+    """
+
+    __slots__ = ("view", "free")
+    MAX_FREE = 16
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(READ_SIZE))
+        self.free: list[memoryview] = []   # buffers given back by transports, for reuse
+
+    def renew(self) -> None:
+        self.view = self.free.pop() if self.free else memoryview(bytearray(READ_SIZE))
+
+    def give_back(self, views: list[memoryview]) -> None:
+        room = self.MAX_FREE - len(self.free)
+        if room > 0:
+            self.free.extend(views[:room])
+        views.clear()
+
+
+class _Half(asyncio.BufferedProtocol):
     """One socket of the pair. `peer` is the other half (set once both are connected)."""
 
-    __slots__ = ("relay", "transport", "peer", "eof", "lost", "paused_peer", "early")
+    __slots__ = ("relay", "transport", "peer", "eof", "lost", "paused_peer", "early", "lent")
 
     def __init__(self, relay: "Relay"):
         self.relay = relay
@@ -58,6 +87,7 @@ class _Half(asyncio.Protocol):
         self.lost = False
         self.paused_peer = False       # we paused reading the peer because our buffer is full
         self.early: list[bytes] = []   # read before join (uvloop may read before pause_reading)
+        self.lent: list[memoryview] = []   # read buffers the peer's transport may still hold
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -66,14 +96,26 @@ class _Half(asyncio.Protocol):
         if self is self.relay.client:
             self.relay.on_client(self.relay)
 
-    def data_received(self, data: bytes) -> None:
-        self.relay.active = True
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.relay.buffer.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        relay = self.relay
+        relay.active = True
+        buffer = relay.buffer
         peer = self.peer
         if peer is None:
-            self.early.append(data)
+            self.early.append(bytes(buffer.view[:nbytes]))
             self.transport.pause_reading()
             return
-        peer.transport.write(data)
+        transport = peer.transport
+        if self.lent and not transport.get_write_buffer_size():
+            buffer.give_back(self.lent)    # everything written out: those buffers are free again
+        view = buffer.view
+        transport.write(view[:nbytes])
+        if transport.get_write_buffer_size():
+            self.lent.append(view)     # the transport may still point into it
+            buffer.renew()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -117,12 +159,14 @@ class Relay:
     """The pair (client half, server half) plus the idle timer and the close callback."""
 
     __slots__ = ("client", "server", "active", "idle_ticks", "_timer", "_loop", "_idle_quarter",
-                 "_on_close", "on_client", "connecting", "_done", "error", "context")
+                 "_on_close", "on_client", "connecting", "_done", "error", "context", "buffer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float,
                  on_client: Callable[["Relay"], None],
-                 on_close: Callable[["Relay", Exception | None], None]):
+                 on_close: Callable[["Relay", Exception | None], None],
+                 buffer: ReadBuffer | None = None):
         self._loop = loop
+        self.buffer = buffer or ReadBuffer()
         self.on_client = on_client     # called from the client's connection_made
         self.client = _Half(self)
         self.server: _Half | None = None

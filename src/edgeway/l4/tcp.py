@@ -25,7 +25,7 @@ from collections import Counter, deque
 
 from edgeway.config.model import ListenerConfig
 from edgeway.l4 import proxy_protocol
-from edgeway.l4.relay import Relay
+from edgeway.l4.relay import ReadBuffer, Relay
 
 log = logging.getLogger("edgeway.l4.tcp")
 
@@ -79,6 +79,7 @@ class TcpListenerService:
         self._warn = _RateLimitedLog(log)
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
+        self._buffer = ReadBuffer()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -112,7 +113,7 @@ class TcpListenerService:
     # ------------------------------------------------------------------ admission
 
     def _new_relay(self):
-        relay = Relay(self._loop, self.config.idle_timeout, self._on_client, self._on_close)
+        relay = Relay(self._loop, self.config.idle_timeout, self._on_client, self._on_close, self._buffer)
         return relay.client
 
     def _on_client(self, relay: Relay) -> None:
