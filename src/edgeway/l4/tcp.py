@@ -53,14 +53,26 @@ class _RateLimitedLog:
 class _Conn:
     """Per-connection state kept by the listener (the relay's `context`)."""
 
-    __slots__ = ("client_addr", "local_addr", "server", "queued_at", "queue_timer")
+    __slots__ = ("key", "server", "queue_timer", "task", "timed_out")
 
-    def __init__(self, client_addr, local_addr):
-        self.client_addr = client_addr
-        self.local_addr = local_addr
+    def __init__(self, key):
+        self.key = key                 # the client's IP when the balancer or PROXY needs it
         self.server = None
-        self.queued_at: float | None = None
         self.queue_timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task | None = None   # connecting
+        self.timed_out = False
+
+    def connect_timed_out(self) -> None:
+        self.timed_out = True
+        self.task.cancel()
+
+
+def _client_addr(relay: Relay):
+    """The client's address, for log lines (asked only when one is written)."""
+    try:
+        return relay.client.transport.get_extra_info("peername")
+    except Exception:  # the transport is gone
+        return "?"
 
 
 class TcpListenerService:
@@ -80,6 +92,9 @@ class TcpListenerService:
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
         self._buffer = ReadBuffer()
+        # getpeername costs a syscall: only when the key or the PROXY header needs it
+        self._want_peer = bool(config.proxy_protocol) or upstream.config.balance in ("ip_hash", "hash")
+        self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -92,9 +107,21 @@ class TcpListenerService:
         self._server = await self._loop.create_server(
             self._new_relay, host, port, reuse_address=True, backlog=4096
         )
+        if self.config.idle_timeout > 0:
+            self._sweeper = self._loop.call_later(self.config.idle_timeout / 4, self._sweep)
         log.info("tcp listener %s on %s -> upstream %s", self.name, self.config.listen, self.upstream.name)
 
+    def _sweep(self) -> None:
+        """Every quarter of idle_timeout: let each connection count a quiet tick."""
+        for relay in list(self.connections):
+            if relay.tick():
+                self.stats["idle_timeouts"] += 1
+        self._sweeper = self._loop.call_later(self.config.idle_timeout / 4, self._sweep)
+
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
         for relay in list(self.waiting) + list(self.connections):
@@ -113,12 +140,12 @@ class TcpListenerService:
     # ------------------------------------------------------------------ admission
 
     def _new_relay(self):
-        relay = Relay(self._loop, self.config.idle_timeout, self._on_client, self._on_close, self._buffer)
+        relay = Relay(self._on_client, self._on_close, self._buffer)
         return relay.client
 
     def _on_client(self, relay: Relay) -> None:
-        transport = relay.client.transport
-        relay.context = _Conn(transport.get_extra_info("peername"), transport.get_extra_info("sockname"))
+        key = relay.client.transport.get_extra_info("peername")[0] if self._want_peer else None
+        relay.context = _Conn(key)
         self.stats["accepted"] += 1
         if self.waiting or not self._try_start(relay):
             self._queue_or_refuse(relay)
@@ -127,7 +154,7 @@ class TcpListenerService:
         """Start connecting if the listener and a server have room; False when full."""
         if len(self.connections) >= self.config.max_connections:
             return False
-        server = self.upstream.pick(key=relay.context.client_addr[0], now=time.monotonic())
+        server = self.upstream.pick(key=relay.context.key, now=time.monotonic())
         if server is None:
             if self._servers_full():
                 return False
@@ -136,7 +163,7 @@ class TcpListenerService:
         self.connections.add(relay)
         self.upstream.acquire(server)
         relay.context.server = server
-        task = self._loop.create_task(self._connect(relay, server))
+        task = relay.context.task = self._loop.create_task(self._connect(relay, server))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
@@ -150,13 +177,12 @@ class TcpListenerService:
     def _queue_or_refuse(self, relay: Relay) -> None:
         ctx = relay.context
         if self.config.on_limit == "wait" and len(self.waiting) < self.config.max_connections:
-            ctx.queued_at = time.monotonic()
             ctx.queue_timer = self._loop.call_later(self.config.queue_timeout, self._queue_expired, relay)
             self.waiting.append(relay)
             self.stats["queued"] += 1
             return
         self._refuse(relay, "limit", "%s: connection from %s refused: limit reached (%d open, max_connections %d)",
-                     self.name, ctx.client_addr, len(self.connections), self.config.max_connections)
+                     self.name, _client_addr(relay), len(self.connections), self.config.max_connections)
 
     def _queue_expired(self, relay: Relay) -> None:
         try:
@@ -165,7 +191,7 @@ class TcpListenerService:
             return
         relay.context.queue_timer = None
         self._refuse(relay, "queue_timeout", "%s: connection from %s waited %.1fs for a free slot; closed",
-                     self.name, relay.context.client_addr, self.config.queue_timeout)
+                     self.name, _client_addr(relay), self.config.queue_timeout)
 
     def _refuse(self, relay: Relay, cause: str, message: str, *args) -> None:
         self.stats[f"refused_{cause}"] += 1
@@ -194,16 +220,37 @@ class TcpListenerService:
     # ------------------------------------------------------------------ connect and relay
 
     async def _connect(self, relay: Relay, server) -> None:
+        # The timeout is a plain timer that cancels this task, not asyncio.timeout(): that one
+        # asks for the running loop twice, and each such call is a getpid() system call.
         tried = []
-        key = relay.context.client_addr[0]
+        ctx = relay.context
+        key = ctx.key
+        loop = self._loop
         while True:
             tried.append(server)
+            timer = loop.call_later(self._connect_timeout, ctx.connect_timed_out)
             try:
-                async with asyncio.timeout(self._connect_timeout):
-                    await self._loop.create_connection(
+                try:
+                    await loop.create_connection(
                         relay.server_factory, server.address.host, server.address.port
                     )
-            except (OSError, TimeoutError) as exc:
+                finally:
+                    timer.cancel()
+            except asyncio.CancelledError:
+                if not ctx.timed_out:           # stop(): give up
+                    relay.connect_failed()
+                    raise
+                ctx.timed_out = False
+                ctx.task.uncancel()
+                half = relay.server          # the timer may have fired just after connecting
+                if half is not None and half.transport is not None and not half.lost:
+                    half.transport.abort()
+                exc = TimeoutError(f"no answer within {self._connect_timeout:g}s")
+            except OSError as exc_:
+                exc = exc_
+            else:
+                exc = None
+            if exc is not None:
                 cause = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
                 self.upstream.release(server)
                 relay.context.server = None
@@ -219,21 +266,22 @@ class TcpListenerService:
                         self.stats["failed"] += 1
                         self._warn.warning("failed", "%s: no server accepted the connection from %s "
                                            "after %d attempt(s); client reset",
-                                           self.name, relay.context.client_addr, len(tried))
+                                           self.name, _client_addr(relay), len(tried))
+                    ctx.task = None
                     relay.connect_failed()
                     return
                 server = nxt
                 self.upstream.acquire(server)
                 relay.context.server = server
                 continue
-            except asyncio.CancelledError:
-                relay.connect_failed()
-                raise
+            ctx.task = None
             self.upstream.report_success(server, time.monotonic())
             header = b""
             if self.config.proxy_protocol:
+                transport = relay.client.transport
                 header = proxy_protocol.encode(
-                    self.config.proxy_protocol, relay.context.client_addr, relay.context.local_addr
+                    self.config.proxy_protocol, transport.get_extra_info("peername"),
+                    transport.get_extra_info("sockname"),
                 )
             relay.join(header)
             return
@@ -246,9 +294,7 @@ class TcpListenerService:
         if relay in self.connections:
             self.connections.discard(relay)
             self.stats["closed"] += 1
-            if isinstance(error, TimeoutError):
-                self.stats["idle_timeouts"] += 1
-            elif error is not None:
+            if error is not None and not isinstance(error, TimeoutError):
                 self.stats["resets"] += 1
         if self.waiting:
             self._admit_waiting()
