@@ -358,3 +358,31 @@ async def test_bytes_arrive_intact_both_ways_with_a_slow_reader():
         assert hashlib.sha256(got_up[0]).digest() == hashlib.sha256(up_data).digest()
     finally:
         server.close()
+
+
+async def test_connect_timeout_tries_the_next_server():
+    """A server whose accept queue is full drops SYNs: the connect times out, the next
+    server takes the connection, and the timeout is reported as a passive failure."""
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(0)
+    fillers = []
+    for _ in range(3):                                   # fill the accept queue (never accepted)
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(black_hole.getsockname())
+        fillers.append(s)
+    await asyncio.sleep(0.1)
+    hole = f"127.0.0.1:{black_hole.getsockname()[1]}"
+    async with peers("a") as ps:
+        servers = [{"address": hole}, {"address": ps[0].address}]
+        async with balancer(ps, servers=servers, timeouts={"connect": 0.3}) as (svc, up):
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            assert await greeting(svc.address[1]) == "a"
+            assert svc.stats["connect_timeout"] == 1
+            assert 0.25 <= loop.time() - t0 < 2
+            assert up.servers[0].last_cause == "timeout"
+    for s in fillers:
+        s.close()
+    black_hole.close()
