@@ -279,7 +279,9 @@ class ListenerConfig(Model):
     proxy_protocol: Literal["v1", "v2"] | None = None           # tcp: sent to the server
     session_timeout: Duration = 30                             # udp flows
     idle_timeout: Duration = 300                               # tcp
-    max_connections: int = Field(10_000, ge=1)                 # tcp
+    max_connections: int = Field(10_000, ge=1)                 # tcp: connections; udp: flows
+    on_limit: Literal["refuse", "wait"] = "refuse"              # tcp: beyond a limit, refuse or queue
+    queue_timeout: Duration = 10                               # tcp: longest wait in that queue
     timeouts: HttpTimeouts = HttpTimeouts()
     limits: HttpLimits = HttpLimits()
 

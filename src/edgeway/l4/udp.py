@@ -1,0 +1,199 @@
+"""The UDP listener of the L4 balancer: per-client flows, one upstream socket per flow.
+
+A datagram from a client looks up the client's flow (l4.flows.FlowTable). A new flow picks a
+server (`pick(key=client IP)`), takes an in-flight slot on it (so least_conn counts flows),
+and gets its own connected UDP socket towards that server: the server's replies arrive on
+that socket, which identifies the flow, and go back to the client *from the listener's
+socket*, so the client sees the address it sent to. Flows expire after `session_timeout`
+without traffic either way; the table holds at most `max_connections` flows (LRU eviction).
+
+The flow sockets are plain non-blocking sockets watched with `loop.add_reader`, not asyncio
+transports: creating one is synchronous (no task per new flow, which matters for DNS, where
+every query comes from a new source port) and a reply is one `recv` and one `sendto`.
+
+Failure handling: an ICMP port unreachable comes back on the connected socket as
+ECONNREFUSED; it is a passive failure report for the server and ends the flow. A flow whose
+server has been marked down by the health checker is ended at the client's next datagram
+and the datagram is balanced afresh (UDP has no connection to drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import Counter
+
+from edgeway.config.model import ListenerConfig
+from edgeway.l4.flows import Flow, FlowTable
+
+log = logging.getLogger("edgeway.l4.udp")
+
+_MAX_DATAGRAM = 65535
+_READS_PER_WAKEUP = 64                 # bound the work one busy flow can do per loop turn
+
+
+class _ListenerProtocol(asyncio.DatagramProtocol):
+    def __init__(self, service: "UdpListenerService"):
+        self.service = service
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.service._from_client(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for datagrams we sent to clients: nothing to do but count them.
+        self.service.stats["client_errors"] += 1
+
+
+class UdpListenerService:
+    """One `protocol: udp` listener balancing flows over one upstream."""
+
+    def __init__(self, config: ListenerConfig, upstream):
+        self.config = config
+        self.upstream = upstream
+        self.name = config.name
+        self.flows = FlowTable(config.session_timeout, config.max_connections)
+        self.stats: Counter = Counter()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._addrinfo: dict[object, tuple] = {}
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._transport.get_extra_info("sockname")[:2]
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        host, port = self.config.listen
+        self._transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _ListenerProtocol(self), local_addr=(host, port)
+        )
+        log.info("udp listener %s on %s -> upstream %s (session_timeout %gs)",
+                 self.name, self.config.listen, self.upstream.name, self.config.session_timeout)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for flow in self.flows:
+            self.flows.remove(flow)
+            self._end(flow)
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # ------------------------------------------------------------------ client -> server
+
+    def _from_client(self, data: bytes, client) -> None:
+        now = time.monotonic()
+        flow = self.flows.get(client, now)
+        if flow is not None and not flow.server.healthy:
+            self.flows.remove(flow)       # its server went down: balance this datagram afresh
+            self._end(flow)
+            flow = None
+        if flow is None:
+            flow = self._new_flow(client, now)
+            if flow is None:
+                return
+        flow.datagrams_in += 1
+        try:
+            flow.endpoint.send(data)
+        except BlockingIOError:
+            self.stats["dropped_send_full"] += 1   # UDP: a full socket buffer drops, as the kernel would
+        except OSError as exc:
+            self._server_error(flow, exc)
+
+    def _new_flow(self, client, now: float) -> Flow | None:
+        server = self.upstream.pick(key=client[0], now=now)
+        if server is None:
+            self.stats["dropped_no_server"] += 1
+            log.warning("%s: datagram from %s dropped: no server available in upstream %s",
+                        self.name, client, self.upstream.name)
+            return None
+        try:
+            sock = self._connect(server)
+        except OSError as exc:
+            self.stats["dropped_socket_error"] += 1
+            log.warning("%s: cannot open a socket to %s: %s", self.name, server.address, exc)
+            return None
+        flow, removed = self.flows.add(client, server, now)
+        for old in removed:
+            self._end(old)
+        flow.endpoint = sock
+        self.upstream.acquire(server)
+        self._loop.add_reader(sock.fileno(), self._from_server, flow)
+        self.stats["flows"] += 1
+        self._schedule_expiry()
+        return flow
+
+    def _connect(self, server) -> socket.socket:
+        key = server.address
+        info = self._addrinfo.get(key)
+        if info is None:
+            # Config addresses are normally literals; a name is resolved once (blocking).
+            family, _, _, _, sockaddr = socket.getaddrinfo(
+                key.host, key.port, type=socket.SOCK_DGRAM)[0]
+            info = self._addrinfo[key] = (family, sockaddr)
+        sock = socket.socket(info[0], socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect(info[1])
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    # ------------------------------------------------------------------ server -> client
+
+    def _from_server(self, flow: Flow) -> None:
+        sock, transport = flow.endpoint, self._transport
+        if sock is None or transport is None:
+            return
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                data = sock.recv(_MAX_DATAGRAM)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self._server_error(flow, exc)
+                return
+            flow.datagrams_out += 1
+            transport.sendto(data, flow.client)
+        self.flows.touch(flow, time.monotonic())
+
+    def _server_error(self, flow: Flow, exc: OSError) -> None:
+        cause = "port unreachable" if isinstance(exc, ConnectionRefusedError) else (exc.strerror or str(exc))
+        self.stats["server_errors"] += 1
+        self.upstream.report_failure(flow.server, time.monotonic(), cause)
+        log.warning("%s: flow %s -> %s ended: %s", self.name, flow.client, flow.server.address, cause)
+        self.flows.remove(flow)
+        self._end(flow)
+
+    # ------------------------------------------------------------------ expiry
+
+    def _end(self, flow: Flow) -> None:
+        sock, flow.endpoint = flow.endpoint, None
+        if sock is None:
+            return
+        self._loop.remove_reader(sock.fileno())
+        sock.close()
+        self.upstream.release(flow.server)
+
+    def _schedule_expiry(self) -> None:
+        at = self.flows.next_expiry()
+        if at is None or at >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_later(max(0.0, at - time.monotonic()) + 0.01, self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        for flow in self.flows.expire(time.monotonic()):
+            self.stats["expired"] += 1
+            self._end(flow)
+        self._schedule_expiry()
