@@ -98,3 +98,13 @@ def test_build_resolver_handlers_shapes(tmp_path):
     assert before == [] and [h.name for h in after] == ["cache", "recursion"]
     assert after[1].resolver.hints.builtin and not after[1].resolver.settings.allow_loopback
     asyncio.run(after[1].close())
+
+
+def test_bad_root_hints_are_a_config_error_naming_key_and_line(tmp_path):
+    from edgeway.errors import ConfigError
+
+    hints = tmp_path / "hints"
+    hints.write_text(". NS a.root.test.\na.root.test. A 999.0.0.1\n")
+    config = DnsConfig(listen=["127.0.0.1:53"], recursion={"enabled": True, "root_hints": str(hints)})
+    with pytest.raises(ConfigError, match=r"dns.recursion.root_hints: .*hints:2: invalid address"):
+        build_resolver_handlers(config)

@@ -23,8 +23,9 @@ from edgeway.dns.handlers.base import Answer, Query
 from edgeway.dns.handlers.cache import CacheHandler
 from edgeway.dns.handlers.hosts import HostsHandler
 from edgeway.dns.resolver import Resolver
-from edgeway.dns.resolver.hints import root_rrsets
+from edgeway.dns.resolver.hints import HintsError, root_rrsets
 from edgeway.dns.resolver.wirecache import WireCache
+from edgeway.errors import ConfigError
 
 
 class Allow:
@@ -101,7 +102,10 @@ def build_resolver_handlers(dns_config) -> tuple[list, list]:
         before.append(hosts)
     recursion = dns_config.recursion
     if recursion.enabled:
-        resolver = Resolver.from_config(recursion)
+        try:
+            resolver = Resolver.from_config(recursion)
+        except HintsError as exc:
+            raise ConfigError(f"dns.recursion.root_hints: {exc}") from None
         allow = Allow(recursion.allow)
         wire_cache = WireCache(allow, max_entries=recursion.cache.max_entries)
         if hosts is not None:
