@@ -61,7 +61,10 @@ def test_shipped_example_configs_are_valid():
         assert result.returncode == 0, (config, result.stderr)
 
 
-def test_demo_once_serves_the_built_in_zone():
-    result = run_edgeway("demo", "--once", timeout=60)
+def test_demo_with_a_config_runs_it_in_process():
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "src/edgeway/data/demo-authoritative/demo.yaml"
+    result = run_edgeway("demo", "--once", "--config", str(config), timeout=60)
     assert result.returncode == 0, result.stderr
     assert "api-lb-123.example.com. 60 IN A 127.0.0.10" in result.stdout

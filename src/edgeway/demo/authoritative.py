@@ -1,7 +1,8 @@
-"""`edgeway demo`: run the built-in example on loopback and show how to query it.
+"""`edgeway demo --config FILE`: run one config in this process instead of the built-in
+architecture, say what runs where, and show a few answers of its first DNS listener.
 
-At this stage the demo is the authoritative server for the seed's example.com zone; the full
-path (root, TLD, resolver, load balancer, backends, trace) arrives with the later issues.
+Without --config the demo is the whole path (`edgeway.demo.command`). The example zone shipped
+in `data/demo-authoritative/` is what `--config` users start from.
 """
 
 from __future__ import annotations
@@ -37,14 +38,12 @@ async def _show_answers(address) -> None:
             click.echo(f"    {line}")
 
 
-@click.command("demo")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="a config to run instead of the built-in one")
-@click.option("--once", is_flag=True, help="start, show the answers, stop and exit 0")
-def command(config_path: Path | None, once: bool) -> None:
-    """Run the built-in example on loopback (no config needed)."""
+def run_config(config_path: Path, once: bool) -> None:
+    """Run `config_path` until Ctrl-C (or show and stop with `once`)."""
     setup_logging("warning")
-    config = load_config(config_path or default_config_path())
+    from edgeway.runtime import load_or_exit
+
+    config = load_or_exit(config_path)
     try:
         runtime = Runtime(config)
     except EdgewayError as exc:
@@ -58,8 +57,11 @@ def command(config_path: Path | None, once: bool) -> None:
             if task.done():
                 await task  # re-raises the start failure
             await asyncio.sleep(0.01)
+        for listener in config.listeners:
+            click.echo(f"edgeway demo: {listener.protocol} listener {listener.name} on {listener.listen}")
         if address is not None:
-            click.echo(f"edgeway demo: authoritative DNS for example.com on {address} (UDP and TCP)")
+            zones = ", ".join(str(zone.origin or zone.file.name) for zone in config.dns.zones) or "no zones"
+            click.echo(f"edgeway demo: DNS on {address} (UDP and TCP): {zones}")
             await _show_answers(address)
             click.echo("\nTry it yourself:")
             click.echo(f"  dig @{address.host} -p {address.port} api.example.com")

@@ -103,8 +103,15 @@ def print_howto(p: demo_plan.DemoPlan) -> None:
 @click.option("--once", is_flag=True, help="start, trace one request, stop everything and exit")
 @click.option("--no-redis", is_flag=True, help="keep sessions in a shared SQLite file even if redis-server exists")
 @click.option("--folder", type=click.Path(path_type=Path), default=None, help="where configs and logs go")
-def command(once: bool, no_redis: bool, folder: Path | None) -> None:
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="run this edgeway config instead of the built-in architecture")
+def command(once: bool, no_redis: bool, folder: Path | None, config_path: Path | None) -> None:
     """Run the seed's architecture on loopback, with edgeway in every role."""
+    if config_path is not None:
+        from edgeway.demo.authoritative import run_config
+
+        run_config(config_path, once)
+        return
     folder = folder or Path(tempfile.mkdtemp(prefix="edgeway-demo-"))
     redis = not no_redis and shutil.which("redis-server") is not None
     p = demo_plan.plan(folder, redis=redis)
@@ -121,7 +128,7 @@ def command(once: bool, no_redis: bool, folder: Path | None) -> None:
     printing = threading.Event()
 
     def on_health(name: str, line: str) -> None:
-        if "edgeway.health" in line:
+        if "edgeway.health" in line or "edgeway.upstream" in line:
             health_lines.append(line)
             if printing.is_set():
                 console.print(f"[magenta]health[/] {line}")

@@ -1,0 +1,76 @@
+"""`edgeway demo --once` end to end: every role as its own process, one request traced through
+root, TLD, authoritative, resolver-free iteration, the load balancer and a backend."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from edgeway.demo import plan as demo_plan
+from tests.support.tools import edgeway_cmd, edgeway_env
+
+pytestmark = pytest.mark.interop
+
+
+def test_demo_once_traces_the_whole_path(tmp_path):
+    probe = demo_plan.plan(tmp_path / "probe", redis=False)
+    conflicts = demo_plan.address_conflicts(probe)
+    if conflicts:
+        pytest.skip(f"the demo's addresses are in use here: {conflicts}")
+    env = edgeway_env()
+    env["COLUMNS"] = "200"  # no wrapping of rich's tree
+    result = subprocess.run(edgeway_cmd("demo", "--once", "--folder", str(tmp_path / "demo")),
+                            capture_output=True, text=True, timeout=180, env=env)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    # DNS: the walk from the demo's root through .com to example.com.
+    assert re.search(r"asked a\.root-servers\.net\. \(127\.0\.53\.1#\d+\) \(\.\): referral com\.", out), out
+    assert re.search(r"asked a\.gtld-servers\.net\. \(127\.0\.53\.2#\d+\) \(com\.\): referral example\.com\.", out), out
+    assert re.search(r"asked ns1\.example\.com\. \(127\.0\.53\.3#\d+\) \(example\.com\.\): answer CNAME", out), out
+    # The balancer's decision and the backend's 200.
+    assert re.search(r"route #0 \(path_prefix=/api/\) -> upstream api", out), out
+    assert re.search(r"response 200 from 127\.0\.80\.1[123]:8080", out), out
+    # Sticky and stateless side by side; every process stopped.
+    assert "/sticky/hello" in out and "/api/hello" in out
+    assert "stopped every process the demo started" in out
+    assert "Traceback" not in out + result.stderr
+
+
+def test_demo_prints_health_changes_until_ctrl_c(tmp_path):
+    import signal
+    import threading
+    import time
+    import urllib.request
+
+    probe = demo_plan.plan(tmp_path / "probe", redis=False)
+    if demo_plan.address_conflicts(probe):
+        pytest.skip("the demo's addresses are in use here")
+    env = edgeway_env()
+    env["COLUMNS"] = "200"
+    proc = subprocess.Popen(edgeway_cmd("demo", "--no-redis", "--folder", str(tmp_path / "demo")),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("Watching health checks" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        api2 = probe.role("api-2").address
+        urllib.request.urlopen(urllib.request.Request(f"http://{api2}/health/fail", method="POST"), timeout=5)
+        # interval 2s x fall 2: DOWN within about 4-6 s.
+        deadline = time.monotonic() + 20
+        while not any("DOWN" in line and api2 in line for line in lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        assert any(line.startswith("health") for line in lines if api2 in line and "DOWN" in line)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+        reader.join(5)
+    assert code == 0, "".join(lines)
+    assert "stopped every process the demo started" in "".join(lines)
