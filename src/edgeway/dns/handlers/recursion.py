@@ -79,9 +79,8 @@ class RecursionHandler:
     def _referral(self, query: Query) -> Answer:
         resolver = self.resolver
         now = resolver.clock()
-        cuts = resolver.cache.delegation(query.name, query.rdclass, now)
-        if cuts:
-            ns = cuts[0]
+        ns = next(resolver.cache.delegation(query.name, query.rdclass, now), None)
+        if ns is not None:
             glue = [g for rd in ns for g in (resolver.cache.get_rrset(rd.target, t, query.rdclass, now)
                                               for t in (dns.rdatatype.A, dns.rdatatype.AAAA)) if g is not None]
         else:

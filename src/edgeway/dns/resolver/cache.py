@@ -224,16 +224,17 @@ class Cache:
             self.stats.stale_hits += 1
         return lookup
 
-    def delegation(self, qname: dns.name.Name, qclass: int, now: float) -> list[dns.rrset.RRset]:
-        """Cached NS RRsets of qname's ancestors, closest first (each a possible zone cut)."""
-        cuts = []
+    def delegation(self, qname: dns.name.Name, qclass: int, now: float):
+        """Cached NS RRsets of qname and its ancestors, closest first (each a possible zone cut).
+
+        A generator: the resolution usually stops at the first one (Name hashing is not cheap)."""
         name = qname
         while True:
             entry = self._map.get((name, dns.rdatatype.NS, qclass))
             if entry is not None and entry.rrset is not None and entry.expires > now:
-                cuts.append(entry.rrset)
+                yield entry.rrset
             if name == dns.name.root:
-                return cuts
+                return
             name = name.parent()
 
     def addresses(self, name: dns.name.Name, qclass: int, now: float) -> list[str]:

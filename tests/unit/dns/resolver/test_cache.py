@@ -106,4 +106,4 @@ def test_delegation_closest_first():
     cache = Cache()
     cache.put_rrset(rr("com.", 3600, "NS", "a.gtld.net."), now=0, rank=RANK_GLUE)
     cache.put_rrset(rr("example.com.", 3600, "NS", "ns1.example.com."), now=0, rank=RANK_GLUE)
-    assert [c.name for c in cache.delegation(N("www.example.com."), IN, 1)] == [N("example.com."), N("com.")]
+    assert [c.name for c in list(cache.delegation(N("www.example.com."), IN, 1))] == [N("example.com."), N("com.")]
