@@ -8,7 +8,7 @@
 #      ../shared/bench/dns_capacity.sh does for authoritative servers; est. QPS/core = QPS x 100 / QUOTA
 #
 # usage: bench/dns_resolver.sh [resolver ...]    (default: unbound custom; custom = edgeway)
-#   env: EDGEWAY_PY (python with edgeway's dependencies, default /work/venv-dev/bin/python), SHARED_BENCH,
+#   env: EDGEWAY_PY (python with edgeway's dependencies, default the repo's .venv; make venv), SHARED_BENCH,
 #        BENCH_OUT (default /tmp/edgeway-bench-resolver), REPS DUR COLD QUOTA SKIP_SHARED=1 SKIP_CAPPED=1
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,7 +16,7 @@ REPO=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED_BENCH:-$REPO/../shared/bench}
 [ -d "$SHARED" ] || SHARED=/work/shared/bench
 export BENCH_OUT=${BENCH_OUT:-/tmp/edgeway-bench-resolver}
-EDGEWAY_PY=${EDGEWAY_PY:-/work/venv-dev/bin/python}
+EDGEWAY_PY=${EDGEWAY_PY:-$REPO/.venv/bin/python}
 RESOLVERS=${*:-unbound custom}
 mkdir -p "$BENCH_OUT/run"
 # The shared scripts want $BENCH_OUT/.venv/bin/python (dnspython for coldq.py): reuse edgeway's.
