@@ -60,6 +60,29 @@ def test_demo_prints_health_changes_until_ctrl_c(tmp_path):
         while not any("Watching health checks" in line for line in lines):
             assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.1)
+        # trace --json through the demo's resolver: field by field, and the cache seen the 2nd time.
+        import json
+
+        from tests.support.tools import run_edgeway
+
+        resolver = probe.role("resolver").address
+        traces = []
+        for _ in range(2):
+            result = run_edgeway("trace", probe.url, "--resolver", resolver, "--json", timeout=30)
+            assert result.returncode == 0, result.stdout + result.stderr
+            traces.append(json.loads(result.stdout))
+        first, second = traces
+        assert first["dns"]["method"] == "resolver" and first["dns"]["rcode"] == "NOERROR"
+        assert first["dns"]["addresses"] == [probe.role("lb").address.rsplit(":", 1)[0]]
+        assert second["dns"]["from_cache"] is True
+        assert 0 < second["dns"]["ttl"] <= 60  # api-lb-123's TTL in the demo zone
+        assert first["connect"]["port"] == probe.http_port
+        balancer = first["balancer"]
+        assert balancer["upstream"] == "api" and balancer["algorithm"] == "least_conn"
+        assert "path_prefix=/api/" in str(balancer["route"])
+        assert balancer["server"] in {probe.role(f"api-{i}").address for i in (1, 2, 3)}
+        assert balancer["reason"]
+        assert first["response"]["status"] == 200 and first["error"] is None
         api2 = probe.role("api-2").address
         urllib.request.urlopen(urllib.request.Request(f"http://{api2}/health/fail", method="POST"), timeout=5)
         # interval 2s x fall 2: DOWN within about 4-6 s.

@@ -103,3 +103,33 @@ def test_key_not_matching_certificate_refused(tmp_path, ca):
         check_certificate(cert, other_key)
     info = check_certificate(cert, tmp_path / "one.key")
     assert info.days_left in (29, 30) and info.names == ["one.example.com"]
+
+
+def test_trace_shows_the_tls_handshake_and_the_balancer_decision(tmp_path, ca):
+    """`edgeway trace https://...` through an edgeway HTTPS listener with trace_header on."""
+    import json
+
+    from tests.support.backends import start_dns
+    from tests.support.tools import run_edgeway
+
+    a_cert, a_key = write_pair(tmp_path, ca.issue_cert("a.example.com"), "a")
+    with BackgroundLoop() as bg:
+        l7 = L7(bg, backends=2)
+        cfg = simple_config(l7.servers(), trace_header=True)
+        cfg["listeners"][0].update(protocol="https", tls={"cert": a_cert, "key": a_key})
+        _, dns_port = bg.call(start_dns("127.0.0.1", {"a.example.com.": (120, "127.0.0.1")}))
+        try:
+            l7.start(cfg, tmp_path)
+            result = run_edgeway("trace", f"https://a.example.com:{l7.port}/x", "--resolver",
+                                 f"127.0.0.1:{dns_port}", "--json", timeout=30)
+            assert result.returncode == 0, result.stdout + result.stderr
+            trace = json.loads(result.stdout)
+            tls = trace["tls"]
+            assert tls["protocol"] in ("TLSv1.2", "TLSv1.3")
+            assert "a.example.com" in tls["sans"] and tls["name_matches"] is True and tls["subject"]
+            assert tls["issuer"] and tls["days_left"] > 300 and tls["problems"] == []
+            assert trace["balancer"]["upstream"] == "api" and trace["balancer"]["algorithm"] == "round_robin"
+            assert trace["balancer"]["server"] in {s["address"] for s in l7.servers()}
+            assert trace["response"]["status"] == 200
+        finally:
+            l7.stop()
