@@ -74,3 +74,26 @@ def test_error_body_names_cause_and_server():
     assert data.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert data.endswith(b"502 Bad Gateway: connection refused by 127.0.0.1:9001 (port closed) "
                          b"(server tried: 127.0.0.1:9001)\n")
+
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-ABCXYZ0123456789", min_size=1, max_size=20)
+_value = st.binary(max_size=40).filter(lambda v: b"\r" not in v and b"\n" not in v and b"\x00" not in v)
+_names = st.sampled_from([b"Host", b"Content-Length", b"Transfer-Encoding", b"Connection", b"Upgrade",
+                          b"Expect"]) | _token.map(str.encode)
+
+
+@given(st.lists(st.tuples(_names, _value), max_size=8), st.sampled_from(["1.0", "1.1"]),
+       st.sampled_from([b"/", b"/a?b", b"*", b"http://h/x", b"x"]))
+def test_analyze_request_answers_or_refuses_never_crashes(headers, version, target):
+    # llhttp guarantees Content-Length digits; mimic that precondition
+    headers = [(n, v) for n, v in headers if n.lower() != b"content-length" or v.isdigit()]
+    try:
+        head = analyze_request("OPTIONS", target, version, headers, True)
+    except RequestError as exc:
+        assert exc.status in (400, 501) and exc.cause
+    else:
+        assert head.target.startswith("/") or head.target == "*"
+        assert not (head.chunked and version == "1.0")
