@@ -257,9 +257,10 @@ class Forwarding:
         tried = ", ".join(map(str, ex.tried)) or None
         ex.cause = cause
         ex.status = status
-        if ex.trace is not None and not ex.trace:
+        if ex.trace is not None:
             ex.trace.update(route=ex.route.label, upstream=ex.upstream.name, algorithm=ex.upstream.algorithm,
                             server=None, reason=cause)
+            ex.trace.setdefault("excluded", [])
         close = ex.close_after or not ex.request_complete
         data = error_response(status, cause, tried, close=close, head_only=ex.head.method == "HEAD")
         if ex.trace is not None:
