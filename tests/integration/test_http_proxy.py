@@ -369,3 +369,16 @@ def test_max_connections(l7):
             s.close()
     time.sleep(0.1)
     assert httpx.get(l7.url + "/x").status_code == 200
+
+
+def test_slow_upload_is_not_an_upstream_timeout(l7):
+    """The wait for the response head starts when the whole request has been sent."""
+    l7.start(simple_config(l7.servers()[:1], timeouts={"upstream_header": "300ms"}))
+    with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello")
+        time.sleep(0.7)
+        s.sendall(b"world")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and b'"body_len": 10' in data

@@ -108,7 +108,8 @@ class Forwarding:
         conn.transport.write(data)
         if self._write_paused:
             conn.transport.pause_reading()
-        ex.header_deadline = self.loop.time() + ctx.timeouts.upstream_header
+        if ex.request_complete:   # else: set when the last body byte has gone (on_message_complete)
+            ex.header_deadline = self.loop.time() + ctx.timeouts.upstream_header
 
     def _header_timeout(self, ex: Exchange, conn: UpstreamConnection) -> None:
         ex.header_deadline = 0.0

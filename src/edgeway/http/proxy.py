@@ -225,6 +225,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 ex.conn.transport.write(b"0\r\n\r\n")
             else:
                 ex.body.append(b"0\r\n\r\n")
+        if ex.conn is not None and not ex.response_started:
+            # the wait for the response head starts once the whole request has been sent
+            ex.header_deadline = self.loop.time() + self.ctx.timeouts.upstream_header
         if ex.done:
             self._after_response(ex)
 
@@ -369,6 +372,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self._error = None
         ex = self.receiving if (self.receiving is not None and not self.receiving.request_complete) else None
         if ex is not None and (ex.conn is not None or ex.connect_task is not None or ex.server is not None):
+            ex.status, ex.cause = status, cause    # logged once, by _log_rejected
             self._abandon(ex)
             if ex in self.queue:
                 self.queue.remove(ex)
@@ -426,7 +430,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 self.cork()
                 self._header_timeout(ex, conn)
                 self.uncork()
-            elif ex.response_started and not ex.done and now - conn.last_read > timeouts.upstream_idle:
+            elif ex.response_started and not ex.done and not self._write_paused \
+                    and now - conn.last_read > timeouts.upstream_idle:
+                # (while the client is the slow side, reading the server is paused on purpose)
                 self.upstream_failed(ex, f"upstream timed out: {conn.server} sent nothing for "
                                          f"{timeouts.upstream_idle:g}s in the middle of the response", status=504)
             return
