@@ -127,10 +127,10 @@ class Forwarding:
                 self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         ex.header_deadline = 0.0
-        now = self.loop.time()
         ex.t_header = perf_counter() - ex.started
         ex.status = status
-        ex.upstream.report_success(ex.server, now)
+        if ex.server.fails:   # only a server with failures on record has anything to reset
+            ex.upstream.report_success(ex.server, self.loop.time())
         extra = []
         if ex.sticky_cookie is not None:
             server_id, line = self.ctx.sticky_lines[ex.server]

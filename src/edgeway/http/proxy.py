@@ -215,7 +215,6 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.receiving
-        self._idle_since = self.loop.time()
         self._partial = False
         if ex is None:
             return
@@ -258,11 +257,12 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         ex.target = route.rewrite_path(head.target)
         ex.upgrade = head.upgrade is not None
         ex.expect_continue = head.expect_continue
-        up = route.upstream
-        sticky = up.config.sticky
-        ex.trace = {} if ctx.config.trace_header and view.header("x-edgeway-trace") is not None else None
-        ex.sticky_cookie = view.cookies().get(sticky.cookie, "").encode() if sticky else None
-        ex.key = ctx.keys[up.name](view) if up.name in ctx.keys else None
+        if ctx.trace_header and view.header("x-edgeway-trace") is not None:
+            ex.trace = {}
+        if route.sticky_cookie is not None:
+            ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode()
+        if route.key is not None:
+            ex.key = route.key(view)
 
     def _local(self, ex: Exchange, response: bytes, status: int, cause: str, close: bool = False) -> None:
         ex.local = response
