@@ -143,10 +143,9 @@ class Forwarding:
                 self.upstream_failed(ex, f"invalid response from {ex.server} (101 to a request without Upgrade)",
                                      retryable=False)
                 return
-            lines = [b"HTTP/1.1 101 " + head.reason + b"\r\n"]
-            for name, value in head.headers:
-                if name.lower() not in (b"connection", b"keep-alive", b"transfer-encoding", b"content-length"):
-                    lines.append(name + b": " + value + b"\r\n")
+            lines = [b"HTTP/1.1 101 " + head.reason + b"\r\n", *head.lines]
+            if head.upgrade is not None:
+                lines.append(b"Upgrade: " + head.upgrade + b"\r\n")
             lines.append(b"Connection: upgrade\r\n")
             self._write(b"".join(lines) + b"".join(extra) + b"\r\n")
             ex.response_started = True

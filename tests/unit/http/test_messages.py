@@ -6,6 +6,7 @@ from edgeway.http.messages import (
     analyze_request,
     client_response_head,
     response_framing,
+    response_head,
     upstream_request_head,
 )
 from edgeway.http.responses import error_response
@@ -55,13 +56,14 @@ def test_upstream_head_rewrites():
     (200, "HEAD", False, 10, "none"), (204, "GET", False, None, "none"), (304, "GET", False, None, "none"),
 ])
 def test_response_framing(status, method, chunked, length, framing):
-    head = ResponseHead(status, b"OK", [], length, chunked, True)
+    head = ResponseHead(status, b"OK", [], length, chunked, True)   # framing reads only the fields
     assert response_framing(status, method, head) == framing
 
 
 def test_client_head_rechunks_close_delimited_for_11_and_closes_for_10():
-    head = ResponseHead(200, b"OK", [(b"Connection", b"close, X-H"), (b"X-H", b"1"), (b"Keep-Alive", b"t=1"),
-                                     (b"X-Ok", b"y")], None, False, False, connection=b"close, X-H")
+    head = response_head(200, b"OK", [(b"Connection", b"close, X-H"), (b"X-H", b"1"), (b"Keep-Alive", b"t=1"),
+                                      (b"X-Ok", b"y")], False)
+    assert head.connection == b"close, X-H" and head.content_length is None
     data, mode = client_response_head(head, "close", "1.1", True)
     assert mode == "chunked" and b"Transfer-Encoding: chunked\r\n" in data and b"X-Ok: y" in data
     assert b"X-H:" not in data and b"Keep-Alive" not in data and b"Connection" not in data
@@ -97,3 +99,13 @@ def test_analyze_request_answers_or_refuses_never_crashes(headers, version, targ
     else:
         assert head.target.startswith("/") or head.target == "*"
         assert not (head.chunked and version == "1.0")
+
+
+def test_response_fields_classified_once():
+    head = response_head(101, b"Switching", [(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
+                                             (b"TE", b"x"), (b"Trailer", b"y"), (b"Sec-WebSocket-Accept", b"abc"),
+                                             (b"Content-Length", b"0")], True)
+    assert head.upgrade == b"websocket" and head.connection == b"Upgrade" and head.content_length == 0
+    assert head.lines == [b"Sec-WebSocket-Accept: abc\r\n"]
+    chunked = response_head(200, b"OK", [(b"Transfer-Encoding", b"chunked"), (b"X-A", b"1")], True)
+    assert chunked.chunked and chunked.lines == [b"X-A: 1\r\n"]
