@@ -343,3 +343,42 @@ def test_expect_100_continue(l7):
         while b'"body_len"' not in data:
             data += s.recv(65536)
         assert b"HTTP/1.1 200" in data and b'"body_len": 5' in data
+
+
+def test_http10_keep_alive_client(l7):
+    l7.start(simple_config(l7.servers()[:1]))
+    with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as s:
+        for i in range(2):
+            s.sendall(b"GET /k%d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % i)
+            data = b""
+            while not data.endswith(b"b1 /k%d" % i):
+                data += s.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200") and b"Connection: keep-alive\r\n" in data
+
+
+def test_max_connections(l7):
+    l7.start(simple_config(l7.servers()[:1], limits={"max_connections": 2}))
+    time.sleep(0.2)    # the readiness probe's connection is gone
+    held = [socket.create_connection(("127.0.0.1", l7.port)) for _ in range(2)]
+    try:
+        time.sleep(0.1)
+        raw = raw_exchange(l7.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 503") and b"too many connections" in raw
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.1)
+    assert httpx.get(l7.url + "/x").status_code == 200
+
+
+def test_slow_upload_is_not_an_upstream_timeout(l7):
+    """The wait for the response head starts when the whole request has been sent."""
+    l7.start(simple_config(l7.servers()[:1], timeouts={"upstream_header": "300ms"}))
+    with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello")
+        time.sleep(0.7)
+        s.sendall(b"world")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200") and b'"body_len": 10' in data

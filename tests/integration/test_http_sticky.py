@@ -55,3 +55,15 @@ def test_unknown_cookie_value_is_replaced(l7):
     r = httpx.get(l7.url + "/x", headers={"Cookie": "SERVERID=forged; other=1"})
     assert r.status_code == 200 and "Secure" in r.headers["set-cookie"]
     assert r.headers["set-cookie"].split(";")[0] != "SERVERID=forged"
+
+
+def test_sticky_server_killed_retries_elsewhere_and_resets_cookie(l7, bg):
+    l7.start(simple_config(l7.servers(), upstream={"sticky": {"cookie": "SERVERID"}}))
+    with httpx.Client(base_url=l7.url) as alice:
+        home = alice.get("/x").headers["x-backend"]
+        sid = alice.cookies["SERVERID"]
+        bg.call(next(b for b in l7.backends if b.name == home).stop())
+        r = alice.get("/x")                      # refused -> retried on another server, no error
+        assert r.status_code == 200 and r.headers["x-backend"] != home
+        assert alice.cookies["SERVERID"] != sid
+        assert alice.get("/x").headers["x-backend"] == r.headers["x-backend"]

@@ -74,3 +74,13 @@ def test_check_refuses_an_expired_certificate(tmp_path):
         result = run_edgeway(*command)
         assert result.returncode == 1
         assert "old.crt expired on" in result.stderr and "renew it" in result.stderr
+
+
+def test_trace_header_on_an_error_names_route_and_cause(env):
+    import httpx
+
+    r = httpx.get(f"http://127.0.0.1:{env.port}/broken", headers={"X-Edgeway-Trace": "1"})
+    assert r.status_code in (502, 503)    # 503 once passive checks have ejected the server
+    trace = json.loads(r.headers["x-edgeway-trace"])
+    assert trace["route"].startswith("#0") and trace["upstream"] == "broken" and trace["server"] is None
+    assert "connection refused" in trace["reason"]

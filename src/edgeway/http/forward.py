@@ -108,7 +108,8 @@ class Forwarding:
         conn.transport.write(data)
         if self._write_paused:
             conn.transport.pause_reading()
-        ex.header_deadline = self.loop.time() + ctx.timeouts.upstream_header
+        if ex.request_complete:   # else: set when the last body byte has gone (on_message_complete)
+            ex.header_deadline = self.loop.time() + ctx.timeouts.upstream_header
 
     def _header_timeout(self, ex: Exchange, conn: UpstreamConnection) -> None:
         ex.header_deadline = 0.0
@@ -126,10 +127,10 @@ class Forwarding:
                 self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         ex.header_deadline = 0.0
-        now = self.loop.time()
         ex.t_header = perf_counter() - ex.started
         ex.status = status
-        ex.upstream.report_success(ex.server, now)
+        if ex.server.fails:   # only a server with failures on record has anything to reset
+            ex.upstream.report_success(ex.server, self.loop.time())
         extra = []
         if ex.sticky_cookie is not None:
             server_id, line = self.ctx.sticky_lines[ex.server]
@@ -142,10 +143,9 @@ class Forwarding:
                 self.upstream_failed(ex, f"invalid response from {ex.server} (101 to a request without Upgrade)",
                                      retryable=False)
                 return
-            lines = [b"HTTP/1.1 101 " + head.reason + b"\r\n"]
-            for name, value in head.headers:
-                if name.lower() not in (b"connection", b"keep-alive", b"transfer-encoding", b"content-length"):
-                    lines.append(name + b": " + value + b"\r\n")
+            lines = [b"HTTP/1.1 101 " + head.reason + b"\r\n", *head.lines]
+            if head.upgrade is not None:
+                lines.append(b"Upgrade: " + head.upgrade + b"\r\n")
             lines.append(b"Connection: upgrade\r\n")
             self._write(b"".join(lines) + b"".join(extra) + b"\r\n")
             ex.response_started = True
@@ -257,9 +257,10 @@ class Forwarding:
         tried = ", ".join(map(str, ex.tried)) or None
         ex.cause = cause
         ex.status = status
-        if ex.trace is not None and not ex.trace:
+        if ex.trace is not None:
             ex.trace.update(route=ex.route.label, upstream=ex.upstream.name, algorithm=ex.upstream.algorithm,
                             server=None, reason=cause)
+            ex.trace.setdefault("excluded", [])
         close = ex.close_after or not ex.request_complete
         data = error_response(status, cause, tried, close=close, head_only=ex.head.method == "HEAD")
         if ex.trace is not None:

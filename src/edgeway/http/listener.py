@@ -74,11 +74,11 @@ class ListenerContext:
         self.timeouts = config.timeouts
         self.limits = config.limits
         self.router = Router(config.routes, upstreams)
-        self.keys = {}
         for route in self.router.routes:
             up = route.upstream
-            if up.algorithm in ("hash", "ip_hash") and up.name not in self.keys:
-                self.keys[up.name] = compile_hash_key(up.config.hash_key, up.algorithm)
+            if up.algorithm in ("hash", "ip_hash"):
+                route.key = compile_hash_key(up.config.hash_key, up.algorithm)
+        self.trace_header = config.trace_header
         # sticky upstreams: server -> (its id as the cookie carries it, the Set-Cookie line)
         self.sticky_lines = {}
         for route in self.router.routes:

@@ -183,11 +183,38 @@ def upstream_request_head(req: RequestHead, target: str, host: str, client_ip: s
 class ResponseHead:
     status: int
     reason: bytes
-    headers: list[tuple[bytes, bytes]]
+    lines: list[bytes]           # the fields to forward, rendered b"Name: value\r\n"
     content_length: int | None
     chunked: bool
     keep_alive: bool             # the server will keep its connection open
     connection: bytes = b""      # the Connection field(s), joined
+    upgrade: bytes | None = None
+
+
+# Response fields the proxy reads or drops, classified as each field is parsed (pool.py does it
+# inline, field by field, so that a response head is walked once): 1 Content-Length,
+# 2 Transfer-Encoding, 3 Connection, 4 Upgrade, 0 other hop-by-hop. Any other field is
+# forwarded as it came.
+RESPONSE_FIELDS = {b"content-length": 1, b"transfer-encoding": 2, b"connection": 3, b"upgrade": 4,
+                   b"keep-alive": 0, b"proxy-connection": 0, b"te": 0, b"trailer": 0}
+
+
+def response_head(status: int, reason: bytes, fields: list[tuple[bytes, bytes]], keep_alive: bool) -> ResponseHead:
+    """A ResponseHead from (name, value) pairs: the classification pool.py does inline."""
+    head = ResponseHead(status, reason, [], None, False, keep_alive)
+    for name, value in fields:
+        kind = RESPONSE_FIELDS.get(name.lower())
+        if kind is None:
+            head.lines.append(name + b": " + value + b"\r\n")
+        elif kind == 1:
+            head.content_length = int(value)
+        elif kind == 2:
+            head.chunked = value.strip().lower().endswith(b"chunked")
+        elif kind == 3:
+            head.connection = head.connection + b"," + value if head.connection else value
+        elif kind == 4:
+            head.upgrade = value
+    return head
 
 
 def response_framing(status: int, request_method: str, head: ResponseHead) -> str:
@@ -207,16 +234,13 @@ def client_response_head(head: ResponseHead, framing: str, client_version: str, 
 
     A body the server delimits by closing is re-chunked for HTTP/1.1 clients so that their
     connection can stay open; HTTP/1.0 clients get it raw and the connection closed."""
-    drop = HOP_BY_HOP
+    lines = head.lines
     if head.connection and head.connection.lower() not in _CONNECTION_OPTIONS:
+        # Connection names more hop-by-hop fields (rare): drop those too
         tokens = {t.strip().lower() for t in head.connection.split(b",")} - _CONNECTION_OPTIONS
         if tokens:
-            drop = HOP_BY_HOP | tokens
-    out = [b"HTTP/1.1 %d " % head.status + head.reason + b"\r\n"]
-    for name, value in head.headers:
-        if name.lower() not in drop:
-            out.append(name + b": " + value + b"\r\n")
-    out.extend(extra)
+            lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
+    out = [b"HTTP/1.1 %d " % head.status + head.reason + b"\r\n", *lines, *extra]
     if framing == "length":
         out.append(b"Content-Length: %d\r\n" % head.content_length)
         mode = "length"

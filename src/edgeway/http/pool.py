@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from edgeway.http.messages import ResponseHead
+from edgeway.http.messages import RESPONSE_FIELDS, ResponseHead
 
 if TYPE_CHECKING:
     from edgeway.http.proxy import Exchange
@@ -25,7 +25,8 @@ MAX_IDLE_PER_SERVER = 128
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "server", "transport", "parser", "ex", "idle_since", "received", "_reason",
-                 "_headers", "tunnel", "_write_paused", "_interim", "last_read")
+                 "_lines", "_length", "_chunked", "_connection", "_upgrade", "tunnel", "_write_paused",
+                 "_interim", "last_read")
 
     def __init__(self, pool: "Pool", server: "Server"):
         self.pool = pool
@@ -36,7 +37,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.received = False
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._reset_fields()
         self.tunnel: asyncio.Transport | None = None
         self._write_paused = False
         self._interim = False
@@ -99,25 +100,32 @@ class UpstreamConnection(asyncio.Protocol):
     def on_status(self, status: bytes) -> None:
         self._reason = status
 
+    def _reset_fields(self) -> None:
+        self._lines: list[bytes] = []
+        self._length: int | None = None
+        self._chunked = False
+        self._connection = b""
+        self._upgrade: bytes | None = None
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        # messages.response_head() in line: each field is classified once, as it is parsed
+        kind = RESPONSE_FIELDS.get(name.lower())
+        if kind is None:
+            self._lines.append(name + b": " + value + b"\r\n")
+        elif kind == 1:
+            self._length = int(value)
+        elif kind == 2:
+            self._chunked = value.strip().lower().endswith(b"chunked")
+        elif kind == 3:
+            self._connection = self._connection + b"," + value if self._connection else value
+        elif kind == 4:
+            self._upgrade = value
 
     def on_headers_complete(self) -> None:
-        headers, self._headers = self._headers, []
-        content_length = None
-        chunked = False
-        connection = b""
-        for name, value in headers:
-            n = name.lower()
-            if n == b"content-length":
-                content_length = int(value)
-            elif n == b"transfer-encoding":
-                chunked = value.strip().lower().endswith(b"chunked")
-            elif n == b"connection":
-                connection = connection + b"," + value if connection else value
         status = self.parser.get_status_code()
-        head = ResponseHead(status, self._reason or b"", headers, content_length, chunked,
-                            self.parser.should_keep_alive(), connection)
+        head = ResponseHead(status, self._reason or b"", self._lines, self._length, self._chunked,
+                            self.parser.should_keep_alive(), self._connection, self._upgrade)
+        self._reset_fields()
         self._interim = status < 200 and status != 101   # llhttp completes 1xx as a message
         ex = self.ex
         if ex is not None:

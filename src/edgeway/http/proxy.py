@@ -215,7 +215,6 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.receiving
-        self._idle_since = self.loop.time()
         self._partial = False
         if ex is None:
             return
@@ -225,6 +224,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 ex.conn.transport.write(b"0\r\n\r\n")
             else:
                 ex.body.append(b"0\r\n\r\n")
+        if ex.conn is not None and not ex.response_started:
+            # the wait for the response head starts once the whole request has been sent
+            ex.header_deadline = self.loop.time() + self.ctx.timeouts.upstream_header
         if ex.done:
             self._after_response(ex)
 
@@ -255,11 +257,12 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         ex.target = route.rewrite_path(head.target)
         ex.upgrade = head.upgrade is not None
         ex.expect_continue = head.expect_continue
-        up = route.upstream
-        sticky = up.config.sticky
-        ex.trace = {} if ctx.config.trace_header and view.header("x-edgeway-trace") is not None else None
-        ex.sticky_cookie = view.cookies().get(sticky.cookie, "").encode() if sticky else None
-        ex.key = ctx.keys[up.name](view) if up.name in ctx.keys else None
+        if ctx.trace_header and view.header("x-edgeway-trace") is not None:
+            ex.trace = {}
+        if route.sticky_cookie is not None:
+            ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode()
+        if route.key is not None:
+            ex.key = route.key(view)
 
     def _local(self, ex: Exchange, response: bytes, status: int, cause: str, close: bool = False) -> None:
         ex.local = response
@@ -369,6 +372,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self._error = None
         ex = self.receiving if (self.receiving is not None and not self.receiving.request_complete) else None
         if ex is not None and (ex.conn is not None or ex.connect_task is not None or ex.server is not None):
+            ex.status, ex.cause = status, cause    # logged once, by _log_rejected
             self._abandon(ex)
             if ex in self.queue:
                 self.queue.remove(ex)
@@ -426,7 +430,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 self.cork()
                 self._header_timeout(ex, conn)
                 self.uncork()
-            elif ex.response_started and not ex.done and now - conn.last_read > timeouts.upstream_idle:
+            elif ex.response_started and not ex.done and not self._write_paused \
+                    and now - conn.last_read > timeouts.upstream_idle:
+                # (while the client is the slow side, reading the server is paused on purpose)
                 self.upstream_failed(ex, f"upstream timed out: {conn.server} sent nothing for "
                                          f"{timeouts.upstream_idle:g}s in the middle of the response", status=504)
             return

@@ -15,7 +15,7 @@ from edgeway.config.model import RouteConfig
 
 class Route:
     __slots__ = ("index", "config", "upstream", "upstream_name", "prefix", "_tests", "strip", "set_host",
-                 "label")
+                 "label", "sticky_cookie", "key")
 
     def __init__(self, index: int, config: RouteConfig, upstream: object):
         self.index = index
@@ -26,6 +26,9 @@ class Route:
         self.prefix = m.path_prefix
         self.strip = config.strip_prefix and m.path_prefix is not None
         self.set_host = config.set_host.encode() if config.set_host else None
+        sticky = getattr(getattr(upstream, "config", None), "sticky", None)
+        self.sticky_cookie: str | None = sticky.cookie if sticky is not None else None
+        self.key = None   # request -> hash key, set by the listener for hash/ip_hash upstreams
         tests: list[Callable[[RequestView], bool]] = []
         if m.path is not None:
             exact = m.path
@@ -113,7 +116,20 @@ class RequestView:
         return self._cookies
 
 
+_hosts: dict[str, str] = {}   # Host value -> normalized; a handful of names in practice
+
+
 def normalize_host(host: str) -> str:
+    """Lower case, without port and trailing dot (`[v6]` kept in brackets)."""
+    normalized = _hosts.get(host)
+    if normalized is None:
+        normalized = _normalize_host(host)
+        if len(_hosts) < 4096:
+            _hosts[host] = normalized
+    return normalized
+
+
+def _normalize_host(host: str) -> str:
     host = host.strip().lower()
     if host.startswith("["):
         return host.split("]", 1)[0] + "]"

@@ -10,7 +10,6 @@ name no certificate covers, as nginx's default server does.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass
@@ -124,11 +123,3 @@ class TlsSetup:
     def days_left(self) -> dict[str, int]:
         """Days left per certificate file (for the metrics issue)."""
         return {str(info.cert): info.days_left for info in self.certificates}
-
-
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
