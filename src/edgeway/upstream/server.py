@@ -29,13 +29,14 @@ def server_id(upstream: str, address: Address) -> str:
 class Server:
     __slots__ = (
         "address", "weight", "backup", "max_conns", "id", "healthy", "in_flight",
-        "_max_fails", "_fail_timeout", "fails", "_first_fail", "ejected_until", "last_cause",
+        "_max_fails", "_fail_timeout", "fails", "_first_fail", "ejected_until", "last_cause", "label",
     )
 
     def __init__(self, address: Address, weight: int = 1, backup: bool = False,
                  max_conns: int | None = None, id: str | None = None,
                  passive: PassiveConfig | None = None):
         self.address = address
+        self.label = str(address)      # for logs, formatted once
         self.weight = weight
         self.backup = backup
         self.max_conns = max_conns
@@ -59,7 +60,7 @@ class Server:
         return f"Server({self.address}, weight={self.weight}{', backup' if self.backup else ''})"
 
     def __str__(self) -> str:
-        return str(self.address)
+        return self.label
 
     # ------------------------------------------------------------------ availability
 

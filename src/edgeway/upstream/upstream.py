@@ -55,7 +55,9 @@ class Upstream:
             now = time.monotonic()
         if isinstance(key, str):
             key = key.encode()
-        candidates = [s for s in self.primaries if s.available(now) and s not in exclude]
+        # Server.available(now), inlined: this runs for every request
+        candidates = [s for s in self.primaries if s.healthy and now >= s.ejected_until and
+                      (s.max_conns is None or s.in_flight < s.max_conns) and s not in exclude]
         if candidates:
             return self._primary_balancer.choose(candidates, key)
         candidates = [s for s in self.backups if s.available(now) and s not in exclude]

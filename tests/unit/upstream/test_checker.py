@@ -65,3 +65,17 @@ async def test_checker_takes_server_down_and_back_with_logged_cause(caplog):
     finally:
         await checker.stop()
         await backend.stop()
+
+
+async def test_dns_check_against_a_real_responder():
+    from tests.support.backends import start_dns
+
+    transport, port = await start_dns("127.0.0.1", {"health.example.com.": (60, "192.0.2.1")})
+    try:
+        up = upstream(port, type="dns", query="health.example.com A")
+        assert await run_check(up.servers[0], up.config.health_check) == (True, "rcode NOERROR")
+    finally:
+        transport.close()
+    silent = upstream(free_port(), type="dns", timeout="200ms")
+    ok, cause = await run_check(silent.servers[0], silent.config.health_check)
+    assert not ok and ("timeout" in cause.lower() or "refused" in cause)

@@ -18,7 +18,7 @@ class RoundRobin:
     name = "round_robin"
 
     def __init__(self, servers: Sequence[Server]):
-        self.current: dict[int, int] = {id(s): 0 for s in servers}
+        self.current: dict[Server, int] = {s: 0 for s in servers}   # servers hash by identity
 
     def choose(self, candidates: Sequence[Server], key: bytes | None = None) -> Server | None:
         if not candidates:
@@ -30,10 +30,10 @@ class RoundRobin:
         best = None
         best_value = 0
         for server in candidates:
-            value = current.get(id(server), 0) + server.weight
-            current[id(server)] = value
+            value = current.get(server, 0) + server.weight
+            current[server] = value
             total += server.weight
             if best is None or value > best_value:
                 best, best_value = server, value
-        current[id(best)] = best_value - total
+        current[best] = best_value - total
         return best

@@ -1,0 +1,54 @@
+#!/bin/bash
+# The shared L7 benchmark (../shared/bench/http_l7.sh) with edgeway as its `custom` entry.
+#
+#   sudo bench/http_l7.sh                         # direct nginx haproxy edgeway, uncapped
+#   sudo QUOTA=50 bench/http_l7.sh nginx haproxy custom   # the proxy capped at 50% of a core
+#
+# edgeway runs with the features of examples/l7/edgeway.yaml switched on (least_conn with
+# weights and a backup, active health checks, passive checks, sticky cookie insert, the
+# issue's routes before a catch-all, access log) over the script's nginx backends
+# 127.0.0.1:9001-9003, listening on 127.0.0.1:8090. Results: $BENCH_OUT/results (see the
+# shared README). ACCESS_LOG=false turns the access log off; PYTHON picks the interpreter.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+SHARED=${SHARED_BENCH:-$REPO/../shared/bench}
+PY=${PYTHON:-$(command -v python3)}
+OUT=${BENCH_OUT:-/tmp/edgeway-bench}
+mkdir -p "$OUT/run"
+CFG=$OUT/run/edgeway-l7.yaml
+cat > "$CFG" <<EOC
+upstreams:
+  api:
+    balance: least_conn
+    servers:
+      - {address: "127.0.0.1:9001", weight: 2}
+      - {address: "127.0.0.1:9002"}
+      - {address: "127.0.0.1:9003", backup: true}
+    health_check: {path: /health, interval: 10s, timeout: 2s, rise: 2, fall: 3, expect: "200-399"}
+    passive: {max_fails: 3, fail_timeout: 10s}
+    sticky: {cookie: SERVERID}
+  admin:
+    servers: [{address: "127.0.0.1:9002"}]
+  static:
+    servers: [{address: "127.0.0.1:9001"}, {address: "127.0.0.1:9002"}]
+listeners:
+  - name: web
+    protocol: http
+    listen: "127.0.0.1:8090"
+    access_log: ${ACCESS_LOG:-true}
+    routes:
+      - match: {path_prefix: /api/}
+        upstream: api
+      - match: {host: admin.example.com, path_prefix: /admin/, header: {X-Role: ops}}
+        upstream: admin
+      - match: {path_prefix: /static/}
+        upstream: static
+        strip_prefix: true
+      - match: {path_prefix: /}
+        upstream: api
+EOC
+export CUSTOM_CMD="exec env PYTHONPATH=$REPO/src $PY -m edgeway serve --config $CFG --log-level warning"
+export CUSTOM_LABEL=${CUSTOM_LABEL:-edgeway}
+[ $# -gt 0 ] || set -- direct nginx haproxy custom
+exec bash "$SHARED/http_l7.sh" "$@"

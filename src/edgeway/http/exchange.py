@@ -1,0 +1,63 @@
+"""One request and its response: the plain state the two sides of the proxy share."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from edgeway.http.messages import RequestHead
+
+if TYPE_CHECKING:
+    from edgeway.http.pool import UpstreamConnection
+    from edgeway.http.proxy import ClientConnection
+    from edgeway.http.routing import Route
+
+
+def ms(seconds: float) -> str:
+    """Seconds -> milliseconds with two decimals, in integer arithmetic (float formatting is a
+    measurable share of a request's cost)."""
+    v = int(seconds * 100000)
+    return f"{v // 100}.{v % 100:02d}"
+
+
+class Exchange:
+    """One request and its response; plain state, driven by ClientConnection.
+
+    Defaults live on the class so that creating an exchange (once per request) only sets the
+    few fields every request has; the rest appear on the instance when first assigned."""
+
+    route: Route | None = None
+    upstream = None                      # edgeway.upstream.Upstream
+    server = None                        # the Server currently tried
+    conn: UpstreamConnection | None = None
+    tried: tuple = ()                    # servers that failed, excluded from the next pick
+    local: bytes | None = None           # an answer of our own
+    close_after = False
+    body_size = 0
+    request_complete = False
+    response_started = False
+    mode = "none"                        # how the response body is written to the client
+    status = 0
+    sent = 0
+    t_connect: float | None = None
+    t_header: float | None = None
+    cause = ""
+    sticky_cookie: bytes | None = None
+    trace: dict | None = None
+    reused = False
+    stale_retry = False
+    header_deadline = 0.0                # 504 after this (checked by the sweeper)
+    connect_task: asyncio.Task | None = None
+    upgrade = False
+    expect_continue = False
+    done = False
+    upstream_framing = "none"
+    target = ""
+    key: str | None = None
+    fail_status = 502
+
+    def __init__(self, client: "ClientConnection", head: RequestHead | None, started: float):
+        self.client = client
+        self.head = head
+        self.started = started
+        self.body: list[bytes] = []      # framed request body not yet sent upstream

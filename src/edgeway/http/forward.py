@@ -1,0 +1,279 @@
+"""The server side of a client connection: choose a server, connect or reuse, send the
+request, relay the response, and turn every failure into a retry or an error answer.
+
+A mixin of ClientConnection (proxy.py), split out to keep each half readable; it uses the
+client's queue, writes and finishing steps and defines what UpstreamConnection (pool.py)
+calls back: response_head / response_body / response_complete / upstream_lost /
+upstream_upgraded / upstream_failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from time import perf_counter
+
+from edgeway.http.exchange import Exchange
+from edgeway.http.messages import (
+    IDEMPOTENT,
+    ResponseHead,
+    client_response_head,
+    response_framing,
+    upstream_request_head,
+)
+from edgeway.http.pool import UpstreamConnection
+from edgeway.http.responses import error_response
+
+
+class Forwarding:
+    """Methods of ClientConnection that deal with servers (see the module docstring)."""
+
+    def _start_proxy(self, ex: Exchange) -> None:
+        now = self.loop.time()
+        up = ex.upstream
+        key = ex.key
+        server = None
+        reason = ""
+        if ex.sticky_cookie:
+            candidate = up.find(ex.sticky_cookie.decode("latin-1"))
+            if candidate is not None and candidate.available(now) and candidate not in ex.tried:
+                server, reason = candidate, "sticky cookie"
+        if server is None:
+            if ex.trace is not None:
+                decision = up.decide(key, ex.tried, now)
+                server, reason = decision.server, decision.reason
+                ex.trace["excluded"] = decision.excluded
+            else:
+                server = up.pick(key, ex.tried, now)
+        if server is None:
+            if ex.tried:   # retrying, and nothing is left: the last failure is the answer
+                self._fail_local(ex, ex.fail_status, ex.cause)
+            else:
+                self._fail_local(ex, 503, f"no healthy server in upstream {up.name} ({up.down_reason(now)})")
+            return
+        if ex.trace is not None:
+            ex.trace.update(route=ex.route.label, upstream=up.name, algorithm=up.algorithm,
+                            server=str(server), reason=reason)
+        ex.server = server
+        up.acquire(server)
+        conn = None if ex.upgrade else self.ctx.pool.get(server)
+        if conn is not None:
+            ex.reused = True
+            self._attach(ex, conn)
+        else:
+            ex.reused = False
+            ex.connect_task = self.loop.create_task(self._connect(ex, server))
+
+    async def _connect(self, ex: Exchange, server) -> None:
+        ctx = self.ctx
+        timeout = ctx.timeouts.connect
+        started = perf_counter()
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: UpstreamConnection(ctx.pool, server),
+                                            server.address.host, server.address.port), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            ex.connect_task = None
+            self.upstream_failed(ex, f"server down: connect to {server} timed out after {timeout:g}s")
+            return
+        except ConnectionRefusedError:
+            ex.connect_task = None
+            self.upstream_failed(ex, f"connection refused by {server} (port closed)")
+            return
+        except OSError as exc:
+            ex.connect_task = None
+            self.upstream_failed(ex, f"server down: cannot connect to {server} ({exc.strerror or exc})")
+            return
+        ex.connect_task = None
+        ex.t_connect = perf_counter() - started
+        if ex.done or self.closed or ex.server is not server:
+            conn.close()
+            return
+        self._attach(ex, conn)
+
+    def _attach(self, ex: Exchange, conn: UpstreamConnection) -> None:
+        ex.conn = conn
+        conn.ex = ex
+        ctx = self.ctx
+        head = ex.head
+        route = ex.route
+        host = route.set_host.decode() if route.set_host else (head.host or str(ex.server.address))
+        data = upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme,
+                                     ctx.config.forwarded, ex.upgrade)
+        if ex.body:   # what arrived with the head leaves with it, in one send
+            data = b"".join([data, *ex.body])
+            ex.body.clear()
+            ex.body_size = 0
+            self.resume_reading("body")
+        conn.transport.write(data)
+        if self._write_paused:
+            conn.transport.pause_reading()
+        ex.header_deadline = self.loop.time() + ctx.timeouts.upstream_header
+
+    def _header_timeout(self, ex: Exchange, conn: UpstreamConnection) -> None:
+        ex.header_deadline = 0.0
+        if ex.conn is conn and not ex.response_started and not ex.done:
+            self.upstream_failed(ex, f"upstream timed out: no response head from {ex.server} within "
+                                     f"{self.ctx.timeouts.upstream_header:g}s", status=504, retryable=False)
+
+    # ================================================================== server events
+
+    def response_head(self, ex: Exchange, conn: UpstreamConnection, head: ResponseHead) -> None:
+        status = head.status
+        if status < 200 and status != 101:
+            # interim: 100 Continue goes to a client that asked for it; others are dropped
+            if status == 100 and ex.expect_continue and ex.head.version == "1.1":
+                self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return
+        ex.header_deadline = 0.0
+        now = self.loop.time()
+        ex.t_header = perf_counter() - ex.started
+        ex.status = status
+        ex.upstream.report_success(ex.server, now)
+        extra = []
+        if ex.sticky_cookie is not None:
+            server_id, line = self.ctx.sticky_lines[ex.server]
+            if ex.sticky_cookie != server_id:
+                extra.append(line)
+        if ex.trace is not None:
+            extra.append(b"X-Edgeway-Trace: " + json.dumps(ex.trace).encode() + b"\r\n")
+        if status == 101:
+            if not ex.upgrade:
+                self.upstream_failed(ex, f"invalid response from {ex.server} (101 to a request without Upgrade)",
+                                     retryable=False)
+                return
+            lines = [b"HTTP/1.1 101 " + head.reason + b"\r\n"]
+            for name, value in head.headers:
+                if name.lower() not in (b"connection", b"keep-alive", b"transfer-encoding", b"content-length"):
+                    lines.append(name + b": " + value + b"\r\n")
+            lines.append(b"Connection: upgrade\r\n")
+            self._write(b"".join(lines) + b"".join(extra) + b"\r\n")
+            ex.response_started = True
+            return
+        framing = response_framing(status, ex.head.method, head)
+        ex.upstream_framing = framing
+        keep_alive = not ex.close_after and not ex.upgrade
+        data, ex.mode = client_response_head(head, framing, ex.head.version, keep_alive, extra)
+        if ex.mode == "raw" or (ex.upgrade and keep_alive is False):
+            ex.close_after = True
+        if not keep_alive:
+            ex.close_after = True
+        self._write(data)
+        ex.response_started = True
+        if framing == "none":
+            # the parser expects a body after a HEAD response with Content-Length: start afresh
+            conn.reset_parser()
+            self.response_complete(ex, conn, reusable=head.keep_alive and ex.head.method == "HEAD")
+
+    def response_body(self, ex: Exchange, body: bytes) -> None:
+        ex.sent += len(body)
+        if ex.mode == "chunked":
+            self._write(b"%x\r\n%b\r\n" % (len(body), body))
+        elif ex.mode != "none":
+            self._write(body)
+
+    def response_complete(self, ex: Exchange, conn: UpstreamConnection, reusable: bool | None = None) -> None:
+        if ex.done or ex.status == 101:   # llhttp completes a 101 before handing over the tunnel
+            return
+        if ex.mode == "chunked":
+            self._write(b"0\r\n\r\n")
+        ex.done = True
+        if reusable is None:
+            reusable = conn.parser.should_keep_alive()
+        self._release(ex)
+        ex.conn = None
+        if reusable and ex.request_complete and ex.upstream_framing != "close" and not ex.upgrade:
+            self.ctx.pool.put(conn)
+        else:
+            conn.close()
+        if ex.request_complete:
+            self._after_response(ex)
+        # else: the rest of the request body is read and discarded, then _after_response
+
+    def upstream_lost(self, ex: Exchange, conn: UpstreamConnection, exc) -> None:
+        if ex.done:
+            return
+        if ex.response_started and ex.upstream_framing == "close":
+            self.response_complete(ex, conn, reusable=False)
+            return
+        what = "reset" if isinstance(exc, ConnectionResetError) else "closed"
+        if ex.reused and not conn.received and not ex.stale_retry and not ex.response_started:
+            # a pooled connection the server had closed: try again on a fresh one, uncounted
+            ex.stale_retry = True
+            self._release(ex)
+            ex.conn = None
+            ex.server = None
+            if ex.head.method in IDEMPOTENT and not ex.head.has_body:
+                self._start_proxy(ex)
+                return
+        self.upstream_failed(ex, f"connection {what} by {conn.server} before a complete response")
+
+    def upstream_upgraded(self, ex: Exchange, conn: UpstreamConnection, rest: bytes) -> None:
+        """The server answered 101: from now on both connections are a byte tunnel."""
+        ex.header_deadline = 0.0
+        ex.done = True
+        conn.tunnel = self.transport
+        self.tunnel = conn.transport
+        if rest:
+            self._write(rest)
+        pending, self._upgrade_rest = self._upgrade_rest, b""
+        self._upgrading = False
+        if pending:
+            conn.transport.write(pending)
+        self._log(ex)
+        self._paused.clear()
+        self.transport.resume_reading()
+
+    def upstream_failed(self, ex: Exchange, cause: str, status: int = 502, retryable: bool = True) -> None:
+        """Anything that went wrong with the server before the response was complete."""
+        if ex.done:
+            return
+        now = self.loop.time()
+        server = ex.server
+        ex.header_deadline = 0.0
+        conn, ex.conn = ex.conn, None
+        if conn is not None:
+            conn.close()
+        if server is not None:
+            self._release(ex)
+            ex.upstream.report_failure(server, now, cause)
+            ex.tried = (*ex.tried, server)
+        ex.server = None
+        ex.cause = cause
+        ex.fail_status = status
+        if ex.response_started:
+            ex.done = True
+            self._log(ex)
+            self._close()
+            return
+        can_retry = (retryable and ex.head.method in IDEMPOTENT and not ex.head.has_body and not ex.upgrade
+                     and len(ex.tried) <= self.ctx.limits.max_retries)
+        if can_retry and not self.closed:
+            self._start_proxy(ex)   # another server, or the failure answered when none is left
+            return
+        self._fail_local(ex, status, cause)
+
+    def _fail_local(self, ex: Exchange, status: int, cause: str) -> None:
+        tried = ", ".join(map(str, ex.tried)) or None
+        ex.cause = cause
+        ex.status = status
+        if ex.trace is not None and not ex.trace:
+            ex.trace.update(route=ex.route.label, upstream=ex.upstream.name, algorithm=ex.upstream.algorithm,
+                            server=None, reason=cause)
+        close = ex.close_after or not ex.request_complete
+        data = error_response(status, cause, tried, close=close, head_only=ex.head.method == "HEAD")
+        if ex.trace is not None:
+            data = data.replace(b"\r\n\r\n", b"\r\nX-Edgeway-Trace: " + json.dumps(ex.trace).encode()
+                                + b"\r\n\r\n", 1)
+        self._write(data)
+        ex.response_started = True
+        ex.done = True
+        ex.close_after = close
+        self._after_response(ex)
+
+    # ================================================================== finishing
+
+    def _release(self, ex: Exchange) -> None:
+        if ex.server is not None:
+            ex.upstream.release(ex.server)
+        ex.header_deadline = 0.0

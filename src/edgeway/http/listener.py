@@ -1,0 +1,119 @@
+"""What one HTTP listener shares between its connections: config, router, keys, pool,
+access log, and the sweeper that enforces idle and header timeouts.
+
+Timeouts are checked by one periodic sweep rather than a timer per connection: a timer per
+request is measurable at tens of thousands of requests per second, and the timeouts
+(seconds) need no millisecond precision. The upstream response-header timeout is the
+exception (one timer per request while it waits), since it decides between 200 and 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+
+from edgeway.config.model import ListenerConfig
+from edgeway.http.pool import Pool
+from edgeway.http.routing import Router, compile_hash_key
+
+log = logging.getLogger("edgeway.http")
+
+
+class AccessLog:
+    """One line per request, buffered and flushed by the sweeper (or when 256 lines wait).
+
+    Writes go straight to the file descriptor: the logging module costs more per line than
+    a whole proxied request does on the fast path."""
+
+    def __init__(self, name: str, fd: int | None = None, enabled: bool = True):
+        self.name = name
+        self.fd = sys.stderr.fileno() if fd is None else fd
+        self.enabled = enabled
+        self.lines: list[str] = []
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, line: str) -> None:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        self.lines.append(f"{self._stamp} INFO edgeway.access: {self.name} {line}\n")
+        if len(self.lines) >= 256:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            data = "".join(self.lines).encode("utf-8", "replace")
+            self.lines.clear()
+            try:
+                os.write(self.fd, data)
+            except OSError:
+                pass
+
+
+def sticky_line(sticky, server_id: str) -> bytes:
+    cookie = f"{sticky.cookie}={server_id}; Path=/; HttpOnly"
+    if sticky.max_age is not None:
+        cookie += f"; Max-Age={int(sticky.max_age)}"
+    if sticky.secure:
+        cookie += "; Secure"
+    return b"Set-Cookie: " + cookie.encode() + b"\r\n"
+
+
+class ListenerContext:
+    def __init__(self, config: ListenerConfig, upstreams: Mapping[str, object], scheme: str,
+                 loop: asyncio.AbstractEventLoop):
+        self.config = config
+        self.loop = loop
+        self.scheme = scheme
+        self.timeouts = config.timeouts
+        self.limits = config.limits
+        self.router = Router(config.routes, upstreams)
+        self.keys = {}
+        for route in self.router.routes:
+            up = route.upstream
+            if up.algorithm in ("hash", "ip_hash") and up.name not in self.keys:
+                self.keys[up.name] = compile_hash_key(up.config.hash_key, up.algorithm)
+        # sticky upstreams: server -> (its id as the cookie carries it, the Set-Cookie line)
+        self.sticky_lines = {}
+        for route in self.router.routes:
+            up = route.upstream
+            if up.config.sticky is not None:
+                for server in up.servers:
+                    self.sticky_lines[server] = (server.id.encode(), sticky_line(up.config.sticky, server.id))
+        self.health_path = config.health_path
+        self.redirect = config.redirect_https
+        self.pool = Pool(loop, config.timeouts.upstream_idle)
+        self.access = AccessLog(config.name, enabled=config.access_log)
+        self.connections: set = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        t = config.timeouts
+        self.tick = max(0.05, min(1.0, t.client_header / 4, t.client_idle / 4, t.upstream_header / 4))
+
+    def start(self) -> None:
+        self._sweeper = self.loop.call_later(self.tick, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self.connections):
+            conn.shutdown()
+        self.pool.close_all()
+        self.access.flush()
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        try:
+            for conn in list(self.connections):
+                conn.check_timeouts(now)
+            self.pool.sweep(now)
+            self.access.flush()
+        except Exception:  # a bug here must not stop the timeouts of every other connection
+            log.exception("http listener %s: sweeper error", self.config.name)
+        self._sweeper = self.loop.call_later(self.tick, self._sweep)

@@ -1,0 +1,239 @@
+"""HTTP/1.1 message heads, sans-IO: checking a request, rewriting it for the server, and
+rewriting the server's response for the client.
+
+httptools (llhttp, strict mode) already refuses most of the request-smuggling inputs of
+RFC 9112 section 6.3: Content-Length together with Transfer-Encoding, several Content-Length
+fields, invalid chunk sizes, obsolete line folding, bare CR, invalid header names. The rules
+here are the ones llhttp leaves to the application:
+
+    Transfer-Encoding in an HTTP/1.0 request        -> 400 (RFC 9112 6.1: faulty framing)
+    a transfer coding other than "chunked"          -> 501 (we would have to decode it)
+    HTTP/1.1 without Host, or several Host fields   -> 400 (RFC 9112 3.2)
+    a Host that is not a host[:port]                -> 400
+    a request target that is not origin/absolute    -> 400
+
+Hop-by-hop fields (RFC 9110 7.6.1: Connection and the fields it names, Proxy-Connection,
+Keep-Alive, TE, Transfer-Encoding, Upgrade; Trailer too, since we do not forward trailers)
+are dropped in both directions; framing is re-written by us, never copied.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                        b"transfer-encoding", b"upgrade", b"content-length"})
+# content-length is not hop-by-hop, but we always write the framing ourselves.
+_REPLACED = frozenset({b"host", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-proto",
+                       b"x-forwarded-host", b"forwarded"})
+_KNOWN_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
+_FIELDS = {b"host": 1, b"content-length": 2, b"transfer-encoding": 3, b"connection": 4, b"upgrade": 5,
+           b"expect": 6}
+_NO_TOKENS: frozenset[bytes] = frozenset()
+_valid_hosts: dict[bytes, str] = {}   # Host values already checked against _HOST
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_HOST = re.compile(rb"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:\d{0,5})?$")
+
+
+class RequestError(Exception):
+    """The client's fault: answer `status` and close the connection."""
+
+    def __init__(self, status: int, cause: str):
+        super().__init__(cause)
+        self.status = status
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: str
+    target: str                  # origin-form (path?query) after absolute-form is unwrapped
+    version: str                 # "1.0" | "1.1"
+    headers: list[tuple[bytes, bytes]]
+    host: str
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    upgrade: bytes | None        # the Upgrade field when Connection names it
+    expect_continue: bool
+    connection_tokens: frozenset[bytes]
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def analyze_request(method: str, target: bytes, version: str, headers: list[tuple[bytes, bytes]],
+                    keep_alive: bool) -> RequestHead:
+    """Check a parsed request head and collect what the proxy needs; RequestError if bad."""
+    host: bytes | None = None
+    content_length = None
+    te: bytes | None = None
+    connection = b""
+    upgrade = None
+    expect = False
+    fields = _FIELDS
+    for name, value in headers:
+        kind = fields.get(name.lower())
+        if kind is None:
+            continue
+        if kind == 1:
+            if host is not None:
+                raise RequestError(400, "several Host header fields")
+            host = value.strip()
+        elif kind == 2:
+            content_length = int(value)      # llhttp has checked digits and duplicates
+        elif kind == 3:
+            te = value if te is None else te + b"," + value
+        elif kind == 4:
+            connection = connection + b"," + value if connection else value
+        elif kind == 5:
+            upgrade = value.strip()
+        else:
+            expect = value.strip().lower() == b"100-continue"
+    chunked = False
+    if te is not None:
+        if version == "1.0":
+            raise RequestError(400, "Transfer-Encoding in an HTTP/1.0 request (faulty framing)")
+        codings = [c.strip().lower() for c in te.split(b",")]
+        if codings != [b"chunked"]:
+            # an unknown coding is an attack on framing (xchunked, "chunked, x"); a known one
+            # we would have to decode is merely unsupported
+            if codings[-1] != b"chunked" or not set(codings) <= _KNOWN_CODINGS:
+                raise RequestError(400, f"invalid Transfer-Encoding {te.decode('latin-1')!r}")
+            raise RequestError(501, f"transfer coding {te.decode('latin-1')!r} is not supported")
+        chunked = True
+    if connection:
+        tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())
+    else:
+        tokens = _NO_TOKENS
+    if upgrade is not None and b"upgrade" not in tokens:
+        upgrade = None
+    text_target = target.decode("latin-1")
+    if text_target[:1] == "/":
+        pass
+    elif text_target.startswith(("http://", "https://")):
+        # absolute-form (RFC 9112 3.2.2): its authority replaces Host
+        rest = text_target.split("://", 1)[1]
+        authority, slash, path = rest.partition("/")
+        host = authority.encode("latin-1")
+        text_target = "/" + path if slash else "/"
+    elif not text_target.startswith("/") and not (text_target == "*" and method == "OPTIONS"):
+        raise RequestError(400, f"invalid request target {text_target[:60]!r}")
+    if host is None:
+        if version == "1.1":
+            raise RequestError(400, "HTTP/1.1 request without Host")
+        host = b""
+    else:
+        text_host = _valid_hosts.get(host)
+        if text_host is None:
+            if not _HOST.match(host):
+                raise RequestError(400, f"invalid Host {host[:60].decode('latin-1')!r}")
+            text_host = host.decode("latin-1")
+            if len(_valid_hosts) < 4096:     # a handful of names in practice; bounded anyway
+                _valid_hosts[host] = text_host
+        return RequestHead(method, text_target, version, headers, text_host, content_length,
+                           chunked, keep_alive, upgrade, expect, tokens)
+    return RequestHead(method, text_target, version, headers, "", content_length,
+                       chunked, keep_alive, upgrade, expect, tokens)
+
+
+def upstream_request_head(req: RequestHead, target: str, host: str, client_ip: str, scheme: str,
+                          forwarded: bool, upgrade: bool = False) -> bytes:
+    """The request head sent to the server: hop-by-hop fields dropped, the X-Forwarded-*
+    family set (X-Forwarded-For appended to, as nginx's $proxy_add_x_forwarded_for), the
+    framing written by us."""
+    drop = req.connection_tokens
+    out = [f"{req.method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")]
+    xff = None
+    prior_forwarded = None
+    for name, value in req.headers:
+        n = name.lower()
+        if n in HOP_BY_HOP or n in _REPLACED or n in drop:
+            if n == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+            elif n == b"forwarded":
+                prior_forwarded = value if prior_forwarded is None else prior_forwarded + b", " + value
+            continue
+        out.append(name + b": " + value + b"\r\n")
+    ip = client_ip.encode("latin-1")
+    out.append(b"X-Real-IP: " + ip + b"\r\nX-Forwarded-For: " + (xff + b", " + ip if xff else ip)
+               + b"\r\nX-Forwarded-Proto: " + scheme.encode() + b"\r\nX-Forwarded-Host: "
+               + req.host.encode("latin-1") + b"\r\n")
+    if forwarded:
+        node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
+        element = f'for={node};host="{req.host}";proto={scheme}'.encode("latin-1")
+        out.append(b"Forwarded: " + (prior_forwarded + b", " + element if prior_forwarded else element) + b"\r\n")
+    if req.chunked:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    elif req.content_length is not None:
+        out.append(b"Content-Length: %d\r\n" % req.content_length)
+    if upgrade and req.upgrade:
+        out.append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool             # the server will keep its connection open
+    connection: bytes = b""      # the Connection field(s), joined
+
+
+def response_framing(status: int, request_method: str, head: ResponseHead) -> str:
+    """How the server delimits the body (RFC 9112 6.3): none | length | chunked | close."""
+    if request_method == "HEAD" or status < 200 or status in (204, 304):
+        return "none"
+    if head.chunked:
+        return "chunked"
+    if head.content_length is not None:
+        return "length"
+    return "close"
+
+
+def client_response_head(head: ResponseHead, framing: str, client_version: str, keep_alive: bool,
+                         extra: list[bytes] = ()) -> tuple[bytes, str]:
+    """The response head for the client and how its body is written (none|length|chunked|raw).
+
+    A body the server delimits by closing is re-chunked for HTTP/1.1 clients so that their
+    connection can stay open; HTTP/1.0 clients get it raw and the connection closed."""
+    drop = HOP_BY_HOP
+    if head.connection and head.connection.lower() not in _CONNECTION_OPTIONS:
+        tokens = {t.strip().lower() for t in head.connection.split(b",")} - _CONNECTION_OPTIONS
+        if tokens:
+            drop = HOP_BY_HOP | tokens
+    out = [b"HTTP/1.1 %d " % head.status + head.reason + b"\r\n"]
+    for name, value in head.headers:
+        if name.lower() not in drop:
+            out.append(name + b": " + value + b"\r\n")
+    out.extend(extra)
+    if framing == "length":
+        out.append(b"Content-Length: %d\r\n" % head.content_length)
+        mode = "length"
+    elif framing in ("chunked", "close"):
+        if client_version == "1.1":
+            out.append(b"Transfer-Encoding: chunked\r\n")
+            mode = "chunked"
+        else:
+            keep_alive = False
+            mode = "raw"
+    else:
+        if head.content_length is not None:
+            out.append(b"Content-Length: %d\r\n" % head.content_length)   # HEAD / 304
+        mode = "none"
+    if not keep_alive:
+        out.append(b"Connection: close\r\n")
+    elif client_version == "1.0":
+        out.append(b"Connection: keep-alive\r\n")
+    out.append(b"\r\n")
+    return b"".join(out), mode

@@ -1,0 +1,194 @@
+"""Connections to servers: the asyncio protocol that reads responses, and the idle pool.
+
+One UpstreamConnection carries one exchange at a time (no pipelining to servers, as nginx).
+When the response is complete and both sides allow it, the connection goes back to its
+server's idle list (LIFO: the most recently used connection is the least likely to have been
+closed by the server). Idle connections are closed after `upstream_idle` by the listener's
+sweeper, and removed at once when the server closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import httptools
+
+from edgeway.http.messages import ResponseHead
+
+if TYPE_CHECKING:
+    from edgeway.http.proxy import Exchange
+    from edgeway.upstream import Server
+
+MAX_IDLE_PER_SERVER = 128
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("pool", "server", "transport", "parser", "ex", "idle_since", "received", "_reason",
+                 "_headers", "tunnel", "_write_paused", "_interim", "last_read")
+
+    def __init__(self, pool: "Pool", server: "Server"):
+        self.pool = pool
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.ex: Exchange | None = None
+        self.idle_since = 0.0
+        self.received = False
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self.tunnel: asyncio.Transport | None = None
+        self._write_paused = False
+        self._interim = False
+        self.last_read = 0.0
+
+    # ------------------------------------------------------------------ asyncio
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        self.received = True
+        self.last_read = self.pool.loop.time()
+        if self.ex is None:
+            # bytes on an idle connection: the server broke the protocol; never reuse it
+            self.close()
+            return
+        client = self.ex.client
+        corked = client.cork()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            ex = self.ex
+            if ex is not None:
+                ex.client.upstream_upgraded(ex, self, data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            ex = self.ex
+            if ex is not None:
+                ex.client.upstream_failed(ex, f"invalid response from {self.server} ({exc})",
+                                          retryable=False)
+        finally:
+            if corked:
+                client.uncork()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.forget(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            return
+        ex = self.ex
+        if ex is not None:
+            self.ex = None
+            ex.client.upstream_lost(ex, self, exc)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self.ex is not None:
+            self.ex.client.pause_reading("upstream")
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.ex is not None:
+            self.ex.client.resume_reading("upstream")
+
+    # ------------------------------------------------------------------ httptools callbacks
+
+    def on_status(self, status: bytes) -> None:
+        self._reason = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        headers, self._headers = self._headers, []
+        content_length = None
+        chunked = False
+        connection = b""
+        for name, value in headers:
+            n = name.lower()
+            if n == b"content-length":
+                content_length = int(value)
+            elif n == b"transfer-encoding":
+                chunked = value.strip().lower().endswith(b"chunked")
+            elif n == b"connection":
+                connection = connection + b"," + value if connection else value
+        status = self.parser.get_status_code()
+        head = ResponseHead(status, self._reason or b"", headers, content_length, chunked,
+                            self.parser.should_keep_alive(), connection)
+        self._interim = status < 200 and status != 101   # llhttp completes 1xx as a message
+        ex = self.ex
+        if ex is not None:
+            ex.client.response_head(ex, self, head)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex
+        if ex is not None:
+            ex.client.response_body(ex, body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        ex = self.ex
+        if ex is not None:
+            ex.client.response_complete(ex, self)
+
+    # ------------------------------------------------------------------ ours
+
+    def reset_parser(self) -> None:
+        """A fresh parser, after a response whose body the parser could not know was absent
+        (HEAD), or after an interim 1xx response."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def close(self) -> None:
+        self.ex = None
+        if self.transport is not None:
+            self.transport.close()
+        self.pool.forget(self)
+
+
+class Pool:
+    """Idle keep-alive connections per server."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float):
+        self.loop = loop
+        self.idle_timeout = idle_timeout
+        self.idle: dict[Server, list[UpstreamConnection]] = {}
+
+    def get(self, server: "Server") -> UpstreamConnection | None:
+        conns = self.idle.get(server)
+        while conns:
+            conn = conns.pop()
+            if conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return None
+
+    def put(self, conn: UpstreamConnection) -> None:
+        conn.ex = None
+        conns = self.idle.setdefault(conn.server, [])
+        if len(conns) >= MAX_IDLE_PER_SERVER or conn.transport is None or conn.transport.is_closing():
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        conn.received = False
+        conns.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        conns = self.idle.get(conn.server)
+        if conns and conn in conns:
+            conns.remove(conn)
+
+    def sweep(self, now: float) -> None:
+        limit = now - self.idle_timeout
+        for conns in self.idle.values():
+            while conns and conns[0].idle_since < limit:
+                conns.pop(0).close()
+
+    def close_all(self) -> None:
+        for conns in list(self.idle.values()):
+            for conn in list(conns):
+                conn.close()
+        self.idle.clear()

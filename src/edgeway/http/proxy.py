@@ -1,0 +1,444 @@
+"""The client side of the L7 proxy: one asyncio protocol per client connection.
+
+    bytes -> httptools request parser -> Exchange (one per request, queued in order)
+          -> local answer (/health, 404, 503, redirect, 4xx) or a server from the upstream
+          -> UpstreamConnection (pool.py) -> response head/body/complete callbacks -> client
+
+Decisions live in sans-IO modules (routing, messages, responses, the upstream package);
+this module only moves bytes and keeps the order of events straight:
+
+- Requests are answered in order (pipelining): only the head of the queue is active; later
+  requests wait, and reading pauses while they do.
+- A request is dispatched after the parser has consumed the whole packet it arrived in, so a
+  packet that turns out to be malformed (a smuggling attempt) is refused before any byte of it
+  reaches a server.
+- A failure before any response byte went to the client (refused, reset, connect timeout) is
+  retried on another server for idempotent requests without a body; afterwards the client
+  connection is closed, since a half-sent response cannot be turned into an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from time import perf_counter
+
+import httptools
+
+from edgeway.http.exchange import Exchange, ms
+from edgeway.http.forward import Forwarding
+from edgeway.http.messages import RequestError, analyze_request
+from edgeway.http.responses import error_response, health_response, redirect_response
+from edgeway.http.routing import RequestView
+
+log = logging.getLogger("edgeway.http")
+
+HIGH_WATER = 64 * 1024      # request body buffered while no server connection is ready
+
+
+class ClientConnection(Forwarding, asyncio.Protocol):
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.client_port = 0
+        self.queue: deque[Exchange] = deque()
+        self.receiving: Exchange | None = None    # the request the parser is in
+        self.closed = False
+        self.tunnel: asyncio.Transport | None = None
+        self._paused: set[str] = set()
+        self._write_paused = False
+        self._in_head = True                      # waiting for (or inside) a request head
+        self._head_started = 0.0
+        self._idle_since = 0.0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._error: RequestError | None = None
+        self._dispatch_ready = False
+        self._upgrade_rest = b""
+        self._upgrading = False
+        self._wbuf: list[bytes] | None = None
+        self._partial = False
+
+    # ================================================================== asyncio: client side
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.client_ip, self.client_port = peer[0], peer[1]
+        self._head_started = self._idle_since = self.loop.time()
+        ctx = self.ctx
+        if len(ctx.connections) >= ctx.limits.max_connections:
+            transport.write(error_response(503, "too many connections to this listener", close=True))
+            transport.close()
+            self.closed = True
+            return
+        ctx.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.ctx.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        for ex in self.queue:
+            self._abandon(ex)
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.closed:
+            return
+        if self._upgrading:
+            self._upgrade_rest += data   # bytes for the tunnel while the server decides
+            return
+        if self._in_head:
+            self._partial = True
+        corked = self.cork()
+        try:
+            self._feed(data)
+        finally:
+            if corked:
+                self.uncork()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_parser_upgrade(data[exc.args[0]:])
+        except httptools.HttpParserCallbackError:
+            error = self._error or RequestError(400, "malformed request")
+            self._reject(error.status, error.cause)
+            return
+        except httptools.HttpParserError as exc:
+            status = 400
+            if self._error is not None:
+                status, cause = self._error.status, self._error.cause
+            else:
+                cause = f"malformed request ({exc})"
+            self._reject(status, cause)
+            return
+        if self._dispatch_ready:
+            self._dispatch_ready = False
+            self._advance()
+
+    def pause_writing(self) -> None:
+        # the client reads slower than the server sends: stop reading the server
+        self._write_paused = True
+        if self.queue and self.queue[0].conn is not None and self.queue[0].conn.transport:
+            self.queue[0].conn.transport.pause_reading()
+        if self.tunnel is not None:
+            self.tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self.queue and self.queue[0].conn is not None and self.queue[0].conn.transport:
+            self.queue[0].conn.transport.resume_reading()
+        if self.tunnel is not None:
+            self.tunnel.resume_reading()
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self._paused:
+            self._paused.discard(reason)
+            if not self._paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    # ================================================================== httptools: request
+
+    def on_message_begin(self) -> None:
+        if not self._in_head:
+            self._in_head = True
+            self._head_started = self.loop.time()
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.ctx.limits.max_uri_length:
+            self._error = RequestError(414, f"request target longer than {self.ctx.limits.max_uri_length} bytes")
+            raise self._error
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer field of a chunked body: not forwarded
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.ctx.limits.max_header_size:
+            self._error = RequestError(431, f"request header section larger than {self.ctx.limits.max_header_size} bytes")
+            raise self._error
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        now = self.loop.time()
+        parser = self.parser
+        try:
+            head = analyze_request(parser.get_method().decode("latin-1"), self._url, parser.get_http_version(),
+                                   self._headers, parser.should_keep_alive())
+        except RequestError as exc:
+            self._error = exc
+            raise
+        ex = Exchange(self, head, perf_counter())
+        self.receiving = ex
+        self.queue.append(ex)
+        self._dispatch_ready = True
+        ex.close_after = not head.keep_alive
+        self._decide(ex, now)
+        if len(self.queue) > 1:
+            self.pause_reading("pipeline")
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.receiving
+        if ex is None or ex.local is not None or ex.done:
+            return  # a request answered already (by us, or by a server that did not wait): dropped
+        data = b"%x\r\n%b\r\n" % (len(body), body) if ex.head.chunked else body
+        conn = ex.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.write(data)
+        else:
+            ex.body.append(data)
+            ex.body_size += len(data)
+            if ex.body_size > HIGH_WATER:
+                self.pause_reading("body")
+
+    def on_message_complete(self) -> None:
+        ex = self.receiving
+        self._idle_since = self.loop.time()
+        self._partial = False
+        if ex is None:
+            return
+        ex.request_complete = True
+        if ex.local is None and ex.head.chunked:
+            if ex.conn is not None and ex.conn.transport is not None:
+                ex.conn.transport.write(b"0\r\n\r\n")
+            else:
+                ex.body.append(b"0\r\n\r\n")
+        if ex.done:
+            self._after_response(ex)
+
+    # ================================================================== decisions
+
+    def _decide(self, ex: Exchange, now: float) -> None:
+        """Local answer, or which route and upstream: sans-IO decisions applied to `ex`."""
+        ctx = self.ctx
+        head = ex.head
+        if head.method == "CONNECT":
+            self._local(ex, error_response(405, "CONNECT is not supported", close=True), 405, "CONNECT refused", True)
+            return
+        if ctx.redirect:
+            self._local(ex, redirect_response(ctx.redirect, head.target, head.method), 301, "redirect")
+            return
+        path = head.target.split("?", 1)[0]
+        if ctx.health_path is not None and path == ctx.health_path and head.method in ("GET", "HEAD"):
+            self._local(ex, health_response(head.method == "HEAD"), 200, "")
+            return
+        view = RequestView(head.method, head.host, head.target, head.headers, self.client_ip)
+        route = ctx.router.match(view)
+        if route is None:
+            self._local(ex, error_response(404, f"no route matches {head.host}{path}",
+                                           head_only=head.method == "HEAD"), 404, "no route")
+            return
+        ex.route = route
+        ex.upstream = route.upstream
+        ex.target = route.rewrite_path(head.target)
+        ex.upgrade = head.upgrade is not None
+        ex.expect_continue = head.expect_continue
+        up = route.upstream
+        sticky = up.config.sticky
+        ex.trace = {} if ctx.config.trace_header and view.header("x-edgeway-trace") is not None else None
+        ex.sticky_cookie = view.cookies().get(sticky.cookie, "").encode() if sticky else None
+        ex.key = ctx.keys[up.name](view) if up.name in ctx.keys else None
+
+    def _local(self, ex: Exchange, response: bytes, status: int, cause: str, close: bool = False) -> None:
+        ex.local = response
+        ex.status = status
+        ex.cause = cause
+        if close:
+            ex.close_after = True
+
+    # ================================================================== the queue
+
+    def _advance(self) -> None:
+        """Start the request at the head of the queue if it has not started."""
+        while self.queue and not self.closed:
+            ex = self.queue[0]
+            if ex.done or ex.server is not None or ex.connect_task is not None:
+                return
+            if ex.local is not None:
+                self._write(ex.local)
+                ex.sent = len(ex.local)
+                ex.done = True
+                self._finish(ex)
+                continue
+            self._start_proxy(ex)
+            return
+
+    def _after_response(self, ex: Exchange) -> None:
+        if self.queue and self.queue[0] is ex:
+            self._finish(ex)
+            self._advance()
+
+    def _finish(self, ex: Exchange) -> None:
+        self.queue.popleft()
+        self._log(ex)
+        if ex.close_after or (not ex.request_complete and ex.local is not None):
+            self._close()
+            return
+        if self.receiving is ex and ex.request_complete:
+            self.receiving = None
+        self._idle_since = self.loop.time()
+        if "pipeline" in self._paused and len(self.queue) <= 1:
+            self.resume_reading("pipeline")
+
+    def _log(self, ex: Exchange) -> None:
+        access = self.ctx.access
+        if not access.enabled:
+            return
+        head = ex.head
+        if head is None:
+            return   # a rejected request, logged by _log_rejected
+        now = perf_counter()
+        connect = ms(ex.t_connect) if ex.t_connect is not None else "-"
+        header = ms(ex.t_header) if ex.t_header is not None else "-"
+        server = ex.server.label if ex.server is not None else (ex.tried[-1].label if ex.tried else "-")
+        cause = ex.cause
+        access.write(f'{self.client_ip} "{head.method} {head.target} HTTP/{head.version}" {ex.status} '
+                     f'upstream={server} bytes={ex.sent} connect_ms={connect} header_ms={header} '
+                     f'total_ms={ms(now - ex.started)}' + (f' cause="{cause}"' if cause else ""))
+
+    def _abandon(self, ex: Exchange) -> None:
+        """The client went away: let go of the server side."""
+        if ex.connect_task is not None:
+            ex.connect_task.cancel()
+            ex.connect_task = None
+        if not ex.done:
+            if ex.server is not None:
+                self._release(ex)
+            if ex.conn is not None:
+                ex.conn.close()
+                ex.conn = None
+            if ex.head is not None and ex.status == 0:
+                ex.status = 499   # nginx's "client closed request"
+                ex.cause = "client closed the connection"
+                self._log(ex)
+            ex.done = True
+
+    def _write(self, data: bytes) -> None:
+        if self._wbuf is not None:
+            self._wbuf.append(data)
+        elif not self.closed:
+            self.transport.write(data)
+
+    def cork(self) -> bool:
+        """Collect writes until uncork(): a response head and body that arrived in one packet
+        leave in one packet (one send() instead of several)."""
+        if self._wbuf is None:
+            self._wbuf = []
+            return True
+        return False
+
+    def uncork(self) -> None:
+        buf, self._wbuf = self._wbuf, None
+        if buf and not self.closed:
+            self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    def _close(self) -> None:
+        if not self.closed:
+            if self._wbuf:
+                self.uncork()
+            self.closed = True
+            self.transport.close()
+
+    def _reject(self, status: int, cause: str) -> None:
+        """Malformed input: answer `status` (in order after earlier requests), then close.
+
+        The request never reaches a server; if its head already went to one (the error is in a
+        later packet of the body), that server connection is cut so it sees a truncated request."""
+        self._error = None
+        ex = self.receiving if (self.receiving is not None and not self.receiving.request_complete) else None
+        if ex is not None and (ex.conn is not None or ex.connect_task is not None or ex.server is not None):
+            self._abandon(ex)
+            if ex in self.queue:
+                self.queue.remove(ex)
+        elif ex is not None and ex in self.queue:
+            self.queue.remove(ex)
+        bad = Exchange(self, None, perf_counter())
+        bad.local = error_response(status, cause, close=True)
+        bad.status = status
+        bad.cause = cause
+        bad.close_after = True
+        bad.request_complete = True
+        self.queue.append(bad)
+        self.pause_reading("rejected")
+        self._log_rejected(status, cause)
+        if self.queue[0] is bad:
+            self._write(bad.local)
+            self.queue.clear()
+            self._close()
+        else:   # earlier requests of the same packet are answered first, then this
+            self._dispatch_ready = False
+            self._advance()
+
+    def _log_rejected(self, status: int, cause: str) -> None:
+        if self.ctx.access.enabled:
+            self.ctx.access.write(f'{self.client_ip} "-" {status} upstream=- bytes=0 cause="{cause}"')
+
+    def _on_parser_upgrade(self, rest: bytes) -> None:
+        ex = self.receiving
+        if ex is None:
+            self._reject(400, "unexpected upgrade")
+            return
+        ex.request_complete = True
+        self._upgrade_rest = rest
+        self._upgrading = True
+        self._dispatch_ready = False
+        if ex.local is not None:
+            ex.close_after = True
+        else:
+            self.pause_reading("upgrade")
+        self._advance()
+
+    # ================================================================== timeouts, shutdown
+
+    def check_timeouts(self, now: float) -> None:
+        """Called by the listener's sweeper: 408 on a slow head, close when idle too long."""
+        if self.closed or self.tunnel is not None:
+            return
+        timeouts = self.ctx.timeouts
+        if self.queue:
+            ex = self.queue[0]
+            conn = ex.conn
+            if conn is None:
+                return
+            if ex.header_deadline and now > ex.header_deadline:
+                self.cork()
+                self._header_timeout(ex, conn)
+                self.uncork()
+            elif ex.response_started and not ex.done and now - conn.last_read > timeouts.upstream_idle:
+                self.upstream_failed(ex, f"upstream timed out: {conn.server} sent nothing for "
+                                         f"{timeouts.upstream_idle:g}s in the middle of the response", status=504)
+            return
+        if self._in_head and not self.queue:
+            if now - self._head_started > timeouts.client_header:
+                if self._partial:
+                    self._write(error_response(408, f"request head not received within {timeouts.client_header:g}s",
+                                               close=True))
+                    self._log_rejected(408, "client too slow sending the request head")
+                self._close()
+        elif not self.queue and now - self._idle_since > timeouts.client_idle:
+            self._close()
+
+    def shutdown(self) -> None:
+        self._close()

@@ -1,0 +1,189 @@
+"""Routing, sans-IO: the first route whose every condition matches wins (as the config reads).
+
+A route is compiled once from its RouteConfig: each condition becomes a small test, so
+matching a request is a walk down a list of tuples with no parsing. Host comparison is
+case-insensitive and ignores the port; `*.example.com` matches one or more labels in front.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+from edgeway.config.model import RouteConfig
+
+
+class Route:
+    __slots__ = ("index", "config", "upstream", "upstream_name", "prefix", "_tests", "strip", "set_host",
+                 "label")
+
+    def __init__(self, index: int, config: RouteConfig, upstream: object):
+        self.index = index
+        self.config = config
+        self.upstream = upstream
+        self.upstream_name = config.upstream
+        m = config.match
+        self.prefix = m.path_prefix
+        self.strip = config.strip_prefix and m.path_prefix is not None
+        self.set_host = config.set_host.encode() if config.set_host else None
+        tests: list[Callable[[RequestView], bool]] = []
+        if m.path is not None:
+            exact = m.path
+            tests.append(lambda r: r.path == exact)
+        if m.path_prefix is not None:
+            prefix = m.path_prefix
+            tests.append(lambda r: r.path.startswith(prefix))
+        if m.path_regex is not None:
+            regex = re.compile(m.path_regex)
+            tests.append(lambda r: regex.search(r.path) is not None)
+        if m.host is not None:
+            tests.append(_host_test(m.host))
+        if m.method is not None:
+            method = m.method.upper()
+            tests.append(lambda r: r.method == method)
+        for name, value in m.header.items():
+            tests.append(_header_test(name.lower(), value))
+        for name, value in m.cookie.items():
+            tests.append(_cookie_test(name, value))
+        self._tests = tuple(tests)
+        parts = [f"{k}={v}" for k, v in m.model_dump(exclude_defaults=True).items()]
+        self.label = f"#{index} ({', '.join(parts) or 'any'})"
+
+    def matches(self, request: "RequestView") -> bool:
+        for test in self._tests:
+            if not test(request):
+                return False
+        return True
+
+    def rewrite_path(self, target: str) -> str:
+        """The request target sent upstream: the prefix removed when strip_prefix is on."""
+        if not self.strip:
+            return target
+        rest = target[len(self.prefix):]
+        return rest if rest.startswith("/") else "/" + rest
+
+
+def _host_test(pattern: str) -> Callable[["RequestView"], bool]:
+    pattern = pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return lambda r: r.host.endswith(suffix) and len(r.host) > len(suffix)
+    return lambda r: r.host == pattern
+
+
+def _header_test(name: str, value: str) -> Callable[["RequestView"], bool]:
+    return lambda r: r.header(name) == value
+
+
+def _cookie_test(name: str, value: str) -> Callable[["RequestView"], bool]:
+    return lambda r: r.cookies().get(name) == value
+
+
+class RequestView:
+    """What routing (and hash keys) may look at: method, host without port, path, headers.
+
+    Headers and cookies are looked up lazily: most routes only test the path."""
+
+    __slots__ = ("method", "host", "path", "_headers", "_cookies", "remote_addr", "target")
+
+    def __init__(self, method: str, host: str, target: str, headers: list[tuple[bytes, bytes]],
+                 remote_addr: str = ""):
+        self.method = method
+        self.host = normalize_host(host)
+        self.target = target
+        self.path = target.split("?", 1)[0]
+        self._headers = headers
+        self._cookies: dict[str, str] | None = None
+        self.remote_addr = remote_addr
+
+    def header(self, name: str) -> str | None:
+        """The value of the first header called `name` (lower case), or None."""
+        wanted = name.encode("latin-1")
+        for key, value in self._headers:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+    def cookies(self) -> Mapping[str, str]:
+        if self._cookies is None:
+            self._cookies = {}
+            for key, value in self._headers:
+                if key.lower() == b"cookie":
+                    self._cookies.update(parse_cookies(value.decode("latin-1")))
+        return self._cookies
+
+
+def normalize_host(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+def parse_cookies(text: str) -> dict[str, str]:
+    cookies: dict[str, str] = {}
+    for part in text.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name and name not in cookies:
+            cookies[name] = value.strip().strip('"')
+    return cookies
+
+
+class Router:
+    def __init__(self, routes: list[RouteConfig], upstreams: Mapping[str, object]):
+        self.routes = [Route(i, r, upstreams[r.upstream]) for i, r in enumerate(routes)]
+
+    def match(self, request: RequestView) -> Route | None:
+        for route in self.routes:
+            if route.matches(request):
+                return route
+        return None
+
+
+_HASH_VAR = re.compile(r"\$([a-zA-Z_][a-zA-Z0-9_-]*)")
+
+
+def compile_hash_key(template: str | None, balance: str) -> Callable[[RequestView], str | None]:
+    """hash_key ("$cookie_user", "$remote_addr$uri", ...) -> request -> key (None: no key).
+
+    ip_hash without hash_key hashes the client address, as nginx."""
+    if template is None:
+        if balance == "ip_hash":
+            return lambda r: r.remote_addr
+        return lambda r: None
+    pieces: list[Callable[[RequestView], str | None]] = []
+    pos = 0
+    for m in _HASH_VAR.finditer(template):
+        if m.start() > pos:
+            text = template[pos:m.start()]
+            pieces.append(lambda r, t=text: t)
+        pieces.append(_variable(m.group(1)))
+        pos = m.end()
+    if pos < len(template):
+        text = template[pos:]
+        pieces.append(lambda r, t=text: t)
+
+    def key(request: RequestView) -> str | None:
+        values = [p(request) for p in pieces]
+        if all(v is None for v in values):
+            return None
+        return "".join(v or "" for v in values)
+
+    return key
+
+
+def _variable(name: str) -> Callable[[RequestView], str | None]:
+    lowered = name.lower()
+    if lowered == "remote_addr":
+        return lambda r: r.remote_addr
+    if lowered in ("uri", "request_uri"):
+        return (lambda r: r.path) if lowered == "uri" else (lambda r: r.target)
+    if lowered == "host":
+        return lambda r: r.host
+    if lowered.startswith("http_"):
+        header = lowered[5:].replace("_", "-")
+        return lambda r: r.header(header)
+    if lowered.startswith("cookie_"):
+        cookie = name[7:]
+        return lambda r: r.cookies().get(cookie)
+    raise ValueError(f"unknown hash_key variable ${name}")

@@ -1,0 +1,49 @@
+"""HttpListenerService: the runtime's handle on one http/https listener (start, stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from edgeway.config.model import ListenerConfig
+from edgeway.http.listener import ListenerContext
+from edgeway.http.proxy import ClientConnection
+from edgeway.http.tls import TlsSetup
+
+log = logging.getLogger("edgeway.http")
+
+
+class HttpListenerService:
+    def __init__(self, config: ListenerConfig, upstreams: Mapping[str, object]):
+        self.config = config
+        self.upstreams = upstreams
+        # Built here (not in start) so that `edgeway check` refuses a bad certificate too.
+        self.tls = TlsSetup(config.tls, config.name) if config.protocol == "https" else None
+        self.ctx: ListenerContext | None = None
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        config = self.config
+        self.ctx = ctx = ListenerContext(config, self.upstreams, "https" if self.tls else "http", loop)
+        self.server = await loop.create_server(
+            lambda: ClientConnection(ctx), config.listen.host, config.listen.port,
+            ssl=self.tls.context if self.tls else None, reuse_address=True, backlog=1024,
+        )
+        ctx.start()
+        what = "redirect to " + config.redirect_https if config.redirect_https else \
+            f"{len(config.routes)} route(s)"
+        log.info("listener %s: %s on %s (%s)", config.name, config.protocol, config.listen, what)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.ctx is not None:
+            self.ctx.stop()
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                pass
+            self.server = None

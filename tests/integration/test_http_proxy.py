@@ -1,0 +1,345 @@
+"""The L7 proxy in-process on loopback with real backends and real clients (httpx, raw sockets):
+routing, balancing, keep-alive, headers as the backend saw them, streaming, errors, retries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.support.backends import BackgroundLoop
+from tests.support.l7 import L7, raw_exchange, simple_config
+from tests.support.tools import free_port
+
+
+@pytest.fixture(scope="module")
+def bg():
+    with BackgroundLoop() as loop:
+        yield loop
+
+
+@pytest.fixture
+def l7(bg):
+    env = L7(bg)
+    yield env
+    env.stop()
+
+
+def backend_of(response: httpx.Response) -> str:
+    return response.headers["x-backend"]
+
+
+def test_routes_first_match_wins_and_strip_prefix(l7):
+    b1, b2, b3 = l7.backends
+    l7.start({
+        "upstreams": {"api": {"servers": [{"address": b1.address}]},
+                      "admin": {"servers": [{"address": b2.address}]},
+                      "static": {"servers": [{"address": b3.address}]}},
+        "listeners": [{"name": "web", "protocol": "http", "listen": None, "routes": [
+            {"match": {"path_prefix": "/api/"}, "upstream": "api"},
+            {"match": {"host": "admin.example.com", "path_prefix": "/admin/", "header": {"X-Role": "ops"}},
+             "upstream": "admin"},
+            {"match": {"path_prefix": "/static/"}, "upstream": "static", "strip_prefix": True},
+        ]}],
+    })
+    with httpx.Client(base_url=l7.url) as c:
+        assert c.get("/api/users").text == "b1 /api/users"
+        r = c.get("/admin/x", headers={"Host": "admin.example.com:8080", "X-Role": "ops"})
+        assert r.text == "b2 /admin/x"
+        r = c.get("/admin/x", headers={"Host": "admin.example.com", "X-Role": "dev"})
+        assert r.status_code == 404 and "no route" in r.text
+        assert r.headers["x-edgeway-error"].startswith("no route matches admin.example.com/admin/x")
+        assert c.get("/static/css/a.css?v=1").text == "b3 /css/a.css?v=1"
+        assert c.get("/static/").text == "b3 /"
+
+
+def test_round_robin_weights_over_keep_alive(l7):
+    servers = l7.servers()
+    servers[0]["weight"] = 2
+    l7.start(simple_config(servers))
+    with httpx.Client(base_url=l7.url) as c:
+        counts = Counter(backend_of(c.get("/x")) for _ in range(40))
+    assert counts == {"b1": 20, "b2": 10, "b3": 10}
+    # keep-alive on both sides: one client connection, a pool of one per backend
+    assert [b.connections for b in l7.backends] == [1, 1, 1]
+
+
+def test_least_conn_and_random_two_spread(l7):
+    l7.start(simple_config(l7.servers(), upstream={"balance": "least_conn"}))
+    with httpx.Client(base_url=l7.url) as c:
+        assert Counter(backend_of(c.get("/x")) for _ in range(30)) == {"b1": 10, "b2": 10, "b3": 10}
+
+
+def test_hash_on_cookie_is_stable(l7):
+    l7.start(simple_config(l7.servers(), upstream={"balance": "hash", "hash_key": "$cookie_user"}))
+    with httpx.Client(base_url=l7.url) as c:
+        seen = {u: {backend_of(c.get("/x", headers={"Cookie": f"user={u}"})) for _ in range(3)}
+                for u in ("ann", "bob", "cy", "dee", "eve", "fay")}
+    assert all(len(s) == 1 for s in seen.values())
+    assert len({next(iter(s)) for s in seen.values()}) >= 2
+
+
+def test_headers_as_received_by_backend(l7):
+    l7.start(simple_config(l7.servers()[:1], forwarded=True))
+    request = (b"GET /echo?q=1 HTTP/1.1\r\nHost: shop.example.com\r\nX-Forwarded-For: 203.0.113.7\r\n"
+               b"X-Real-IP: 6.6.6.6\r\nConnection: keep-alive, X-Secret\r\nX-Secret: hop\r\nKeep-Alive: 5\r\n"
+               b"TE: trailers\r\nProxy-Connection: x\r\nUpgrade-Insecure-Requests: 1\r\nX-Custom: kept\r\n"
+               b"Connection: close\r\n\r\n")
+    raw = raw_exchange(l7.port, request)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    got = json.loads(body)
+    headers = {}
+    for k, v in got["headers"]:
+        headers.setdefault(k.lower(), []).append(v)
+    assert got["target"] == "/echo?q=1"
+    assert headers["host"] == ["shop.example.com"]
+    assert headers["x-real-ip"] == ["127.0.0.1"]
+    assert headers["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+    assert headers["x-forwarded-proto"] == ["http"]
+    assert headers["x-forwarded-host"] == ["shop.example.com"]
+    assert headers["forwarded"] == ['for=127.0.0.1;host="shop.example.com";proto=http']
+    assert headers["x-custom"] == ["kept"] and headers["upgrade-insecure-requests"] == ["1"]
+    for hop in ("x-secret", "keep-alive", "te", "proxy-connection", "connection", "transfer-encoding"):
+        assert hop not in headers, hop
+    assert b"Connection: close" in head
+
+
+def test_set_host_option(l7):
+    cfg = simple_config(l7.servers()[:1])
+    cfg["listeners"][0]["routes"][0]["set_host"] = "internal.svc"
+    l7.start(cfg)
+    got = httpx.get(l7.url + "/echo").json()
+    assert ["Host", "internal.svc"] in got["headers"]
+    assert ["X-Forwarded-Host", f"127.0.0.1:{l7.port}"] in got["headers"]
+
+
+def test_streaming_bodies_both_ways(l7):
+    l7.start(simple_config(l7.servers()[:1]))
+    upload = bytes(range(256)) * 8192          # 2 MiB, chunked by httpx from an iterator
+    with httpx.Client(base_url=l7.url, timeout=10) as c:
+        r = c.post("/echo", content=iter([upload[i:i + 65536] for i in range(0, len(upload), 65536)]))
+        assert r.json()["body_len"] == len(upload)
+        assert r.json()["body_sha"] == hashlib.sha256(upload).hexdigest()
+        r = c.put("/echo", content=upload)      # Content-Length
+        assert r.json()["body_len"] == len(upload) and ["Content-Length", str(len(upload))] in r.json()["headers"]
+        r = c.get("/big?size=3000000")
+        assert len(r.content) == 3_000_000 and r.headers["content-length"] == "3000000"
+        r = c.get("/chunked?n=50&size=1000")
+        assert r.headers["transfer-encoding"] == "chunked" and r.content == b"y" * 50000
+        r = c.get("/close")                     # delimited by close upstream -> chunked to us
+        assert r.text == "until close b1" and r.headers["transfer-encoding"] == "chunked"
+        r = c.head("/x")
+        assert r.status_code == 200 and r.headers["content-length"] == "1234" and r.content == b""
+        assert c.get("/x").text == "b1 /x"      # the connection survived HEAD
+
+
+def test_http10_client_gets_close_delimited(l7):
+    l7.start(simple_config(l7.servers()[:1]))
+    raw = raw_exchange(l7.port, b"GET /chunked?n=2&size=3 HTTP/1.0\r\nHost: a\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+    assert b"chunked" not in head.lower() and body == b"yyyyyy"
+
+
+def test_pipelined_requests_answered_in_order(l7):
+    l7.start(simple_config(l7.servers()))
+    raw = raw_exchange(l7.port, b"GET /slow?s=0.2 HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+                                b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert raw.count(b"HTTP/1.1 200") == 3
+    assert raw.index(b"/slow") < raw.index(b"/two") < raw.index(b"/three")
+
+
+def test_own_health_endpoint(l7):
+    l7.start(simple_config(l7.servers()))
+    r = httpx.get(l7.url + "/health")
+    assert r.status_code == 200 and r.text == "OK\n" and "x-backend" not in r.headers
+    assert all(not b.requests_for("/health") for b in l7.backends)
+
+
+def test_errors_are_distinct_and_name_cause_and_server(l7, bg):
+    closed = free_port()
+    b1 = l7.backends[0]
+    l7.start({
+        "upstreams": {
+            "closed": {"servers": [{"address": f"127.0.0.1:{closed}"}], "passive": {"max_fails": 0}},
+            "live": {"servers": [{"address": b1.address}], "passive": {"max_fails": 0}},
+            "none": {"servers": [{"address": b1.address}]}},
+        "listeners": [{"name": "web", "protocol": "http", "listen": None,
+                       "timeouts": {"upstream_header": "300ms"}, "routes": [
+                           {"match": {"path_prefix": "/closed"}, "upstream": "closed"},
+                           {"match": {"path_prefix": "/none"}, "upstream": "none"},
+                           {"match": {"path_prefix": "/"}, "upstream": "live"}]}],
+    })
+    l7.upstreams["none"].servers[0].healthy = False
+    with httpx.Client(base_url=l7.url) as c:
+        r = c.get("/closed")
+        assert r.status_code == 502 and "connection refused" in r.text and f"127.0.0.1:{closed}" in r.text
+        r = c.get("/slow?s=1")
+        assert r.status_code == 504 and "timed out" in r.text and b1.address in r.text
+        r = c.get("/garbage")
+        assert r.status_code == 502 and "invalid response" in r.text
+        r = c.get("/reset")
+        assert r.status_code == 502 and "before a complete response" in r.text
+        r = c.get("/none/x")
+        assert r.status_code == 503 and "no healthy server in upstream none" in r.text
+        assert "down (active health check)" in r.text
+        r = c.get("/nowhere", headers={"Host": "x"})
+        assert r.status_code == 200   # the catch-all route
+    time.sleep(1.2)                    # the sweeper flushes the access log
+
+
+def test_retry_when_a_server_dies_between_requests(l7, bg):
+    l7.start(simple_config(l7.servers(), timeouts={"connect": "1s"}))
+    with httpx.Client(base_url=l7.url) as c:
+        assert {backend_of(c.get("/x")) for _ in range(6)} == {"b1", "b2", "b3"}
+        bg.call(l7.backends[1].stop())          # killed: its pooled connection is closed too
+        statuses = Counter()
+        for _ in range(30):
+            r = c.get("/x")
+            statuses[(r.status_code, backend_of(r))] += 1
+    assert set(statuses) <= {(200, "b1"), (200, "b3")}, statuses
+    assert sum(statuses.values()) == 30
+
+
+def _blackhole():
+    """A port whose accept queue is full: a connect to it hangs (SYNs are dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    time.sleep(0.1)
+    return port, [listener, *fillers]
+
+
+def test_connect_timeout_is_502_server_down_and_retried(l7):
+    port, sockets = _blackhole()
+    try:
+        l7.start({
+            "upstreams": {"hole": {"servers": [{"address": f"127.0.0.1:{port}"}]},
+                          "mixed": {"servers": [{"address": f"127.0.0.1:{port}"}, {"address": l7.backends[0].address}]}},
+            "listeners": [{"name": "web", "protocol": "http", "listen": None, "timeouts": {"connect": "300ms"},
+                           "routes": [{"match": {"path_prefix": "/hole"}, "upstream": "hole"},
+                                      {"match": {"path_prefix": "/"}, "upstream": "mixed"}]}],
+        })
+        with httpx.Client(base_url=l7.url, timeout=5) as c:
+            started = time.monotonic()
+            r = c.get("/hole")
+            assert r.status_code == 502 and "server down" in r.text and "timed out after 0.3s" in r.text
+            assert time.monotonic() - started < 2
+            assert [c.get("/x").status_code for _ in range(3)] == [200, 200, 200]   # retried / ejected
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_post_is_not_retried(l7, bg):
+    closed = free_port()
+    l7.start(simple_config([{"address": f"127.0.0.1:{closed}"}, {"address": l7.backends[0].address}]))
+    with httpx.Client(base_url=l7.url) as c:
+        r = c.post("/echo", content=b"data")
+        assert r.status_code == 502 and "connection refused" in r.text
+        assert c.post("/echo", content=b"data").status_code == 200   # passively ejected now
+
+
+def test_backup_takes_over_only_when_primaries_down(l7):
+    servers = l7.servers()
+    servers[2]["backup"] = True
+    l7.start(simple_config(servers))
+    up = l7.upstreams["api"]
+    with httpx.Client(base_url=l7.url) as c:
+        assert {backend_of(c.get("/x")) for _ in range(6)} == {"b1", "b2"}
+        up.servers[0].healthy = up.servers[1].healthy = False
+        assert {backend_of(c.get("/x")) for _ in range(3)} == {"b3"}
+        up.servers[2].healthy = False
+        r = c.get("/x")
+        assert r.status_code == 503 and "no healthy server" in r.text
+
+
+def test_active_health_check_takes_server_out_and_back(l7):
+    l7.start(simple_config(l7.servers(), upstream={
+        "health_check": {"path": "/health", "interval": "100ms", "timeout": "500ms", "rise": 2, "fall": 2}}))
+    b2 = l7.backends[1]
+    b2.health_status = 503
+    started = time.monotonic()
+    up = l7.upstreams["api"]
+    while up.servers[1].healthy and time.monotonic() < started + 3:
+        time.sleep(0.02)
+    # down within interval x fall (plus one interval of phase and scheduling slack)
+    assert not up.servers[1].healthy and time.monotonic() - started < 0.1 * 3 + 0.2
+    with httpx.Client(base_url=l7.url) as c:
+        assert {backend_of(c.get("/x")) for _ in range(10)} == {"b1", "b3"}
+        b2.health_status = 200
+        started = time.monotonic()
+        while not up.servers[1].healthy and time.monotonic() < started + 3:
+            time.sleep(0.02)
+        assert up.servers[1].healthy and time.monotonic() - started < 0.1 * 3 + 0.2
+        assert {backend_of(c.get("/x")) for _ in range(10)} == {"b1", "b2", "b3"}
+
+
+def test_timeouts_client_header_408_and_idle_close(l7):
+    l7.start(simple_config(l7.servers()[:1], timeouts={"client_header": "300ms", "client_idle": "300ms"}))
+    raw = raw_exchange(l7.port, b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ", timeout=3)
+    assert raw.startswith(b"HTTP/1.1 408 ")
+    with socket.create_connection(("127.0.0.1", l7.port)) as s:
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        s.settimeout(3)
+        data = b""
+        while not data.endswith(b"b1 /x"):
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert s.recv(65536) == b""              # closed by the server when idle
+        assert time.monotonic() - started < 2
+
+
+def test_server_stalling_mid_body_is_cut_after_upstream_idle(l7):
+    l7.start(simple_config(l7.servers()[:1], timeouts={"upstream_idle": "300ms"}))
+    started = time.monotonic()
+    raw = raw_exchange(l7.port, b"GET /stall?s=3 HTTP/1.1\r\nHost: a\r\n\r\n", timeout=3)
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"z" * 10)
+    assert time.monotonic() - started < 2
+
+
+def test_websocket_upgrade_tunnel(l7):
+    l7.start(simple_config(l7.servers()[:1]))
+    with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nhello")
+        data = b""
+        while b"HELLO" not in data:
+            data += s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 101 ") and b"Upgrade: websocket" in data
+        s.sendall(b"more bytes")
+        got = b""
+        while len(got) < 10:
+            got += s.recv(65536)
+        assert got == b"MORE BYTES"
+    sent = l7.backends[0].requests_for("/ws")[0]
+    assert b"Connection: upgrade" in sent and b"Upgrade: websocket" in sent
+
+
+def test_expect_100_continue(l7):
+    l7.start(simple_config(l7.servers()[:1]))
+    with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as s:
+        s.sendall(b"POST /continue HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"hello")
+        data = first[25:]
+        while b'"body_len"' not in data:
+            data += s.recv(65536)
+        assert b"HTTP/1.1 200" in data and b'"body_len": 5' in data
