@@ -231,7 +231,8 @@ async def test_draining_server_keeps_its_open_connections():
             assert await reader.read() == b"bye"
 
 
-async def test_max_connections_refuse():
+async def test_max_connections_refuse(caplog):
+    caplog.set_level("WARNING", logger="edgeway.l4.tcp")
     async with peers("a") as ps, balancer(ps, max_connections=2) as (svc, _):
         held = [await tcp_client(svc.address[1]) for _ in range(2)]
         for reader, _ in held:
@@ -240,6 +241,7 @@ async def test_max_connections_refuse():
         with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
             await asyncio.wait_for(reader.readexactly(1), 5)
         assert svc.stats["refused_limit"] == 1
+        assert "refused: limit reached (2 open, max_connections 2)" in caplog.text
         for _, w in held:
             w.close()
 

@@ -158,7 +158,8 @@ class TcpListenerService:
         if server is None:
             if self._servers_full():
                 return False
-            self._refuse(relay, "no_server", "no server available in upstream %s", self.upstream.name)
+            self._refuse(relay, "no_server", "%s: connection from %s refused: no server available (%s)",
+                         self.name, _client_addr(relay), self.upstream.down_reason())
             return True
         self.connections.add(relay)
         self.upstream.acquire(server)
@@ -178,11 +179,19 @@ class TcpListenerService:
         ctx = relay.context
         if self.config.on_limit == "wait" and len(self.waiting) < self.config.max_connections:
             ctx.queue_timer = self._loop.call_later(self.config.queue_timeout, self._queue_expired, relay)
+            client = relay.client
+            if not client.paused_early:        # a queued client's bytes wait in the kernel
+                client.paused_early = True     # (join() resumes it)
+                client.transport.pause_reading()
             self.waiting.append(relay)
             self.stats["queued"] += 1
             return
-        self._refuse(relay, "limit", "%s: connection from %s refused: limit reached (%d open, max_connections %d)",
-                     self.name, _client_addr(relay), len(self.connections), self.config.max_connections)
+        if len(self.connections) >= self.config.max_connections:
+            why = f"{len(self.connections)} open, max_connections {self.config.max_connections}"
+        else:
+            why = "every server is at its max_conns"
+        self._refuse(relay, "limit", "%s: connection from %s refused: limit reached (%s)",
+                     self.name, _client_addr(relay), why)
 
     def _queue_expired(self, relay: Relay) -> None:
         try:
