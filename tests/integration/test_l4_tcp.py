@@ -147,6 +147,21 @@ async def test_ip_hash_keys_on_the_client_address():
         assert len(set(by_source.values())) >= 2          # different clients spread out
 
 
+async def test_hash_on_remote_addr_is_consistent_per_client():
+    async with peers("a", "b", "c") as ps, balancer(
+        ps, upstream={"balance": "hash", "hash_key": "$remote_addr"}
+    ) as (svc, _):
+        first = {f"127.0.0.{i}": await greeting(svc.address[1], f"127.0.0.{i}") for i in range(2, 12)}
+        again = {f"127.0.0.{i}": await greeting(svc.address[1], f"127.0.0.{i}") for i in range(2, 12)}
+        assert first == again and len(set(first.values())) >= 2
+
+
+async def test_random_two_spreads_connections():
+    async with peers("a", "b", "c") as ps, balancer(ps, upstream={"balance": "random_two"}) as (svc, _):
+        got = Counter([await greeting(svc.address[1]) for _ in range(30)])
+        assert set(got) == {"a", "b", "c"}
+
+
 async def test_least_conn_counts_open_connections():
     async with peers("a", "b") as ps, balancer(ps, upstream={"balance": "least_conn"}) as (svc, up):
         held = []
