@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections import Counter, deque
 
@@ -48,6 +49,22 @@ class _RateLimitedLog:
         if extra:
             message += f" ({extra} more since the last line)"
         self.logger.warning(message, *args)
+
+
+def _raise_fd_limit(wanted: int, name: str) -> None:
+    """Every proxied connection takes two file descriptors: lift the soft limit to the hard
+    one (as nginx's worker_rlimit_nofile), and say so when even that is too few."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted and soft != resource.RLIM_INFINITY:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning("%s: the file descriptor limit (%d) allows about %d connections, fewer than "
+                    "max_connections; raise `ulimit -n`", name, soft, (soft - 64) // 2)
 
 
 class _Conn:
@@ -103,6 +120,7 @@ class TcpListenerService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        _raise_fd_limit(2 * self.config.max_connections + 64, self.name)
         host, port = self.config.listen
         self._server = await self._loop.create_server(
             self._new_relay, host, port, reuse_address=True, backlog=4096
