@@ -62,7 +62,7 @@ def _raise_fd_limit(wanted: int, name: str) -> None:
             soft = new
         except (ValueError, OSError):
             pass
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    if soft != resource.RLIM_INFINITY and soft < 0.9 * wanted:
         log.warning("%s: the file descriptor limit (%d) allows about %d connections, fewer than "
                     "max_connections; raise `ulimit -n`", name, soft, (soft - 64) // 2)
 
