@@ -109,7 +109,7 @@ class TcpListenerService:
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
         self._buffer = ReadBuffer()
-        # getpeername costs a syscall: only when the key or the PROXY header needs it
+        # the client's address (a tuple made per call): only when the key or the PROXY header needs it
         self._want_peer = bool(config.proxy_protocol) or upstream.config.balance in ("ip_hash", "hash")
         self._sweeper: asyncio.TimerHandle | None = None
 
