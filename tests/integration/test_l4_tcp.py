@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 
 from edgeway.config.model import ListenerConfig, UpstreamConfig
-from edgeway.l4.relay import HIGH_WATER
+from edgeway.l4.relay import HIGH_WATER, READ_SIZE
 from edgeway.l4.tcp import TcpListenerService
 from edgeway.upstream import HealthChecker, Upstream
 from tests.support.tcp_peers import TcpPeer, greeting, tcp_client
@@ -147,6 +147,21 @@ async def test_ip_hash_keys_on_the_client_address():
         assert len(set(by_source.values())) >= 2          # different clients spread out
 
 
+async def test_hash_on_remote_addr_is_consistent_per_client():
+    async with peers("a", "b", "c") as ps, balancer(
+        ps, upstream={"balance": "hash", "hash_key": "$remote_addr"}
+    ) as (svc, _):
+        first = {f"127.0.0.{i}": await greeting(svc.address[1], f"127.0.0.{i}") for i in range(2, 12)}
+        again = {f"127.0.0.{i}": await greeting(svc.address[1], f"127.0.0.{i}") for i in range(2, 12)}
+        assert first == again and len(set(first.values())) >= 2
+
+
+async def test_random_two_spreads_connections():
+    async with peers("a", "b", "c") as ps, balancer(ps, upstream={"balance": "random_two"}) as (svc, _):
+        got = Counter([await greeting(svc.address[1]) for _ in range(30)])
+        assert set(got) == {"a", "b", "c"}
+
+
 async def test_least_conn_counts_open_connections():
     async with peers("a", "b") as ps, balancer(ps, upstream={"balance": "least_conn"}) as (svc, up):
         held = []
@@ -231,7 +246,8 @@ async def test_draining_server_keeps_its_open_connections():
             assert await reader.read() == b"bye"
 
 
-async def test_max_connections_refuse():
+async def test_max_connections_refuse(caplog):
+    caplog.set_level("WARNING", logger="edgeway.l4.tcp")
     async with peers("a") as ps, balancer(ps, max_connections=2) as (svc, _):
         held = [await tcp_client(svc.address[1]) for _ in range(2)]
         for reader, _ in held:
@@ -240,6 +256,7 @@ async def test_max_connections_refuse():
         with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
             await asyncio.wait_for(reader.readexactly(1), 5)
         assert svc.stats["refused_limit"] == 1
+        assert "refused: limit reached (2 open, max_connections 2)" in caplog.text
         for _, w in held:
             w.close()
 
@@ -307,7 +324,7 @@ async def test_backpressure_bounds_what_the_proxy_buffers():
         print(f"all paused after {loop.time() - deadline + 20:.1f}s")
         assert paused == n, (paused, svc.stats, [r.connecting for r in svc.connections].count(True))
         buffered = [r.client.transport.get_write_buffer_size() for r in svc.connections]
-        assert max(buffered) <= HIGH_WATER + 256 * 1024
+        assert max(buffered) <= HIGH_WATER + 2 * READ_SIZE
         # and it stays there: nothing more is buffered a while later
         await asyncio.sleep(0.5)
         assert sum(r.client.transport.get_write_buffer_size() for r in svc.connections) == sum(buffered)

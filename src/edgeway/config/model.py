@@ -297,6 +297,8 @@ class ListenerConfig(Model):
                 raise ValueError(f"a {self.protocol} listener needs upstream: NAME")
             if self.routes:
                 raise ValueError(f"a {self.protocol} listener has no routes (it sees no HTTP)")
+        if self.proxy_protocol is not None and self.protocol != "tcp":
+            raise ValueError("proxy_protocol: is only for protocol: tcp listeners")
         if self.protocol == "https" and self.tls is None:
             raise ValueError("an https listener needs tls: {cert: ..., key: ...}")
         if self.protocol != "https" and self.tls is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections import Counter, deque
 
@@ -48,6 +49,22 @@ class _RateLimitedLog:
         if extra:
             message += f" ({extra} more since the last line)"
         self.logger.warning(message, *args)
+
+
+def _raise_fd_limit(wanted: int, name: str) -> None:
+    """Every proxied connection takes two file descriptors: lift the soft limit to the hard
+    one (as nginx's worker_rlimit_nofile), and say so when even that is too few."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted and soft != resource.RLIM_INFINITY:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < 0.9 * wanted:
+        log.warning("%s: the file descriptor limit (%d) allows about %d connections, fewer than "
+                    "max_connections; raise `ulimit -n`", name, soft, (soft - 64) // 2)
 
 
 class _Conn:
@@ -92,7 +109,7 @@ class TcpListenerService:
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
         self._buffer = ReadBuffer()
-        # getpeername costs a syscall: only when the key or the PROXY header needs it
+        # the client's address (a tuple made per call): only when the key or the PROXY header needs it
         self._want_peer = bool(config.proxy_protocol) or upstream.config.balance in ("ip_hash", "hash")
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -103,6 +120,7 @@ class TcpListenerService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        _raise_fd_limit(2 * self.config.max_connections + 64, self.name)
         host, port = self.config.listen
         self._server = await self._loop.create_server(
             self._new_relay, host, port, reuse_address=True, backlog=4096
@@ -158,7 +176,8 @@ class TcpListenerService:
         if server is None:
             if self._servers_full():
                 return False
-            self._refuse(relay, "no_server", "no server available in upstream %s", self.upstream.name)
+            self._refuse(relay, "no_server", "%s: connection from %s refused: no server available (%s)",
+                         self.name, _client_addr(relay), self.upstream.down_reason())
             return True
         self.connections.add(relay)
         self.upstream.acquire(server)
@@ -178,11 +197,19 @@ class TcpListenerService:
         ctx = relay.context
         if self.config.on_limit == "wait" and len(self.waiting) < self.config.max_connections:
             ctx.queue_timer = self._loop.call_later(self.config.queue_timeout, self._queue_expired, relay)
+            client = relay.client
+            if not client.paused_early:        # a queued client's bytes wait in the kernel
+                client.paused_early = True     # (join() resumes it)
+                client.transport.pause_reading()
             self.waiting.append(relay)
             self.stats["queued"] += 1
             return
-        self._refuse(relay, "limit", "%s: connection from %s refused: limit reached (%d open, max_connections %d)",
-                     self.name, _client_addr(relay), len(self.connections), self.config.max_connections)
+        if len(self.connections) >= self.config.max_connections:
+            why = f"{len(self.connections)} open, max_connections {self.config.max_connections}"
+        else:
+            why = "every server is at its max_conns"
+        self._refuse(relay, "limit", "%s: connection from %s refused: limit reached (%s)",
+                     self.name, _client_addr(relay), why)
 
     def _queue_expired(self, relay: Relay) -> None:
         try:
