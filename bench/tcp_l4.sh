@@ -9,8 +9,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 SHARED=${SHARED_BENCH:-$REPO/../shared/bench}
 [ -x "$SHARED/tcp_l4.sh" ] || SHARED=/work/shared/bench
-PY=${EDGEWAY_PYTHON:-$(command -v python3)}
-[ -x "$REPO/../venv-dev/bin/python" ] && PY=${EDGEWAY_PYTHON:-$REPO/../venv-dev/bin/python}
+PY=${EDGEWAY_PYTHON:-$REPO/.venv/bin/python}   # make venv
+[ -x "$PY" ] || { echo "no $PY: run 'make venv' first (or set EDGEWAY_PYTHON)" >&2; exit 1; }
 export CUSTOM_LABEL=${CUSTOM_LABEL:-edgeway}
 export CUSTOM_CMD="cd $REPO && exec env PYTHONPATH=$REPO/src $PY -m edgeway serve --config $HERE/tcp_l4.yaml --log-level warning"
 OUT=${BENCH_OUT:-/tmp/edgeway-bench}
