@@ -104,7 +104,6 @@ class TcpListenerService:
         self.stats: Counter = Counter()
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task] = set()
         self._warn = _RateLimitedLog(log)
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
@@ -144,10 +143,12 @@ class TcpListenerService:
             self._server.close()
         for relay in list(self.waiting) + list(self.connections):
             relay.close()
-        for task in list(self._tasks):
+        # a connecting relay's task is referenced from its context (which also keeps it alive)
+        tasks = [r.context.task for r in self.connections if r.context and r.context.task]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
@@ -182,9 +183,7 @@ class TcpListenerService:
         self.connections.add(relay)
         self.upstream.acquire(server)
         relay.context.server = server
-        task = relay.context.task = self._loop.create_task(self._connect(relay, server))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        relay.context.task = self._loop.create_task(self._connect(relay, server))
         return True
 
     def _servers_full(self) -> bool:
