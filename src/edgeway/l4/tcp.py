@@ -51,9 +51,10 @@ class _RateLimitedLog:
         self.logger.warning(message, *args)
 
 
-def _raise_fd_limit(wanted: int, name: str) -> None:
-    """Every proxied connection takes two file descriptors: lift the soft limit to the hard
-    one (as nginx's worker_rlimit_nofile), and say so when even that is too few."""
+def raise_fd_limit(wanted: int, name: str) -> None:
+    """Lift the soft file descriptor limit towards `wanted` (a proxied TCP connection takes
+    two descriptors, a UDP flow one), as nginx's worker_rlimit_nofile does; warn when even
+    the hard limit is clearly too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted and soft != resource.RLIM_INFINITY:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
@@ -63,8 +64,8 @@ def _raise_fd_limit(wanted: int, name: str) -> None:
         except (ValueError, OSError):
             pass
     if soft != resource.RLIM_INFINITY and soft < 0.9 * wanted:
-        log.warning("%s: the file descriptor limit (%d) allows about %d connections, fewer than "
-                    "max_connections; raise `ulimit -n`", name, soft, (soft - 64) // 2)
+        log.warning("%s: the file descriptor limit (%d) is below the %d that max_connections "
+                    "needs; raise `ulimit -n`", name, soft, wanted)
 
 
 class _Conn:
@@ -119,7 +120,7 @@ class TcpListenerService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        _raise_fd_limit(2 * self.config.max_connections + 64, self.name)
+        raise_fd_limit(2 * self.config.max_connections + 64, self.name)
         host, port = self.config.listen
         self._server = await self._loop.create_server(
             self._new_relay, host, port, reuse_address=True, backlog=4096
