@@ -101,7 +101,8 @@ class _Half(asyncio.BufferedProtocol):
         # are kept in `early`, and only a side that sends more than EARLY_LIMIT is paused.
         # That saves two epoll_ctl calls per side and connection in the common case.
         self.transport = transport
-        transport.set_write_buffer_limits(high=HIGH_WATER)
+        if HIGH_WATER != 64 * 1024:    # 64 KiB is asyncio's and uvloop's default: save the call
+            transport.set_write_buffer_limits(high=HIGH_WATER)
         if self is self.relay.client:
             self.relay.on_client(self.relay)
 

@@ -51,9 +51,10 @@ class _RateLimitedLog:
         self.logger.warning(message, *args)
 
 
-def _raise_fd_limit(wanted: int, name: str) -> None:
-    """Every proxied connection takes two file descriptors: lift the soft limit to the hard
-    one (as nginx's worker_rlimit_nofile), and say so when even that is too few."""
+def raise_fd_limit(wanted: int, name: str) -> None:
+    """Lift the soft file descriptor limit towards `wanted` (a proxied TCP connection takes
+    two descriptors, a UDP flow one), as nginx's worker_rlimit_nofile does; warn when even
+    the hard limit is clearly too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted and soft != resource.RLIM_INFINITY:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
@@ -63,8 +64,8 @@ def _raise_fd_limit(wanted: int, name: str) -> None:
         except (ValueError, OSError):
             pass
     if soft != resource.RLIM_INFINITY and soft < 0.9 * wanted:
-        log.warning("%s: the file descriptor limit (%d) allows about %d connections, fewer than "
-                    "max_connections; raise `ulimit -n`", name, soft, (soft - 64) // 2)
+        log.warning("%s: the file descriptor limit (%d) is below the %d that max_connections "
+                    "needs; raise `ulimit -n`", name, soft, wanted)
 
 
 class _Conn:
@@ -104,7 +105,6 @@ class TcpListenerService:
         self.stats: Counter = Counter()
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task] = set()
         self._warn = _RateLimitedLog(log)
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
@@ -120,7 +120,7 @@ class TcpListenerService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        _raise_fd_limit(2 * self.config.max_connections + 64, self.name)
+        raise_fd_limit(2 * self.config.max_connections + 64, self.name)
         host, port = self.config.listen
         self._server = await self._loop.create_server(
             self._new_relay, host, port, reuse_address=True, backlog=4096
@@ -144,10 +144,12 @@ class TcpListenerService:
             self._server.close()
         for relay in list(self.waiting) + list(self.connections):
             relay.close()
-        for task in list(self._tasks):
+        # a connecting relay's task is referenced from its context (which also keeps it alive)
+        tasks = [r.context.task for r in self.connections if r.context and r.context.task]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
@@ -182,9 +184,7 @@ class TcpListenerService:
         self.connections.add(relay)
         self.upstream.acquire(server)
         relay.context.server = server
-        task = relay.context.task = self._loop.create_task(self._connect(relay, server))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        relay.context.task = self._loop.create_task(self._connect(relay, server))
         return True
 
     def _servers_full(self) -> bool:

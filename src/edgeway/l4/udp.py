@@ -27,6 +27,7 @@ from collections import Counter
 
 from edgeway.config.model import ListenerConfig
 from edgeway.l4.flows import Flow, FlowTable
+from edgeway.l4.tcp import raise_fd_limit
 
 log = logging.getLogger("edgeway.l4.udp")
 
@@ -67,6 +68,7 @@ class UdpListenerService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        raise_fd_limit(self.config.max_connections + 64, self.name)   # one socket per flow
         host, port = self.config.listen
         self._transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _ListenerProtocol(self), local_addr=(host, port)
