@@ -382,3 +382,29 @@ def test_slow_upload_is_not_an_upstream_timeout(l7):
         while chunk := s.recv(65536):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200") and b'"body_len": 10' in data
+
+
+def test_concurrent_requests_keep_in_flight_accounting_exact(l7):
+    """least_conn under concurrency spreads the load, and every acquire is released (also
+    for failures and clients that give up), or least_conn would drift."""
+    import asyncio as aio
+
+    l7.start(simple_config(l7.servers(), upstream={"balance": "least_conn"}))
+
+    async def burst():
+        limits = httpx.Limits(max_connections=60)
+        async with httpx.AsyncClient(base_url=l7.url, limits=limits, timeout=5) as c:
+            slow = [c.get("/slow?s=0.2") for _ in range(30)]
+            fast = [c.get(f"/f{i}") for i in range(90)]
+            return await aio.gather(*slow, *fast)
+
+    replies = aio.run(burst())
+    assert all(r.status_code == 200 for r in replies)
+    counts = Counter(r.headers["x-backend"] for r in replies)
+    assert len(counts) == 3 and min(counts.values()) >= 20, counts
+    # a client that gives up mid-request releases its server too
+    with socket.create_connection(("127.0.0.1", l7.port)) as s:
+        s.sendall(b"GET /slow?s=0.3 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert [s.in_flight for s in l7.upstreams["api"].servers] == [0, 0, 0]
