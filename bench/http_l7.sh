@@ -13,7 +13,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 SHARED=${SHARED_BENCH:-$REPO/../shared/bench}
-PY=${PYTHON:-$(command -v python3)}
+PY=${PYTHON:-$REPO/.venv/bin/python}   # make venv
 OUT=${BENCH_OUT:-/tmp/edgeway-bench}
 mkdir -p "$OUT/run"
 CFG=$OUT/run/edgeway-l7.yaml
