@@ -71,6 +71,12 @@ class DnsService:
         return bound
 
     async def start(self) -> None:
+        if self.config.recursion.enabled:
+            # Before the real sockets open: the first client question then finds warm code
+            # paths (edgeway.dns.rehearsal; its own resolver, sockets and fake servers).
+            from edgeway.dns.rehearsal import rehearse
+
+            await rehearse()
         try:
             for address in self.config.listen:
                 self._udp.append(await start_udp(self.responder, address))
