@@ -25,6 +25,7 @@ import dns.message
 import dns.rdatatype
 
 from edgeway.dns.resolver.resolution import ERROR, TIMEOUT, UNREACHABLE, Request
+from edgeway.dns.resolver.wire import parse
 
 _RNG = random.SystemRandom()
 _HEADER = struct.Struct("!HHHHHH")
@@ -51,14 +52,17 @@ def parse_response(data: bytes, rdtype: int | None = None) -> dns.message.Messag
     - If the answer section holds an RRset of the asked type (`rdtype`), the answer is final
       and the authority section (typically the zone's NS set) is not read either. Otherwise
       (a CNAME chain that ends elsewhere, a negative answer) authority is parsed: the SOA.
+    The common case (A, AAAA, NS, CNAME, DNAME, SOA, OPT) is read by `wire.parse`, a
+    hand-written parser about three times faster; anything else goes to dnspython.
     """
     if len(data) < 12 or data[6:8] == b"\0\0" or data[8:12] == b"\0\0\0\0":
-        return dns.message.from_wire(data, ignore_trailing=True)
+        return parse(data) or dns.message.from_wire(data, ignore_trailing=True)
     if rdtype is not None and rdtype != dns.rdatatype.ANY:
-        answer_only = dns.message.from_wire(data[:8] + b"\0\0\0\0" + data[12:], ignore_trailing=True)
+        answer_only = parse(data, 1) or dns.message.from_wire(data[:8] + b"\0\0\0\0" + data[12:],
+                                                              ignore_trailing=True)
         if any(rrset.rdtype == rdtype for rrset in answer_only.answer):
             return answer_only
-    return dns.message.from_wire(data[:10] + b"\0\0" + data[12:], ignore_trailing=True)
+    return parse(data, 2) or dns.message.from_wire(data[:10] + b"\0\0" + data[12:], ignore_trailing=True)
 
 
 def _bind_random_port(sock: socket.socket, family: int) -> None:

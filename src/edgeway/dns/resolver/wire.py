@@ -1,0 +1,206 @@
+"""A hand-written parser for the upstream responses of a resolution (the common case only).
+
+dnspython's `Message.from_wire` is most of a cold resolution's CPU: it is general (TSIG,
+UPDATE, every rdata type, XFR) and pays for it on each record. The responses of an iterative
+resolution are nearly always plain QUERY responses holding A, AAAA, NS, CNAME, DNAME and SOA
+records plus an OPT record; for those this builds the same `dns.message.Message` (the same
+RRset, Name and rdata objects, so the cache and the renderer cannot tell the difference) for
+about a third of the cost.
+
+Anything else, and anything odd (another opcode, another rdata type, EDNS options, an
+extended RCODE, a TSIG, a malformed message), returns None: the caller falls back to
+dnspython, which then either parses it or raises exactly as before.
+`tests/unit/dns/resolver/test_wire.py` checks the result against dnspython.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.CNAME
+import dns.rdtypes.ANY.DNAME
+import dns.rdtypes.ANY.NS
+import dns.rdtypes.ANY.SOA
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
+import dns.rrset
+
+_HEADER = struct.Struct("!HHHHHH")
+_RR = struct.Struct("!HHIH")
+_SOA_INTS = struct.Struct("!IIIII")
+_IN = dns.rdataclass.IN
+_A, _NS, _CNAME, _SOA, _AAAA, _DNAME, _OPT = 1, 2, 5, 6, 28, 39, 41
+_NAME_RDATA = {_NS: dns.rdtypes.ANY.NS.NS, _CNAME: dns.rdtypes.ANY.CNAME.CNAME,
+               _DNAME: dns.rdtypes.ANY.DNAME.DNAME}
+_A_CLASS, _AAAA_CLASS, _SOA_CLASS = dns.rdtypes.IN.A.A, dns.rdtypes.IN.AAAA.AAAA, dns.rdtypes.ANY.SOA.SOA
+_TYPES = {t: dns.rdatatype.RdataType(t) for t in (_A, _NS, _CNAME, _SOA, _AAAA, _DNAME)}
+_CLASS_IN = dns.rdataclass.RdataClass(_IN)
+
+
+_set = object.__setattr__
+_Name = dns.name.Name
+
+
+def _new(cls, **slots):
+    """An immutable dnspython object without its checking constructor: the values were
+    checked here already (dnspython's __init__ validation is half of its parsing cost)."""
+    obj = object.__new__(cls)
+    for key, value in slots.items():
+        _set(obj, key, value)
+    return obj
+
+
+class _Unsupported(Exception):
+    """Not for this parser: the caller uses dnspython."""
+
+
+class _Reader:
+    __slots__ = ("data", "names")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.names: dict[int, dns.name.Name] = {}   # offset -> name (compression points back)
+
+    def name(self, offset: int) -> tuple[dns.name.Name, int]:
+        """The name at `offset` and the offset after it (RFC 1035 4.1.4 compression)."""
+        data, names = self.data, self.names
+        known = names.get(offset)
+        labels: list[bytes] = []
+        starts: list[int] = []
+        position = offset
+        end = -1
+        hops = 0
+        while known is None:
+            length = data[position]
+            if length == 0:
+                if end < 0:
+                    end = position + 1
+                known = dns.name.root
+                break
+            if length >= 0xC0:
+                pointer = ((length & 0x3F) << 8) | data[position + 1]
+                if end < 0:
+                    end = position + 2
+                hops += 1
+                if pointer >= position or hops > 127:
+                    raise _Unsupported("bad compression pointer")
+                position = pointer
+                known = names.get(position)
+                continue
+            if length > 63:
+                raise _Unsupported("bad label")
+            starts.append(position)
+            labels.append(data[position + 1:position + 1 + length])
+            position += 1 + length
+            if position > len(data):
+                raise _Unsupported("truncated name")
+        if end < 0:
+            end = _skip_name(data, offset)
+        if not labels:
+            return known, end
+        # Build every suffix once, shortest first, so that later pointers into it are free.
+        name = known
+        size = sum(len(label) + 1 for label in name.labels)
+        for start, label in zip(reversed(starts), reversed(labels)):
+            size += len(label) + 1
+            if size > 255:
+                raise _Unsupported("name too long")
+            name = _new(_Name, labels=(label,) + name.labels)
+            names[start] = name
+        return name, end
+
+
+def _skip_name(data: bytes, position: int) -> int:
+    while True:
+        length = data[position]
+        if length == 0:
+            return position + 1
+        if length >= 0xC0:
+            return position + 2
+        position += 1 + length
+
+
+def parse(data: bytes, sections: int = 3) -> dns.message.Message | None:
+    """A Message as `dns.message.from_wire(data, ignore_trailing=True)` would build it, reading
+    only the first `sections` record sections (the counts of the others are taken as zero),
+    or None when dnspython has to do it."""
+    try:
+        return _parse(data, sections)
+    except (_Unsupported, IndexError, struct.error, ValueError, dns.exception.DNSException):
+        return None
+
+
+def _parse(data: bytes, sections: int) -> dns.message.Message:
+    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data, 0)
+    if flags & 0x7800:   # opcode other than QUERY
+        raise _Unsupported("opcode")
+    counts = (ancount, nscount, arcount)[:sections]
+    message = dns.message.Message(id=qid)
+    message.flags = flags
+    reader = _Reader(data)
+    position = 12
+    for _ in range(qdcount):
+        qname, position = reader.name(position)
+        rdtype, rdclass = struct.unpack_from("!HH", data, position)
+        position += 4
+        message.question.append(dns.rrset.RRset(qname, dns.rdataclass.RdataClass.make(rdclass),
+                                                dns.rdatatype.RdataType.make(rdtype)))
+    for index, count in enumerate(counts):
+        section = message.sections[index + 1]
+        found: dict[tuple, dns.rrset.RRset] = {}
+        for _ in range(count):
+            owner, position = reader.name(position)
+            rdtype, rdclass, ttl, rdlen = _RR.unpack_from(data, position)
+            position += 10
+            end = position + rdlen
+            if end > len(data):
+                raise _Unsupported("truncated record")
+            if rdtype == _OPT:
+                if index != 2 or message.opt is not None or owner != dns.name.root or rdlen or ttl & 0xFFFF0000:
+                    raise _Unsupported("OPT with options, an extended RCODE or another version")
+                message.use_edns(0, ttl, rdclass)
+                position = end
+                continue
+            if rdclass != _IN:
+                raise _Unsupported("class")
+            if ttl > 0x7FFFFFFF:   # RFC 2181 8: dnspython reads these as 0
+                raise _Unsupported("ttl")
+            kind = _TYPES.get(rdtype)
+            if kind is None:
+                raise _Unsupported("type")
+            if rdtype == _A:
+                if rdlen != 4:
+                    raise _Unsupported("A length")
+                rdata = _new(_A_CLASS, rdclass=_CLASS_IN, rdtype=kind, rdcomment=None,
+                             address=socket.inet_ntop(socket.AF_INET, data[position:end]))
+            elif rdtype == _AAAA:
+                if rdlen != 16:
+                    raise _Unsupported("AAAA length")
+                rdata = _AAAA_CLASS(_CLASS_IN, kind, socket.inet_ntop(socket.AF_INET6, data[position:end]))
+            elif rdtype == _SOA:
+                mname, at = reader.name(position)
+                rname, at = reader.name(at)
+                if at + 20 != end:
+                    raise _Unsupported("SOA length")
+                serial, refresh, retry, expire, minimum = _SOA_INTS.unpack_from(data, at)
+                rdata = _new(_SOA_CLASS, rdclass=_CLASS_IN, rdtype=kind, rdcomment=None, mname=mname, rname=rname,
+                             serial=serial, refresh=refresh, retry=retry, expire=expire, minimum=minimum)
+            else:
+                target, at = reader.name(position)
+                if at != end:
+                    raise _Unsupported("rdata length")
+                rdata = _new(_NAME_RDATA[rdtype], rdclass=_CLASS_IN, rdtype=kind, rdcomment=None, target=target)
+            position = end
+            key = (owner, rdtype)
+            rrset = found.get(key)
+            if rrset is None:
+                rrset = found[key] = dns.rrset.RRset(owner, _CLASS_IN, kind)
+                section.append(rrset)
+            rrset.add(rdata, ttl)
+    return message
