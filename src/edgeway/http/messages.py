@@ -33,6 +33,7 @@ _FIELDS = {b"host": 1, b"content-length": 2, b"transfer-encoding": 3, b"connecti
            b"expect": 6}
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _valid_hosts: dict[bytes, str] = {}   # Host values already checked against _HOST
+_connection_tokens: dict[bytes, frozenset[bytes]] = {}   # Connection value -> its tokens ("close", ...)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOST = re.compile(rb"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:\d{0,5})?$")
 
@@ -106,7 +107,11 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             raise RequestError(501, f"transfer coding {te.decode('latin-1')!r} is not supported")
         chunked = True
     if connection:
-        tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())
+        tokens = _connection_tokens.get(connection)
+        if tokens is None:
+            tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())
+            if len(_connection_tokens) < 256:
+                _connection_tokens[connection] = tokens
     else:
         tokens = _NO_TOKENS
     if upgrade is not None and b"upgrade" not in tokens:
