@@ -270,7 +270,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if ctx.trace_header and view.header("x-edgeway-trace") is not None:
             ex.trace = {}
         if route.sticky_cookie is not None:
-            ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode()
+            ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode() if head.has_cookie else b""
         if route.key is not None:
             ex.key = route.key(view)
 
