@@ -30,9 +30,10 @@ _REPLACED = frozenset({b"host", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-
 _KNOWN_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 _FIELDS = {b"host": 1, b"content-length": 2, b"transfer-encoding": 3, b"connection": 4, b"upgrade": 5,
-           b"expect": 6}
+           b"expect": 6, b"cookie": 7}
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _valid_hosts: dict[bytes, str] = {}   # Host values already checked against _HOST
+_connection_tokens: dict[bytes, frozenset[bytes]] = {}   # Connection value -> its tokens ("close", ...)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOST = re.compile(rb"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:\d{0,5})?$")
 
@@ -59,6 +60,7 @@ class RequestHead:
     upgrade: bytes | None        # the Upgrade field when Connection names it
     expect_continue: bool
     connection_tokens: frozenset[bytes]
+    has_cookie: bool = False     # a Cookie field is present (no need to look for a sticky cookie otherwise)
 
     @property
     def has_body(self) -> bool:
@@ -74,6 +76,7 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
     connection = b""
     upgrade = None
     expect = False
+    has_cookie = False
     fields = _FIELDS
     for name, value in headers:
         kind = fields.get(name.lower())
@@ -91,8 +94,10 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             connection = connection + b"," + value if connection else value
         elif kind == 5:
             upgrade = value.strip()
-        else:
+        elif kind == 6:
             expect = value.strip().lower() == b"100-continue"
+        else:
+            has_cookie = True
     chunked = False
     if te is not None:
         if version == "1.0":
@@ -106,7 +111,11 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             raise RequestError(501, f"transfer coding {te.decode('latin-1')!r} is not supported")
         chunked = True
     if connection:
-        tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())
+        tokens = _connection_tokens.get(connection)
+        if tokens is None:
+            tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())
+            if len(_connection_tokens) < 256:
+                _connection_tokens[connection] = tokens
     else:
         tokens = _NO_TOKENS
     if upgrade is not None and b"upgrade" not in tokens:
@@ -135,9 +144,9 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             if len(_valid_hosts) < 4096:     # a handful of names in practice; bounded anyway
                 _valid_hosts[host] = text_host
         return RequestHead(method, text_target, version, headers, text_host, content_length,
-                           chunked, keep_alive, upgrade, expect, tokens)
+                           chunked, keep_alive, upgrade, expect, tokens, has_cookie)
     return RequestHead(method, text_target, version, headers, "", content_length,
-                       chunked, keep_alive, upgrade, expect, tokens)
+                       chunked, keep_alive, upgrade, expect, tokens, has_cookie)
 
 
 def upstream_request_head(req: RequestHead, target: str, host: str, client_ip: str, scheme: str,

@@ -38,31 +38,36 @@ HIGH_WATER = 64 * 1024      # request body buffered while no server connection i
 
 
 class ClientConnection(Forwarding, asyncio.Protocol):
+    """One client connection. Defaults live on the class, as in Exchange: with
+    `Connection: close` a connection is made per request, so __init__ sets only what each
+    connection needs of its own."""
+
+    transport: asyncio.Transport | None = None
+    client_ip = ""
+    client_port = 0
+    receiving: Exchange | None = None    # the request the parser is in
+    closed = False
+    tunnel: asyncio.Transport | None = None
+    _write_paused = False
+    _in_head = True                      # waiting for (or inside) a request head
+    _head_started = 0.0
+    _idle_since = 0.0
+    _url = b""
+    _head_size = 0
+    _error: RequestError | None = None
+    _dispatch_ready = False
+    _upgrade_rest = b""
+    _upgrading = False
+    _wbuf: list[bytes] | None = None
+    _partial = False
+
     def __init__(self, ctx):
         self.ctx = ctx
         self.loop = ctx.loop
         self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.client_ip = ""
-        self.client_port = 0
         self.queue: deque[Exchange] = deque()
-        self.receiving: Exchange | None = None    # the request the parser is in
-        self.closed = False
-        self.tunnel: asyncio.Transport | None = None
         self._paused: set[str] = set()
-        self._write_paused = False
-        self._in_head = True                      # waiting for (or inside) a request head
-        self._head_started = 0.0
-        self._idle_since = 0.0
-        self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
-        self._error: RequestError | None = None
-        self._dispatch_ready = False
-        self._upgrade_rest = b""
-        self._upgrading = False
-        self._wbuf: list[bytes] | None = None
-        self._partial = False
 
     # ================================================================== asyncio: client side
 
@@ -88,6 +93,11 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         for ex in self.queue:
             self._abandon(ex)
         self.queue.clear()
+        # The parser and the last exchange point back at this connection: cut those cycles so
+        # that reference counting frees it now, not the cyclic GC later (one per request with
+        # Connection: close)
+        self.receiving = None
+        self.parser = None   # nothing feeds it once closed (data_received checks)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -260,7 +270,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if ctx.trace_header and view.header("x-edgeway-trace") is not None:
             ex.trace = {}
         if route.sticky_cookie is not None:
-            ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode()
+            ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode() if head.has_cookie else b""
         if route.key is not None:
             ex.key = route.key(view)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 
@@ -28,7 +29,7 @@ class HttpListenerService:
         config = self.config
         self.ctx = ctx = ListenerContext(config, self.upstreams, "https" if self.tls else "http", loop)
         self.server = await loop.create_server(
-            lambda: ClientConnection(ctx), config.listen.host, config.listen.port,
+            functools.partial(ClientConnection, ctx), config.listen.host, config.listen.port,
             ssl=self.tls.context if self.tls else None, reuse_address=True, backlog=1024,
         )
         ctx.start()
