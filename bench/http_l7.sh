@@ -17,37 +17,7 @@ PY=${PYTHON:-$REPO/.venv/bin/python}   # make venv
 OUT=${BENCH_OUT:-/tmp/edgeway-bench}
 mkdir -p "$OUT/run"
 CFG=$OUT/run/edgeway-l7.yaml
-cat > "$CFG" <<EOC
-upstreams:
-  api:
-    balance: least_conn
-    servers:
-      - {address: "127.0.0.1:9001", weight: 2}
-      - {address: "127.0.0.1:9002"}
-      - {address: "127.0.0.1:9003", backup: true}
-    health_check: {path: /health, interval: 10s, timeout: 2s, rise: 2, fall: 3, expect: "200-399"}
-    passive: {max_fails: 3, fail_timeout: 10s}
-    sticky: {cookie: SERVERID}
-  admin:
-    servers: [{address: "127.0.0.1:9002"}]
-  static:
-    servers: [{address: "127.0.0.1:9001"}, {address: "127.0.0.1:9002"}]
-listeners:
-  - name: web
-    protocol: http
-    listen: "127.0.0.1:8090"
-    access_log: ${ACCESS_LOG:-true}
-    routes:
-      - match: {path_prefix: /api/}
-        upstream: api
-      - match: {host: admin.example.com, path_prefix: /admin/, header: {X-Role: ops}}
-        upstream: admin
-      - match: {path_prefix: /static/}
-        upstream: static
-        strip_prefix: true
-      - match: {path_prefix: /}
-        upstream: api
-EOC
+sed "s/access_log: true/access_log: ${ACCESS_LOG:-true}/" "$HERE/http_l7.yaml" > "$CFG"
 export CUSTOM_CMD="exec env PYTHONPATH=$REPO/src $PY -m edgeway serve --config $CFG --log-level warning"
 export CUSTOM_LABEL=${CUSTOM_LABEL:-edgeway}
 [ $# -gt 0 ] || set -- direct nginx haproxy custom

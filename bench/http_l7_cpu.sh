@@ -19,38 +19,8 @@ http { access_log off; client_body_temp_path $D; proxy_temp_path $D; fastcgi_tem
   server { listen 127.0.0.1:19003 backlog=4096; location / { return 200 "ok"; } }
 }
 EOC
-sed -e 's/127.0.0.1:900/127.0.0.1:1900/; s/127.0.0.1:8090/127.0.0.1:18090/' > $D/edgeway.yaml <<EOC
-upstreams:
-  api:
-    balance: least_conn
-    servers:
-      - {address: "127.0.0.1:9001", weight: 2}
-      - {address: "127.0.0.1:9002"}
-      - {address: "127.0.0.1:9003", backup: true}
-    health_check: {path: /health, interval: 10s, timeout: 2s, rise: 2, fall: 3, expect: "200-399"}
-    passive: {max_fails: 3, fail_timeout: 10s}
-    sticky: {cookie: SERVERID}
-  admin:
-    servers: [{address: "127.0.0.1:9002"}]
-  static:
-    servers: [{address: "127.0.0.1:9001"}, {address: "127.0.0.1:9002"}]
-listeners:
-  - name: web
-    protocol: http
-    listen: "127.0.0.1:8090"
-    access_log: ${ACCESS_LOG:-true}
-    routes:
-      - match: {path_prefix: /api/}
-        upstream: api
-      - match: {host: admin.example.com, path_prefix: /admin/, header: {X-Role: ops}}
-        upstream: admin
-      - match: {path_prefix: /static/}
-        upstream: static
-        strip_prefix: true
-      - match: {path_prefix: /}
-        upstream: api
-EOC
-sed -i 's/127.0.0.1:900\([123]\)/127.0.0.1:1900\1/g' $D/edgeway.yaml
+sed -e 's/127.0.0.1:900\([123]\)/127.0.0.1:1900\1/g; s/127.0.0.1:8090/127.0.0.1:18090/' \
+    -e "s/access_log: true/access_log: ${ACCESS_LOG:-true}/" "$HERE/http_l7.yaml" > $D/edgeway.yaml
 nginx -p $D -c $D/nginx.conf & NG=$!
 PYTHONPATH=$REPO/src $PY -m edgeway serve --config $D/edgeway.yaml --log-level warning 2>/dev/null & EW=$!
 trap 'kill $EW $NG 2>/dev/null; wait 2>/dev/null; rm -rf $D' EXIT
