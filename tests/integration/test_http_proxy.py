@@ -10,24 +10,9 @@ import time
 from collections import Counter
 
 import httpx
-import pytest
 
-from tests.support.backends import BackgroundLoop
-from tests.support.l7 import L7, raw_exchange, simple_config
+from tests.support.l7 import raw_exchange, simple_config
 from tests.support.tools import free_port
-
-
-@pytest.fixture(scope="module")
-def bg():
-    with BackgroundLoop() as loop:
-        yield loop
-
-
-@pytest.fixture
-def l7(bg):
-    env = L7(bg)
-    yield env
-    env.stop()
 
 
 def backend_of(response: httpx.Response) -> str:

@@ -5,23 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import httpx
-import pytest
 
-from tests.support.backends import BackgroundLoop
-from tests.support.l7 import L7, simple_config
-
-
-@pytest.fixture(scope="module")
-def bg():
-    with BackgroundLoop() as loop:
-        yield loop
-
-
-@pytest.fixture
-def l7(bg):
-    env = L7(bg)
-    yield env
-    env.stop()
+from tests.support.l7 import simple_config
 
 
 def test_cookie_insert_and_affinity_through_a_server_going_down(l7):
