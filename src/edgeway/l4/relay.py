@@ -1,64 +1,122 @@
-"""Relay bytes between two TCP transports: flow control, half-close, resets, idle timeout.
+"""Relay bytes between two TCP sockets: flow control, half-close, resets, idle timeout.
 
-A `Relay` joins the client's transport and the server's. Each side is a `_Half` protocol that
-writes what it reads into the other side's transport. The rules, and why:
+A `Relay` joins the client's socket and the server's. Both are plain non-blocking sockets in
+an epoll set of the listener's own (`Poller`), which the event loop watches as one file
+descriptor; each is registered once, edge-triggered for reading and writing, and never
+modified. Why not asyncio transports: per connection they cost uvloop getsockname,
+getpeername, SO_ERROR and epoll_ctl calls, a future, a task and several Python objects, and
+that was half of the CPU time of a short connection (see docs/l4.md). The rules, and why:
 
-* Flow control (uvicorn's flow_control.py, both ways): when a transport's write buffer
-  passes its high-water mark asyncio calls `pause_writing()` on *its* protocol; that half
-  then pauses reading on the *other* transport, so a slow reader stops the fast writer at the
-  kernel (TCP windows) instead of in our memory. A stalled direction holds at most one read
-  buffer still pinned by a partial write, plus queued copies up to `HIGH_WATER` plus one
-  read: about 2 x READ_SIZE + HIGH_WATER (measured: 215 KiB of RSS per stalled connection).
-* Half-close: a FIN from one side (`eof_received`) becomes `write_eof()` (shutdown SHUT_WR,
-  after buffered data) on the other; the transport stays open for the reverse direction.
-  When both directions have seen EOF and the buffers are flushed, both sockets close.
-* Resets: a side that fails with an error (ECONNRESET, EPIPE, ...) is aborted, and the other
-  side is aborted with SO_LINGER {on, 0} so that it too gets an RST, not a clean FIN (a
-  client must not mistake a broken upstream exchange for a complete one).
+* Reads go into a buffer shared by the listener's connections and are sent to the other
+  socket at once. Flow control: when the other socket takes only part, the rest stays in
+  that buffer (which the receiving half now keeps, `pending`; a fresh one takes its place)
+  and the reading side is not read again until it is sent, so a slow reader holds the fast
+  writer back at the kernel (TCP windows) instead of in our memory: a stalled direction holds
+  at most one READ_SIZE buffer.
+* Edge-triggered: a half remembers that the kernel may have bytes for it (`readable`) and
+  reads until a short read; a read of less than READ_SIZE empties the socket's queue, so a
+  later arrival is a new edge (nginx does the same). A half that read MAX_READS full buffers
+  in a row lets the others have their turn first (`Poller.again`).
+* Half-close: a FIN from one side becomes shutdown(SHUT_WR) on the other (after the pending
+  bytes); the reverse direction stays open until it finishes too, then both sockets close.
+  When epoll reports EPOLLRDHUP (the FIN is queued behind the data) a short read is the last
+  one, so no read is spent on learning about the EOF.
+* Resets: a side that fails (ECONNRESET, EPIPE, ...) is closed, and the other side is closed
+  with SO_LINGER {on, 0} so that it too gets an RST, not a clean FIN (a client must not
+  mistake a broken upstream exchange for a complete one).
 * Idle timeout: data in either direction sets a flag; the owner sweeps its connections every
   `idle_timeout / 4` (`tick()`) and a pair is closed after four quiet ticks in a row (so
   after 1x to 1.25x of the configured time). One cheap flag per read instead of a clock read
   per read, and one timer per listener instead of one per connection.
 
-The relay does not know about upstreams: `on_close(relay, error)` tells its owner once, when
-both sides are gone (the owner releases the server and the listener slot).
+The relay does not know about upstreams: the owner creates the sockets, `on_connect(relay,
+error)` tells it how connecting went and `on_close(relay, error)` tells it once, when both
+sides are gone (the owner releases the server and the listener slot).
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
+import select
 import socket
 import struct
 from collections.abc import Callable
 
-HIGH_WATER = 64 * 1024             # per direction, above this the other side stops being read
 READ_SIZE = 128 * 1024            # one read (uvloop's own reads are 256 KiB; 128 KiB measured as fast)
-EARLY_LIMIT = 64 * 1024            # bytes read from a side before join; then it is paused
+EARLY_LIMIT = 64 * 1024            # bytes read from the client before join; then it is paused
+MAX_READS = 8                      # full reads in a row before the other connections get a turn
 _LINGER_RST = struct.pack("ii", 1, 0)
+_DONTWAIT = socket.MSG_DONTWAIT    # the accepted sockets stay in blocking mode: no fcntl per connection
+_IN, _OUT, _RDHUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLRDHUP
+_ERR, _HUP = select.EPOLLERR, select.EPOLLHUP
+_EVENTS = _IN | _OUT | _RDHUP | select.EPOLLET
 
 
-def _abort_with_rst(transport: asyncio.Transport | None) -> None:
-    if transport is None:
-        return
-    try:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-    except (OSError, RuntimeError):  # already closed: abort() below is then a no-op
-        pass
-    transport.abort()
+class Poller:
+    """One epoll set for the sockets of a listener, watched by the event loop as one fd.
+
+    Handlers are objects with `on_event(events)` and a `born` attribute: an fd closed and
+    reused while one batch of events is being handled must not receive the old fd's events,
+    and a handler registered during a batch cannot have genuine events in it.
+    """
+
+    __slots__ = ("_ep", "_handlers", "_loop", "_batch", "_again", "_again_scheduled")
+
+    def __init__(self, loop):
+        self._ep = select.epoll()
+        self._handlers: dict[int, object] = {}
+        self._loop = loop
+        self._batch = 0
+        self._again: list[_Half] = []
+        self._again_scheduled = False
+        loop.add_reader(self._ep.fileno(), self._ready)
+
+    def register(self, fd: int, handler, events: int = _EVENTS) -> None:
+        self._ep.register(fd, events)
+        handler.born = self._batch
+        self._handlers[fd] = handler
+
+    def modify(self, fd: int, events: int) -> None:
+        self._ep.modify(fd, events)
+
+    def forget(self, fd: int) -> None:
+        """`fd` is about to be closed (which takes it out of the epoll set)."""
+        self._handlers.pop(fd, None)
+
+    def again(self, half: "_Half") -> None:
+        self._again.append(half)
+        if not self._again_scheduled:
+            self._again_scheduled = True
+            self._loop.call_soon(self._read_again)
+
+    def _read_again(self) -> None:
+        self._again_scheduled = False
+        halves, self._again = self._again, []
+        for half in halves:
+            if half.sock is not None and half.readable and not half.paused:
+                half.read()
+
+    def _ready(self) -> None:
+        self._batch += 1
+        batch = self._batch
+        handlers = self._handlers
+        for fd, events in self._ep.poll(0, 1024):
+            handler = handlers.get(fd)
+            if handler is not None and handler.born != batch:
+                handler.on_event(events)
+
+    def close(self) -> None:
+        if not self._ep.closed:
+            self._loop.remove_reader(self._ep.fileno())
+            self._ep.close()
 
 
 class ReadBuffer:
     """The read buffer shared by every connection of one listener (so one event loop).
 
-    Reads go straight into it (BufferedProtocol) and are written to the other socket from
-    it: no bytes object per read. Usually the write completes at once and the buffer is free
-    for the next read; when the transport had to keep part of it queued (the other side is
-    slow), that buffer now belongs to the transport and a fresh one takes its place; while
-    writes are queued, further reads are queued as copies of exactly their bytes (a view
-    would pin a whole buffer for a few bytes). So a stalled direction pins at most one
-    READ_SIZE buffer, and a busy listener allocates nothing per read.
+    Reads go straight into it and are sent to the other socket from it: no bytes object per
+    read. When the other socket took only part, the buffer now belongs to that half (its
+    `pending` bytes) and a fresh (or recycled) one takes its place.
     """
 
     __slots__ = ("view", "free")
@@ -66,162 +124,269 @@ class ReadBuffer:
 
     def __init__(self) -> None:
         self.view = memoryview(bytearray(READ_SIZE))
-        self.free: list[memoryview] = []   # buffers given back by transports, for reuse
+        self.free: list[memoryview] = []   # buffers given back by halves, for reuse
 
     def renew(self) -> None:
         self.view = self.free.pop() if self.free else memoryview(bytearray(READ_SIZE))
 
-    def give_back(self, views: list[memoryview]) -> None:
-        room = self.MAX_FREE - len(self.free)
-        if room > 0:
-            self.free.extend(views[:room])
-        views.clear()
+    def give_back(self, view: memoryview) -> None:
+        if len(self.free) < self.MAX_FREE:
+            self.free.append(view)
 
 
-class _Half(asyncio.BufferedProtocol):
+class _Half:
     """One socket of the pair. `peer` is the other half (set once both are connected)."""
 
-    __slots__ = ("relay", "transport", "peer", "eof", "lost", "paused_peer", "early", "early_size",
-                 "paused_early", "lent")
+    __slots__ = ("relay", "sock", "fd", "peer", "born", "readable", "fin", "hup", "eof", "paused",
+                 "connecting", "pending", "lent", "shut_pending", "early", "early_size", "lost")
 
-    def __init__(self, relay: "Relay"):
+    def __init__(self, relay: "Relay", sock: socket.socket, connecting: bool = False):
         self.relay = relay
-        self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = sock
+        self.fd = sock.fileno()
         self.peer: _Half | None = None
-        self.eof = False               # we received FIN from this side
-        self.lost = False
-        self.paused_peer = False       # we paused reading the peer because our buffer is full
-        self.early: list[bytes] = []   # read before join (the client's first bytes, a greeting)
+        self.born = 0
+        self.readable = False          # the kernel may have bytes (or the EOF) for us
+        self.fin = False               # epoll said the peer's FIN is queued (EPOLLRDHUP)
+        self.hup = False               # epoll said error or hangup: read until it shows
+        self.eof = False               # we read the EOF of this side
+        self.paused = False            # not read: the peer has pending bytes, or before join
+        self.connecting = connecting
+        self.pending: memoryview | bytes | None = None   # not yet sent to this socket
+        self.lent: memoryview | None = None   # the read buffer `pending` points into
+        self.shut_pending = False      # shutdown(SHUT_WR) once `pending` is sent
+        self.early: list[bytes] = []   # read before join (the client's first bytes)
         self.early_size = 0
-        self.paused_early = False
-        self.lent: list[memoryview] = []   # read buffers the peer's transport may still hold
+        self.lost = False              # our socket is closed
 
-    def connection_made(self, transport) -> None:
-        # Reading is not paused while the other side connects: the first bytes (a request)
-        # are kept in `early`, and only a side that sends more than EARLY_LIMIT is paused.
-        # That saves two epoll_ctl calls per side and connection in the common case.
-        self.transport = transport
-        if HIGH_WATER != 64 * 1024:    # 64 KiB is asyncio's and uvloop's default: save the call
-            transport.set_write_buffer_limits(high=HIGH_WATER)
-        if self is self.relay.client:
-            self.relay.on_client(self.relay)
+    @property
+    def buffered(self) -> int:
+        """Bytes held for this socket (not yet sent to it)."""
+        return len(self.pending) if self.pending is not None else 0
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self.relay.buffer.view
+    def on_event(self, events: int) -> None:
+        if self.connecting:
+            if events & (_ERR | _HUP):
+                err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                self.relay._connected(OSError(err, os.strerror(err)) if err else
+                                      ConnectionError("connection closed while connecting"))
+                return
+            if not events & _OUT:
+                return
+            self.connecting = False
+            self.relay._connected(None)
+            if self.sock is None:
+                return
+        if events & (_ERR | _HUP):
+            self.hup = True
+        elif events & _RDHUP:
+            self.fin = True
+        if events & (_IN | _RDHUP | _ERR | _HUP):
+            self.readable = True
+        if self.pending is not None and events & (_OUT | _ERR | _HUP):
+            self.flush()
+        if self.readable and not self.paused and not self.eof and self.sock is not None:
+            self.read()
 
-    def buffer_updated(self, nbytes: int) -> None:
+    def read(self) -> None:
         relay = self.relay
-        relay.active = True
         buffer = relay.buffer
-        peer = self.peer
-        if peer is None:
-            self.early.append(bytes(buffer.view[:nbytes]))
-            self.early_size += nbytes
-            if self.early_size > EARLY_LIMIT:
-                self.paused_early = True
-                self.transport.pause_reading()
-            return
-        transport = peer.transport
-        if transport.get_write_buffer_size():
-            # Writes are already queued: this one will be too. Queue a copy of exactly these
-            # bytes, so the queue holds what it counts (a view would pin the whole buffer).
-            transport.write(bytes(buffer.view[:nbytes]))
-            return
-        if self.lent:
-            buffer.give_back(self.lent)    # everything written out: those buffers are free again
-        view = buffer.view
-        transport.write(view[:nbytes])
-        if transport.get_write_buffer_size():
-            self.lent.append(view)     # partly sent: the transport points into it
-            buffer.renew()
+        sock = self.sock
+        for _ in range(MAX_READS):
+            view = buffer.view
+            try:
+                n = sock.recv_into(view, READ_SIZE, _DONTWAIT)
+            except BlockingIOError:
+                self.readable = False
+                return
+            except OSError as exc:
+                relay._fail(self, exc)
+                return
+            if n == 0:
+                self.readable = False
+                self._eof()
+                return
+            relay.active = True
+            peer = self.peer
+            if peer is None:
+                self.early.append(bytes(view[:n]))
+                self.early_size += n
+                if self.early_size > EARLY_LIMIT:
+                    self.paused = True
+                    return
+            elif not peer.send(view, n):
+                return                 # partly sent (we are paused now), or failed
+            if self.paused or self.sock is None:
+                return
+            if n < READ_SIZE and not self.hup:   # (after a reset, bytes still come first)
+                self.readable = False
+                if self.fin:           # the FIN is queued right behind what we read
+                    self._eof()
+                return
+        relay.poller.again(self)
 
-    def eof_received(self) -> bool:
+    def send(self, view: memoryview, n: int) -> bool:
+        """Send the first n bytes of `view` (the shared read buffer) to this socket; True when
+        all were taken. Otherwise this half keeps the buffer and the peer is paused."""
+        try:
+            sent = self.sock.send(view[:n], _DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.relay._fail(self, exc)
+            return False
+        if sent == n:
+            return True
+        self.pending = view[sent:n]
+        self.lent = view
+        self.relay.buffer.renew()
+        self.peer.paused = True
+        return False
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send `data` (at join: the PROXY header and the first bytes) or keep the rest."""
+        try:
+            sent = self.sock.send(data, _DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.relay._fail(self, exc)
+            return
+        if sent < len(data):
+            self.pending = memoryview(data)[sent:]
+            self.peer.paused = True
+
+    def flush(self) -> None:
+        try:
+            sent = self.sock.send(self.pending, _DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.relay._fail(self, exc)
+            return
+        if sent < len(self.pending):
+            self.pending = self.pending[sent:]
+            return
+        self.pending = None
+        if self.lent is not None:
+            self.relay.buffer.give_back(self.lent)
+            self.lent = None
+        peer = self.peer
+        if self.shut_pending:          # the peer's EOF came while we were sending
+            self.shut_pending = False
+            if not self.eof:
+                self.shutdown()
+                return
+        if self.eof and peer.eof:      # both directions finished
+            if peer.pending is None:   # (else the peer's flush closes)
+                self.relay.close()
+            return
+        if peer.paused and not peer.eof:
+            peer.paused = False
+            if peer.readable:
+                peer.read()
+
+    def shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.relay._fail(self, exc)
+
+    def _eof(self) -> None:
         self.eof = True
-        self.relay.active = True
         peer = self.peer
         if peer is None:
-            return True                # join() passes the EOF on
-        if peer.lost:
-            return False
-        if peer.eof:                   # both directions finished: close once flushed
-            peer.transport.close()
-            return False
-        peer.transport.write_eof()
-        return True                    # keep our transport open: the reverse direction goes on
+            return                     # join() passes the EOF on
+        if peer.pending is not None:
+            peer.shut_pending = True
+        elif peer.eof:                 # both directions finished
+            if self.pending is None:
+                self.relay.close()
+        else:
+            peer.shutdown()
 
-    def pause_writing(self) -> None:
-        peer = self.peer
-        if peer is not None and not peer.lost:
-            self.paused_peer = True
-            peer.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        peer = self.peer
-        if self.paused_peer and peer is not None and not peer.lost:
-            self.paused_peer = False
-            if not peer.eof:
-                peer.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self, reset: bool = False) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        self.sock = None
         self.lost = True
-        peer = self.peer
-        if peer is not None and not peer.lost:
-            if exc is not None:
-                _abort_with_rst(peer.transport)
-            else:
-                peer.transport.close()
-        self.relay._half_lost(exc)
+        self.relay.poller.forget(self.fd)
+        if reset:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+            except OSError:
+                pass
+        sock.close()
+        if self.lent is not None:
+            self.relay.buffer.give_back(self.lent)
+            self.lent = None
+        self.pending = None
 
 
 class Relay:
-    """The pair (client half, server half) plus the idle timer and the close callback."""
+    """The pair (client half, server half) plus the idle state and the owner's callbacks."""
 
-    __slots__ = ("client", "server", "active", "idle_ticks", "_on_close", "on_client", "connecting",
-                 "_done", "error", "context", "buffer")
+    __slots__ = ("client", "server", "active", "idle_ticks", "_on_connect", "_on_close",
+                 "connecting", "_done", "error", "context", "buffer", "poller", "started")
 
-    def __init__(self, on_client: Callable[["Relay"], None],
-                 on_close: Callable[["Relay", Exception | None], None],
-                 buffer: ReadBuffer | None = None):
-        self.buffer = buffer or ReadBuffer()
-        self.on_client = on_client     # called from the client's connection_made
-        self.client = _Half(self)
+    def __init__(self, poller: Poller, buffer: ReadBuffer, client: socket.socket,
+                 on_connect: Callable[["Relay", Exception | None], None],
+                 on_close: Callable[["Relay", Exception | None], None]):
+        self.poller = poller
+        self.buffer = buffer
+        self.client = _Half(self, client)
         self.server: _Half | None = None
         self.active = False
         self.idle_ticks = 0
+        self._on_connect = on_connect
         self._on_close = on_close
-        self.connecting = True         # the owner clears it with connected() or connect_failed()
+        self.connecting = True         # until join() or connect_failed()
         self._done = False
         self.error: Exception | None = None
         self.context: object = None    # the owner's per-connection state
+        self.started = False
 
-    def server_factory(self) -> _Half:
-        self.server = _Half(self)
-        return self.server
+    def start(self, paused: bool = False) -> None:
+        """Watch the client. Its first bytes (up to EARLY_LIMIT) are read and kept while the
+        server connects; a `paused` client (queued for a free slot) is not read at all."""
+        self.started = True
+        self.client.paused = paused
+        self.poller.register(self.client.fd, self.client)
+
+    def connect(self, sock: socket.socket) -> None:
+        """`sock` is connecting (non-blocking) to the server: watch it."""
+        self.server = _Half(self, sock, connecting=True)
+        self.poller.register(self.server.fd, self.server)
+
+    def _connected(self, error: Exception | None) -> None:
+        self._on_connect(self, error)
+
+    def drop_server(self) -> None:
+        """Give up the connecting server socket (failed or timed out)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
     def join(self, first_bytes: bytes = b"") -> None:
-        """Both sides are connected: send `first_bytes` (a PROXY header) and start relaying."""
+        """Both sides are connected: send `first_bytes` (a PROXY header) and the client's
+        first bytes, then relay."""
         self.connecting = False
         client, server = self.client, self.server
-        if client.lost:                # the client left while we were connecting
-            server.transport.close()
-            return
-        if server.lost:
-            client.transport.close()
-            return
         client.peer, server.peer = server, client
+        if client.early:
+            first_bytes += b"".join(client.early)
+            client.early = []
         if first_bytes:
-            server.transport.write(first_bytes)
-        for half in (client, server):
-            if half.early:
-                half.peer.transport.write(b"".join(half.early))
-                half.early.clear()
-        for half in (client, server):
-            if half.eof:
-                half.eof = False
-                half.eof_received()
-            elif half.paused_early:
-                half.paused_early = False
-                half.transport.resume_reading()
+            server.send_bytes(first_bytes)
+            if server.lost:
+                return
+        if client.eof:
+            client._eof()
+        elif client.paused and server.pending is None:
+            client.paused = False
+            if client.readable:
+                client.read()
 
     def tick(self) -> bool:
         """Called by the owner every quarter of the idle timeout; True when it closed the pair.
@@ -239,38 +404,36 @@ class Relay:
         return True
 
     def close(self, reset: bool = False) -> None:
-        """Close both sides (flushing buffers), or reset both with `reset=True`."""
-        for half in (self.client, self.server):
-            if half is not None and half.transport is not None and not half.lost:
-                if reset:
-                    _abort_with_rst(half.transport)
-                else:
-                    half.transport.close()
+        """Close both sides (with RST when `reset`) and finish."""
+        self.client.close(reset)
+        if self.server is not None:
+            self.server.close(reset)
+        self._finish()
 
     def connect_failed(self) -> None:
-        """The owner gave up connecting: close the client (reset) and finish."""
-        self.connecting = False
-        self.server = None
-        if not self.client.lost:
-            _abort_with_rst(self.client.transport)
-        else:
-            self._maybe_finish()
+        """The owner gave up connecting: reset the client and finish."""
+        self.drop_server()
+        self.client.close(reset=True)
+        self._finish()
 
-    def _half_lost(self, exc: Exception | None) -> None:
-        if exc is not None and self.error is None:
+    def _fail(self, half: _Half, exc: Exception) -> None:
+        """`half` failed: close it, reset the other side, finish."""
+        if self.error is None:
             self.error = exc
-        self._maybe_finish()
+        half.close()
+        other = self.server if half is self.client else self.client
+        if other is not None:
+            other.close(reset=True)
+        self._finish()
 
-    def _maybe_finish(self) -> None:
-        if self._done or self.connecting or not self.client.lost:
-            return
-        server = self.server
-        if server is not None and server.transport is not None and not server.lost:
+    def _finish(self) -> None:
+        if self._done:
             return
         self._done = True
+        self.connecting = False
         # Break the cycles (relay <-> halves, half <-> peer) so that refcounting frees the
         # connection at once: without it the cyclic GC runs every few hundred connections.
-        for half in (self.client, server):
+        for half in (self.client, self.server):
             if half is not None:
                 half.peer = None
                 half.relay = None

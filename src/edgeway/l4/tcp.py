@@ -19,14 +19,21 @@ For each accepted connection:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import resource
+import select
+import socket
 import time
 from collections import Counter, deque
 
 from edgeway.config.model import ListenerConfig
 from edgeway.l4 import proxy_protocol
-from edgeway.l4.relay import ReadBuffer, Relay
+from edgeway.l4.relay import Poller, ReadBuffer, Relay
+
+_ACCEPTS_PER_WAKEUP = 16
+_ACCEPT_PAUSE = 0.1              # seconds without accepting after EMFILE and the like
 
 log = logging.getLogger("edgeway.l4.tcp")
 
@@ -71,26 +78,33 @@ def raise_fd_limit(wanted: int, name: str) -> None:
 class _Conn:
     """Per-connection state kept by the listener (the relay's `context`)."""
 
-    __slots__ = ("key", "server", "queue_timer", "task", "timed_out")
+    __slots__ = ("addr", "key", "server", "queue_timer", "tried", "deadline", "task", "more")
 
-    def __init__(self, key):
-        self.key = key                 # the client's IP when the balancer or PROXY needs it
+    def __init__(self, addr, key):
+        self.addr = addr               # the client's address, from accept()
+        self.key = key                 # the client's IP when the balancer needs it
         self.server = None
         self.queue_timer: asyncio.TimerHandle | None = None
-        self.task: asyncio.Task | None = None   # connecting
-        self.timed_out = False
-
-    def connect_timed_out(self) -> None:
-        self.timed_out = True
-        self.task.cancel()
+        self.tried: list = []          # servers tried for this connection
+        self.deadline = 0.0            # of the connect attempt in progress
+        self.task: asyncio.Task | None = None   # resolving a server's host name
+        self.more: list = []           # the server name's other addresses, tried in turn
 
 
 def _client_addr(relay: Relay):
-    """The client's address, for log lines (asked only when one is written)."""
-    try:
-        return relay.client.transport.get_extra_info("peername")
-    except Exception:  # the transport is gone
-        return "?"
+    """The client's address, for log lines."""
+    return relay.context.addr if relay.context is not None else "?"
+
+
+class _Acceptor:
+    """The listening socket's handler in the poller."""
+
+    __slots__ = ("sock", "born", "on_event")
+
+    def __init__(self, sock: socket.socket, accept):
+        self.sock = sock
+        self.born = 0
+        self.on_event = accept
 
 
 class TcpListenerService:
@@ -103,31 +117,57 @@ class TcpListenerService:
         self.connections: set[Relay] = set()      # admitted (connecting or relaying)
         self.waiting: deque[Relay] = deque()       # on_limit: wait
         self.stats: Counter = Counter()
-        self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: Poller | None = None
+        self._listening: list[socket.socket] = []
         self._warn = _RateLimitedLog(log)
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
         self._buffer = ReadBuffer()
-        # the client's address (a tuple made per call): only when the key or the PROXY header needs it
-        self._want_peer = bool(config.proxy_protocol) or upstream.config.balance in ("ip_hash", "hash")
+        self._want_key = upstream.config.balance in ("ip_hash", "hash")
+        self._targets: dict = {}                   # server address -> (family, sockaddr), literals only
+        self._connecting: set[Relay] = set()       # a connect attempt in progress
         self._sweeper: asyncio.TimerHandle | None = None
+        self._connect_sweeper: asyncio.TimerHandle | None = None
+        self._admitting = False
+        self._stopping = False
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound address (useful with port 0)."""
-        return self._server.sockets[0].getsockname()[:2]
+        return self._listening[0].getsockname()[:2]
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         raise_fd_limit(2 * self.config.max_connections + 64, self.name)
         host, port = self.config.listen
-        self._server = await self._loop.create_server(
-            self._new_relay, host, port, reuse_address=True, backlog=4096
-        )
+        self._poller = Poller(self._loop)
+        try:
+            for family, _, _, _, sockaddr in _unique(await self._loop.getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                self._listening.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(sockaddr)
+                sock.listen(4096)
+                sock.setblocking(False)
+                self._poller.register(sock.fileno(), _Acceptor(sock, self._make_accept(sock)),
+                                      select.EPOLLIN)
+        except BaseException:
+            self._close_listening()
+            raise
         if self.config.idle_timeout > 0:
             self._sweeper = self._loop.call_later(self.config.idle_timeout / 4, self._sweep)
+        self._connect_sweeper = self._loop.call_later(self._connect_timeout / 4, self._sweep_connects)
         log.info("tcp listener %s on %s -> upstream %s", self.name, self.config.listen, self.upstream.name)
+
+    def _close_listening(self) -> None:
+        for sock in self._listening:
+            self._poller.forget(sock.fileno())
+            sock.close()
+        self._listening = []
 
     def _sweep(self) -> None:
         """Every quarter of idle_timeout: let each connection count a quiet tick."""
@@ -137,38 +177,66 @@ class TcpListenerService:
         self._sweeper = self._loop.call_later(self.config.idle_timeout / 4, self._sweep)
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self._server is not None:
-            self._server.close()
+        for timer in (self._sweeper, self._connect_sweeper):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._connect_sweeper = None
+        if self._poller is None:
+            return
+        self._stopping = True
+        self._close_listening()
+        tasks = [r.context.task for r in self.connections if r.context and r.context.task]
         for relay in list(self.waiting) + list(self.connections):
             relay.close()
-        # a connecting relay's task is referenced from its context (which also keeps it alive)
-        tasks = [r.context.task for r in self.connections if r.context and r.context.task]
+        self.waiting.clear()
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None:
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-            except TimeoutError:
-                pass
-            self._server = None
+        self._poller.close()
+        self._poller = None
 
     # ------------------------------------------------------------------ admission
 
-    def _new_relay(self):
-        relay = Relay(self._on_client, self._on_close, self._buffer)
-        return relay.client
+    def _make_accept(self, lsock: socket.socket):
+        accept = lsock._accept
+        family = lsock.family
+        poller, buffer = self._poller, self._buffer
+        on_connect, on_close = self._on_connect, self._on_close
+        want_key = self._want_key
 
-    def _on_client(self, relay: Relay) -> None:
-        key = relay.client.transport.get_extra_info("peername")[0] if self._want_peer else None
-        relay.context = _Conn(key)
-        self.stats["accepted"] += 1
-        if self.waiting or not self._try_start(relay):
-            self._queue_or_refuse(relay)
+        def on_event(events: int) -> None:
+            # A few connections per wakeup (as HAProxy's maxaccept), then the others' turn.
+            for _ in range(_ACCEPTS_PER_WAKEUP):
+                try:
+                    fd, addr = accept()
+                except BlockingIOError:
+                    return
+                except (ConnectionAbortedError, InterruptedError):
+                    continue
+                except OSError as exc:     # EMFILE, ENFILE, ...: pause accepting for a moment
+                    self.stats["accept_errors"] += 1
+                    self._warn.warning("accept", "%s: accept failed: %s; accepting again in %gs",
+                                       self.name, exc, _ACCEPT_PAUSE)
+                    poller.modify(lsock.fileno(), 0)
+                    self._loop.call_later(_ACCEPT_PAUSE, self._resume_accept, lsock)
+                    return
+                sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:                # the client is already gone
+                    sock.close()
+                    continue
+                relay = Relay(poller, buffer, sock, on_connect, on_close)
+                relay.context = _Conn(addr, addr[0] if want_key else None)
+                self.stats["accepted"] += 1
+                if self.waiting or not self._try_start(relay):
+                    self._queue_or_refuse(relay)
+        return on_event
+
+    def _resume_accept(self, lsock: socket.socket) -> None:
+        if lsock in self._listening:
+            self._poller.modify(lsock.fileno(), select.EPOLLIN)
 
     def _try_start(self, relay: Relay) -> bool:
         """Start connecting if the listener and a server have room; False when full."""
@@ -183,8 +251,9 @@ class TcpListenerService:
             return True
         self.connections.add(relay)
         self.upstream.acquire(server)
-        relay.context.server = server
-        relay.context.task = self._loop.create_task(self._connect(relay, server))
+        if not relay.started:
+            relay.start()
+        self._connect(relay, server)
         return True
 
     def _servers_full(self) -> bool:
@@ -197,10 +266,7 @@ class TcpListenerService:
         ctx = relay.context
         if self.config.on_limit == "wait" and len(self.waiting) < self.config.max_connections:
             ctx.queue_timer = self._loop.call_later(self.config.queue_timeout, self._queue_expired, relay)
-            client = relay.client
-            if not client.paused_early:        # a queued client's bytes wait in the kernel
-                client.paused_early = True     # (join() resumes it)
-                client.transport.pause_reading()
+            relay.start(paused=True)           # a queued client's bytes wait in the kernel
             self.waiting.append(relay)
             self.stats["queued"] += 1
             return
@@ -223,9 +289,20 @@ class TcpListenerService:
     def _refuse(self, relay: Relay, cause: str, message: str, *args) -> None:
         self.stats[f"refused_{cause}"] += 1
         self._warn.warning(cause, message, *args)
-        relay.connect_failed()
+        # Reset from the loop's next turn, as a transport's abort() does: a client whose
+        # connect() is still being completed sees the reset when it reads, not in connect().
+        self._loop.call_soon(relay.connect_failed)
 
     def _admit_waiting(self) -> None:
+        if self._admitting:                # a refusal below closes a relay, which calls us again
+            return
+        self._admitting = True
+        try:
+            self._admit_waiting_now()
+        finally:
+            self._admitting = False
+
+    def _admit_waiting_now(self) -> None:
         while self.waiting:
             relay = self.waiting[0]
             if relay.client.lost:
@@ -246,74 +323,117 @@ class TcpListenerService:
 
     # ------------------------------------------------------------------ connect and relay
 
-    async def _connect(self, relay: Relay, server) -> None:
-        # The timeout is a plain timer that cancels this task, not asyncio.timeout(): that one
-        # asks for the running loop twice, and each such call is a getpid() system call.
-        tried = []
+    def _connect(self, relay: Relay, server) -> None:
+        """Start one connect attempt: a non-blocking socket, connect(), then the poller says
+        how it went (`_on_connect`). No task, future or timer per attempt: the connect timeout
+        is checked by one sweep per listener (`_sweep_connects`)."""
         ctx = relay.context
-        key = ctx.key
-        loop = self._loop
-        while True:
-            tried.append(server)
-            timer = loop.call_later(self._connect_timeout, ctx.connect_timed_out)
-            try:
-                try:
-                    await loop.create_connection(
-                        relay.server_factory, server.address.host, server.address.port
-                    )
-                finally:
-                    timer.cancel()
-            except asyncio.CancelledError:
-                if not ctx.timed_out:           # stop(): give up
-                    relay.connect_failed()
-                    raise
-                ctx.timed_out = False
-                ctx.task.uncancel()
-                half = relay.server          # the timer may have fired just after connecting
-                if half is not None and half.transport is not None and not half.lost:
-                    half.transport.abort()
-                exc = TimeoutError(f"no answer within {self._connect_timeout:g}s")
-            except OSError as exc_:
-                exc = exc_
-            else:
-                exc = None
-            if exc is not None:
-                cause = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-                self.upstream.release(server)
-                relay.context.server = None
-                self.upstream.report_failure(server, time.monotonic(), cause)
-                self.stats[f"connect_{cause}"] += 1
-                self._warn.warning(f"connect:{server.address}", "%s: connect to %s failed: %s (%s)",
-                                   self.name, server.address, cause, exc)
-                nxt = None
-                if len(tried) < self._attempts and not relay.client.lost:
-                    nxt = self.upstream.pick(key=key, exclude=tuple(tried), now=time.monotonic())
-                if nxt is None:
-                    if not relay.client.lost:
-                        self.stats["failed"] += 1
-                        self._warn.warning("failed", "%s: no server accepted the connection from %s "
-                                           "after %d attempt(s); client reset",
-                                           self.name, _client_addr(relay), len(tried))
-                    ctx.task = None
-                    relay.connect_failed()
-                    return
-                server = nxt
-                self.upstream.acquire(server)
-                relay.context.server = server
-                continue
-            ctx.task = None
+        ctx.server = server
+        ctx.tried.append(server)
+        target = self._targets.get(server.address)
+        if target is None:
+            target = _numeric_target(server.address)
+            if target is None:                 # a host name: resolved for each connection
+                ctx.task = self._loop.create_task(self._resolve_and_connect(relay, server))
+                return
+            self._targets[server.address] = target
+        self._connect_to(relay, *target)
+
+    async def _resolve_and_connect(self, relay: Relay, server) -> None:
+        try:
+            infos = await asyncio.wait_for(self._loop.getaddrinfo(
+                server.address.host, server.address.port, type=socket.SOCK_STREAM),
+                self._connect_timeout)         # (the connect timeout covers the look-up too)
+        except TimeoutError:
+            relay.context.task = None
+            self._on_connect(relay, TimeoutError(f"no answer within {self._connect_timeout:g}s"))
+            return
+        except OSError as exc:
+            relay.context.task = None
+            self._on_connect(relay, exc)
+            return
+        relay.context.task = None
+        if relay.client.lost:
+            self._on_connect(relay, ConnectionAbortedError("the client left"))
+            return
+        relay.context.more = [(family, sockaddr) for family, _, _, _, sockaddr in _unique(infos)]
+        self._connect_to(relay, *relay.context.more.pop(0))
+
+    def _connect_to(self, relay: Relay, family: int, sockaddr) -> None:
+        # A failure right here is reported from the loop, like one the poller sees later: the
+        # callers (admission, the retry in _on_connect) then never run inside each other.
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:                 # EMFILE, ...
+            self._loop.call_soon(self._on_connect, relay, exc)
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = sock.connect_ex(sockaddr)
+        except OSError as exc:
+            sock.close()
+            self._loop.call_soon(self._on_connect, relay, exc)
+            return
+        if err and err != errno.EINPROGRESS:
+            sock.close()
+            self._loop.call_soon(self._on_connect, relay, OSError(err, os.strerror(err)))
+            return
+        relay.context.deadline = self._loop.time() + self._connect_timeout
+        self._connecting.add(relay)
+        relay.connect(sock)
+
+    def _sweep_connects(self) -> None:
+        """Every quarter of the connect timeout: fail the attempts that are past it (so a
+        timeout fires after 1x to 1.25x the configured time)."""
+        if self._connecting:
+            now = self._loop.time()
+            for relay in [r for r in self._connecting if r.context.deadline <= now]:
+                self._on_connect(relay, TimeoutError(f"no answer within {self._connect_timeout:g}s"))
+        self._connect_sweeper = self._loop.call_later(self._connect_timeout / 4, self._sweep_connects)
+
+    def _on_connect(self, relay: Relay, exc: Exception | None) -> None:
+        """The connect attempt of `relay` succeeded (exc None) or failed."""
+        self._connecting.discard(relay)
+        ctx = relay.context
+        server = ctx.server
+        if server is None:                     # closed meanwhile (stop(), the client failed)
+            return
+        if exc is None:
             self.upstream.report_success(server, time.monotonic())
             header = b""
             if self.config.proxy_protocol:
-                transport = relay.client.transport
-                header = proxy_protocol.encode(
-                    self.config.proxy_protocol, transport.get_extra_info("peername"),
-                    transport.get_extra_info("sockname"),
-                )
+                header = proxy_protocol.encode(self.config.proxy_protocol, ctx.addr,
+                                               relay.client.sock.getsockname())
             relay.join(header)
             return
+        relay.drop_server()
+        if ctx.more and not isinstance(exc, TimeoutError) and not relay.client.lost:
+            self._connect_to(relay, *ctx.more.pop(0))     # as create_connection() does
+            return
+        ctx.more = []
+        cause = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        self.upstream.release(server)
+        ctx.server = None
+        self.upstream.report_failure(server, time.monotonic(), cause)
+        self.stats[f"connect_{cause}"] += 1
+        self._warn.warning(f"connect:{server.address}", "%s: connect to %s failed: %s (%s)",
+                           self.name, server.address, cause, exc)
+        nxt = None
+        if len(ctx.tried) < self._attempts and not relay.client.lost:
+            nxt = self.upstream.pick(key=ctx.key, exclude=tuple(ctx.tried), now=time.monotonic())
+        if nxt is None:
+            if not relay.client.lost:
+                self.stats["failed"] += 1
+                self._warn.warning("failed", "%s: no server accepted the connection from %s "
+                                   "after %d attempt(s); client reset",
+                                   self.name, _client_addr(relay), len(ctx.tried))
+            relay.connect_failed()
+            return
+        self.upstream.acquire(nxt)
+        self._connect(relay, nxt)
 
     def _on_close(self, relay: Relay, error: Exception | None) -> None:
+        self._connecting.discard(relay)
         ctx = relay.context
         if ctx is not None and ctx.server is not None:
             self.upstream.release(ctx.server)
@@ -323,5 +443,23 @@ class TcpListenerService:
             self.stats["closed"] += 1
             if error is not None and not isinstance(error, TimeoutError):
                 self.stats["resets"] += 1
-        if self.waiting:
+        if self.waiting and not self._stopping:
             self._admit_waiting()
+
+
+def _numeric_target(address) -> tuple[int, tuple] | None:
+    """(family, sockaddr) for an IP literal; None for a host name."""
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)[0]
+    except socket.gaierror:
+        return None
+    return family, sockaddr
+
+
+def _unique(infos):
+    seen = set()
+    for info in infos:
+        if info[4] not in seen:
+            seen.add(info[4])
+            yield info
