@@ -150,13 +150,19 @@ class TcpListenerService:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(sockaddr)
+                try:
+                    sock.bind(sockaddr)
+                except OSError as exc:
+                    raise OSError(exc.errno, f"tcp listener {self.name}: cannot listen on "
+                                             f"{self.config.listen}: {exc.strerror}") from exc
                 sock.listen(4096)
                 sock.setblocking(False)
                 self._poller.register(sock.fileno(), _Acceptor(sock, self._make_accept(sock)),
                                       select.EPOLLIN)
         except BaseException:
             self._close_listening()
+            self._poller.close()
+            self._poller = None
             raise
         if self.config.idle_timeout > 0:
             self._sweeper = self._loop.call_later(self.config.idle_timeout / 4, self._sweep)
