@@ -155,9 +155,10 @@ def test_nginx_reads_the_proxy_header_we_send(tmp_path, version):
 
 
 def test_half_close_under_connection_churn(tmp_path):
-    """uvloop 0.23.0 was seen to crash in a proxy forwarding write_eof under churn: drive
-    thousands of short half-closed exchanges through the real process and check that it
-    survives and every exchange is complete."""
+    """uvloop 0.23.0 was seen to crash in a proxy forwarding write_eof under churn (the relay
+    no longer uses uvloop transports, but the process still runs uvloop): drive thousands of
+    short half-closed exchanges through the real process and check that it survives and
+    every exchange is complete."""
     backend, port = free_port(), free_port()
     config = write_config(tmp_path, f"""
         upstreams:

@@ -12,10 +12,9 @@ from collections import Counter
 
 import pytest
 
-from edgeway.config.model import ListenerConfig, UpstreamConfig
 from edgeway.l4.relay import READ_SIZE
 from edgeway.l4.tcp import TcpListenerService
-from edgeway.upstream import HealthChecker, Upstream
+from tests.support.l4 import l4_balancer
 from tests.support.tcp_peers import TcpPeer, greeting, tcp_client
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,32 +22,18 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(params=["asyncio", "uvloop"], scope="module")
 def event_loop_policy(request):
-    """Every test on both loops: edgeway serve runs uvloop, and uvloop's transports keep
-    references to written buffers differently from asyncio's."""
+    """Every test on both loops: edgeway serve runs uvloop; the relay's epoll set is one
+    reader of whichever loop runs it, and the peers here use that loop's transports."""
     if request.param == "uvloop":
         uvloop = pytest.importorskip("uvloop")
         return uvloop.EventLoopPolicy()
     return asyncio.DefaultEventLoopPolicy()
 
 
-@contextlib.asynccontextmanager
-async def balancer(peers, servers=None, upstream=None, checker=False, **listener):
+def balancer(peers, servers=None, upstream=None, checker=False, **listener):
+    """A TCP listener over `peers` (or the `servers` config dicts)."""
     servers = servers or [{"address": p.address} for p in peers]
-    config = UpstreamConfig(servers=servers, **(upstream or {}))
-    up = Upstream("u", config)
-    svc = TcpListenerService(
-        ListenerConfig(name="t", protocol="tcp", listen="127.0.0.1:0", upstream="u", **listener), up
-    )
-    health = HealthChecker(up) if checker else None
-    if health:
-        await health.start()
-    await svc.start()
-    try:
-        yield svc, up
-    finally:
-        await svc.stop()
-        if health:
-            await health.stop()
+    return l4_balancer(TcpListenerService, "tcp", servers, upstream, checker, **listener)
 
 
 @contextlib.asynccontextmanager
@@ -356,7 +341,7 @@ async def test_backpressure_bounds_what_the_proxy_buffers():
 
 
 async def test_bytes_arrive_intact_both_ways_with_a_slow_reader():
-    """Read buffers are reused between reads and lent to transports under backpressure:
+    """Read buffers are reused between reads and handed to a stalled half under backpressure:
     random data both ways, one side reading slowly, must arrive byte for byte."""
     import hashlib
     import os

@@ -10,10 +10,9 @@ import dns.message
 import dns.rcode
 import pytest
 
-from edgeway.config.model import ListenerConfig, UpstreamConfig
 from edgeway.l4.udp import UdpListenerService
-from edgeway.upstream import HealthChecker, Upstream
 from tests.support.backends import start_dns
+from tests.support.l4 import l4_balancer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,23 +30,10 @@ async def dns_servers(n):
             transport.close()
 
 
-@contextlib.asynccontextmanager
-async def balancer(ports, upstream=None, checker=False, **listener):
-    config = UpstreamConfig(servers=[{"address": f"127.0.0.1:{p}"} for p in ports], **(upstream or {}))
-    up = Upstream("dns", config)
-    svc = UdpListenerService(
-        ListenerConfig(name="d", protocol="udp", listen="127.0.0.1:0", upstream="dns", **listener), up
-    )
-    health = HealthChecker(up) if checker else None
-    if health:
-        await health.start()
-    await svc.start()
-    try:
-        yield svc, up
-    finally:
-        await svc.stop()
-        if health:
-            await health.stop()
+def balancer(ports, upstream=None, checker=False, **listener):
+    """A UDP listener over the servers on 127.0.0.1:`ports`."""
+    servers = [{"address": f"127.0.0.1:{p}"} for p in ports]
+    return l4_balancer(UdpListenerService, "udp", servers, upstream, checker, **listener)
 
 
 class Client:
