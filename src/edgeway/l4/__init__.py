@@ -2,7 +2,8 @@
 
     proxy_protocol  PROXY protocol v1/v2 headers (sans-IO)
     flows           the UDP flow table (sans-IO)
-    relay           two TCP transports joined: flow control, half-close, resets, idle
+    poller          one epoll set per TCP listener, one descriptor for the event loop
+    relay           two TCP sockets joined: flow control, half-close, resets, idle
     tcp             TcpListenerService(listener_config, upstream): admission, pick, connect
     udp             UdpListenerService(listener_config, upstream): flows, one socket per flow
 

@@ -1,9 +1,9 @@
 """Relay bytes between two TCP sockets: flow control, half-close, resets, idle timeout.
 
-A `Relay` joins the client's socket and the server's. Both are plain non-blocking sockets in
-an epoll set of the listener's own (`Poller`), which the event loop watches as one file
-descriptor; each is registered once, edge-triggered for reading and writing, and never
-modified. Why not asyncio transports: per connection they cost uvloop getsockname,
+A `Relay` joins the client's socket and the server's. Both are plain sockets, never blocked
+on (MSG_DONTWAIT on every call), in an epoll set of the listener's own (`Poller`), which
+the event loop watches as one file descriptor; each is registered once, edge-triggered for
+reading and writing, and never modified. Why not asyncio transports: per connection they cost uvloop getsockname,
 getpeername, SO_ERROR and epoll_ctl calls, a future, a task and several Python objects, and
 that was half of the CPU time of a short connection (see docs/l4.md). The rules, and why:
 
@@ -42,6 +42,8 @@ import socket
 import struct
 from collections.abc import Callable
 
+from edgeway.l4.poller import Poller
+
 READ_SIZE = 128 * 1024            # one read (uvloop's own reads are 256 KiB; 128 KiB measured as fast)
 EARLY_LIMIT = 64 * 1024            # bytes read from the client before join; then it is paused
 MAX_READS = 8                      # full reads in a row before the other connections get a turn
@@ -49,66 +51,6 @@ _LINGER_RST = struct.pack("ii", 1, 0)
 _DONTWAIT = socket.MSG_DONTWAIT    # the accepted sockets stay in blocking mode: no fcntl per connection
 _IN, _OUT, _RDHUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLRDHUP
 _ERR, _HUP = select.EPOLLERR, select.EPOLLHUP
-_EVENTS = _IN | _OUT | _RDHUP | select.EPOLLET
-
-
-class Poller:
-    """One epoll set for the sockets of a listener, watched by the event loop as one fd.
-
-    Handlers are objects with `on_event(events)` and a `born` attribute: an fd closed and
-    reused while one batch of events is being handled must not receive the old fd's events,
-    and a handler registered during a batch cannot have genuine events in it.
-    """
-
-    __slots__ = ("_ep", "_handlers", "_loop", "_batch", "_again", "_again_scheduled")
-
-    def __init__(self, loop):
-        self._ep = select.epoll()
-        self._handlers: dict[int, object] = {}
-        self._loop = loop
-        self._batch = 0
-        self._again: list[_Half] = []
-        self._again_scheduled = False
-        loop.add_reader(self._ep.fileno(), self._ready)
-
-    def register(self, fd: int, handler, events: int = _EVENTS) -> None:
-        self._ep.register(fd, events)
-        handler.born = self._batch
-        self._handlers[fd] = handler
-
-    def modify(self, fd: int, events: int) -> None:
-        self._ep.modify(fd, events)
-
-    def forget(self, fd: int) -> None:
-        """`fd` is about to be closed (which takes it out of the epoll set)."""
-        self._handlers.pop(fd, None)
-
-    def again(self, half: "_Half") -> None:
-        self._again.append(half)
-        if not self._again_scheduled:
-            self._again_scheduled = True
-            self._loop.call_soon(self._read_again)
-
-    def _read_again(self) -> None:
-        self._again_scheduled = False
-        halves, self._again = self._again, []
-        for half in halves:
-            if half.sock is not None and half.readable and not half.paused:
-                half.read()
-
-    def _ready(self) -> None:
-        self._batch += 1
-        batch = self._batch
-        handlers = self._handlers
-        for fd, events in self._ep.poll(0, 1024):
-            handler = handlers.get(fd)
-            if handler is not None and handler.born != batch:
-                handler.on_event(events)
-
-    def close(self) -> None:
-        if not self._ep.closed:
-            self._loop.remove_reader(self._ep.fileno())
-            self._ep.close()
 
 
 class ReadBuffer:
@@ -224,6 +166,10 @@ class _Half:
                     self._eof()
                 return
         relay.poller.again(self)
+
+    def read_again(self) -> None:
+        if self.sock is not None and self.readable and not self.paused:
+            self.read()
 
     def send(self, view: memoryview, n: int) -> bool:
         """Send the first n bytes of `view` (the shared read buffer) to this socket; True when

@@ -10,10 +10,12 @@ For each accepted connection:
    least_conn sees open connections because every connection holds `acquire(server)` until it
    closes. Servers marked down by health checks are not picked: that is draining, their
    open connections go on until they finish.
-3. Connect with `timeouts.connect`; on refusal, timeout or unreachable, report the failure
-   (passive health), try another server (at most `limits.max_retries` more), then reset the
-   client. On success, send the PROXY header (if configured) and join the two sides in a
-   `Relay` (flow control, half-close, resets, idle timeout live there).
+3. Connect with `timeouts.connect`: a non-blocking socket whose outcome the listener's epoll
+   set (`Poller`) reports, no task or timer per attempt (one sweep per listener checks the
+   timeout). On refusal, timeout or unreachable, report the failure (passive health), try
+   another server (at most `limits.max_retries` more), then reset the client. On success,
+   send the PROXY header (if configured) and join the two sides in a `Relay` (flow control,
+   half-close, resets, idle timeout live there).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from collections import Counter, deque
 
 from edgeway.config.model import ListenerConfig
 from edgeway.l4 import proxy_protocol
-from edgeway.l4.relay import Poller, ReadBuffer, Relay
+from edgeway.l4.poller import Poller
+from edgeway.l4.relay import ReadBuffer, Relay
 
 _ACCEPTS_PER_WAKEUP = 16
 _ACCEPT_PAUSE = 0.1              # seconds without accepting after EMFILE and the like

@@ -1,0 +1,205 @@
+"""The relay alone, on real TCP sockets, with the join under the test's control: bytes and
+FINs that arrive before the server side is joined, a slow side holding bytes while the FIN
+behind them waits, both directions stalled, a reset while bytes are held."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from edgeway.l4.poller import Poller
+from edgeway.l4.relay import EARLY_LIMIT, READ_SIZE, ReadBuffer, Relay
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"], scope="module")
+def event_loop_policy(request):
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
+def tcp_pair(rcvbuf: int | None = None, sndbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
+    """(outside end, proxy end) of a loopback TCP connection; `rcvbuf` shrinks the outside
+    end's receive buffer (set before connecting, so the window is small from the start),
+    `sndbuf` the proxy end's send buffer."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    outside = socket.socket()
+    if rcvbuf:
+        outside.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    outside.connect(listener.getsockname())
+    inside, _ = listener.accept()
+    listener.close()
+    if sndbuf:
+        inside.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    outside.setblocking(False)
+    return outside, inside
+
+
+async def until(condition, what="the condition") -> None:
+    for _ in range(250):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{what} did not come within 5 s")
+
+
+class Harness:
+    """A relay between a `client` and a `server` end; join() when the test says so."""
+
+    def __init__(self, client_rcvbuf=None, server_rcvbuf=None, server_sndbuf=None):
+        self.loop = asyncio.get_running_loop()
+        self.poller = Poller(self.loop)
+        self.client, client_inside = tcp_pair(client_rcvbuf)
+        self.server, server_inside = tcp_pair(server_rcvbuf, server_sndbuf)
+        self.connected = asyncio.Event()
+        self.closed: list[Exception | None] = []
+        self.relay = Relay(self.poller, ReadBuffer(), client_inside,
+                           lambda relay, exc: self.connected.set(),
+                           lambda relay, exc: self.closed.append(exc))
+        self.relay.start()
+        self._server_inside = server_inside
+
+    async def connect(self) -> None:
+        """The server socket as if its connect() had just been started."""
+        self._server_inside.setblocking(False)
+        self.relay.connect(self._server_inside)
+        await asyncio.wait_for(self.connected.wait(), 5)
+
+    async def recv_all(self, sock: socket.socket) -> bytes:
+        got = bytearray()
+        while True:
+            chunk = await asyncio.wait_for(self.loop.sock_recv(sock, 65536), 5)
+            if not chunk:
+                return bytes(got)
+            got += chunk
+
+    async def until_closed(self) -> None:
+        await until(lambda: self.closed)
+
+
+
+    def close(self) -> None:
+        self.relay.close()
+        self.client.close()
+        self.server.close()
+        self.poller.close()
+
+
+@pytest.mark.parametrize("size", [EARLY_LIMIT - 4096, 3 * EARLY_LIMIT])
+async def test_bytes_and_fin_before_join_arrive_after_the_header(size):
+    """Bytes and then a FIN, all before the server side is joined: up to EARLY_LIMIT is read
+    and held (with the FIN, when it fits), the rest waits in the kernel; after join the server
+    gets the header, all the bytes in order, then the FIN, and the reverse direction still
+    works. The server's buffers are small, so join's own send is partial too."""
+    h = Harness(server_rcvbuf=4096, server_sndbuf=4096)
+    data = bytes(range(256)) * (size // 256)
+    await h.loop.sock_sendall(h.client, data)
+    h.client.shutdown(socket.SHUT_WR)
+    await asyncio.sleep(0.2)                          # read (up to the limit) before join
+    if size > EARLY_LIMIT:
+        assert h.relay.client.paused and EARLY_LIMIT < h.relay.client.early_size <= EARLY_LIMIT + READ_SIZE
+    else:
+        assert h.relay.client.eof and h.relay.client.early_size == size
+    await h.connect()
+    h.relay.join(b"HEADER")
+    assert await h.recv_all(h.server) == b"HEADER" + data
+    await h.loop.sock_sendall(h.server, b"answer")
+    h.server.shutdown(socket.SHUT_WR)
+    assert await h.recv_all(h.client) == b"answer"
+    await h.until_closed()
+    assert h.closed == [None]
+    h.close()
+
+
+async def test_fin_behind_held_bytes_waits_for_them():
+    """The client reads nothing for a while: the server's bytes are held (one read at most)
+    and the rest waits in the kernel, the FIN behind them; the FIN reaches the client only
+    after the last byte."""
+    h = Harness(client_rcvbuf=4096)
+    await h.connect()
+    h.relay.join()
+    data = b"y" * (16 * 1024 * 1024)                  # more than the kernel buffers hold
+
+    async def send():
+        await h.loop.sock_sendall(h.server, data)
+        h.server.shutdown(socket.SHUT_WR)
+    sender = h.loop.create_task(send())
+    await until(lambda: h.relay.server.paused, "the pause")
+    assert 0 < h.relay.client.buffered <= READ_SIZE
+    assert await h.recv_all(h.client) == data         # then the EOF
+    await sender
+    h.client.shutdown(socket.SHUT_WR)
+    assert await h.recv_all(h.server) == b""
+    await h.until_closed()
+    assert h.closed == [None]
+    h.close()
+
+
+async def test_both_directions_stalled_then_both_fin():
+    """Both ends send a lot and a FIN without reading: each direction holds at most one read;
+    when both ends read, everything arrives, and the pair closes cleanly after both FINs."""
+    h = Harness(client_rcvbuf=4096, server_rcvbuf=4096)
+    await h.connect()
+    h.relay.join()
+    up, down = b"u" * (16 * 1024 * 1024), b"d" * (16 * 1024 * 1024)
+
+    async def send(sock, data):
+        await h.loop.sock_sendall(sock, data)
+        sock.shutdown(socket.SHUT_WR)
+    senders = [h.loop.create_task(send(h.client, up)), h.loop.create_task(send(h.server, down))]
+    await until(lambda: h.relay.client.paused and h.relay.server.paused, "the pauses")
+    assert 0 < h.relay.client.buffered <= READ_SIZE and 0 < h.relay.server.buffered <= READ_SIZE
+    got_down, got_up = await asyncio.gather(h.recv_all(h.client), h.recv_all(h.server))
+    await asyncio.gather(*senders)
+    assert got_up == up and got_down == down
+    await h.until_closed()
+    assert h.closed == [None]
+    h.close()
+
+
+async def test_server_reset_while_bytes_are_held_resets_the_client():
+    h = Harness(client_rcvbuf=4096)
+    await h.connect()
+    h.relay.join()
+    sender = h.loop.create_task(h.loop.sock_sendall(h.server, b"z" * (16 * 1024 * 1024)))
+    await until(lambda: h.relay.server.paused, "the pause")
+    sender.cancel()
+    h.server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    h.server.close()
+    with pytest.raises(ConnectionResetError):
+        while await h.recv_all(h.client):            # what was in flight, then the RST
+            pass
+    await h.until_closed()
+    assert isinstance(h.closed[0], OSError)
+    h.client.close()
+    h.poller.close()
+
+
+async def test_refused_connect_is_reported():
+    loop = asyncio.get_running_loop()
+    poller = Poller(loop)
+    client, inside = tcp_pair()
+    results = []
+    relay = Relay(poller, ReadBuffer(), inside, lambda r, exc: results.append(exc), lambda r, exc: None)
+    relay.start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))                     # bound, not listening: refuses
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    sock.connect_ex(closed.getsockname())
+    relay.connect(sock)
+    for _ in range(100):
+        if results:
+            break
+        await asyncio.sleep(0.01)
+    assert isinstance(results[0], ConnectionRefusedError)
+    relay.connect_failed()
+    closed.close()
+    client.close()
+    poller.close()
