@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import time
 from collections import Counter
 
 import pytest
@@ -344,7 +346,6 @@ async def test_bytes_arrive_intact_both_ways_with_a_slow_reader():
     """Read buffers are reused between reads and handed to a stalled half under backpressure:
     random data both ways, one side reading slowly, must arrive byte for byte."""
     import hashlib
-    import os
 
     size = 6 * 1024 * 1024
     up_data, down_data = os.urandom(size), os.urandom(size)
@@ -411,3 +412,40 @@ async def test_connect_timeout_tries_the_next_server():
     for s in fillers:
         s.close()
     black_hole.close()
+
+
+async def test_out_of_descriptors_pauses_accepting_then_recovers():
+    """EMFILE on accept: the listener stops accepting for a moment (the listening socket stays
+    readable, so retrying at once would spin), counts it, and the waiting clients are served
+    once descriptors are free again. The clients are another process: this one is the one
+    that runs out."""
+    import resource
+    import sys
+
+    async with peers("a") as ps, balancer(ps) as (svc, _):
+        script = ("import socket, sys; sys.stdin.readline(); "
+                  f"s = [socket.create_connection(('127.0.0.1', {svc.address[1]})) for _ in range(3)]; "
+                  "[c.settimeout(10) for c in s]; print(all(c.recv(2) == b'a\\n' for c in s))")
+        clients = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        probe = os.dup(0)                               # the lowest free descriptor number
+        os.close(probe)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+        try:
+            clients.stdin.write(b"go\n")
+            loop = asyncio.get_running_loop()
+            cpu0, t0 = time.process_time(), loop.time()
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if svc.stats["accept_errors"]:
+                    break
+            await asyncio.sleep(0.3)
+            busy = (time.process_time() - cpu0) / (loop.time() - t0)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert svc.stats["accept_errors"] >= 1
+        assert busy < 0.5, busy                         # not spinning on the listening socket
+        out, _ = await asyncio.wait_for(clients.communicate(), 15)
+        assert out.strip() == b"True"
+        assert svc.stats["accepted"] == 3
