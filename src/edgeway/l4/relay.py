@@ -3,9 +3,10 @@
 A `Relay` joins the client's socket and the server's. Both are plain sockets, never blocked
 on (MSG_DONTWAIT on every call), in an epoll set of the listener's own (`Poller`), which
 the event loop watches as one file descriptor; each is registered once, edge-triggered for
-reading and writing, and never modified. Why not asyncio transports: per connection they cost uvloop getsockname,
-getpeername, SO_ERROR and epoll_ctl calls, a future, a task and several Python objects, and
-that was half of the CPU time of a short connection (see docs/l4.md). The rules, and why:
+reading and writing, and never modified. Why not asyncio transports: per connection,
+uvloop's transports cost getsockname, getpeername, SO_ERROR and epoll_ctl calls, a future, a
+task and several Python objects; without them a short connection takes a third less CPU
+time (see docs/l4.md). The rules, and why:
 
 * Reads go into a buffer shared by the listener's connections and are sent to the other
   socket at once. Flow control: when the other socket takes only part, the rest stays in
