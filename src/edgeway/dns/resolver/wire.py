@@ -36,9 +36,32 @@ _RR = struct.Struct("!HHIH")
 _SOA_INTS = struct.Struct("!IIIII")
 _IN = dns.rdataclass.IN
 _A, _NS, _CNAME, _SOA, _AAAA, _DNAME, _OPT = 1, 2, 5, 6, 28, 39, 41
-_NAME_RDATA = {_NS: dns.rdtypes.ANY.NS.NS, _CNAME: dns.rdtypes.ANY.CNAME.CNAME,
-               _DNAME: dns.rdtypes.ANY.DNAME.DNAME}
-_A_CLASS, _AAAA_CLASS, _SOA_CLASS = dns.rdtypes.IN.A.A, dns.rdtypes.IN.AAAA.AAAA, dns.rdtypes.ANY.SOA.SOA
+
+
+def _hashed(cls):
+    """`cls` with its hash computed once, here, from the wire.
+
+    dnspython hashes an rdata by rendering it in canonical form (`to_digestable`) each time,
+    and an RRset hashes each rdata twice when it is added: most of what parsing a referral
+    cost. The parser has the canonical form at hand (the address bytes, the lower-cased
+    uncompressed names), so it stores `hash(canonical form)`, which is exactly dnspython's
+    hash: equal rdata of either class still hash alike. Everything else is dnspython's class;
+    an instance built another way (copy, pickling, `replace`) falls back to dnspython's hash."""
+    def __hash__(self):
+        try:
+            return self._hash
+        except AttributeError:
+            return cls.__hash__(self)
+    return type(cls.__name__, (cls,), {"__slots__": ("_hash",), "__hash__": __hash__,
+                                       "__module__": __name__, "__qualname__": "_Hashed" + cls.__name__})
+
+
+_A_CLASS, _AAAA_CLASS, _SOA_CLASS = (_hashed(c) for c in (dns.rdtypes.IN.A.A, dns.rdtypes.IN.AAAA.AAAA,
+                                                           dns.rdtypes.ANY.SOA.SOA))
+_HashedA, _HashedAAAA, _HashedSOA = _A_CLASS, _AAAA_CLASS, _SOA_CLASS   # (module-level names: picklable)
+_HashedNS, _HashedCNAME, _HashedDNAME = (_hashed(c) for c in (dns.rdtypes.ANY.NS.NS, dns.rdtypes.ANY.CNAME.CNAME,
+                                                               dns.rdtypes.ANY.DNAME.DNAME))
+_NAME_RDATA = {_NS: _HashedNS, _CNAME: _HashedCNAME, _DNAME: _HashedDNAME}
 _TYPES = {t: dns.rdatatype.RdataType(t) for t in (_A, _NS, _CNAME, _SOA, _AAAA, _DNAME)}
 _CLASS_IN = dns.rdataclass.RdataClass(_IN)
 
@@ -116,6 +139,12 @@ class _Reader:
         return name, end
 
 
+def _canonical(name: dns.name.Name) -> bytes:
+    """The name's wire form, uncompressed and lower-cased (RFC 4034 6.2). A length byte is
+    below 64, never an ASCII capital, so lower-casing the whole is safe."""
+    return b"".join([bytes((len(label),)) + label for label in name.labels]).lower()
+
+
 def _skip_name(data: bytes, position: int) -> int:
     while True:
         length = data[position]
@@ -124,6 +153,23 @@ def _skip_name(data: bytes, position: int) -> int:
         if length >= 0xC0:
             return position + 2
         position += 1 + length
+
+
+_OPT_RRSETS: dict[tuple[int, int], dns.rrset.RRset] = {}
+
+
+def _use_edns(message: dns.message.Message, flags: int, payload: int) -> None:
+    """`message.use_edns(0, flags, payload)`, from a copy of the OPT RRset the first such call
+    built (use_edns builds and hashes an OPT rdata: a third of parsing a referral)."""
+    template = _OPT_RRSETS.get((flags, payload))
+    if template is None:
+        message.use_edns(0, flags, payload)
+        if len(_OPT_RRSETS) >= 64:
+            _OPT_RRSETS.clear()
+        _OPT_RRSETS[(flags, payload)] = message.opt.copy()
+        return
+    message.opt = template.copy()
+    message.request_payload = payload
 
 
 def parse(data: bytes, sections: int = 3) -> dns.message.Message | None:
@@ -153,7 +199,7 @@ def _parse(data: bytes, sections: int) -> dns.message.Message:
                                                 dns.rdatatype.RdataType.make(rdtype)))
     for index, count in enumerate(counts):
         section = message.sections[index + 1]
-        found: dict[tuple, dns.rrset.RRset] = {}
+        found: dict[tuple, dns.rrset.RRset] = {}   # (owner's lower-cased labels, type): as dnspython groups
         for _ in range(count):
             owner, position = reader.name(position)
             rdtype, rdclass, ttl, rdlen = _RR.unpack_from(data, position)
@@ -164,7 +210,7 @@ def _parse(data: bytes, sections: int) -> dns.message.Message:
             if rdtype == _OPT:
                 if index != 2 or message.opt is not None or owner != dns.name.root or rdlen or ttl & 0xFFFF0000:
                     raise _Unsupported("OPT with options, an extended RCODE or another version")
-                message.use_edns(0, ttl, rdclass)
+                _use_edns(message, ttl, rdclass)
                 position = end
                 continue
             if rdclass != _IN:
@@ -177,12 +223,15 @@ def _parse(data: bytes, sections: int) -> dns.message.Message:
             if rdtype == _A:
                 if rdlen != 4:
                     raise _Unsupported("A length")
+                raw = data[position:end]
                 rdata = _new(_A_CLASS, rdclass=_CLASS_IN, rdtype=kind, rdcomment=None,
-                             address=socket.inet_ntop(socket.AF_INET, data[position:end]))
+                             address=socket.inet_ntop(socket.AF_INET, raw), _hash=hash(raw))
             elif rdtype == _AAAA:
                 if rdlen != 16:
                     raise _Unsupported("AAAA length")
-                rdata = _AAAA_CLASS(_CLASS_IN, kind, socket.inet_ntop(socket.AF_INET6, data[position:end]))
+                raw = data[position:end]
+                rdata = _AAAA_CLASS(_CLASS_IN, kind, socket.inet_ntop(socket.AF_INET6, raw))
+                _set(rdata, "_hash", hash(raw))
             elif rdtype == _SOA:
                 mname, at = reader.name(position)
                 rname, at = reader.name(at)
@@ -190,14 +239,16 @@ def _parse(data: bytes, sections: int) -> dns.message.Message:
                     raise _Unsupported("SOA length")
                 serial, refresh, retry, expire, minimum = _SOA_INTS.unpack_from(data, at)
                 rdata = _new(_SOA_CLASS, rdclass=_CLASS_IN, rdtype=kind, rdcomment=None, mname=mname, rname=rname,
-                             serial=serial, refresh=refresh, retry=retry, expire=expire, minimum=minimum)
+                             serial=serial, refresh=refresh, retry=retry, expire=expire, minimum=minimum,
+                             _hash=hash(_canonical(mname) + _canonical(rname) + data[at:end]))
             else:
                 target, at = reader.name(position)
                 if at != end:
                     raise _Unsupported("rdata length")
-                rdata = _new(_NAME_RDATA[rdtype], rdclass=_CLASS_IN, rdtype=kind, rdcomment=None, target=target)
+                rdata = _new(_NAME_RDATA[rdtype], rdclass=_CLASS_IN, rdtype=kind, rdcomment=None, target=target,
+                             _hash=hash(_canonical(target)))
             position = end
-            key = (owner, rdtype)
+            key = (tuple(map(bytes.lower, owner.labels)), rdtype)
             rrset = found.get(key)
             if rrset is None:
                 rrset = found[key] = dns.rrset.RRset(owner, _CLASS_IN, kind)

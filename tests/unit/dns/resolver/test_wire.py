@@ -5,6 +5,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rrset
 from hypothesis import given, settings, strategies as st
 
@@ -51,6 +52,8 @@ def same(ours, reference):
         for a, b in zip(mine, theirs):
             assert [rd.to_text() for rd in a] == [rd.to_text() for rd in b]
             assert [r.name.labels for r in [a]] == [r.name.labels for r in [b]]   # case kept
+            # The hash stored at parse time is dnspython's (equal rdata must hash alike in any set).
+            assert [hash(rd) for rd in a] == [dns.rdata.Rdata.__hash__(rd) for rd in a] == [hash(rd) for rd in b]
     assert ours.to_wire(want_shuffle=False) == reference.to_wire(want_shuffle=False)   # the cache serves these
 
 
