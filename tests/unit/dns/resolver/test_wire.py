@@ -124,3 +124,36 @@ def test_compression_and_odd_cases():
     response = dns.message.make_response(dns.message.make_query("x.ex.com.", "A"))
     response.answer.append(dns.rrset.from_text("x.ex.com.", 2**31, "IN", "A", "192.0.2.1"))
     assert wire.parse(response.to_wire()) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(NAME, st.sampled_from(["A", "AAAA", "NS", "MX", "TXT", "ANY", "AXFR", "TYPE65280"]),
+       st.sampled_from(["IN", "CH", "ANY"]), st.sampled_from([None, 0, 1]), st.integers(0, 0xFFFF),
+       st.booleans(), st.binary(max_size=2))
+def test_query_parser_is_dnspython_or_nothing(question, rdtype, rdclass, edns, flags, cookie, trailing):
+    query = dns.message.make_query(question, rdtype, rdclass, use_edns=edns, payload=1232,
+                                   options=[dns.edns.GenericOption(10, b"12345678")] if cookie and edns is not None else None)
+    query.flags = flags & ~0x7800 if flags & 0x100 else flags    # opcodes other than QUERY too, sometimes
+    data = query.to_wire() + trailing
+    try:
+        reference = dns.message.from_wire(data)
+    except Exception:
+        reference = None
+    ours = wire.parse_query(data)
+    if ours is None:
+        # Only what the hand parser leaves alone: EDNS options or version, another opcode,
+        # trailing bytes, or whatever dnspython rejects too.
+        assert reference is None or trailing or (edns is not None and (cookie or edns)) or flags & 0x7800
+    else:
+        assert reference is not None and not trailing
+        same(ours, reference)
+
+
+def test_query_parser_leaves_the_odd_ones_to_dnspython():
+    query = dns.message.make_query("x.ex.com.", "A", use_edns=0)
+    data = query.to_wire()
+    assert wire.parse_query(data) is not None
+    assert wire.parse_query(data + b"\0") is None               # trailing junk: FORMERR from dnspython
+    assert wire.parse_query(data[:-1]) is None                  # truncated
+    query.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(10, b"12345678")])
+    assert wire.parse_query(query.to_wire()) is None            # a cookie: dnspython reads it
