@@ -157,3 +157,51 @@ def test_query_parser_leaves_the_odd_ones_to_dnspython():
     assert wire.parse_query(data[:-1]) is None                  # truncated
     query.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(10, b"12345678")])
     assert wire.parse_query(query.to_wire()) is None            # a cookie: dnspython reads it
+
+
+@settings(max_examples=400, deadline=None)
+@given(NAME, st.tuples(SECTION, SECTION, SECTION), st.sampled_from([dns.rcode.NOERROR, dns.rcode.NXDOMAIN,
+                                                                     dns.rcode.SERVFAIL, dns.rcode.BADVERS]),
+       st.booleans(), st.sampled_from([None, 0]), st.sampled_from([512, 1232, 65535]))
+def test_renderer_writes_dnspythons_bytes(question, sections, rcode, aa, edns, size):
+    query = dns.message.make_query(question, "A", use_edns=edns, payload=1232)
+    response = dns.message.make_response(query)
+    if edns is not None or rcode < 16:
+        response.set_rcode(rcode)
+    if aa:
+        response.flags |= dns.flags.AA
+    for section, records in zip((response.answer, response.authority, response.additional), sections):
+        for (owner, rdtype, text), ttl in records:
+            rrset = dns.rrset.from_text(owner, ttl, "IN", rdtype, text)
+            found = next((r for r in section if r.name == rrset.name and r.rdtype == rrset.rdtype), None)
+            if found is None:
+                section.append(rrset)
+            else:
+                found.union_update(rrset)
+    reference = response.to_wire(max_size=size, prefer_truncation=True, want_shuffle=False)
+    ours = wire.render(response, size)
+    if ours is not None:
+        assert ours == reference
+    else:   # only when it does not fit (dnspython truncates) or a type left to dnspython
+        truncated = len(response.to_wire(max_size=65535, want_shuffle=False)) > max(size, 512)
+        assert truncated or any(rdtype not in ("A", "AAAA", "NS", "CNAME", "DNAME", "SOA", "MX")
+                                for section in sections for (_, rdtype, _), _ in section)
+
+
+def test_renderer_leaves_the_odd_ones_to_dnspython():
+    response = dns.message.make_response(dns.message.make_query("x.ex.com.", "TXT", use_edns=0))
+    response.answer.append(dns.rrset.from_text("x.ex.com.", 60, "IN", "TXT", '"hello"'))
+    assert wire.render(response, 1232) is None                                   # another type
+    response = dns.message.make_response(dns.message.make_query("x.ex.com.", "A", use_edns=0))
+    response.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(10, b"12345678")])
+    assert wire.render(response, 1232) is None                                   # EDNS options
+    response = dns.message.make_response(dns.message.make_query("x.ex.com.", "A"))
+    response.answer.append(dns.rrset.from_text("x.ex.com.", 60, "IN", "A", *[f"192.0.2.{i}" for i in range(40)]))
+    assert wire.render(response, 512) is None                                    # truncation: dnspython's
+    assert wire.render(response, 1232) == response.to_wire(max_size=1232, want_shuffle=False)
+    # Mixed case: compression is case-insensitive, the bytes keep each name's own case.
+    response = dns.message.make_response(dns.message.make_query("WWW.Ex.com.", "A"))
+    response.answer.append(dns.rrset.from_text("WWW.Ex.com.", 60, "IN", "CNAME", "a.EX.COM."))
+    response.answer.append(dns.rrset.from_text("a.EX.COM.", 60, "IN", "A", "192.0.2.1"))
+    response.authority.append(dns.rrset.from_text("ex.com.", 60, "IN", "DNAME", "Ex.org."))
+    assert wire.render(response, 512) == response.to_wire(max_size=512, want_shuffle=False)
