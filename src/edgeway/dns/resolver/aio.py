@@ -24,7 +24,7 @@ import dns.rdatatype
 from edgeway.dns.resolver.cache import Cache
 from edgeway.dns.resolver.hints import Hints, load_hints
 from edgeway.dns.resolver.infra import Infra
-from edgeway.dns.resolver.resolution import Resolution, Result, Settings
+from edgeway.dns.resolver.resolution import TIMEOUT, Resolution, Result, Settings
 from edgeway.dns.resolver.transport import Transport
 
 log = logging.getLogger("edgeway.resolver")
@@ -62,7 +62,8 @@ class Resolver:
         self._inflight: dict[tuple, asyncio.Task] = {}
         self._closed = False
         self.stats_interval = STATS_INTERVAL
-        self._stats_task: asyncio.Task | None = None
+        self._stats_timer: asyncio.TimerHandle | None = None
+        self._stats_last: str | None = None
 
     @staticmethod
     def warm_up() -> None:
@@ -121,8 +122,9 @@ class Resolver:
             c.cache_hits += 1
             return Result(found.rcode, found.answer, found.authority, from_cache=True)
         c.cache_misses += 1
-        if self._stats_task is None and self.stats_interval and not self._closed:
-            self._stats_task = asyncio.get_running_loop().create_task(self._log_stats())
+        if self._stats_timer is None and self.stats_interval and not self._closed:
+            # A timer, not a task: the first cold question should not pay for starting one.
+            self._stats_timer = asyncio.get_running_loop().call_later(self.stats_interval, self._log_stats)
         key = (qname, rdtype, rdclass)
         task = self._inflight.get(key)
         if task is not None:
@@ -142,8 +144,7 @@ class Resolver:
         c.resolutions += 1
         resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
         try:
-            async with asyncio.timeout(self.resolution_timeout):
-                result = await self._drive(resolution)
+            result = await self._drive(resolution, time.monotonic() + self.resolution_timeout)
         except TimeoutError:
             result = Result(dns.rcode.SERVFAIL, reason=f"no answer within {self.resolution_timeout:g}s "
                                                        f"({'; '.join(resolution.errors[-3:])})")
@@ -159,16 +160,29 @@ class Resolver:
             log.info("SERVFAIL for %s %s: %s", qname, dns.rdatatype.to_text(rdtype), result.reason)
         return result
 
-    async def _drive(self, resolution: Resolution) -> Result:
+    async def _drive(self, resolution: Resolution, deadline: float) -> Result:
+        """Send the resolution's queries until it has a result; TimeoutError at `deadline`.
+
+        The deadline (`resolution_timeout`) bounds each query's wait instead of an
+        `asyncio.timeout` around the whole: the waiting happens only there, and a query cut
+        short by it is abandoned without blaming the server (as a cancellation did)."""
         transport, clock = self.transport, self.clock
         while True:
             step = resolution.next_request(clock())
             if isinstance(step, Result):
                 return step
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
             self.counters.upstream_queries += 1
             self.upstream_by_server[f"{step.address}#{step.port}"] += 1
             self.infra.sent(step.address if not self.settings.forwarders else f"{step.address}#{step.port}", clock())
-            response, error, rtt = await transport.query(step)
+            if left < step.timeout:
+                response, error, rtt = await transport.query(step, left)
+                if error == TIMEOUT:
+                    raise TimeoutError
+            else:
+                response, error, rtt = await transport.query(step)
             resolution.query_result(step, response, error, rtt, clock())
 
     # ----------------------------------------------------------------- lifecycle
@@ -191,14 +205,13 @@ class Resolver:
                 f"coalesced={s['coalesced']} upstream={s['upstream_queries']} servfail={s['servfail']} "
                 f"stale={s['stale_answers']} cache_entries={s['cache_entries']} by_server=[{by}]")
 
-    async def _log_stats(self) -> None:
-        last = None
-        while True:
-            await asyncio.sleep(self.stats_interval)
-            line = self.stats_line()
-            if line != last:
-                log.info("%s", line)
-                last = line
+    def _log_stats(self) -> None:
+        line = self.stats_line()
+        if line != self._stats_last:
+            log.info("%s", line)
+            self._stats_last = line
+        if not self._closed:
+            self._stats_timer = asyncio.get_running_loop().call_later(self.stats_interval, self._log_stats)
 
     async def close(self) -> None:
         """Cancel resolutions in flight (their askers get SERVFAIL) and log the counters."""
@@ -206,8 +219,8 @@ class Resolver:
             return
         self._closed = True
         tasks = list(self._inflight.values())
-        if self._stats_task is not None:
-            tasks.append(self._stats_task)
+        if self._stats_timer is not None:
+            self._stats_timer.cancel()
         for task in tasks:
             task.cancel()
         if tasks:

@@ -102,10 +102,12 @@ class Transport:
         return (question.name == request.qname and question.rdtype == request.rdtype
                 and question.rdclass == request.rdclass)
 
-    async def query(self, request: Request) -> tuple[dns.message.Message | None, str | None, float]:
-        """(response, None, rtt) or (None, TIMEOUT|UNREACHABLE|ERROR, elapsed)."""
+    async def query(self, request: Request, timeout: float | None = None
+                    ) -> tuple[dns.message.Message | None, str | None, float]:
+        """(response, None, rtt) or (None, TIMEOUT|UNREACHABLE|ERROR, elapsed); `timeout`
+        (the resolution's time left) shortens the request's own when it is smaller."""
         started = time.monotonic()
-        deadline = started + request.timeout
+        deadline = started + (request.timeout if timeout is None else min(timeout, request.timeout))
         response, error = await self._udp(request, deadline)
         if response is not None and response.flags & dns.flags.TC:
             response, error = await self._tcp(request, deadline)
