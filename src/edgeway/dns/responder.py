@@ -37,14 +37,16 @@ import dns.rdataclass
 import dns.rdatatype
 
 from edgeway.dns.handlers.base import Answer, Handler, Query
-from edgeway.dns.resolver.wire import parse_query, render
+from edgeway.dns.resolver.wire import parse_query, render, use_edns
 
 log = logging.getLogger("edgeway.dns")
 query_log = logging.getLogger("edgeway.dns.query")
 
 _QR = 0x8000
 _NO_EDNS_SIZE = 512
-_FLAG_MASK_KEPT = dns.flags.RD | dns.flags.CD  # copied from the query (RFC 1035, RFC 4035)
+_FLAG_MASK_KEPT = int(dns.flags.RD | dns.flags.CD)  # copied from the query (RFC 1035, RFC 4035)
+_OPCODE_MASK = 0x7800
+_RA = int(dns.flags.RA)
 
 
 class Responder:
@@ -109,7 +111,7 @@ class Responder:
         if flags & _QR:
             self.stats["dropped"] += 1
             return None
-        opcode = dns.opcode.from_flags(flags)
+        opcode = (flags >> 11) & 0xF     # (dns.opcode.from_flags, without building an enum)
         try:
             # The hand-written parser reads plain queries (no EDNS options, no TSIG, nothing
             # after the last record) at twice dnspython's speed; anything else is dnspython's.
@@ -196,14 +198,17 @@ class Responder:
 
     def _reply(self, query: dns.message.Message, rcode: int) -> dns.message.Message:
         response = dns.message.Message(id=query.id)
-        response.flags = dns.flags.QR | (query.flags & _FLAG_MASK_KEPT)
-        response.set_opcode(query.opcode())
-        if self.recursion_available:
-            response.flags |= dns.flags.RA
+        # Plain integers, not dnspython's flag enums (whose operators are Python code):
+        # QR, the query's opcode, RD and CD copied, RA when recursion is offered.
+        flags = int(query.flags)
+        response.flags = _QR | (flags & (_OPCODE_MASK | _FLAG_MASK_KEPT)) | (_RA if self.recursion_available else 0)
         response.question = list(query.question)
         if query.edns >= 0:
-            response.use_edns(0, 0, self.udp_payload_size)
-        response.set_rcode(rcode)
+            use_edns(response, 0, self.udp_payload_size)
+        if 0 <= rcode < 16:
+            response.flags |= rcode
+        else:
+            response.set_rcode(rcode)   # an extended RCODE (BADVERS): the OPT record carries the rest
         return response
 
     def _render(self, query, response, transport) -> bytes:

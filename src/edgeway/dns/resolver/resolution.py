@@ -84,6 +84,14 @@ class Budget:
     scrubbed: int = 0            # out-of-bailiwick RRsets dropped from responses
 
 
+_AA = int(dns.flags.AA)
+
+
+def _rcode(response: dns.message.Message) -> int:
+    """`response.rcode()` as a plain int (dnspython builds an enum member for it)."""
+    return (int(response.flags) & 0xF) | ((int(response.ednsflags) >> 20) & 0xFF0)
+
+
 def _find(rrsets, name, rdtype):
     for rrset in rrsets:
         if rrset.rdtype == rdtype and rrset.name == name:
@@ -340,13 +348,13 @@ class Resolution:
     def _iterative_response(self, request: Request, response: dns.message.Message, now: float) -> None:
         zone = self.zone
         address = request.address
-        rcode = response.rcode()
+        rcode = _rcode(response)
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
                 self.infra.mark_lame(address, zone, now)   # it does not serve the zone
             self.errors.append(f"{address}: {dns.rcode.to_text(rcode)}")
             return
-        aa = bool(response.flags & dns.flags.AA)
+        aa = bool(int(response.flags) & _AA)
         answer = self._scrub(response.answer, zone)
         authority = self._scrub(response.authority, zone)
         additional = self._scrub(response.additional, zone)
@@ -412,7 +420,7 @@ class Resolution:
         self._set_cut(ns.name, addresses, sorted(missing))
 
     def _forward_response(self, response: dns.message.Message, now: float) -> None:
-        rcode = response.rcode()
+        rcode = _rcode(response)
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             self.errors.append(f"forwarder: {dns.rcode.to_text(rcode)}")
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import random
 import socket
 import struct
@@ -32,6 +33,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _QTAIL = struct.Struct("!HH")
 _OPT = struct.Struct("!BHHIH")       # root owner, type OPT, payload size, ext-rcode/flags, rdlen
 PORT_RANGE = (1024, 65535)
+_QR, _TC, _OPCODE = int(dns.flags.QR), int(dns.flags.TC), 0x7800
 
 
 @dataclass
@@ -65,16 +67,29 @@ def parse_response(data: bytes, rdtype: int | None = None) -> dns.message.Messag
     return parse(data, 2) or dns.message.from_wire(data[:10] + b"\0\0" + data[12:], ignore_trailing=True)
 
 
+def _random_port() -> int:
+    """Uniform in PORT_RANGE from the system CSPRNG (two bytes, drawn again below 1024)."""
+    while True:
+        port = int.from_bytes(os.urandom(2), "big")
+        if PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+            return port
+
+
 def _bind_random_port(sock: socket.socket, family: int) -> None:
     host = "::" if family == socket.AF_INET6 else "0.0.0.0"
     for _ in range(10):
         try:
-            sock.bind((host, _RNG.randint(*PORT_RANGE)))
+            sock.bind((host, _random_port()))
             return
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise
     sock.bind((host, 0))   # the kernel's choice is randomised too (Linux ephemeral ports)
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result((None, TIMEOUT))
 
 
 class Transport:
@@ -94,7 +109,8 @@ class Transport:
     @staticmethod
     def _matches(response: dns.message.Message, qid: int, request: Request) -> bool:
         """ID, QR, opcode QUERY and exactly our question (RFC 5452 section 9.1)."""
-        if response.id != qid or not response.flags & dns.flags.QR or response.opcode() != 0:
+        flags = int(response.flags)     # (dnspython's flag enums have Python-level operators)
+        if response.id != qid or not flags & _QR or flags & _OPCODE:
             return False
         if len(response.question) != 1:
             return False
@@ -109,7 +125,7 @@ class Transport:
         started = time.monotonic()
         deadline = started + (request.timeout if timeout is None else min(timeout, request.timeout))
         response, error = await self._udp(request, deadline)
-        if response is not None and response.flags & dns.flags.TC:
+        if response is not None and int(response.flags) & _TC:
             response, error = await self._tcp(request, deadline)
         elapsed = time.monotonic() - started
         if error == TIMEOUT:
@@ -159,8 +175,7 @@ class Transport:
             self.stats.sent_udp += 1
             fd = sock.fileno()
             loop.add_reader(fd, readable)
-            timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()),
-                                 lambda: future.done() or future.set_result((None, TIMEOUT)))
+            timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, future)
             return await future
         except OSError as exc:
             return None, UNREACHABLE if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
