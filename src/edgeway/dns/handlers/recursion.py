@@ -25,6 +25,7 @@ from edgeway.dns.handlers.cache import CacheHandler
 from edgeway.dns.handlers.hosts import HostsHandler
 from edgeway.dns.resolver import Resolver
 from edgeway.dns.resolver.hints import HintsError, root_rrsets
+from edgeway.dns.resolver.resolution import Result
 from edgeway.dns.resolver.wirecache import WireCache
 from edgeway.errors import ConfigError
 
@@ -83,8 +84,18 @@ class RecursionHandler:
             return self._referral(query)
         return self._resolve(query)
 
-    async def _resolve(self, query: Query) -> Answer:
-        result = await self.resolver.resolve(query.name, query.rdtype, query.rdclass)
+    def _resolve(self, query: Query):
+        # Started here, synchronously: the first upstream query leaves before the responder's
+        # task runs (Resolver.start); the rest of the path overlaps with its round trip.
+        started = self.resolver.start(query.name, query.rdtype, query.rdclass)
+        if isinstance(started, Result):
+            return self._answer(started)
+        return self._answer_later(started)
+
+    async def _answer_later(self, pending) -> Answer:
+        return self._answer(await pending)
+
+    def _answer(self, result: Result) -> Answer:
         # A stale answer must not be kept on the fast path: the next query should try again.
         return Answer(result.rcode, False, result.answer, result.authority,
                       source="stale" if result.stale else self.name)

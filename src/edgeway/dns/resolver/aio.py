@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from edgeway.dns.resolver.cache import Cache
+from edgeway.dns.resolver.cache import Cache, name_key
 from edgeway.dns.resolver.hints import Hints, load_hints
 from edgeway.dns.resolver.infra import Infra
 from edgeway.dns.resolver.resolution import TIMEOUT, Resolution, Result, Settings
@@ -115,6 +116,20 @@ class Resolver:
         return Result(found.rcode, found.answer, found.authority, from_cache=True)
 
     async def resolve(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN) -> Result:
+        started = self.start(qname, rdtype, rdclass)
+        return started if isinstance(started, Result) else await started
+
+    def start(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN
+              ) -> Result | asyncio.Future:
+        """`resolve` without the coroutine: the Result at once (a cache hit, or SERVFAIL beyond
+        `max_outstanding`), or a future of it.
+
+        The resolution's task is created here, synchronously, so that a caller in a socket
+        callback (the recursion handler, under `UdpServer`) has the first upstream query sent
+        on the loop's next turn, before its own task has even started. The future is the
+        asker's own (what `asyncio.shield` gave): cancelling it does not stop a resolution
+        that other askers share.
+        """
         c = self.counters
         c.queries += 1
         found = self.cache.lookup(qname, rdtype, rdclass, self.clock())
@@ -122,10 +137,11 @@ class Resolver:
             c.cache_hits += 1
             return Result(found.rcode, found.answer, found.authority, from_cache=True)
         c.cache_misses += 1
+        loop = asyncio.get_running_loop()
         if self._stats_timer is None and self.stats_interval and not self._closed:
             # A timer, not a task: the first cold question should not pay for starting one.
-            self._stats_timer = asyncio.get_running_loop().call_later(self.stats_interval, self._log_stats)
-        key = (qname, rdtype, rdclass)
+            self._stats_timer = loop.call_later(self.stats_interval, self._log_stats)
+        key = (name_key(qname), rdtype, rdclass)
         task = self._inflight.get(key)
         if task is not None:
             c.coalesced += 1
@@ -134,10 +150,12 @@ class Resolver:
                 c.limited += 1
                 c.servfail += 1
                 return Result(dns.rcode.SERVFAIL, reason=f"more than {self.max_outstanding} outstanding resolutions")
-            task = asyncio.get_running_loop().create_task(self._resolve(qname, rdtype, rdclass))
+            task = loop.create_task(self._resolve(qname, rdtype, rdclass))
             self._inflight[key] = task
             task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
-        return await asyncio.shield(task)
+        waiter = loop.create_future()
+        task.add_done_callback(functools.partial(_relay, waiter))
+        return waiter
 
     async def _resolve(self, qname, rdtype, rdclass) -> Result:
         c = self.counters
@@ -226,6 +244,18 @@ class Resolver:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         log.info("%s", self.stats_line())
+
+
+def _relay(waiter: asyncio.Future, task: asyncio.Task) -> None:
+    """Pass a resolution's outcome to one asker (unless that asker has given up)."""
+    if waiter.done():
+        return
+    if task.cancelled():
+        waiter.cancel()
+    elif task.exception() is not None:
+        waiter.set_exception(task.exception())
+    else:
+        waiter.set_result(task.result())
 
 
 def _rehearse(rounds: int = 12) -> None:
