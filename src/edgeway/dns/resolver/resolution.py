@@ -230,7 +230,7 @@ class Resolution:
             return None
         zone = self.zone
         infra = self.infra
-        best = infra.order(candidates, zone, now)[0]
+        best = infra.order(candidates, zone, now)[0] if len(candidates) > 1 else candidates[0]
         if infra.is_lame(best, zone, now) or infra.is_unreachable(best, now):
             # Only bad servers left: probe one of them (it may be back), then give up on the rest.
             if self.probed_bad or self.missing_ns:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import random
 import socket
 import struct
 import time
@@ -28,12 +27,18 @@ import dns.rdatatype
 from edgeway.dns.resolver.resolution import ERROR, TIMEOUT, UNREACHABLE, Request
 from edgeway.dns.resolver.wire import parse
 
-_RNG = random.SystemRandom()
 _HEADER = struct.Struct("!HHHHHH")
 _QTAIL = struct.Struct("!HH")
 _OPT = struct.Struct("!BHHIH")       # root owner, type OPT, payload size, ext-rcode/flags, rdlen
 PORT_RANGE = (1024, 65535)
-_QR, _TC, _OPCODE = int(dns.flags.QR), int(dns.flags.TC), 0x7800
+_QR, _TC, _RD, _OPCODE = int(dns.flags.QR), int(dns.flags.TC), int(dns.flags.RD), 0x7800
+
+
+def _name_wire(name: dns.name.Name) -> bytes:
+    """`name.to_wire()` (uncompressed), without dnspython's per-label writes."""
+    if not name.is_absolute():
+        return name.to_wire()   # (raises NeedAbsoluteNameOrOrigin, as before)
+    return b"".join([bytes((len(label),)) + label for label in name.labels])
 
 
 @dataclass
@@ -100,9 +105,9 @@ class Transport:
     def _query(self, request: Request) -> tuple[int, bytes]:
         """(ID, wire) of the query: built by hand, it is on every hop of a cold resolution
         (dnspython's make_query + to_wire cost ten times more for these fixed 12 + n + 15 bytes)."""
-        qid = _RNG.getrandbits(16)
-        flags = dns.flags.RD if request.recursion_desired else 0
-        wire = (_HEADER.pack(qid, flags, 1, 0, 0, 1) + request.qname.to_wire()
+        qid = int.from_bytes(os.urandom(2), "big")     # (the system CSPRNG, as SystemRandom)
+        flags = _RD if request.recursion_desired else 0
+        wire = (_HEADER.pack(qid, flags, 1, 0, 0, 1) + _name_wire(request.qname)
                 + _QTAIL.pack(request.rdtype, request.rdclass) + _OPT.pack(0, 41, self.payload, 0, 0))
         return qid, wire
 
@@ -139,8 +144,7 @@ class Transport:
         qid, wire = self._query(request)
         family = socket.AF_INET6 if ":" in request.address else socket.AF_INET
         server = (request.address, request.port)
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setblocking(False)
+        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)   # (no ioctl to unblock it)
         future: asyncio.Future = loop.create_future()
 
         def readable() -> None:

@@ -208,8 +208,8 @@ def _parse(data: bytes, sections: int) -> tuple[dns.message.Message, int]:
         qname, position = reader.name(position)
         rdtype, rdclass = struct.unpack_from("!HH", data, position)
         position += 4
-        message.question.append(dns.rrset.RRset(qname, dns.rdataclass.RdataClass.make(rdclass),
-                                                dns.rdatatype.RdataType.make(rdtype)))
+        message.question.append(dns.rrset.RRset(qname, _CLASS_IN if rdclass == _IN else dns.rdataclass.RdataClass.make(rdclass),
+                                                _TYPES.get(rdtype) or dns.rdatatype.RdataType.make(rdtype)))
     for index, count in enumerate(counts):
         section = message.sections[index + 1]
         found: dict[tuple, dns.rrset.RRset] = {}   # (owner's lower-cased labels, type): as dnspython groups
