@@ -146,7 +146,11 @@ def test_query_parser_is_dnspython_or_nothing(question, rdtype, rdclass, edns, f
         assert reference is None or trailing or (edns is not None and (cookie or edns)) or flags & 0x7800
     else:
         assert reference is not None and not trailing
-        same(ours, reference)
+        assert (ours.id, ours.flags, ours.edns, ours.ednsflags, ours.payload) == \
+               (reference.id, int(reference.flags), reference.edns, reference.ednsflags, reference.payload)
+        assert ours.question == reference.question
+        assert [(q.name.labels, q.rdtype, q.rdclass) for q in ours.question] == \
+               [(q.name.labels, q.rdtype, q.rdclass) for q in reference.question]   # case kept
 
 
 def test_query_parser_leaves_the_odd_ones_to_dnspython():
