@@ -161,8 +161,12 @@ class Resolver:
         c = self.counters
         c.resolutions += 1
         resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
+        deadline = time.monotonic() + self.resolution_timeout
         try:
-            result = await self._drive(resolution, time.monotonic() + self.resolution_timeout)
+            if hasattr(self.transport, "send"):
+                result = await _Driver(self, resolution, deadline).run()
+            else:   # a transport with only the coroutine API
+                result = await self._drive(resolution, deadline)
         except TimeoutError:
             result = Result(dns.rcode.SERVFAIL, reason=f"no answer within {self.resolution_timeout:g}s "
                                                        f"({'; '.join(resolution.errors[-3:])})")
@@ -244,6 +248,67 @@ class Resolver:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         log.info("%s", self.stats_line())
+
+
+class _Driver:
+    """`Resolver._drive` as loop callbacks: each response is handed to the resolution and the
+    next query sent from the transport's callback (the socket's readable callback), so a
+    resolution wakes its task once, at the end, instead of once per upstream query."""
+
+    __slots__ = ("resolver", "resolution", "deadline", "future", "exchange", "cut_short")
+
+    def __init__(self, resolver: Resolver, resolution: Resolution, deadline: float) -> None:
+        self.resolver, self.resolution, self.deadline = resolver, resolution, deadline
+        self.future = asyncio.get_running_loop().create_future()
+        self.exchange = None
+        self.cut_short = False
+
+    async def run(self) -> Result:
+        """The resolution's Result; TimeoutError at the deadline (a query cut short by it is
+        abandoned without blaming the server, as a cancellation did)."""
+        self._next()
+        try:
+            return await self.future
+        finally:
+            if self.exchange is not None:    # cancelled (Resolver.close): drop the query in flight
+                self.exchange.cancel()
+                self.exchange = None
+
+    def _next(self) -> None:
+        resolver, resolution, clock = self.resolver, self.resolution, self.resolver.clock
+        try:
+            step = resolution.next_request(clock())
+            if isinstance(step, Result):
+                self.future.set_result(step)
+                return
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self.future.set_exception(TimeoutError())
+                return
+            resolver.counters.upstream_queries += 1
+            resolver.upstream_by_server[f"{step.address}#{step.port}"] += 1
+            resolver.infra.sent(step.address if not resolver.settings.forwarders
+                                else f"{step.address}#{step.port}", clock())
+            self.cut_short = left < step.timeout
+            self.exchange = resolver.transport.send(step, functools.partial(self._answered, step),
+                                                    left if self.cut_short else None)
+        except BaseException as exc:   # a bug: reported to the awaiting task, as _drive raised it
+            if not self.future.done():
+                self.future.set_exception(exc)
+
+    def _answered(self, step, response, error, rtt) -> None:
+        self.exchange = None
+        if self.future.done():
+            return
+        if error == TIMEOUT and self.cut_short:
+            self.future.set_exception(TimeoutError())
+            return
+        try:
+            self.resolution.query_result(step, response, error, rtt, self.resolver.clock())
+        except BaseException as exc:
+            self.future.set_exception(exc)
+            return
+        self._next()
 
 
 def _relay(waiter: asyncio.Future, task: asyncio.Task) -> None:
