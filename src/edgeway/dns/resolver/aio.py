@@ -150,23 +150,32 @@ class Resolver:
                 c.limited += 1
                 c.servfail += 1
                 return Result(dns.rcode.SERVFAIL, reason=f"more than {self.max_outstanding} outstanding resolutions")
-            task = loop.create_task(self._resolve(qname, rdtype, rdclass))
+            driver = None
+            if hasattr(self.transport, "send"):
+                # The first upstream query leaves now, from the caller's callback; the task
+                # below (and the caller's own) are set up while it is on the wire.
+                resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
+                driver = _Driver(self, resolution, time.monotonic() + self.resolution_timeout)
+                driver.begin()
+            task = loop.create_task(self._resolve(qname, rdtype, rdclass, driver))
             self._inflight[key] = task
             task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
         waiter = loop.create_future()
         task.add_done_callback(functools.partial(_relay, waiter))
         return waiter
 
-    async def _resolve(self, qname, rdtype, rdclass) -> Result:
+    async def _resolve(self, qname, rdtype, rdclass, driver: "_Driver | None" = None) -> Result:
         c = self.counters
         c.resolutions += 1
-        resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
-        deadline = time.monotonic() + self.resolution_timeout
+        if driver is not None:
+            resolution = driver.resolution
+        else:
+            resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
         try:
-            if hasattr(self.transport, "send"):
-                result = await _Driver(self, resolution, deadline).run()
+            if driver is not None:
+                result = await driver.run()
             else:   # a transport with only the coroutine API
-                result = await self._drive(resolution, deadline)
+                result = await self._drive(resolution, time.monotonic() + self.resolution_timeout)
         except TimeoutError:
             result = Result(dns.rcode.SERVFAIL, reason=f"no answer within {self.resolution_timeout:g}s "
                                                        f"({'; '.join(resolution.errors[-3:])})")
@@ -263,10 +272,13 @@ class _Driver:
         self.exchange = None
         self.cut_short = False
 
-    async def run(self) -> Result:
-        """The resolution's Result; TimeoutError at the deadline (a query cut short by it is
-        abandoned without blaming the server, as a cancellation did)."""
+    def begin(self) -> None:
+        """Send the first query (or settle at once, from the cache)."""
         self._next()
+
+    async def run(self) -> Result:
+        """The resolution's Result (after `begin`); TimeoutError at the deadline (a query cut
+        short by it is abandoned without blaming the server, as a cancellation did)."""
         try:
             return await self.future
         finally:
