@@ -28,7 +28,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from edgeway.dns.resolver.cache import RANK_ANSWER, RANK_AUTHORITY, RANK_GLUE, Cache
+from edgeway.dns.resolver.cache import RANK_ANSWER, RANK_AUTHORITY, RANK_GLUE, Cache, name_key
 from edgeway.dns.resolver.hints import Hints
 from edgeway.dns.resolver.infra import Infra
 
@@ -341,7 +341,10 @@ class Resolution:
 
     def _scrub(self, rrsets, zone: dns.name.Name) -> list[dns.rrset.RRset]:
         """Keep the RRsets a server for `zone` may speak for; count the others."""
-        kept = [r for r in rrsets if r.rdclass == self.rdclass and r.name.is_subdomain(zone)]
+        if len(zone.labels) == 1 and not zone.labels[0]:   # the root: every (absolute) name is under it
+            kept = [r for r in rrsets if r.rdclass == self.rdclass and r.name.is_absolute()]
+        else:
+            kept = [r for r in rrsets if r.rdclass == self.rdclass and r.name.is_subdomain(zone)]
         self.budget.scrubbed += len(rrsets) - len(kept)
         return kept
 
@@ -401,15 +404,19 @@ class Resolution:
             self._fail(f"more than {self.settings.max_depth} referrals")
             return
         self.cache.put_rrset(ns, now, RANK_GLUE)
-        targets = {rd.target for rd in ns}
+        # Name servers and their glue matched on lower-cased labels (cache.name_key), not by
+        # comparing dns.name.Name objects pairwise (each comparison is Python code).
+        targets = {name_key(rd.target): rd.target for rd in ns}
         addresses, missing = [], []
+        glue: dict[tuple, list[str]] = {}
         for rrset in additional:
-            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.name in targets:
-                self.cache.put_rrset(rrset, now, RANK_GLUE)
-        for target in targets:
-            glue = [rd.address for rrset in additional if rrset.name == target
-                    and rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rd in rrset]
-            known = glue or self.cache.addresses(target, self.rdclass, now)
+            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                key = name_key(rrset.name)
+                if key in targets:
+                    self.cache.put_rrset(rrset, now, RANK_GLUE)
+                    glue.setdefault(key, []).extend(rd.address for rd in rrset)
+        for key, target in targets.items():
+            known = glue.get(key) or self.cache.addresses(target, self.rdclass, now)
             if known:
                 addresses.extend(a for a in known if self._allowed(a))
             elif not target.is_subdomain(ns.name):

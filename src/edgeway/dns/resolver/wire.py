@@ -35,6 +35,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")
 _SOA_INTS = struct.Struct("!IIIII")
 _QTAIL = struct.Struct("!HH")
+_SINGLETONS = frozenset(t for t in (5, 6, 39) if dns.rdatatype.is_singleton(t))   # CNAME, SOA, DNAME
 _IN = dns.rdataclass.IN
 _A, _NS, _CNAME, _SOA, _AAAA, _DNAME, _OPT = 1, 2, 5, 6, 28, 39, 41
 
@@ -299,7 +300,17 @@ def _parse(data: bytes, sections: int) -> tuple[dns.message.Message, int]:
             if rrset is None:
                 rrset = found[key] = dns.rrset.RRset(owner, _CLASS_IN, kind)
                 section.append(rrset)
-            rrset.add(rdata, ttl)
+            # rrset.add(rdata, ttl), inlined (it is the per-record cost that remained): the TTL
+            # is the smallest seen, a singleton type keeps its last record, duplicates are merged.
+            items = rrset.items
+            if items:
+                if ttl < rrset.ttl:
+                    rrset.ttl = ttl
+                if rdtype in _SINGLETONS:
+                    items.clear()
+            else:
+                rrset.ttl = ttl
+            items.setdefault(rdata, None)
     return message, position
 
 
