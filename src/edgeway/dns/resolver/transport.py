@@ -115,8 +115,9 @@ class Transport:
         if len(response.question) != 1:
             return False
         question = response.question[0]
-        return (question.name == request.qname and question.rdtype == request.rdtype
-                and question.rdclass == request.rdclass)
+        # (The same labels is the usual case and needs no case-insensitive Name comparison.)
+        return ((question.name.labels == request.qname.labels or question.name == request.qname)
+                and question.rdtype == request.rdtype and question.rdclass == request.rdclass)
 
     def send(self, request: Request, done, timeout: float | None = None) -> "_Exchange":
         """Send `request`; `done(response, error, rtt)` is called once, later, from the event

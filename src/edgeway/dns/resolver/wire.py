@@ -255,7 +255,7 @@ def _parse(data: bytes, sections: int) -> tuple[dns.message.Message, int]:
             if end > len(data):
                 raise _Unsupported("truncated record")
             if rdtype == _OPT:
-                if index != 2 or message.opt is not None or owner != dns.name.root or rdlen or ttl & 0xFFFF0000:
+                if index != 2 or message.opt is not None or owner.labels != (b"",) or rdlen or ttl & 0xFFFF0000:
                     raise _Unsupported("OPT with options, an extended RCODE or another version")
                 use_edns(message, ttl, rdclass)
                 position = end
