@@ -138,9 +138,6 @@ class Resolver:
             return Result(found.rcode, found.answer, found.authority, from_cache=True)
         c.cache_misses += 1
         loop = asyncio.get_running_loop()
-        if self._stats_timer is None and self.stats_interval and not self._closed:
-            # A timer, not a task: the first cold question should not pay for starting one.
-            self._stats_timer = loop.call_later(self.stats_interval, self._log_stats)
         key = (name_key(qname), rdtype, rdclass)
         task = self._inflight.get(key)
         if task is not None:
@@ -158,6 +155,9 @@ class Resolver:
                 driver = _Driver(self, resolution, time.monotonic() + self.resolution_timeout)
                 driver.begin()
             task = loop.create_task(self._resolve(qname, rdtype, rdclass, driver))
+            if self._stats_timer is None and self.stats_interval:
+                # A timer, not a task, and set once the first query is on the wire.
+                self._stats_timer = loop.call_later(self.stats_interval, self._log_stats)
             self._inflight[key] = task
             task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
         waiter = loop.create_future()

@@ -80,15 +80,20 @@ def _random_port() -> int:
             return port
 
 
-def _bind_random_port(sock: socket.socket, family: int) -> None:
+def _bind_random_port(sock: socket.socket, family: int, port: int = 0) -> None:
+    """Bind to a random port of PORT_RANGE; `port`, a random 16-bit number already drawn, is
+    the first try when it falls in the range."""
     host = "::" if family == socket.AF_INET6 else "0.0.0.0"
     for _ in range(10):
+        if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+            port = _random_port()
         try:
-            sock.bind((host, _random_port()))
+            sock.bind((host, port))
             return
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
                 raise
+            port = 0
     sock.bind((host, 0))   # the kernel's choice is randomised too (Linux ephemeral ports)
 
 
@@ -97,10 +102,12 @@ class Transport:
         self.payload = payload
         self.stats = TransportStats()
 
-    def _query(self, request: Request) -> tuple[int, bytes]:
+    def _query(self, request: Request, qid: int | None = None) -> tuple[int, bytes]:
         """(ID, wire) of the query: built by hand, it is on every hop of a cold resolution
-        (dnspython's make_query + to_wire cost ten times more for these fixed 12 + n + 15 bytes)."""
-        qid = int.from_bytes(os.urandom(2), "big")     # (the system CSPRNG, as SystemRandom)
+        (dnspython's make_query + to_wire cost ten times more for these fixed 12 + n + 15 bytes).
+        `qid`: a random ID already drawn from the system CSPRNG; else one is drawn here."""
+        if qid is None:
+            qid = int.from_bytes(os.urandom(2), "big")     # (the system CSPRNG, as SystemRandom)
         flags = _RD if request.recursion_desired else 0
         wire = (_HEADER.pack(qid, flags, 1, 0, 0, 1) + _name_wire(request.qname)
                 + _QTAIL.pack(request.rdtype, request.rdclass) + _OPT.pack(0, 41, self.payload, 0, 0))
@@ -188,11 +195,14 @@ class _Exchange:
 
     def start(self) -> None:
         request, loop = self.request, self.loop
-        self.qid, self.wire = self.transport._query(request)
+        # One draw from the system CSPRNG for both the ID and the source port (RFC 5452).
+        draw = os.urandom(4)
+        self.qid, self.wire = self.transport._query(request, int.from_bytes(draw[:2], "big"))
+        port = int.from_bytes(draw[2:], "big")
         family = socket.AF_INET6 if ":" in request.address else socket.AF_INET
         try:
             self.sock = sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)  # (no ioctl)
-            _bind_random_port(sock, family)
+            _bind_random_port(sock, family, port)
             sock.connect((request.address, request.port))
             sock.send(self.wire)
             self.transport.stats.sent_udp += 1
