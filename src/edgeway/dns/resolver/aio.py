@@ -256,6 +256,9 @@ class Resolver:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
         log.info("%s", self.stats_line())
 
 

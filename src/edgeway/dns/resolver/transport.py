@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
 import socket
 import struct
 import time
@@ -97,10 +98,61 @@ def _bind_random_port(sock: socket.socket, family: int, port: int = 0) -> None:
     sock.bind((host, 0))   # the kernel's choice is randomised too (Linux ephemeral ports)
 
 
+class _Poller:
+    """The query sockets of one transport in an epoll set of its own, which the event loop
+    watches as a single descriptor.
+
+    Why: `loop.add_reader` gives every socket a libuv poll handle (an allocation, four epoll
+    calls with libuv's checks, a deferred close): 7-10 us a query against about 1 us for one
+    `epoll_ctl` here. A socket leaves the set when it is closed (the kernel drops a closed
+    descriptor from every epoll set), so removal is only forgetting its callback."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.readers: dict[int, object] = {}
+        loop.add_reader(self.epoll.fileno(), self._ready)
+
+    def add(self, fd: int, callback) -> None:
+        self.epoll.register(fd, select.EPOLLIN)
+        self.readers[fd] = callback
+
+    def remove(self, fd: int) -> None:
+        """Forget `fd` (the caller closes it next, which takes it out of the epoll set)."""
+        self.readers.pop(fd, None)
+
+    def _ready(self) -> None:
+        for fd, _events in self.epoll.poll(0):   # (readable, or an error such as an ICMP refusal)
+            callback = self.readers.get(fd)
+            if callback is not None:
+                callback()
+
+    def close(self) -> None:
+        if not self.epoll.closed:
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.epoll.fileno())
+            self.epoll.close()
+
+
 class Transport:
     def __init__(self, payload: int = 1232) -> None:
         self.payload = payload
         self.stats = TransportStats()
+        self._pollers: dict[asyncio.AbstractEventLoop, _Poller] = {}
+
+    def _poller(self, loop: asyncio.AbstractEventLoop) -> _Poller:
+        poller = self._pollers.get(loop)
+        if poller is None:
+            for old in [old for old in self._pollers if old.is_closed()]:
+                self._pollers.pop(old).close()
+            poller = self._pollers[loop] = _Poller(loop)
+        return poller
+
+    def close(self) -> None:
+        """Close the epoll sets (queries still in flight must have been cancelled)."""
+        for poller in self._pollers.values():
+            poller.close()
+        self._pollers.clear()
 
     def _query(self, request: Request, qid: int | None = None) -> tuple[int, bytes]:
         """(ID, wire) of the query: built by hand, it is on every hop of a cold resolution
@@ -182,7 +234,7 @@ class _Exchange:
     """One upstream query over UDP (then TCP if truncated), driven by loop callbacks."""
 
     __slots__ = ("transport", "request", "done", "started", "deadline", "loop", "qid", "wire", "sock",
-                 "fd", "timer", "tcp", "finished")
+                 "fd", "poller", "timer", "tcp", "finished")
 
     def __init__(self, transport: Transport, request: Request, done, timeout: float | None) -> None:
         self.transport, self.request, self.done = transport, request, done
@@ -206,8 +258,9 @@ class _Exchange:
             sock.connect((request.address, request.port))
             sock.send(self.wire)
             self.transport.stats.sent_udp += 1
+            self.poller = self.transport._poller(loop)
+            self.poller.add(sock.fileno(), self._readable)
             self.fd = sock.fileno()
-            loop.add_reader(self.fd, self._readable)
             self.timer = loop.call_later(max(0.0, self.deadline - time.monotonic()), self._finish, None, TIMEOUT)
         except OSError as exc:
             error = UNREACHABLE if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
@@ -252,7 +305,7 @@ class _Exchange:
             self.timer.cancel()
             self.timer = None
         if self.fd >= 0:
-            self.loop.remove_reader(self.fd)
+            self.poller.remove(self.fd)
             self.fd = -1
         if self.sock is not None:
             self.sock.close()
