@@ -111,6 +111,10 @@ class RecursionHandler:
             ns, glue = root_rrsets(resolver.hints)
         return Answer(dns.rcode.NOERROR, False, [], [ns], glue, source="referral")
 
+    def prepare(self) -> None:
+        """Called by the service once its loop runs, before the first client question."""
+        self.resolver.prepare()
+
     async def close(self) -> None:
         await self.resolver.close()
 

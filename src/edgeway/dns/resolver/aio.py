@@ -244,6 +244,13 @@ class Resolver:
         if not self._closed:
             self._stats_timer = asyncio.get_running_loop().call_later(self.stats_interval, self._log_stats)
 
+    def prepare(self) -> None:
+        """Set up what the first upstream query would otherwise create (the transport's epoll
+        set), from inside the running loop."""
+        prepare = getattr(self.transport, "prepare", None)
+        if prepare is not None:
+            prepare()
+
     async def close(self) -> None:
         """Cancel resolutions in flight (their askers get SERVFAIL) and log the counters."""
         if self._closed:

@@ -148,6 +148,10 @@ class Transport:
             poller = self._pollers[loop] = _Poller(loop)
         return poller
 
+    def prepare(self) -> None:
+        """Create the running loop's epoll set now rather than on the first query."""
+        self._poller(asyncio.get_running_loop())
+
     def close(self) -> None:
         """Close the epoll sets (queries still in flight must have been cancelled)."""
         for poller in self._pollers.values():
