@@ -124,11 +124,12 @@ class Resolver:
         """`resolve` without the coroutine: the Result at once (a cache hit, or SERVFAIL beyond
         `max_outstanding`), or a future of it.
 
-        The resolution's task is created here, synchronously, so that a caller in a socket
-        callback (the recursion handler, under `UdpServer`) has the first upstream query sent
-        on the loop's next turn, before its own task has even started. The future is the
-        asker's own (what `asyncio.shield` gave): cancelling it does not stop a resolution
-        that other askers share.
+        A new question's first upstream query is sent from here, synchronously: a caller in a
+        socket callback (the recursion handler, under `UdpServer`) has it on the wire before
+        any task runs. The resolution is then driven by loop callbacks (`_Driver`) and hands
+        its Result to every asker's future itself: no task, no wake-up between the last
+        response and the askers. The future is the asker's own (what `asyncio.shield` gave):
+        cancelling it does not stop a resolution that other askers share.
         """
         c = self.counters
         c.queries += 1
@@ -139,44 +140,51 @@ class Resolver:
         c.cache_misses += 1
         loop = asyncio.get_running_loop()
         key = (name_key(qname), rdtype, rdclass)
-        task = self._inflight.get(key)
-        if task is not None:
+        pending = self._inflight.get(key)
+        waiter = loop.create_future()
+        if pending is not None:
             c.coalesced += 1
         else:
             if self._closed or len(self._inflight) >= self.max_outstanding:
                 c.limited += 1
                 c.servfail += 1
                 return Result(dns.rcode.SERVFAIL, reason=f"more than {self.max_outstanding} outstanding resolutions")
-            driver = None
+            c.resolutions += 1
+            resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
             if hasattr(self.transport, "send"):
-                # The first upstream query leaves now, from the caller's callback; the task
-                # below (and the caller's own) are set up while it is on the wire.
-                resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
-                driver = _Driver(self, resolution, time.monotonic() + self.resolution_timeout)
-                driver.begin()
-            task = loop.create_task(self._resolve(qname, rdtype, rdclass, driver))
+                pending = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout)
+                self._inflight[key] = pending
+                pending.waiters.append(waiter)
+                pending.begin()
+                waiter = None
+            else:   # a transport with only the coroutine API: a task runs `_drive`
+                pending = loop.create_task(self._resolve(resolution))
+                self._inflight[key] = pending
+                pending.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
             if self._stats_timer is None and self.stats_interval:
                 # A timer, not a task, and set once the first query is on the wire.
                 self._stats_timer = loop.call_later(self.stats_interval, self._log_stats)
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
-        waiter = loop.create_future()
-        task.add_done_callback(functools.partial(_relay, waiter))
+        if waiter is None:
+            return pending.waiters[0]
+        if isinstance(pending, _Driver):
+            pending.waiters.append(waiter)
+        else:
+            pending.add_done_callback(functools.partial(_relay, waiter))
         return waiter
 
-    async def _resolve(self, qname, rdtype, rdclass, driver: "_Driver | None" = None) -> Result:
-        c = self.counters
-        c.resolutions += 1
-        if driver is not None:
-            resolution = driver.resolution
-        else:
-            resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
+    async def _resolve(self, resolution: Resolution) -> Result:
         try:
-            if driver is not None:
-                result = await driver.run()
-            else:   # a transport with only the coroutine API
-                result = await self._drive(resolution, time.monotonic() + self.resolution_timeout)
+            result = await self._drive(resolution, time.monotonic() + self.resolution_timeout)
         except TimeoutError:
+            result = None
+        return self._conclude(resolution, result)
+
+    def _conclude(self, resolution: Resolution, result: Result | None) -> Result:
+        """The Result an asker gets: SERVFAIL for a timeout (`result` None), or a stale answer
+        instead of a SERVFAIL when serve-stale is on; counted and logged."""
+        c = self.counters
+        qname, rdtype, rdclass = resolution.original, resolution.rdtype, resolution.rdclass
+        if result is None:
             result = Result(dns.rcode.SERVFAIL, reason=f"no answer within {self.resolution_timeout:g}s "
                                                        f"({'; '.join(resolution.errors[-3:])})")
         c.scrubbed += resolution.budget.scrubbed
@@ -256,11 +264,12 @@ class Resolver:
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._inflight.values())
+        pending = list(self._inflight.values())
+        tasks = [p for p in pending if not isinstance(p, _Driver)]
         if self._stats_timer is not None:
             self._stats_timer.cancel()
-        for task in tasks:
-            task.cancel()
+        for p in pending:
+            p.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         close = getattr(self.transport, "close", None)
@@ -270,67 +279,98 @@ class Resolver:
 
 
 class _Driver:
-    """`Resolver._drive` as loop callbacks: each response is handed to the resolution and the
-    next query sent from the transport's callback (the socket's readable callback), so a
-    resolution wakes its task once, at the end, instead of once per upstream query."""
+    """One resolution driven by loop callbacks: each response is handed to the resolution and
+    the next query sent from the transport's callback (the socket's readable callback); the
+    Result goes to every asker's future from the last one. No task: nothing to wake between
+    two upstream queries, nor between the last response and the askers."""
 
-    __slots__ = ("resolver", "resolution", "deadline", "future", "exchange", "cut_short")
+    __slots__ = ("resolver", "resolution", "key", "deadline", "waiters", "exchange", "cut_short", "settled")
 
-    def __init__(self, resolver: Resolver, resolution: Resolution, deadline: float) -> None:
-        self.resolver, self.resolution, self.deadline = resolver, resolution, deadline
-        self.future = asyncio.get_running_loop().create_future()
+    def __init__(self, resolver: Resolver, resolution: Resolution, key: tuple, deadline: float) -> None:
+        self.resolver, self.resolution, self.key, self.deadline = resolver, resolution, key, deadline
+        self.waiters: list[asyncio.Future] = []
         self.exchange = None
         self.cut_short = False
+        self.settled = False
 
     def begin(self) -> None:
         """Send the first query (or settle at once, from the cache)."""
         self._next()
-
-    async def run(self) -> Result:
-        """The resolution's Result (after `begin`); TimeoutError at the deadline (a query cut
-        short by it is abandoned without blaming the server, as a cancellation did)."""
-        try:
-            return await self.future
-        finally:
-            if self.exchange is not None:    # cancelled (Resolver.close): drop the query in flight
-                self.exchange.cancel()
-                self.exchange = None
 
     def _next(self) -> None:
         resolver, resolution, clock = self.resolver, self.resolution, self.resolver.clock
         try:
             step = resolution.next_request(clock())
             if isinstance(step, Result):
-                self.future.set_result(step)
+                self._settle(step)
                 return
             left = self.deadline - time.monotonic()
             if left <= 0:
-                self.future.set_exception(TimeoutError())
+                self._settle(None)      # resolution_timeout
                 return
             resolver.counters.upstream_queries += 1
             resolver.upstream_by_server[f"{step.address}#{step.port}"] += 1
             resolver.infra.sent(step.address if not resolver.settings.forwarders
                                 else f"{step.address}#{step.port}", clock())
+            # The deadline bounds each query's wait (no asyncio.timeout around the whole); a
+            # query cut short by it is abandoned without blaming the server.
             self.cut_short = left < step.timeout
             self.exchange = resolver.transport.send(step, functools.partial(self._answered, step),
                                                     left if self.cut_short else None)
-        except BaseException as exc:   # a bug: reported to the awaiting task, as _drive raised it
-            if not self.future.done():
-                self.future.set_exception(exc)
+        except Exception as exc:   # a bug: the askers get it, as they got a failed task's
+            self._fail(exc)
 
     def _answered(self, step, response, error, rtt) -> None:
         self.exchange = None
-        if self.future.done():
+        if self.settled:
             return
         if error == TIMEOUT and self.cut_short:
-            self.future.set_exception(TimeoutError())
+            self._settle(None)
             return
         try:
             self.resolution.query_result(step, response, error, rtt, self.resolver.clock())
-        except BaseException as exc:
-            self.future.set_exception(exc)
+        except Exception as exc:
+            self._fail(exc)
             return
         self._next()
+
+    def _done(self) -> bool:
+        if self.settled:
+            return False
+        self.settled = True
+        inflight = self.resolver._inflight
+        if inflight.get(self.key) is self:
+            del inflight[self.key]
+        return True
+
+    def _settle(self, result: Result | None) -> None:
+        if not self._done():
+            return
+        try:
+            result = self.resolver._conclude(self.resolution, result)
+        except Exception as exc:
+            for waiter in self.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._done():
+            for waiter in self.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+
+    def cancel(self) -> None:
+        """Resolver.close(): drop the query in flight; every asker's future is cancelled."""
+        if self._done():
+            if self.exchange is not None:
+                self.exchange.cancel()
+                self.exchange = None
+            for waiter in self.waiters:
+                waiter.cancel()
 
 
 def _relay(waiter: asyncio.Future, task: asyncio.Task) -> None:
