@@ -1,9 +1,10 @@
 """The asyncio resolver: a thin loop around `Resolution`, plus what needs a clock or a socket.
 
-- `resolve(name, type)`: the cache first; on a miss one Resolution per distinct question,
-  shared by every concurrent asker of the same question (coalescing, like CoreDNS's
-  singleflight); bounded by `resolution_timeout` and `max_outstanding` (SERVFAIL at once
-  beyond it); serve-stale (RFC 8767) when the resolution fails and the option is on.
+- `resolve(name, type)` (`start(name, type)` without the coroutine): the cache first; on a
+  miss one Resolution per distinct question, shared by every concurrent asker of the same
+  question (coalescing, like CoreDNS's singleflight), driven by loop callbacks (`_Driver`
+  over `Transport.send`); bounded by `resolution_timeout` and `max_outstanding` (SERVFAIL at
+  once beyond it); serve-stale (RFC 8767) when the resolution fails and the option is on.
 - `cached(name, type)`: the cache only (RD=0 queries, and the cache handler's fast path).
 - `stats()`: counters; logged every STATS_INTERVAL seconds when they changed, and by `close()`.
 """
