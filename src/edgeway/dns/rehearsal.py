@@ -142,4 +142,5 @@ async def _rehearse(rounds: int, timeout: float) -> bool:
             server.close()
         if resolver is not None:
             resolver._closed = True
+            resolver.transport.close()
         fake.close()

@@ -77,6 +77,10 @@ class DnsService:
             from edgeway.dns.rehearsal import rehearse
 
             await rehearse()
+            for handler in self.handlers:   # (the resolver's query sockets' epoll set, made now)
+                prepare = getattr(handler, "prepare", None)
+                if prepare is not None:
+                    prepare()
         try:
             for address in self.config.listen:
                 self._udp.append(await start_udp(self.responder, address))

@@ -28,7 +28,7 @@ class Query:
     client: tuple  # (host, port) of the client
     transport: str  # "udp" or "tcp"
     recursion_desired: bool
-    message: dns.message.Message | None = None
+    message: object = None  # the parsed query: a dns.message.Message, or a wire.PlainQuery for a plain one
 
 
 @dataclass(slots=True)

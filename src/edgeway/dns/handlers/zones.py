@@ -20,8 +20,8 @@ class ZonesHandler:
         self.zones = zones
 
     def handle(self, query: Query) -> Answer | None:
-        if query.rdclass != dns.rdataclass.IN:
-            return None
+        if query.rdclass != dns.rdataclass.IN or not self.zones:
+            return None   # (a resolver without local zones: no walk up the name's ancestors)
         zone = self.zones.find(query.name)
         if zone is None:
             return None

@@ -1,9 +1,10 @@
 """The asyncio resolver: a thin loop around `Resolution`, plus what needs a clock or a socket.
 
-- `resolve(name, type)`: the cache first; on a miss one Resolution per distinct question,
-  shared by every concurrent asker of the same question (coalescing, like CoreDNS's
-  singleflight); bounded by `resolution_timeout` and `max_outstanding` (SERVFAIL at once
-  beyond it); serve-stale (RFC 8767) when the resolution fails and the option is on.
+- `resolve(name, type)` (`start(name, type)` without the coroutine): the cache first; on a
+  miss one Resolution per distinct question, shared by every concurrent asker of the same
+  question (coalescing, like CoreDNS's singleflight), driven by loop callbacks (`_Driver`
+  over `Transport.send`); bounded by `resolution_timeout` and `max_outstanding` (SERVFAIL at
+  once beyond it); serve-stale (RFC 8767) when the resolution fails and the option is on.
 - `cached(name, type)`: the cache only (RD=0 queries, and the cache handler's fast path).
 - `stats()`: counters; logged every STATS_INTERVAL seconds when they changed, and by `close()`.
 """
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -21,10 +23,10 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from edgeway.dns.resolver.cache import Cache
+from edgeway.dns.resolver.cache import Cache, name_key
 from edgeway.dns.resolver.hints import Hints, load_hints
 from edgeway.dns.resolver.infra import Infra
-from edgeway.dns.resolver.resolution import Resolution, Result, Settings
+from edgeway.dns.resolver.resolution import TIMEOUT, Resolution, Result, Settings
 from edgeway.dns.resolver.transport import Transport
 
 log = logging.getLogger("edgeway.resolver")
@@ -62,7 +64,8 @@ class Resolver:
         self._inflight: dict[tuple, asyncio.Task] = {}
         self._closed = False
         self.stats_interval = STATS_INTERVAL
-        self._stats_task: asyncio.Task | None = None
+        self._stats_timer: asyncio.TimerHandle | None = None
+        self._stats_last: str | None = None
 
     @staticmethod
     def warm_up() -> None:
@@ -114,6 +117,21 @@ class Resolver:
         return Result(found.rcode, found.answer, found.authority, from_cache=True)
 
     async def resolve(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN) -> Result:
+        started = self.start(qname, rdtype, rdclass)
+        return started if isinstance(started, Result) else await started
+
+    def start(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN
+              ) -> Result | asyncio.Future:
+        """`resolve` without the coroutine: the Result at once (a cache hit, or SERVFAIL beyond
+        `max_outstanding`), or a future of it.
+
+        A new question's first upstream query is sent from here, synchronously: a caller in a
+        socket callback (the recursion handler, under `UdpServer`) has it on the wire before
+        any task runs. The resolution is then driven by loop callbacks (`_Driver`) and hands
+        its Result to every asker's future itself: no task, no wake-up between the last
+        response and the askers. The future is the asker's own (what `asyncio.shield` gave):
+        cancelling it does not stop a resolution that other askers share.
+        """
         c = self.counters
         c.queries += 1
         found = self.cache.lookup(qname, rdtype, rdclass, self.clock())
@@ -121,30 +139,53 @@ class Resolver:
             c.cache_hits += 1
             return Result(found.rcode, found.answer, found.authority, from_cache=True)
         c.cache_misses += 1
-        if self._stats_task is None and self.stats_interval and not self._closed:
-            self._stats_task = asyncio.get_running_loop().create_task(self._log_stats())
-        key = (qname, rdtype, rdclass)
-        task = self._inflight.get(key)
-        if task is not None:
+        loop = asyncio.get_running_loop()
+        key = (name_key(qname), rdtype, rdclass)
+        pending = self._inflight.get(key)
+        waiter = loop.create_future()
+        if pending is not None:
             c.coalesced += 1
         else:
             if self._closed or len(self._inflight) >= self.max_outstanding:
                 c.limited += 1
                 c.servfail += 1
                 return Result(dns.rcode.SERVFAIL, reason=f"more than {self.max_outstanding} outstanding resolutions")
-            task = asyncio.get_running_loop().create_task(self._resolve(qname, rdtype, rdclass))
-            self._inflight[key] = task
-            task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
-        return await asyncio.shield(task)
+            c.resolutions += 1
+            resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
+            if hasattr(self.transport, "send"):
+                pending = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout)
+                self._inflight[key] = pending
+                pending.waiters.append(waiter)
+                pending.begin()
+                waiter = None
+            else:   # a transport with only the coroutine API: a task runs `_drive`
+                pending = loop.create_task(self._resolve(resolution))
+                self._inflight[key] = pending
+                pending.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
+            if self._stats_timer is None and self.stats_interval:
+                # A timer, not a task, and set once the first query is on the wire.
+                self._stats_timer = loop.call_later(self.stats_interval, self._log_stats)
+        if waiter is None:
+            return pending.waiters[0]
+        if isinstance(pending, _Driver):
+            pending.waiters.append(waiter)
+        else:
+            pending.add_done_callback(functools.partial(_relay, waiter))
+        return waiter
 
-    async def _resolve(self, qname, rdtype, rdclass) -> Result:
-        c = self.counters
-        c.resolutions += 1
-        resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
+    async def _resolve(self, resolution: Resolution) -> Result:
         try:
-            async with asyncio.timeout(self.resolution_timeout):
-                result = await self._drive(resolution)
+            result = await self._drive(resolution, time.monotonic() + self.resolution_timeout)
         except TimeoutError:
+            result = None
+        return self._conclude(resolution, result)
+
+    def _conclude(self, resolution: Resolution, result: Result | None) -> Result:
+        """The Result an asker gets: SERVFAIL for a timeout (`result` None), or a stale answer
+        instead of a SERVFAIL when serve-stale is on; counted and logged."""
+        c = self.counters
+        qname, rdtype, rdclass = resolution.original, resolution.rdtype, resolution.rdclass
+        if result is None:
             result = Result(dns.rcode.SERVFAIL, reason=f"no answer within {self.resolution_timeout:g}s "
                                                        f"({'; '.join(resolution.errors[-3:])})")
         c.scrubbed += resolution.budget.scrubbed
@@ -159,16 +200,29 @@ class Resolver:
             log.info("SERVFAIL for %s %s: %s", qname, dns.rdatatype.to_text(rdtype), result.reason)
         return result
 
-    async def _drive(self, resolution: Resolution) -> Result:
+    async def _drive(self, resolution: Resolution, deadline: float) -> Result:
+        """Send the resolution's queries until it has a result; TimeoutError at `deadline`.
+
+        The deadline (`resolution_timeout`) bounds each query's wait instead of an
+        `asyncio.timeout` around the whole: the waiting happens only there, and a query cut
+        short by it is abandoned without blaming the server (as a cancellation did)."""
         transport, clock = self.transport, self.clock
         while True:
             step = resolution.next_request(clock())
             if isinstance(step, Result):
                 return step
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
             self.counters.upstream_queries += 1
             self.upstream_by_server[f"{step.address}#{step.port}"] += 1
             self.infra.sent(step.address if not self.settings.forwarders else f"{step.address}#{step.port}", clock())
-            response, error, rtt = await transport.query(step)
+            if left < step.timeout:
+                response, error, rtt = await transport.query(step, left)
+                if error == TIMEOUT:
+                    raise TimeoutError
+            else:
+                response, error, rtt = await transport.query(step)
             resolution.query_result(step, response, error, rtt, clock())
 
     # ----------------------------------------------------------------- lifecycle
@@ -191,28 +245,145 @@ class Resolver:
                 f"coalesced={s['coalesced']} upstream={s['upstream_queries']} servfail={s['servfail']} "
                 f"stale={s['stale_answers']} cache_entries={s['cache_entries']} by_server=[{by}]")
 
-    async def _log_stats(self) -> None:
-        last = None
-        while True:
-            await asyncio.sleep(self.stats_interval)
-            line = self.stats_line()
-            if line != last:
-                log.info("%s", line)
-                last = line
+    def _log_stats(self) -> None:
+        line = self.stats_line()
+        if line != self._stats_last:
+            log.info("%s", line)
+            self._stats_last = line
+        if not self._closed:
+            self._stats_timer = asyncio.get_running_loop().call_later(self.stats_interval, self._log_stats)
+
+    def prepare(self) -> None:
+        """Set up what the first upstream query would otherwise create (the transport's epoll
+        set), from inside the running loop."""
+        prepare = getattr(self.transport, "prepare", None)
+        if prepare is not None:
+            prepare()
 
     async def close(self) -> None:
         """Cancel resolutions in flight (their askers get SERVFAIL) and log the counters."""
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._inflight.values())
-        if self._stats_task is not None:
-            tasks.append(self._stats_task)
-        for task in tasks:
-            task.cancel()
+        pending = list(self._inflight.values())
+        tasks = [p for p in pending if not isinstance(p, _Driver)]
+        if self._stats_timer is not None:
+            self._stats_timer.cancel()
+        for p in pending:
+            p.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
         log.info("%s", self.stats_line())
+
+
+class _Driver:
+    """One resolution driven by loop callbacks: each response is handed to the resolution and
+    the next query sent from the transport's callback (the socket's readable callback); the
+    Result goes to every asker's future from the last one. No task: nothing to wake between
+    two upstream queries, nor between the last response and the askers."""
+
+    __slots__ = ("resolver", "resolution", "key", "deadline", "waiters", "exchange", "cut_short", "settled")
+
+    def __init__(self, resolver: Resolver, resolution: Resolution, key: tuple, deadline: float) -> None:
+        self.resolver, self.resolution, self.key, self.deadline = resolver, resolution, key, deadline
+        self.waiters: list[asyncio.Future] = []
+        self.exchange = None
+        self.cut_short = False
+        self.settled = False
+
+    def begin(self) -> None:
+        """Send the first query (or settle at once, from the cache)."""
+        self._next()
+
+    def _next(self) -> None:
+        resolver, resolution, clock = self.resolver, self.resolution, self.resolver.clock
+        try:
+            step = resolution.next_request(clock())
+            if isinstance(step, Result):
+                self._settle(step)
+                return
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self._settle(None)      # resolution_timeout
+                return
+            resolver.counters.upstream_queries += 1
+            resolver.upstream_by_server[f"{step.address}#{step.port}"] += 1
+            resolver.infra.sent(step.address if not resolver.settings.forwarders
+                                else f"{step.address}#{step.port}", clock())
+            # The deadline bounds each query's wait (no asyncio.timeout around the whole); a
+            # query cut short by it is abandoned without blaming the server.
+            self.cut_short = left < step.timeout
+            self.exchange = resolver.transport.send(step, functools.partial(self._answered, step),
+                                                    left if self.cut_short else None)
+        except Exception as exc:   # a bug: the askers get it, as they got a failed task's
+            self._fail(exc)
+
+    def _answered(self, step, response, error, rtt) -> None:
+        self.exchange = None
+        if self.settled:
+            return
+        if error == TIMEOUT and self.cut_short:
+            self._settle(None)
+            return
+        try:
+            self.resolution.query_result(step, response, error, rtt, self.resolver.clock())
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self._next()
+
+    def _done(self) -> bool:
+        if self.settled:
+            return False
+        self.settled = True
+        inflight = self.resolver._inflight
+        if inflight.get(self.key) is self:
+            del inflight[self.key]
+        return True
+
+    def _settle(self, result: Result | None) -> None:
+        if not self._done():
+            return
+        try:
+            result = self.resolver._conclude(self.resolution, result)
+        except Exception as exc:
+            for waiter in self.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(result)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._done():
+            for waiter in self.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+
+    def cancel(self) -> None:
+        """Resolver.close(): drop the query in flight; every asker's future is cancelled."""
+        if self._done():
+            if self.exchange is not None:
+                self.exchange.cancel()
+                self.exchange = None
+            for waiter in self.waiters:
+                waiter.cancel()
+
+
+def _relay(waiter: asyncio.Future, task: asyncio.Task) -> None:
+    """Pass a resolution's outcome to one asker (unless that asker has given up)."""
+    if waiter.done():
+        return
+    if task.cancelled():
+        waiter.cancel()
+    elif task.exception() is not None:
+        waiter.set_exception(task.exception())
+    else:
+        waiter.set_result(task.result())
 
 
 def _rehearse(rounds: int = 12) -> None:

@@ -2,7 +2,10 @@
 
 Sans-IO: every call takes `now` (seconds, monotonic). One bounded LRU map holds both kinds of
 entry, keyed on (owner, type, class); an NXDOMAIN is stored once per name under the pseudo
-type NXDOMAIN_KEY and covers every type of that name.
+type NXDOMAIN_KEY and covers every type of that name. The owner in a key is `name_key(name)`,
+the tuple of its labels in lower case, not the `dns.name.Name`: a Name hashes in a Python loop
+over every character (about 1.4 us, and a cold resolution looks keys up over a hundred
+times), a tuple of bytes in C; and the ancestors of a name are slices of its key.
 
 Why a trust rank: a referral's NS and glue (rank GLUE) must not overwrite what the zone's own
 servers said in an answer (rank ANSWER) - RFC 2181 5.4.1. The resolution decides the rank and
@@ -30,6 +33,12 @@ MAX_CHAIN = 16             # CNAME links followed inside the cache (the resoluti
 RANK_GLUE = 1              # referral NS, glue, records from a non-authoritative section
 RANK_AUTHORITY = 2         # authority section of an authoritative answer
 RANK_ANSWER = 3            # answer section of an authoritative answer (or a forwarder's answer)
+
+
+def name_key(name: dns.name.Name) -> tuple[bytes, ...]:
+    """The cache's key for a name: its labels in lower case. DNS names compare ASCII
+    case-insensitively (RFC 4343), as `dns.name.Name` does; the labels keep the key injective."""
+    return tuple(map(bytes.lower, name.labels))
 
 
 @dataclass(slots=True)
@@ -114,7 +123,8 @@ class Cache:
     def put_rrset(self, rrset: dns.rrset.RRset, now: float, rank: int = RANK_ANSWER,
                   via: dns.rrset.RRset | None = None) -> None:
         """Cache one RRset (TTL clamped to min/max) unless a better-ranked live copy exists."""
-        key = (rrset.name, rrset.rdtype, rrset.rdclass)
+        owner = name_key(rrset.name)
+        key = (owner, rrset.rdtype, rrset.rdclass)
         old = self._map.get(key)
         if old is not None and old.rrset is not None and old.rank > rank and old.expires > now:
             return
@@ -123,7 +133,7 @@ class Cache:
             return  # TTL 0: use once, never cache (RFC 1035 3.2.1)
         self._store(key, _Entry(rrset, now + ttl, rank, via=via))
         # A positive record ends any negative knowledge about it.
-        self._map.pop((rrset.name, NXDOMAIN_KEY, rrset.rdclass), None)
+        self._map.pop((owner, NXDOMAIN_KEY, rrset.rdclass), None)
 
     def put_negative(self, name: dns.name.Name, rdtype: int, rdclass: int, rcode: int,
                      soa: dns.rrset.RRset | None, now: float) -> None:
@@ -141,7 +151,7 @@ class Cache:
         soa = soa.copy()
         soa.ttl = ttl
         kind = NXDOMAIN_KEY if rcode == dns.rcode.NXDOMAIN else rdtype
-        self._store((name, kind, rdclass), _Entry(None, now + ttl, RANK_ANSWER, rcode, soa))
+        self._store((name_key(name), kind, rdclass), _Entry(None, now + ttl, RANK_ANSWER, rcode, soa))
 
     # ----------------------------------------------------------------- reading
 
@@ -164,13 +174,13 @@ class Cache:
     def get_rrset(self, name: dns.name.Name, rdtype: int, rdclass: int, now: float,
                   stale: bool = False) -> dns.rrset.RRset | None:
         """The cached RRset with its remaining TTL, or None."""
-        found = self._get((name, rdtype, rdclass), now, stale)
+        found = self._get((name_key(name), rdtype, rdclass), now, stale)
         if found is None or found[0].rrset is None:
             return None
         return found[0].view(found[1])
 
     def rank_of(self, name: dns.name.Name, rdtype: int, rdclass: int, now: float) -> int:
-        entry = self._map.get((name, rdtype, rdclass))
+        entry = self._map.get((name_key(name), rdtype, rdclass))
         return entry.rank if entry is not None and entry.expires > now and entry.rrset is not None else 0
 
     def lookup(self, qname: dns.name.Name, qtype: int, qclass: int, now: float,
@@ -182,15 +192,16 @@ class Cache:
         """
         answer: list[dns.rrset.RRset] = []
         name = qname
-        seen = {qname}
+        key = name_key(qname)
+        seen = {key}
         used_stale = False
         get = self._get
         for _ in range(MAX_CHAIN + 1):
-            found = get((name, qtype, qclass), now, stale)
+            found = get((key, qtype, qclass), now, stale)
             if found is not None and found[0].rrset is not None:
                 answer.append(found[0].view(found[1]))
                 return self._hit(Lookup(dns.rcode.NOERROR, answer, stale=used_stale or found[0].expires <= now))
-            negative = get((name, NXDOMAIN_KEY, qclass), now, stale) or (
+            negative = get((key, NXDOMAIN_KEY, qclass), now, stale) or (
                 found if found is not None and found[0].rrset is None else None
             )
             if negative is not None:
@@ -199,7 +210,7 @@ class Cache:
                                         stale=used_stale or entry.expires <= now))
             if qtype == dns.rdatatype.CNAME:
                 break
-            found = get((name, dns.rdatatype.CNAME, qclass), now, stale)
+            found = get((key, dns.rdatatype.CNAME, qclass), now, stale)
             if found is None or found[0].rrset is None:
                 break
             used_stale = used_stale or found[0].expires <= now
@@ -209,9 +220,10 @@ class Cache:
                 answer.append(via)
             answer.append(found[0].view(found[1]))
             name = found[0].rrset[0].target
-            if name in seen:
+            key = name_key(name)
+            if key in seen:
                 break  # a loop: let the resolution find and report it
-            seen.add(name)
+            seen.add(key)
         if answer:
             self.stats.misses += 1
             return Lookup(dns.rcode.NOERROR, answer, complete=False, next_name=name, stale=used_stale)
@@ -227,21 +239,21 @@ class Cache:
     def delegation(self, qname: dns.name.Name, qclass: int, now: float):
         """Cached NS RRsets of qname and its ancestors, closest first (each a possible zone cut).
 
-        A generator: the resolution usually stops at the first one (Name hashing is not cheap)."""
-        name = qname
-        while True:
-            entry = self._map.get((name, dns.rdatatype.NS, qclass))
+        A generator: the resolution usually stops at the first one. The ancestors' keys are
+        slices of the name's key (no Name is built for them)."""
+        key = name_key(qname)
+        get = self._map.get
+        for start in range(len(key)):
+            entry = get((key[start:], dns.rdatatype.NS, qclass))
             if entry is not None and entry.rrset is not None and entry.expires > now:
                 yield entry.rrset
-            if name == dns.name.root:
-                return
-            name = name.parent()
 
     def addresses(self, name: dns.name.Name, qclass: int, now: float) -> list[str]:
         """Live cached A and AAAA addresses of a (name server) name."""
         result = []
+        key = name_key(name)
         for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            entry = self._map.get((name, rdtype, qclass))
+            entry = self._map.get((key, rdtype, qclass))
             if entry is not None and entry.rrset is not None and entry.expires > now:
                 result.extend(rd.address for rd in entry.rrset)
         return result

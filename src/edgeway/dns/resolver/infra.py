@@ -96,6 +96,8 @@ class Infra:
     # ----------------------------------------------------------------- decisions
 
     def is_lame(self, address: str, zone: dns.name.Name, now: float) -> bool:
+        if not self._lame:
+            return False   # the usual case: no Name to hash
         until = self._lame.get((address, zone))
         if until is None:
             return False

@@ -28,7 +28,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from edgeway.dns.resolver.cache import RANK_ANSWER, RANK_AUTHORITY, RANK_GLUE, Cache
+from edgeway.dns.resolver.cache import RANK_ANSWER, RANK_AUTHORITY, RANK_GLUE, Cache, name_key
 from edgeway.dns.resolver.hints import Hints
 from edgeway.dns.resolver.infra import Infra
 
@@ -82,6 +82,23 @@ class Budget:
     queries: int = 0
     sub_resolutions: int = 0
     scrubbed: int = 0            # out-of-bailiwick RRsets dropped from responses
+
+
+_AA = int(dns.flags.AA)
+
+
+def _rcode(response: dns.message.Message) -> int:
+    """`response.rcode()` as a plain int (dnspython builds an enum member for it)."""
+    return (int(response.flags) & 0xF) | ((int(response.ednsflags) >> 20) & 0xFF0)
+
+
+def _under(name: dns.name.Name, zone: dns.name.Name) -> bool:
+    """`name.is_subdomain(zone)`, with a fast path for the usual case: the zone's labels end
+    the name's exactly as written (no case folding, no Name comparison)."""
+    labels, suffix = name.labels, zone.labels
+    if len(labels) >= len(suffix) and labels[len(labels) - len(suffix):] == suffix:
+        return True
+    return name.is_subdomain(zone)
 
 
 def _find(rrsets, name, rdtype):
@@ -222,7 +239,7 @@ class Resolution:
             return None
         zone = self.zone
         infra = self.infra
-        best = infra.order(candidates, zone, now)[0]
+        best = infra.order(candidates, zone, now)[0] if len(candidates) > 1 else candidates[0]
         if infra.is_lame(best, zone, now) or infra.is_unreachable(best, now):
             # Only bad servers left: probe one of them (it may be back), then give up on the rest.
             if self.probed_bad or self.missing_ns:
@@ -333,20 +350,20 @@ class Resolution:
 
     def _scrub(self, rrsets, zone: dns.name.Name) -> list[dns.rrset.RRset]:
         """Keep the RRsets a server for `zone` may speak for; count the others."""
-        kept = [r for r in rrsets if r.rdclass == self.rdclass and r.name.is_subdomain(zone)]
+        kept = [r for r in rrsets if r.rdclass == self.rdclass and _under(r.name, zone)]
         self.budget.scrubbed += len(rrsets) - len(kept)
         return kept
 
     def _iterative_response(self, request: Request, response: dns.message.Message, now: float) -> None:
         zone = self.zone
         address = request.address
-        rcode = response.rcode()
+        rcode = _rcode(response)
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
                 self.infra.mark_lame(address, zone, now)   # it does not serve the zone
             self.errors.append(f"{address}: {dns.rcode.to_text(rcode)}")
             return
-        aa = bool(response.flags & dns.flags.AA)
+        aa = bool(int(response.flags) & _AA)
         answer = self._scrub(response.answer, zone)
         authority = self._scrub(response.authority, zone)
         additional = self._scrub(response.additional, zone)
@@ -393,15 +410,19 @@ class Resolution:
             self._fail(f"more than {self.settings.max_depth} referrals")
             return
         self.cache.put_rrset(ns, now, RANK_GLUE)
-        targets = {rd.target for rd in ns}
+        # Name servers and their glue matched on lower-cased labels (cache.name_key), not by
+        # comparing dns.name.Name objects pairwise (each comparison is Python code).
+        targets = {name_key(rd.target): rd.target for rd in ns}
         addresses, missing = [], []
+        glue: dict[tuple, list[str]] = {}
         for rrset in additional:
-            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.name in targets:
-                self.cache.put_rrset(rrset, now, RANK_GLUE)
-        for target in targets:
-            glue = [rd.address for rrset in additional if rrset.name == target
-                    and rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) for rd in rrset]
-            known = glue or self.cache.addresses(target, self.rdclass, now)
+            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                key = name_key(rrset.name)
+                if key in targets:
+                    self.cache.put_rrset(rrset, now, RANK_GLUE)
+                    glue.setdefault(key, []).extend(rd.address for rd in rrset)
+        for key, target in targets.items():
+            known = glue.get(key) or self.cache.addresses(target, self.rdclass, now)
             if known:
                 addresses.extend(a for a in known if self._allowed(a))
             elif not target.is_subdomain(ns.name):
@@ -412,7 +433,7 @@ class Resolution:
         self._set_cut(ns.name, addresses, sorted(missing))
 
     def _forward_response(self, response: dns.message.Message, now: float) -> None:
-        rcode = response.rcode()
+        rcode = _rcode(response)
         if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             self.errors.append(f"forwarder: {dns.rcode.to_text(rcode)}")
             return

@@ -5,6 +5,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rrset
 from hypothesis import given, settings, strategies as st
 
@@ -51,6 +52,8 @@ def same(ours, reference):
         for a, b in zip(mine, theirs):
             assert [rd.to_text() for rd in a] == [rd.to_text() for rd in b]
             assert [r.name.labels for r in [a]] == [r.name.labels for r in [b]]   # case kept
+            # The hash stored at parse time is dnspython's (equal rdata must hash alike in any set).
+            assert [hash(rd) for rd in a] == [dns.rdata.Rdata.__hash__(rd) for rd in a] == [hash(rd) for rd in b]
     assert ours.to_wire(want_shuffle=False) == reference.to_wire(want_shuffle=False)   # the cache serves these
 
 
@@ -121,3 +124,88 @@ def test_compression_and_odd_cases():
     response = dns.message.make_response(dns.message.make_query("x.ex.com.", "A"))
     response.answer.append(dns.rrset.from_text("x.ex.com.", 2**31, "IN", "A", "192.0.2.1"))
     assert wire.parse(response.to_wire()) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(NAME, st.sampled_from(["A", "AAAA", "NS", "MX", "TXT", "ANY", "AXFR", "TYPE65280"]),
+       st.sampled_from(["IN", "CH", "ANY"]), st.sampled_from([None, 0, 1]), st.integers(0, 0xFFFF),
+       st.booleans(), st.binary(max_size=2))
+def test_query_parser_is_dnspython_or_nothing(question, rdtype, rdclass, edns, flags, cookie, trailing):
+    query = dns.message.make_query(question, rdtype, rdclass, use_edns=edns, payload=1232,
+                                   options=[dns.edns.GenericOption(10, b"12345678")] if cookie and edns is not None else None)
+    query.flags = flags & ~0x7800 if flags & 0x100 else flags    # opcodes other than QUERY too, sometimes
+    data = query.to_wire() + trailing
+    try:
+        reference = dns.message.from_wire(data)
+    except Exception:
+        reference = None
+    ours = wire.parse_query(data)
+    if ours is None:
+        # Only what the hand parser leaves alone: EDNS options or version, another opcode,
+        # trailing bytes, or whatever dnspython rejects too.
+        assert reference is None or trailing or (edns is not None and (cookie or edns)) or flags & 0x7800
+    else:
+        assert reference is not None and not trailing
+        assert (ours.id, ours.flags, ours.edns, ours.ednsflags, ours.payload) == \
+               (reference.id, int(reference.flags), reference.edns, reference.ednsflags, reference.payload)
+        assert ours.question == reference.question
+        assert [(q.name.labels, q.rdtype, q.rdclass) for q in ours.question] == \
+               [(q.name.labels, q.rdtype, q.rdclass) for q in reference.question]   # case kept
+
+
+def test_query_parser_leaves_the_odd_ones_to_dnspython():
+    query = dns.message.make_query("x.ex.com.", "A", use_edns=0)
+    data = query.to_wire()
+    assert wire.parse_query(data) is not None
+    assert wire.parse_query(data + b"\0") is None               # trailing junk: FORMERR from dnspython
+    assert wire.parse_query(data[:-1]) is None                  # truncated
+    query.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(10, b"12345678")])
+    assert wire.parse_query(query.to_wire()) is None            # a cookie: dnspython reads it
+
+
+@settings(max_examples=400, deadline=None)
+@given(NAME, st.tuples(SECTION, SECTION, SECTION), st.sampled_from([dns.rcode.NOERROR, dns.rcode.NXDOMAIN,
+                                                                     dns.rcode.SERVFAIL, dns.rcode.BADVERS]),
+       st.booleans(), st.sampled_from([None, 0]), st.sampled_from([512, 1232, 65535]))
+def test_renderer_writes_dnspythons_bytes(question, sections, rcode, aa, edns, size):
+    query = dns.message.make_query(question, "A", use_edns=edns, payload=1232)
+    response = dns.message.make_response(query)
+    if edns is not None or rcode < 16:
+        response.set_rcode(rcode)
+    if aa:
+        response.flags |= dns.flags.AA
+    for section, records in zip((response.answer, response.authority, response.additional), sections):
+        for (owner, rdtype, text), ttl in records:
+            rrset = dns.rrset.from_text(owner, ttl, "IN", rdtype, text)
+            found = next((r for r in section if r.name == rrset.name and r.rdtype == rrset.rdtype), None)
+            if found is None:
+                section.append(rrset)
+            else:
+                found.union_update(rrset)
+    reference = response.to_wire(max_size=size, prefer_truncation=True, want_shuffle=False)
+    ours = wire.render(response, size)
+    if ours is not None:
+        assert ours == reference
+    else:   # only when it does not fit (dnspython truncates) or a type left to dnspython
+        truncated = len(response.to_wire(max_size=65535, want_shuffle=False)) > max(size, 512)
+        assert truncated or any(rdtype not in ("A", "AAAA", "NS", "CNAME", "DNAME", "SOA", "MX")
+                                for section in sections for (_, rdtype, _), _ in section)
+
+
+def test_renderer_leaves_the_odd_ones_to_dnspython():
+    response = dns.message.make_response(dns.message.make_query("x.ex.com.", "TXT", use_edns=0))
+    response.answer.append(dns.rrset.from_text("x.ex.com.", 60, "IN", "TXT", '"hello"'))
+    assert wire.render(response, 1232) is None                                   # another type
+    response = dns.message.make_response(dns.message.make_query("x.ex.com.", "A", use_edns=0))
+    response.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(10, b"12345678")])
+    assert wire.render(response, 1232) is None                                   # EDNS options
+    response = dns.message.make_response(dns.message.make_query("x.ex.com.", "A"))
+    response.answer.append(dns.rrset.from_text("x.ex.com.", 60, "IN", "A", *[f"192.0.2.{i}" for i in range(40)]))
+    assert wire.render(response, 512) is None                                    # truncation: dnspython's
+    assert wire.render(response, 1232) == response.to_wire(max_size=1232, want_shuffle=False)
+    # Mixed case: compression is case-insensitive, the bytes keep each name's own case.
+    response = dns.message.make_response(dns.message.make_query("WWW.Ex.com.", "A"))
+    response.answer.append(dns.rrset.from_text("WWW.Ex.com.", 60, "IN", "CNAME", "a.EX.COM."))
+    response.answer.append(dns.rrset.from_text("a.EX.COM.", 60, "IN", "A", "192.0.2.1"))
+    response.authority.append(dns.rrset.from_text("ex.com.", 60, "IN", "DNAME", "Ex.org."))
+    assert wire.render(response, 512) == response.to_wire(max_size=512, want_shuffle=False)
