@@ -122,11 +122,17 @@ class UpstreamConnection(asyncio.Protocol):
             self._upgrade = value
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        head = ResponseHead(status, self._reason or b"", self._lines, self._length, self._chunked,
-                            self.parser.should_keep_alive(), self._connection, self._upgrade)
-        self._reset_fields()
-        self._interim = status < 200 and status != 101   # llhttp completes 1xx as a message
+        parser = self.parser
+        status = parser.get_status_code()
+        head = ResponseHead(status, self._reason, self._lines, self._length, self._chunked,
+                            parser.should_keep_alive(), self._connection, self._upgrade)
+        # _reset_fields(), in line
+        self._lines = []
+        self._length = self._upgrade = None
+        self._chunked = False
+        self._connection = self._reason = b""
+        if status < 200 and status != 101:   # llhttp completes 1xx as a message
+            self._interim = True
         ex = self.ex
         if ex is not None:
             ex.client.response_head(ex, self, head)

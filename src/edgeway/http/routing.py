@@ -92,11 +92,11 @@ class RequestView:
     __slots__ = ("method", "host", "path", "_headers", "_cookies", "remote_addr", "target")
 
     def __init__(self, method: str, host: str, target: str, headers: list[tuple[bytes, bytes]],
-                 remote_addr: str = ""):
+                 remote_addr: str = "", path: str | None = None):
         self.method = method
         self.host = normalize_host(host)
         self.target = target
-        self.path = target.split("?", 1)[0]
+        self.path = target.split("?", 1)[0] if path is None else path
         self._headers = headers
         self._cookies: dict[str, str] | None = None
         self.remote_addr = remote_addr

@@ -5,7 +5,6 @@ from edgeway.http.messages import (
     ResponseHead,
     analyze_request,
     client_response_head,
-    response_framing,
     response_head,
     upstream_request_head,
 )
@@ -51,23 +50,32 @@ def test_upstream_head_rewrites():
         assert gone not in out
 
 
-@pytest.mark.parametrize("status, method, chunked, length, framing", [
-    (200, "GET", False, 10, "length"), (200, "GET", True, None, "chunked"), (200, "GET", False, None, "close"),
-    (200, "HEAD", False, 10, "none"), (204, "GET", False, None, "none"), (304, "GET", False, None, "none"),
+@pytest.mark.parametrize("status, method, chunked, length, framing, mode, added", [
+    (200, "GET", False, 10, "length", "length", b"Content-Length: 10\r\n"),
+    (200, "GET", True, None, "chunked", "chunked", b"Transfer-Encoding: chunked\r\n"),
+    (200, "GET", False, None, "close", "chunked", b"Transfer-Encoding: chunked\r\n"),
+    (200, "HEAD", False, 10, "none", "none", b"Content-Length: 10\r\n"),
+    (204, "GET", False, None, "none", "none", b""),
+    (304, "GET", False, None, "none", "none", b""),
 ])
-def test_response_framing(status, method, chunked, length, framing):
-    head = ResponseHead(status, b"OK", [], length, chunked, True)   # framing reads only the fields
-    assert response_framing(status, method, head) == framing
+def test_response_framing(status, method, chunked, length, framing, mode, added):
+    head = ResponseHead(status, b"OK", [b"X-A: 1\r\n"], length, chunked, True)
+    data, got_mode, got_framing = client_response_head(head, method, "1.1", True, b"Set-Cookie: s=1\r\n")
+    assert (got_framing, got_mode) == (framing, mode)
+    assert data == b"HTTP/1.1 %d OK\r\nX-A: 1\r\nSet-Cookie: s=1\r\n%b\r\n" % (status, added)
+    data, _, _ = client_response_head(head, method, "1.0", False)
+    assert data.endswith(b"Connection: close\r\n\r\n")
 
 
 def test_client_head_rechunks_close_delimited_for_11_and_closes_for_10():
     head = response_head(200, b"OK", [(b"Connection", b"close, X-H"), (b"X-H", b"1"), (b"Keep-Alive", b"t=1"),
                                       (b"X-Ok", b"y")], False)
     assert head.connection == b"close, X-H" and head.content_length is None
-    data, mode = client_response_head(head, "close", "1.1", True)
-    assert mode == "chunked" and b"Transfer-Encoding: chunked\r\n" in data and b"X-Ok: y" in data
+    data, mode, framing = client_response_head(head, "GET", "1.1", True)
+    assert framing == "close" and mode == "chunked" and b"Transfer-Encoding: chunked\r\n" in data
+    assert b"X-Ok: y" in data
     assert b"X-H:" not in data and b"Keep-Alive" not in data and b"Connection" not in data
-    data, mode = client_response_head(head, "close", "1.0", True)
+    data, mode, framing = client_response_head(head, "GET", "1.0", True)
     assert mode == "raw" and b"Connection: close\r\n" in data
 
 
