@@ -183,7 +183,9 @@ class Forwarding:
         ex.done = True
         if reusable is None:
             reusable = conn.parser.should_keep_alive()
-        self._release(ex)
+        if ex.server is not None:   # _release(ex), in line
+            ex.upstream.release(ex.server)
+        ex.header_deadline = 0.0
         ex.conn = None
         if reusable and ex.request_complete and ex.upstream_framing != "close" and not ex.upgrade:
             self.ctx.pool.put(conn)

@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping
 
 from edgeway.config.model import ListenerConfig
-from edgeway.http.exchange import ms
 from edgeway.http.pool import Pool
 from edgeway.http.routing import Router, compile_hash_key
 
@@ -62,14 +61,15 @@ class AccessLog:
         return self._prefix
 
     def format(self, entry: tuple) -> str:
-        """One buffered entry as its log line."""
+        """One buffered entry as its log line (times in milliseconds, two decimals)."""
         if len(entry) == 2:
             return f"{self._stamp(entry[0])}{entry[1]}\n"
         when, client, method, target, version, status, server, sent, connect, header, total, cause = entry
-        line = (f'{self._stamp(when)}{client} "{method} {target} HTTP/{version}" {status} upstream={server} '
-                f'bytes={sent} connect_ms={"-" if connect is None else ms(connect)} '
-                f'header_ms={"-" if header is None else ms(header)} total_ms={ms(total)}')
-        return line + (f' cause="{cause}"\n' if cause else "\n")
+        # one f-string with format(): measured faster than integer arithmetic per field
+        return (f'{self._stamp(when)}{client} "{method} {target} HTTP/{version}" {status} upstream={server} '
+                f'bytes={sent} connect_ms={"-" if connect is None else format(connect * 1000, ".2f")} '
+                f'header_ms={"-" if header is None else format(header * 1000, ".2f")} total_ms={total * 1000:.2f}'
+                + (f' cause="{cause}"\n' if cause else "\n"))
 
     def flush(self) -> None:
         if self.lines:
@@ -100,6 +100,8 @@ class ListenerContext:
         self.timeouts = config.timeouts
         self.limits = config.limits
         self.max_connections = config.limits.max_connections
+        self.max_uri_length = config.limits.max_uri_length
+        self.max_header_size = config.limits.max_header_size
         self.upstream_header_timeout = config.timeouts.upstream_header
         self.forwarded = config.forwarded
         self.router = Router(config.routes, upstreams)

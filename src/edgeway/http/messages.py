@@ -229,6 +229,17 @@ class ResponseHead:
 # forwarded as it came.
 RESPONSE_FIELDS = {b"content-length": 1, b"transfer-encoding": 2, b"connection": 3, b"upgrade": 4,
                    b"keep-alive": 0, b"proxy-connection": 0, b"te": 0, b"trailer": 0}
+FORWARD = 5
+# The same by the names as servers usually spell them, and the most common forwarded fields
+# (FORWARD): most fields are then classified without lowering their name first. A name not
+# here is looked up in RESPONSE_FIELDS by its lower case.
+RESPONSE_NAMES = {**RESPONSE_FIELDS,
+                  **{b"-".join(part.capitalize() for part in name.split(b"-")): kind
+                     for name, kind in RESPONSE_FIELDS.items()},
+                  b"TE": 0,
+                  **dict.fromkeys([b"Server", b"Date", b"Content-Type", b"Last-Modified", b"ETag", b"Cache-Control",
+                                   b"Set-Cookie", b"Vary", b"Accept-Ranges", b"Expires", b"Location",
+                                   b"Content-Encoding", b"Content-Language", b"Age", b"Via"], FORWARD)}
 
 
 def response_head(status: int, reason: bytes, fields: list[tuple[bytes, bytes]], keep_alive: bool) -> ResponseHead:

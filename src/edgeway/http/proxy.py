@@ -179,7 +179,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.ctx.limits.max_uri_length:
+        if len(self._url) > self.ctx.max_uri_length:
             self._error = RequestError(414, f"request target longer than {self.ctx.limits.max_uri_length} bytes")
             raise self._error
         self._head_size += len(url)
@@ -188,7 +188,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if not self._in_head:
             return  # a trailer field of a chunked body: not forwarded
         self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.ctx.limits.max_header_size:
+        if self._head_size > self.ctx.max_header_size:
             self._error = RequestError(431, f"request header section larger than {self.ctx.limits.max_header_size} bytes")
             raise self._error
         self._headers.append((name, value))
