@@ -262,8 +262,10 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if path == ctx.health_path and method in ("GET", "HEAD"):
             self._local(ex, health_response(method == "HEAD"), 200, "")
             return
-        view = RequestView(method, head.host, target, head.headers, self.client_ip, path)
-        route = ctx.router.match(view)
+        def make_view() -> RequestView:
+            return RequestView(method, head.host, target, head.headers, self.client_ip, path)
+
+        route, view = ctx.router.match_path(path, make_view)
         if route is None:
             self._local(ex, error_response(404, f"no route matches {head.host}{path}",
                                            head_only=method == "HEAD"), 404, "no route")
@@ -275,12 +277,18 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             ex.upgrade = True
         if head.expect_continue:
             ex.expect_continue = True
-        if ctx.trace_header and view.header("x-edgeway-trace") is not None:
-            ex.trace = {}
+        if ctx.trace_header:
+            view = view or make_view()
+            if view.header("x-edgeway-trace") is not None:
+                ex.trace = {}
         if route.sticky_cookie is not None:
-            ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode() if head.has_cookie else b""
+            if head.has_cookie:
+                view = view or make_view()
+                ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode()
+            else:
+                ex.sticky_cookie = b""
         if route.key is not None:
-            ex.key = route.key(view)
+            ex.key = route.key(view or make_view())
 
     def _local(self, ex: Exchange, response: bytes, status: int, cause: str, close: bool = False) -> None:
         ex.local = response
