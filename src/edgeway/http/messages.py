@@ -223,10 +223,10 @@ class ResponseHead:
     upgrade: bytes | None = None
 
 
-# Response fields the proxy reads or drops, classified as each field is parsed (pool.py does it
-# inline, field by field, so that a response head is walked once): 1 Content-Length,
-# 2 Transfer-Encoding, 3 Connection, 4 Upgrade, 0 other hop-by-hop. Any other field is
-# forwarded as it came.
+# Response fields the proxy reads or drops, classified by UpstreamConnection.on_header (pool.py)
+# as each field is parsed, so that a response head is walked once (tests/unit/http/test_pool.py
+# drives it with bytes): 1 Content-Length, 2 Transfer-Encoding, 3 Connection, 4 Upgrade, 0 other
+# hop-by-hop. Any other field is forwarded as it came.
 RESPONSE_FIELDS = {b"content-length": 1, b"transfer-encoding": 2, b"connection": 3, b"upgrade": 4,
                    b"keep-alive": 0, b"proxy-connection": 0, b"te": 0, b"trailer": 0}
 FORWARD = 5
@@ -240,24 +240,6 @@ RESPONSE_NAMES = {**RESPONSE_FIELDS,
                   **dict.fromkeys([b"Server", b"Date", b"Content-Type", b"Last-Modified", b"ETag", b"Cache-Control",
                                    b"Set-Cookie", b"Vary", b"Accept-Ranges", b"Expires", b"Location",
                                    b"Content-Encoding", b"Content-Language", b"Age", b"Via"], FORWARD)}
-
-
-def response_head(status: int, reason: bytes, fields: list[tuple[bytes, bytes]], keep_alive: bool) -> ResponseHead:
-    """A ResponseHead from (name, value) pairs: the classification pool.py does inline."""
-    head = ResponseHead(status, reason, [], None, False, keep_alive)
-    for name, value in fields:
-        kind = RESPONSE_FIELDS.get(name.lower())
-        if kind is None:
-            head.lines.append(name + b": " + value + b"\r\n")
-        elif kind == 1:
-            head.content_length = int(value)
-        elif kind == 2:
-            head.chunked = value.strip().lower().endswith(b"chunked")
-        elif kind == 3:
-            head.connection = head.connection + b"," + value if head.connection else value
-        elif kind == 4:
-            head.upgrade = value
-    return head
 
 
 def client_response_head(head: ResponseHead, request_method: str, client_version: str, keep_alive: bool,
