@@ -48,7 +48,7 @@ if [ -n "${WITH_NGINX:-}" ]; then nginx -p $D/lb -c $D/lb/nginx.conf & LB=$!; fi
 trap 'kill $EW $NG $LB 2>/dev/null; wait 2>/dev/null; rm -rf $D' EXIT
 sleep 1.5
 tick=$(getconf CLK_TCK)
-cpu() { awk '{print $14+$15}' /proc/$1/stat; }
+cpu() { awk '{print $14, $15}' /proc/$1/stat; }   # utime stime, in ticks
 measure() {   # name pid port mode
   local hdr=(); [ $4 = close ] && hdr=(-H "Connection: close")
   wrk -t1 -c$CONNS -d1s "${hdr[@]}" http://127.0.0.1:$3/ >/dev/null   # warm up
@@ -57,8 +57,9 @@ measure() {   # name pid port mode
   out=$(wrk -t1 -c$CONNS -d${DUR}s "${hdr[@]}" http://127.0.0.1:$3/)
   c1=$(cpu $2)
   n=$(echo "$out" | awk '/requests in/ {print $1}')
-  awk -v w=$1 -v m=$4 -v c=$((c1-c0)) -v t=$tick -v n=$n \
-    'BEGIN {printf "%-8s %-6s %8d requests  %6.1f us CPU/request\n", w, m, n, c/t/n*1e6}'
+  echo $c0 $c1 | awk -v w=$1 -v m=$4 -v t=$tick -v n=$n \
+    '{u = ($3-$1)/t/n*1e6; s = ($4-$2)/t/n*1e6
+      printf "%-8s %-6s %8d requests  %6.1f us CPU/request (user %5.1f, system %5.1f)\n", w, m, n, u+s, u, s}'
 }
 for _ in $(seq $REPS); do
   for mode in ka close; do
