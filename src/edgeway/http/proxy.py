@@ -262,7 +262,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if path == ctx.health_path and method in ("GET", "HEAD"):
             self._local(ex, health_response(method == "HEAD"), 200, "")
             return
-        def make_view() -> RequestView:
+
+        def make_view() -> RequestView:   # most routes test only the path: built if needed
             return RequestView(method, head.host, target, head.headers, self.client_ip, path)
 
         route, view = ctx.router.match_path(path, make_view)
