@@ -13,13 +13,6 @@ if TYPE_CHECKING:
     from edgeway.http.routing import Route
 
 
-def ms(seconds: float) -> str:
-    """Seconds -> milliseconds with two decimals, in integer arithmetic (float formatting is a
-    measurable share of a request's cost)."""
-    v = int(seconds * 100000)
-    return f"{v // 100}.{v % 100:02d}"
-
-
 class Exchange:
     """One request and its response; plain state, driven by ClientConnection.
 

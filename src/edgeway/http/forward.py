@@ -14,13 +14,7 @@ import json
 from time import perf_counter
 
 from edgeway.http.exchange import Exchange
-from edgeway.http.messages import (
-    IDEMPOTENT,
-    ResponseHead,
-    client_response_head,
-    response_framing,
-    upstream_request_head,
-)
+from edgeway.http.messages import IDEMPOTENT, ResponseHead, client_response_head, upstream_request_head
 from edgeway.http.pool import UpstreamConnection
 from edgeway.http.responses import error_response
 
@@ -96,10 +90,9 @@ class Forwarding:
         conn.ex = ex
         ctx = self.ctx
         head = ex.head
-        route = ex.route
-        host = route.set_host.decode() if route.set_host else (head.host or str(ex.server.address))
-        data = upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme,
-                                     ctx.config.forwarded, ex.upgrade)
+        set_host = ex.route.set_host
+        host = set_host.decode() if set_host else (head.host or ex.server.label)
+        data = upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme, ctx.forwarded, ex.upgrade)
         if ex.body:   # what arrived with the head leaves with it, in one send
             data = b"".join([data, *ex.body])
             ex.body.clear()
@@ -109,7 +102,7 @@ class Forwarding:
         if self._write_paused:
             conn.transport.pause_reading()
         if ex.request_complete:   # else: set when the last body byte has gone (on_message_complete)
-            ex.header_deadline = self.loop.time() + ctx.timeouts.upstream_header
+            ex.header_deadline = self.loop.time() + ctx.upstream_header_timeout
 
     def _header_timeout(self, ex: Exchange, conn: UpstreamConnection) -> None:
         ex.header_deadline = 0.0
@@ -129,47 +122,57 @@ class Forwarding:
         ex.header_deadline = 0.0
         ex.t_header = perf_counter() - ex.started
         ex.status = status
-        if ex.server.fails:   # only a server with failures on record has anything to reset
-            ex.upstream.report_success(ex.server, self.loop.time())
-        extra = []
+        server = ex.server
+        if server.fails:   # only a server with failures on record has anything to reset
+            ex.upstream.report_success(server, self.loop.time())
+        extra = b""
         if ex.sticky_cookie is not None:
-            server_id, line = self.ctx.sticky_lines[ex.server]
+            server_id, line = self.ctx.sticky_lines[server]
             if ex.sticky_cookie != server_id:
-                extra.append(line)
+                extra = line
         if ex.trace is not None:
-            extra.append(b"X-Edgeway-Trace: " + json.dumps(ex.trace).encode() + b"\r\n")
+            extra += b"X-Edgeway-Trace: " + json.dumps(ex.trace).encode() + b"\r\n"
         if status == 101:
             if not ex.upgrade:
-                self.upstream_failed(ex, f"invalid response from {ex.server} (101 to a request without Upgrade)",
+                self.upstream_failed(ex, f"invalid response from {server} (101 to a request without Upgrade)",
                                      retryable=False)
                 return
             lines = [b"HTTP/1.1 101 " + head.reason + b"\r\n", *head.lines]
             if head.upgrade is not None:
                 lines.append(b"Upgrade: " + head.upgrade + b"\r\n")
             lines.append(b"Connection: upgrade\r\n")
-            self._write(b"".join(lines) + b"".join(extra) + b"\r\n")
+            self._write(b"".join(lines) + extra + b"\r\n")
             ex.response_started = True
             return
-        framing = response_framing(status, ex.head.method, head)
-        ex.upstream_framing = framing
+        request = ex.head
         keep_alive = not ex.close_after and not ex.upgrade
-        data, ex.mode = client_response_head(head, framing, ex.head.version, keep_alive, extra)
-        if ex.mode == "raw" or (ex.upgrade and keep_alive is False):
+        data, mode, framing = client_response_head(head, request.method, request.version, keep_alive, extra)
+        ex.upstream_framing = framing
+        ex.mode = mode
+        if mode == "raw" or not keep_alive:
             ex.close_after = True
-        if not keep_alive:
-            ex.close_after = True
-        self._write(data)
+        wbuf = self._wbuf
+        if wbuf is not None:
+            wbuf.append(data)
+        else:
+            self._write(data)
         ex.response_started = True
         if framing == "none":
             # the parser expects a body after a HEAD response with Content-Length: start afresh
             conn.reset_parser()
-            self.response_complete(ex, conn, reusable=head.keep_alive and ex.head.method == "HEAD")
+            self.response_complete(ex, conn, reusable=head.keep_alive and request.method == "HEAD")
 
     def response_body(self, ex: Exchange, body: bytes) -> None:
         ex.sent += len(body)
-        if ex.mode == "chunked":
-            self._write(b"%x\r\n%b\r\n" % (len(body), body))
-        elif ex.mode != "none":
+        mode = ex.mode
+        if mode == "chunked":
+            body = b"%x\r\n%b\r\n" % (len(body), body)
+        elif mode == "none":
+            return
+        wbuf = self._wbuf
+        if wbuf is not None:
+            wbuf.append(body)
+        else:
             self._write(body)
 
     def response_complete(self, ex: Exchange, conn: UpstreamConnection, reusable: bool | None = None) -> None:
@@ -180,7 +183,9 @@ class Forwarding:
         ex.done = True
         if reusable is None:
             reusable = conn.parser.should_keep_alive()
-        self._release(ex)
+        if ex.server is not None:   # _release(ex), in line
+            ex.upstream.release(ex.server)
+        ex.header_deadline = 0.0
         ex.conn = None
         if reusable and ex.request_complete and ex.upstream_framing != "close" and not ex.upgrade:
             self.ctx.pool.put(conn)
@@ -221,7 +226,7 @@ class Forwarding:
         if pending:
             conn.transport.write(pending)
         self._log(ex)
-        self._paused.clear()
+        self._paused = frozenset()
         self.transport.resume_reading()
 
     def upstream_failed(self, ex: Exchange, cause: str, status: int = 502, retryable: bool = True) -> None:

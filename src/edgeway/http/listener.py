@@ -27,28 +27,54 @@ class AccessLog:
     """One line per request, buffered and flushed by the sweeper (or when 256 lines wait).
 
     Writes go straight to the file descriptor: the logging module costs more per line than
-    a whole proxied request does on the fast path."""
+    a whole proxied request does on the fast path. A proxied request is recorded as a tuple
+    and formatted at flush, in one loop over the batch, rather than on its own request's path."""
 
     def __init__(self, name: str, fd: int | None = None, enabled: bool = True):
         self.name = name
         self.fd = sys.stderr.fileno() if fd is None else fd
         self.enabled = enabled
-        self.lines: list[str] = []
+        self.lines: list[str | tuple] = []
         self._second = -1
-        self._stamp = ""
+        self._prefix = ""
 
     def write(self, line: str) -> None:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        self.lines.append(f"{self._stamp} INFO edgeway.access: {self.name} {line}\n")
+        """A line formatted by the caller (rejected requests: rare)."""
+        self.lines.append((time.time(), line))
         if len(self.lines) >= 256:
             self.flush()
 
+    def request(self, entry: tuple) -> None:
+        """A proxied or answered request: (wall time, client, method, target, version, status,
+        server, body bytes, connect s or None, header s or None, total s, cause); see format()."""
+        lines = self.lines
+        lines.append(entry)
+        if len(lines) >= 256:
+            self.flush()
+
+    def _stamp(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)) + \
+                f" INFO edgeway.access: {self.name} "
+        return self._prefix
+
+    def format(self, entry: tuple) -> str:
+        """One buffered entry as its log line (times in milliseconds, two decimals)."""
+        if len(entry) == 2:
+            return f"{self._stamp(entry[0])}{entry[1]}\n"
+        when, client, method, target, version, status, server, sent, connect, header, total, cause = entry
+        # one f-string with format(): measured faster than integer arithmetic per field
+        return (f'{self._stamp(when)}{client} "{method} {target} HTTP/{version}" {status} upstream={server} '
+                f'bytes={sent} connect_ms={"-" if connect is None else format(connect * 1000, ".2f")} '
+                f'header_ms={"-" if header is None else format(header * 1000, ".2f")} total_ms={total * 1000:.2f}'
+                + (f' cause="{cause}"\n' if cause else "\n"))
+
     def flush(self) -> None:
         if self.lines:
-            data = "".join(self.lines).encode("utf-8", "replace")
+            fmt = self.format
+            data = "".join([fmt(entry) for entry in self.lines]).encode("utf-8", "replace")
             self.lines.clear()
             try:
                 os.write(self.fd, data)
@@ -73,6 +99,11 @@ class ListenerContext:
         self.scheme = scheme
         self.timeouts = config.timeouts
         self.limits = config.limits
+        self.max_connections = config.limits.max_connections
+        self.max_uri_length = config.limits.max_uri_length
+        self.max_header_size = config.limits.max_header_size
+        self.upstream_header_timeout = config.timeouts.upstream_header
+        self.forwarded = config.forwarded
         self.router = Router(config.routes, upstreams)
         for route in self.router.routes:
             up = route.upstream

@@ -29,11 +29,20 @@ _REPLACED = frozenset({b"host", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-
                        b"x-forwarded-host", b"forwarded"})
 _KNOWN_CODINGS = frozenset({b"chunked", b"gzip", b"x-gzip", b"deflate", b"compress", b"x-compress"})
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
+# Request fields the proxy reads or drops, classified once as the head is analyzed (the same
+# pass renders the fields that go to the server): 1 Host, 2 Content-Length, 3 Transfer-Encoding,
+# 4 Connection, 5 Upgrade, 6 Expect (forwarded), 7 Cookie (forwarded), 8 X-Forwarded-For,
+# 9 Forwarded, 0 any other hop-by-hop or replaced field. Fields not listed are forwarded as
+# they came.
 _FIELDS = {b"host": 1, b"content-length": 2, b"transfer-encoding": 3, b"connection": 4, b"upgrade": 5,
-           b"expect": 6, b"cookie": 7}
+           b"expect": 6, b"cookie": 7, b"x-forwarded-for": 8, b"forwarded": 9,
+           **{name: 0 for name in (HOP_BY_HOP | _REPLACED) if name not in (
+               b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade",
+               b"x-forwarded-for", b"forwarded")}}
 _NO_TOKENS: frozenset[bytes] = frozenset()
 _valid_hosts: dict[bytes, str] = {}   # Host values already checked against _HOST
 _connection_tokens: dict[bytes, frozenset[bytes]] = {}   # Connection value -> its tokens ("close", ...)
+_methods: dict[bytes, str] = {}       # method as parsed -> text
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HOST = re.compile(rb"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:\d{0,5})?$")
 
@@ -61,15 +70,31 @@ class RequestHead:
     expect_continue: bool
     connection_tokens: frozenset[bytes]
     has_cookie: bool = False     # a Cookie field is present (no need to look for a sticky cookie otherwise)
+    forward: bytes = b""         # the end-to-end fields, rendered for the server ("Name: value\r\n"...)
+    xff: bytes | None = None     # X-Forwarded-For fields received, joined
+    prior_forwarded: bytes | None = None   # Forwarded fields received, joined
 
     @property
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
 
+def method_text(method: bytes) -> str:
+    """The parser's method bytes as text, decoded once per method name."""
+    text = _methods.get(method)
+    if text is None:
+        text = method.decode("latin-1")
+        if len(_methods) < 64:   # llhttp knows about 40 methods
+            _methods[method] = text
+    return text
+
+
 def analyze_request(method: str, target: bytes, version: str, headers: list[tuple[bytes, bytes]],
                     keep_alive: bool) -> RequestHead:
-    """Check a parsed request head and collect what the proxy needs; RequestError if bad."""
+    """Check a parsed request head and collect what the proxy needs; RequestError if bad.
+
+    The same walk over the fields renders the ones that go to the server, so that
+    upstream_request_head has only to join (a request head is walked once)."""
     host: bytes | None = None
     content_length = None
     te: bytes | None = None
@@ -77,12 +102,15 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
     upgrade = None
     expect = False
     has_cookie = False
+    xff = None
+    prior_forwarded = None
+    forward = []
     fields = _FIELDS
     for name, value in headers:
         kind = fields.get(name.lower())
         if kind is None:
-            continue
-        if kind == 1:
+            forward.append(name + b": " + value + b"\r\n")
+        elif kind == 1:
             if host is not None:
                 raise RequestError(400, "several Host header fields")
             host = value.strip()
@@ -96,8 +124,14 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             upgrade = value.strip()
         elif kind == 6:
             expect = value.strip().lower() == b"100-continue"
-        else:
+            forward.append(name + b": " + value + b"\r\n")
+        elif kind == 7:
             has_cookie = True
+            forward.append(name + b": " + value + b"\r\n")
+        elif kind == 8:
+            xff = value if xff is None else xff + b", " + value
+        elif kind == 9:
+            prior_forwarded = value if prior_forwarded is None else prior_forwarded + b", " + value
     chunked = False
     if te is not None:
         if version == "1.0":
@@ -116,6 +150,9 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             tokens = frozenset(t.strip().lower() for t in connection.split(b",") if t.strip())
             if len(_connection_tokens) < 256:
                 _connection_tokens[connection] = tokens
+        if not tokens <= _CONNECTION_OPTIONS:
+            # Connection names more hop-by-hop fields (rare): those are not forwarded either
+            forward = [line for line in forward if line.split(b":", 1)[0].lower() not in tokens]
     else:
         tokens = _NO_TOKENS
     if upgrade is not None and b"upgrade" not in tokens:
@@ -134,7 +171,7 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
     if host is None:
         if version == "1.1":
             raise RequestError(400, "HTTP/1.1 request without Host")
-        host = b""
+        text_host = ""
     else:
         text_host = _valid_hosts.get(host)
         if text_host is None:
@@ -143,46 +180,32 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             text_host = host.decode("latin-1")
             if len(_valid_hosts) < 4096:     # a handful of names in practice; bounded anyway
                 _valid_hosts[host] = text_host
-        return RequestHead(method, text_target, version, headers, text_host, content_length,
-                           chunked, keep_alive, upgrade, expect, tokens, has_cookie)
-    return RequestHead(method, text_target, version, headers, "", content_length,
-                       chunked, keep_alive, upgrade, expect, tokens, has_cookie)
+    return RequestHead(method, text_target, version, headers, text_host, content_length, chunked, keep_alive,
+                       upgrade, expect, tokens, has_cookie, b"".join(forward), xff, prior_forwarded)
 
 
 def upstream_request_head(req: RequestHead, target: str, host: str, client_ip: str, scheme: str,
                           forwarded: bool, upgrade: bool = False) -> bytes:
     """The request head sent to the server: hop-by-hop fields dropped, the X-Forwarded-*
     family set (X-Forwarded-For appended to, as nginx's $proxy_add_x_forwarded_for), the
-    framing written by us."""
-    drop = req.connection_tokens
-    out = [f"{req.method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1")]
-    xff = None
-    prior_forwarded = None
-    for name, value in req.headers:
-        n = name.lower()
-        if n in HOP_BY_HOP or n in _REPLACED or n in drop:
-            if n == b"x-forwarded-for":
-                xff = value if xff is None else xff + b", " + value
-            elif n == b"forwarded":
-                prior_forwarded = value if prior_forwarded is None else prior_forwarded + b", " + value
-            continue
-        out.append(name + b": " + value + b"\r\n")
-    ip = client_ip.encode("latin-1")
-    out.append(b"X-Real-IP: " + ip + b"\r\nX-Forwarded-For: " + (xff + b", " + ip if xff else ip)
-               + b"\r\nX-Forwarded-Proto: " + scheme.encode() + b"\r\nX-Forwarded-Host: "
-               + req.host.encode("latin-1") + b"\r\n")
+    framing written by us. The fields themselves were rendered by analyze_request."""
+    xff = req.xff
+    head = (f"{req.method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1") + req.forward
+            + f"X-Real-IP: {client_ip}\r\nX-Forwarded-For: ".encode("latin-1")
+            + (xff + b", " + client_ip.encode("latin-1") if xff else client_ip.encode("latin-1"))
+            + f"\r\nX-Forwarded-Proto: {scheme}\r\nX-Forwarded-Host: {req.host}\r\n".encode("latin-1"))
     if forwarded:
         node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
         element = f'for={node};host="{req.host}";proto={scheme}'.encode("latin-1")
-        out.append(b"Forwarded: " + (prior_forwarded + b", " + element if prior_forwarded else element) + b"\r\n")
+        prior = req.prior_forwarded
+        head += b"Forwarded: " + (prior + b", " + element if prior else element) + b"\r\n"
     if req.chunked:
-        out.append(b"Transfer-Encoding: chunked\r\n")
+        head += b"Transfer-Encoding: chunked\r\n"
     elif req.content_length is not None:
-        out.append(b"Content-Length: %d\r\n" % req.content_length)
+        head += b"Content-Length: %d\r\n" % req.content_length
     if upgrade and req.upgrade:
-        out.append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+        head += b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n"
+    return head + b"\r\n"
 
 
 # --------------------------------------------------------------------------- responses
@@ -200,73 +223,61 @@ class ResponseHead:
     upgrade: bytes | None = None
 
 
-# Response fields the proxy reads or drops, classified as each field is parsed (pool.py does it
-# inline, field by field, so that a response head is walked once): 1 Content-Length,
-# 2 Transfer-Encoding, 3 Connection, 4 Upgrade, 0 other hop-by-hop. Any other field is
-# forwarded as it came.
+# Response fields the proxy reads or drops, classified by UpstreamConnection.on_header (pool.py)
+# as each field is parsed, so that a response head is walked once (tests/unit/http/test_pool.py
+# drives it with bytes): 1 Content-Length, 2 Transfer-Encoding, 3 Connection, 4 Upgrade, 0 other
+# hop-by-hop. Any other field is forwarded as it came.
 RESPONSE_FIELDS = {b"content-length": 1, b"transfer-encoding": 2, b"connection": 3, b"upgrade": 4,
                    b"keep-alive": 0, b"proxy-connection": 0, b"te": 0, b"trailer": 0}
+FORWARD = 5
+# The same by the names as servers usually spell them, and the most common forwarded fields
+# (FORWARD): most fields are then classified without lowering their name first. A name not
+# here is looked up in RESPONSE_FIELDS by its lower case.
+RESPONSE_NAMES = {**RESPONSE_FIELDS,
+                  **{b"-".join(part.capitalize() for part in name.split(b"-")): kind
+                     for name, kind in RESPONSE_FIELDS.items()},
+                  b"TE": 0,
+                  **dict.fromkeys([b"Server", b"Date", b"Content-Type", b"Last-Modified", b"ETag", b"Cache-Control",
+                                   b"Set-Cookie", b"Vary", b"Accept-Ranges", b"Expires", b"Location",
+                                   b"Content-Encoding", b"Content-Language", b"Age", b"Via"], FORWARD)}
 
 
-def response_head(status: int, reason: bytes, fields: list[tuple[bytes, bytes]], keep_alive: bool) -> ResponseHead:
-    """A ResponseHead from (name, value) pairs: the classification pool.py does inline."""
-    head = ResponseHead(status, reason, [], None, False, keep_alive)
-    for name, value in fields:
-        kind = RESPONSE_FIELDS.get(name.lower())
-        if kind is None:
-            head.lines.append(name + b": " + value + b"\r\n")
-        elif kind == 1:
-            head.content_length = int(value)
-        elif kind == 2:
-            head.chunked = value.strip().lower().endswith(b"chunked")
-        elif kind == 3:
-            head.connection = head.connection + b"," + value if head.connection else value
-        elif kind == 4:
-            head.upgrade = value
-    return head
-
-
-def response_framing(status: int, request_method: str, head: ResponseHead) -> str:
-    """How the server delimits the body (RFC 9112 6.3): none | length | chunked | close."""
-    if request_method == "HEAD" or status < 200 or status in (204, 304):
-        return "none"
-    if head.chunked:
-        return "chunked"
-    if head.content_length is not None:
-        return "length"
-    return "close"
-
-
-def client_response_head(head: ResponseHead, framing: str, client_version: str, keep_alive: bool,
-                         extra: list[bytes] = ()) -> tuple[bytes, str]:
-    """The response head for the client and how its body is written (none|length|chunked|raw).
+def client_response_head(head: ResponseHead, request_method: str, client_version: str, keep_alive: bool,
+                         extra: bytes = b"") -> tuple[bytes, str, str]:
+    """The response head for the client, how its body is written (none|length|chunked|raw)
+    and how the server delimits it (RFC 9112 6.3: none|length|chunked|close).
 
     A body the server delimits by closing is re-chunked for HTTP/1.1 clients so that their
-    connection can stay open; HTTP/1.0 clients get it raw and the connection closed."""
+    connection can stay open; HTTP/1.0 clients get it raw and the connection closed.
+    `extra`: rendered fields to add (Set-Cookie, trace)."""
+    status = head.status
+    connection = head.connection
     lines = head.lines
-    if head.connection and head.connection.lower() not in _CONNECTION_OPTIONS:
+    if connection and connection not in _CONNECTION_OPTIONS and connection.lower() not in _CONNECTION_OPTIONS:
         # Connection names more hop-by-hop fields (rare): drop those too
-        tokens = {t.strip().lower() for t in head.connection.split(b",")} - _CONNECTION_OPTIONS
+        tokens = {t.strip().lower() for t in connection.split(b",")} - _CONNECTION_OPTIONS
         if tokens:
             lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
-    out = [b"HTTP/1.1 %d " % head.status + head.reason + b"\r\n", *lines, *extra]
-    if framing == "length":
-        out.append(b"Content-Length: %d\r\n" % head.content_length)
-        mode = "length"
-    elif framing in ("chunked", "close"):
+    out = b"HTTP/1.1 %d %b\r\n%b%b" % (status, head.reason, b"".join(lines), extra)
+    if request_method == "HEAD" or status < 200 or status == 204 or status == 304:
+        framing = mode = "none"
+        if head.content_length is not None:
+            out += b"Content-Length: %d\r\n" % head.content_length   # HEAD / 304
+    elif head.chunked or head.content_length is None:
+        framing = "chunked" if head.chunked else "close"
         if client_version == "1.1":
-            out.append(b"Transfer-Encoding: chunked\r\n")
+            out += b"Transfer-Encoding: chunked\r\n"
             mode = "chunked"
         else:
             keep_alive = False
             mode = "raw"
     else:
-        if head.content_length is not None:
-            out.append(b"Content-Length: %d\r\n" % head.content_length)   # HEAD / 304
-        mode = "none"
+        framing = mode = "length"
+        out += b"Content-Length: %d\r\n" % head.content_length
     if not keep_alive:
-        out.append(b"Connection: close\r\n")
+        out += b"Connection: close\r\n\r\n"
     elif client_version == "1.0":
-        out.append(b"Connection: keep-alive\r\n")
-    out.append(b"\r\n")
-    return b"".join(out), mode
+        out += b"Connection: keep-alive\r\n\r\n"
+    else:
+        out += b"\r\n"
+    return out, mode, framing

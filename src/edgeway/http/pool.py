@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from edgeway.http.messages import RESPONSE_FIELDS, ResponseHead
+from edgeway.http.messages import FORWARD, RESPONSE_FIELDS, RESPONSE_NAMES, ResponseHead
 
 if TYPE_CHECKING:
     from edgeway.http.proxy import Exchange
@@ -26,7 +26,7 @@ MAX_IDLE_PER_SERVER = 128
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "server", "transport", "parser", "ex", "idle_since", "received", "_reason",
                  "_lines", "_length", "_chunked", "_connection", "_upgrade", "tunnel", "_write_paused",
-                 "_interim", "last_read")
+                 "_interim", "last_read", "_clock")
 
     def __init__(self, pool: "Pool", server: "Server"):
         self.pool = pool
@@ -42,6 +42,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self._interim = False
         self.last_read = 0.0
+        self._clock = pool.loop.time
 
     # ------------------------------------------------------------------ asyncio
 
@@ -53,12 +54,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.tunnel.write(data)
             return
         self.received = True
-        self.last_read = self.pool.loop.time()
-        if self.ex is None:
+        self.last_read = self._clock()
+        ex = self.ex
+        if ex is None:
             # bytes on an idle connection: the server broke the protocol; never reuse it
             self.close()
             return
-        client = self.ex.client
+        client = ex.client
         corked = client.cork()
         try:
             self.parser.feed_data(data)
@@ -108,9 +110,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._upgrade: bytes | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # messages.response_head() in line: each field is classified once, as it is parsed
-        kind = RESPONSE_FIELDS.get(name.lower())
+        # each field is classified once, as it is parsed (RESPONSE_NAMES first: usually no lower())
+        kind = RESPONSE_NAMES.get(name)
         if kind is None:
+            kind = RESPONSE_FIELDS.get(name.lower(), FORWARD)
+        if kind == FORWARD:
             self._lines.append(name + b": " + value + b"\r\n")
         elif kind == 1:
             self._length = int(value)
@@ -122,11 +126,17 @@ class UpstreamConnection(asyncio.Protocol):
             self._upgrade = value
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        head = ResponseHead(status, self._reason or b"", self._lines, self._length, self._chunked,
-                            self.parser.should_keep_alive(), self._connection, self._upgrade)
-        self._reset_fields()
-        self._interim = status < 200 and status != 101   # llhttp completes 1xx as a message
+        parser = self.parser
+        status = parser.get_status_code()
+        head = ResponseHead(status, self._reason, self._lines, self._length, self._chunked,
+                            parser.should_keep_alive(), self._connection, self._upgrade)
+        # _reset_fields(), in line
+        self._lines = []
+        self._length = self._upgrade = None
+        self._chunked = False
+        self._connection = self._reason = b""
+        if status < 200 and status != 101:   # llhttp completes 1xx as a message
+            self._interim = True
         ex = self.ex
         if ex is not None:
             ex.client.response_head(ex, self, head)

@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from time import perf_counter
+from time import perf_counter, time
 
 import httptools
 
-from edgeway.http.exchange import Exchange, ms
+from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
-from edgeway.http.messages import RequestError, analyze_request
+from edgeway.http.messages import RequestError, analyze_request, method_text
 from edgeway.http.responses import error_response, health_response, redirect_response
 from edgeway.http.routing import RequestView
 
@@ -60,39 +60,42 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     _upgrading = False
     _wbuf: list[bytes] | None = None
     _partial = False
+    _paused: frozenset[str] = frozenset()   # why reading is paused; replaced, never mutated (rare)
+    _diverted = False                    # closed, upgrading or a tunnel: data_received's slow path
 
     def __init__(self, ctx):
         self.ctx = ctx
         self.loop = ctx.loop
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Exchange] = deque()
-        self._paused: set[str] = set()
-        self._headers: list[tuple[bytes, bytes]] = []
 
     # ================================================================== asyncio: client side
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        peer = transport.get_extra_info("peername") or ("", 0)
-        self.client_ip, self.client_port = peer[0], peer[1]
-        self._head_started = self._idle_since = self.loop.time()
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = peer[0]
+            self.client_port = peer[1]
+        self._head_started = self.loop.time()
         ctx = self.ctx
-        if len(ctx.connections) >= ctx.limits.max_connections:
+        if len(ctx.connections) >= ctx.max_connections:
             transport.write(error_response(503, "too many connections to this listener", close=True))
             transport.close()
-            self.closed = True
+            self.closed = self._diverted = True
             return
         ctx.connections.add(self)
 
     def connection_lost(self, exc) -> None:
-        self.closed = True
+        self.closed = self._diverted = True
         self.ctx.connections.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
-        for ex in self.queue:
-            self._abandon(ex)
-        self.queue.clear()
+        if self.queue:
+            for ex in self.queue:
+                self._abandon(ex)
+            self.queue.clear()
         # The parser and the last exchange point back at this connection: cut those cycles so
         # that reference counting frees it now, not the cyclic GC later (one per request with
         # Connection: close)
@@ -100,22 +103,22 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self.parser = None   # nothing feeds it once closed (data_received checks)
 
     def data_received(self, data: bytes) -> None:
-        if self.tunnel is not None:
-            self.tunnel.write(data)
-            return
-        if self.closed:
-            return
-        if self._upgrading:
-            self._upgrade_rest += data   # bytes for the tunnel while the server decides
+        if self._diverted:
+            if self.tunnel is not None:
+                self.tunnel.write(data)
+            elif self._upgrading and not self.closed:
+                self._upgrade_rest += data   # bytes for the tunnel while the server decides
             return
         if self._in_head:
             self._partial = True
-        corked = self.cork()
-        try:
-            self._feed(data)
-        finally:
-            if corked:
+        if self._wbuf is None:   # cork(), in line: this runs for every packet
+            self._wbuf = []
+            try:
+                self._feed(data)
+            finally:
                 self.uncork()
+        else:
+            self._feed(data)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -156,11 +159,11 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     def pause_reading(self, reason: str) -> None:
         if not self._paused and self.transport is not None and not self.closed:
             self.transport.pause_reading()
-        self._paused.add(reason)
+        self._paused = self._paused | {reason}
 
     def resume_reading(self, reason: str) -> None:
         if reason in self._paused:
-            self._paused.discard(reason)
+            self._paused = self._paused - {reason}
             if not self._paused and self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
@@ -176,7 +179,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.ctx.limits.max_uri_length:
+        if len(self._url) > self.ctx.max_uri_length:
             self._error = RequestError(414, f"request target longer than {self.ctx.limits.max_uri_length} bytes")
             raise self._error
         self._head_size += len(url)
@@ -185,28 +188,29 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if not self._in_head:
             return  # a trailer field of a chunked body: not forwarded
         self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.ctx.limits.max_header_size:
+        if self._head_size > self.ctx.max_header_size:
             self._error = RequestError(431, f"request header section larger than {self.ctx.limits.max_header_size} bytes")
             raise self._error
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        now = self.loop.time()
         parser = self.parser
         try:
-            head = analyze_request(parser.get_method().decode("latin-1"), self._url, parser.get_http_version(),
+            head = analyze_request(method_text(parser.get_method()), self._url, parser.get_http_version(),
                                    self._headers, parser.should_keep_alive())
         except RequestError as exc:
             self._error = exc
             raise
         ex = Exchange(self, head, perf_counter())
         self.receiving = ex
-        self.queue.append(ex)
+        queue = self.queue
+        queue.append(ex)
         self._dispatch_ready = True
-        ex.close_after = not head.keep_alive
-        self._decide(ex, now)
-        if len(self.queue) > 1:
+        if not head.keep_alive:
+            ex.close_after = True
+        self._decide(ex)
+        if len(queue) > 1:
             self.pause_reading("pipeline")
 
     def on_body(self, body: bytes) -> None:
@@ -242,37 +246,50 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     # ================================================================== decisions
 
-    def _decide(self, ex: Exchange, now: float) -> None:
+    def _decide(self, ex: Exchange) -> None:
         """Local answer, or which route and upstream: sans-IO decisions applied to `ex`."""
         ctx = self.ctx
         head = ex.head
-        if head.method == "CONNECT":
+        method = head.method
+        if method == "CONNECT":
             self._local(ex, error_response(405, "CONNECT is not supported", close=True), 405, "CONNECT refused", True)
             return
         if ctx.redirect:
-            self._local(ex, redirect_response(ctx.redirect, head.target, head.method), 301, "redirect")
+            self._local(ex, redirect_response(ctx.redirect, head.target, method), 301, "redirect")
             return
-        path = head.target.split("?", 1)[0]
-        if ctx.health_path is not None and path == ctx.health_path and head.method in ("GET", "HEAD"):
-            self._local(ex, health_response(head.method == "HEAD"), 200, "")
+        target = head.target
+        path = target.split("?", 1)[0] if "?" in target else target
+        if path == ctx.health_path and method in ("GET", "HEAD"):
+            self._local(ex, health_response(method == "HEAD"), 200, "")
             return
-        view = RequestView(head.method, head.host, head.target, head.headers, self.client_ip)
-        route = ctx.router.match(view)
+
+        def make_view() -> RequestView:   # most routes test only the path: built if needed
+            return RequestView(method, head.host, target, head.headers, self.client_ip, path)
+
+        route, view = ctx.router.match_path(path, make_view)
         if route is None:
             self._local(ex, error_response(404, f"no route matches {head.host}{path}",
-                                           head_only=head.method == "HEAD"), 404, "no route")
+                                           head_only=method == "HEAD"), 404, "no route")
             return
         ex.route = route
         ex.upstream = route.upstream
-        ex.target = route.rewrite_path(head.target)
-        ex.upgrade = head.upgrade is not None
-        ex.expect_continue = head.expect_continue
-        if ctx.trace_header and view.header("x-edgeway-trace") is not None:
-            ex.trace = {}
+        ex.target = route.rewrite_path(target) if route.strip else target
+        if head.upgrade is not None:
+            ex.upgrade = True
+        if head.expect_continue:
+            ex.expect_continue = True
+        if ctx.trace_header:
+            view = view or make_view()
+            if view.header("x-edgeway-trace") is not None:
+                ex.trace = {}
         if route.sticky_cookie is not None:
-            ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode() if head.has_cookie else b""
+            if head.has_cookie:
+                view = view or make_view()
+                ex.sticky_cookie = view.cookies().get(route.sticky_cookie, "").encode()
+            else:
+                ex.sticky_cookie = b""
         if route.key is not None:
-            ex.key = route.key(view)
+            ex.key = route.key(view or make_view())
 
     def _local(self, ex: Exchange, response: bytes, status: int, cause: str, close: bool = False) -> None:
         ex.local = response
@@ -299,13 +316,16 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             return
 
     def _after_response(self, ex: Exchange) -> None:
-        if self.queue and self.queue[0] is ex:
+        queue = self.queue
+        if queue and queue[0] is ex:
             self._finish(ex)
-            self._advance()
+            if queue:
+                self._advance()
 
     def _finish(self, ex: Exchange) -> None:
         self.queue.popleft()
-        self._log(ex)
+        if self.ctx.access.enabled:
+            self._log(ex)
         if ex.close_after or (not ex.request_complete and ex.local is not None):
             self._close()
             return
@@ -317,19 +337,13 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def _log(self, ex: Exchange) -> None:
         access = self.ctx.access
-        if not access.enabled:
-            return
         head = ex.head
-        if head is None:
-            return   # a rejected request, logged by _log_rejected
-        now = perf_counter()
-        connect = ms(ex.t_connect) if ex.t_connect is not None else "-"
-        header = ms(ex.t_header) if ex.t_header is not None else "-"
-        server = ex.server.label if ex.server is not None else (ex.tried[-1].label if ex.tried else "-")
-        cause = ex.cause
-        access.write(f'{self.client_ip} "{head.method} {head.target} HTTP/{head.version}" {ex.status} '
-                     f'upstream={server} bytes={ex.sent} connect_ms={connect} header_ms={header} '
-                     f'total_ms={ms(now - ex.started)}' + (f' cause="{cause}"' if cause else ""))
+        if head is None or not access.enabled:
+            return   # (a rejected request is logged by _log_rejected)
+        server = ex.server
+        access.request((time(), self.client_ip, head.method, head.target, head.version, ex.status,
+                        server.label if server is not None else (ex.tried[-1].label if ex.tried else "-"),
+                        ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause))
 
     def _abandon(self, ex: Exchange) -> None:
         """The client went away: let go of the server side."""
@@ -371,7 +385,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if not self.closed:
             if self._wbuf:
                 self.uncork()
-            self.closed = True
+            self.closed = self._diverted = True
             self.transport.close()
 
     def _reject(self, status: int, cause: str) -> None:
@@ -416,7 +430,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             return
         ex.request_complete = True
         self._upgrade_rest = rest
-        self._upgrading = True
+        self._upgrading = self._diverted = True
         self._dispatch_ready = False
         if ex.local is not None:
             ex.close_after = True

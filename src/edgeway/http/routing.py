@@ -92,11 +92,11 @@ class RequestView:
     __slots__ = ("method", "host", "path", "_headers", "_cookies", "remote_addr", "target")
 
     def __init__(self, method: str, host: str, target: str, headers: list[tuple[bytes, bytes]],
-                 remote_addr: str = ""):
+                 remote_addr: str = "", path: str | None = None):
         self.method = method
         self.host = normalize_host(host)
         self.target = target
-        self.path = target.split("?", 1)[0]
+        self.path = target.split("?", 1)[0] if path is None else path
         self._headers = headers
         self._cookies: dict[str, str] | None = None
         self.remote_addr = remote_addr
@@ -152,19 +152,29 @@ class Router:
         self.routes = [Route(i, r, upstreams[r.upstream]) for i, r in enumerate(routes)]
 
     def match(self, request: RequestView) -> Route | None:
+        return self.match_path(request.path, lambda: request)[0]
+
+    def match_path(self, path: str, make_view: Callable[[], RequestView]) -> tuple[Route | None, RequestView | None]:
+        """match() for a request known by its path, and by make_view() only if a route tests
+        more than the path prefix (most routes do not): (route or None, the view if made)."""
         # Route.matches in line, the path prefix first: a request walks past the routes
         # before its own, so each costs a string comparison, not a call per condition
-        path = request.path
+        view = None
         for route in self.routes:
             prefix = route.prefix
             if prefix is not None and not path.startswith(prefix):
                 continue
-            for test in route._others:
-                if not test(request):
+            others = route._others
+            if not others:
+                return route, view
+            if view is None:
+                view = make_view()
+            for test in others:
+                if not test(view):
                     break
             else:
-                return route
-        return None
+                return route, view
+        return None, view
 
 
 _HASH_VAR = re.compile(r"\$([a-zA-Z_][a-zA-Z0-9_-]*)")

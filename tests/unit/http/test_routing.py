@@ -44,6 +44,24 @@ def test_first_match_wins(router, request_view, expected):
     assert (route.upstream_name if route else None) == expected
 
 
+def test_view_is_built_only_for_a_route_that_tests_more_than_the_path_prefix(router):
+    made = []
+
+    def make_view(path, **kw):
+        def make():
+            made.append(path)
+            return view(path, **kw)
+        return make
+
+    route, v = router.match_path("/api/users", make_view("/api/users"))
+    assert route.upstream == "api" and v is None and made == []   # the prefix alone decided
+    route, v = router.match_path("/static/x", make_view("/static/x"))
+    assert route.upstream == "static" and v is not None and made == ["/static/x"]   # host route tried
+    made.clear()
+    assert router.match_path("/admin/x", make_view("/admin/x", host="other.com"))[0] is None
+    assert made == ["/admin/x"]   # built once for all the routes that needed it
+
+
 def test_strip_prefix(router):
     route = router.match(view("/static/a/b.css?v=2"))
     assert route.rewrite_path("/static/a/b.css?v=2") == "/a/b.css?v=2"

@@ -1,0 +1,34 @@
+"""The access log: entries recorded as tuples on the request path, formatted at flush in order."""
+
+import os
+import time
+
+import pytest
+
+from edgeway.http.listener import AccessLog
+
+
+def test_entries_are_formatted_at_flush_in_the_order_they_came():
+    read, write = os.pipe()
+    log = AccessLog("web", fd=write)
+    when = time.time()
+    log.request((when, "10.0.0.1", "GET", "/a?b=1", "1.1", 200, "127.0.0.1:9001", 2, None, 0.000231, 0.0004126, ""))
+    log.write('10.0.0.2 "-" 400 upstream=- bytes=0 cause="malformed request"')
+    log.request((when, "::1", "POST", "/p", "1.0", 502, "-", 0, 0.0015, None, 0.01, "connection refused by x"))
+    os.set_blocking(read, False)
+    with pytest.raises(BlockingIOError):
+        os.read(read, 1)   # nothing is written before the flush
+    log.flush()
+    os.close(write)
+    lines = os.read(read, 65536).decode().splitlines()
+    os.close(read)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(when)))
+    assert lines == [
+        f'{stamp} INFO edgeway.access: web 10.0.0.1 "GET /a?b=1 HTTP/1.1" 200 upstream=127.0.0.1:9001 bytes=2 '
+        f'connect_ms=- header_ms=0.23 total_ms=0.41',
+        lines[1],   # below: a rejected request's line, formatted by the caller
+        f'{stamp} INFO edgeway.access: web ::1 "POST /p HTTP/1.0" 502 upstream=- bytes=0 '
+        f'connect_ms=1.50 header_ms=- total_ms=10.00 cause="connection refused by x"',
+    ]
+    assert lines[1].endswith('INFO edgeway.access: web 10.0.0.2 "-" 400 upstream=- bytes=0 cause="malformed request"')
+    assert log.lines == []
