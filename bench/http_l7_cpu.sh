@@ -14,17 +14,7 @@ PY=${PYTHON:-$REPO/.venv/bin/python}
 SRC=${SRC:-$REPO/src}
 DUR=${DUR:-5}; CONNS=${CONNS:-20}; REPS=${REPS:-1}
 D=$(mktemp -d /tmp/edgeway-cpu.XXXXXX)
-cat > $D/nginx.conf <<EOC
-daemon off; worker_processes 1; pid $D/nginx.pid; error_log $D/error.log;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $D; proxy_temp_path $D; fastcgi_temp_path $D;
-  uwsgi_temp_path $D; scgi_temp_path $D; default_type text/plain;
-  keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:19001 backlog=4096; location / { return 200 "ok"; } }
-  server { listen 127.0.0.1:19002 backlog=4096; location / { return 200 "ok"; } }
-  server { listen 127.0.0.1:19003 backlog=4096; location / { return 200 "ok"; } }
-}
-EOC
+source "$HERE/http_l7_backends.sh"; backend_nginx_conf $D
 # nginx as the proxy: one process (master_process off) so that its CPU is one /proc entry
 mkdir -p $D/lb
 cat > $D/lb/nginx.conf <<EOC

@@ -15,17 +15,7 @@ for side in a:18096 b:18097; do
   sed -e 's/127.0.0.1:900\([123]\)/127.0.0.1:1900\1/g' -e "s/127.0.0.1:8090/127.0.0.1:${side#*:}/" \
       -e "s/access_log: true/access_log: ${ACCESS_LOG:-true}/" "$HERE/http_l7.yaml" > $D/${side%%:*}.yaml
 done
-cat > $D/nginx.conf <<EOC
-daemon off; worker_processes 1; pid $D/nginx.pid; error_log $D/error.log;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $D; proxy_temp_path $D; fastcgi_temp_path $D;
-  uwsgi_temp_path $D; scgi_temp_path $D; default_type text/plain;
-  keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:19001 backlog=4096; location / { return 200 "ok"; } }
-  server { listen 127.0.0.1:19002 backlog=4096; location / { return 200 "ok"; } }
-  server { listen 127.0.0.1:19003 backlog=4096; location / { return 200 "ok"; } }
-}
-EOC
+source "$HERE/http_l7_backends.sh"; backend_nginx_conf $D
 nginx -p $D -c $D/nginx.conf & NG=$!
 PYTHONPATH=$A $PY -m edgeway serve --config $D/a.yaml --log-level warning 2>/dev/null & PA=$!
 PYTHONPATH=$B $PY -m edgeway serve --config $D/b.yaml --log-level warning 2>/dev/null & PB=$!
