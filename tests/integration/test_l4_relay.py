@@ -203,3 +203,48 @@ async def test_refused_connect_is_reported():
     closed.close()
     client.close()
     poller.close()
+
+
+async def test_poller_survives_a_failing_handler(caplog):
+    """A handler that raises (a bug) is logged and its relay closed; the other handlers of the
+    same batch still get their events (edge-triggered: a skipped event never comes back)."""
+    loop = asyncio.get_running_loop()
+    poller = Poller(loop)
+    ends = []
+    seen = []
+
+    class Closing:
+        closed = False
+
+        def close(self, reset=False):
+            self.closed = True
+
+    class Broken:
+        born = -1
+        relay = Closing()
+
+        def on_event(self, events):
+            raise RuntimeError("handler bug")
+
+    class Working:
+        born = -1
+
+        def on_event(self, events):
+            seen.append(events)
+
+    broken, working = Broken(), Working()
+    for handler in (broken, working):
+        outside, inside = tcp_pair()
+        ends += [outside, inside]
+        inside.setblocking(False)
+        poller.register(inside.fileno(), handler)
+        handler.born = -1   # events of the next batch are genuine
+        outside.sendall(b"x")
+    try:
+        await until(lambda: seen, "the working handler's event")
+        assert broken.relay.closed
+        assert "unexpected error in a connection handler" in caplog.text
+    finally:
+        poller.close()
+        for sock in ends:
+            sock.close()

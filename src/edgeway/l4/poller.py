@@ -7,7 +7,10 @@ and a whole batch of ready sockets costs the event loop one callback. See docs/l
 
 from __future__ import annotations
 
+import logging
 import select
+
+log = logging.getLogger("edgeway.l4")
 
 EVENTS = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 
@@ -55,7 +58,10 @@ class Poller:
         self._again_scheduled = False
         handlers, self._again = self._again, []
         for handler in handlers:
-            handler.read_again()
+            try:
+                handler.read_again()
+            except Exception:
+                self._failed(handler)
 
     def _ready(self) -> None:
         self._batch += 1
@@ -64,7 +70,23 @@ class Poller:
         for fd, events in self._ep.poll(0, 1024):
             handler = handlers.get(fd)
             if handler is not None and handler.born != batch:
-                handler.on_event(events)
+                try:
+                    handler.on_event(events)
+                except Exception:
+                    self._failed(handler)
+
+    @staticmethod
+    def _failed(handler) -> None:
+        """A bug in one connection's handler: log it and close that connection, so that the
+        rest of the batch is still handled (edge-triggered: an event skipped is not repeated)
+        and the listener keeps serving."""
+        log.exception("l4: unexpected error in a connection handler; closing that connection")
+        relay = getattr(handler, "relay", None)
+        try:
+            if relay is not None:
+                relay.close(reset=True)
+        except Exception:
+            log.exception("l4: closing the failed connection failed too")
 
     def close(self) -> None:
         if not self._ep.closed:
