@@ -119,8 +119,8 @@ async def _rehearse(rounds: int, timeout: float) -> bool:
                             resolution_timeout=timeout)
         resolver.stats_interval = 0   # no counter task, no log line: it never served anyone
         allow = Allow(["127.0.0.0/8"])
-        responder = Responder([CacheHandler(resolver, allow), RecursionHandler(resolver, allow, WireCache(allow))],
-                              recursion_available=True)
+        handlers = [CacheHandler(resolver, allow), RecursionHandler(resolver, allow, WireCache(allow), after_cache=True)]
+        responder = Responder(handlers, recursion_available=True)
         server = await start_udp(responder, Address(HOST, 0))
         client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         client.setblocking(False)

@@ -1,8 +1,10 @@
 """Wire bytes in, wire bytes out: everything about a DNS query except the socket.
 
 `Responder.respond(wire, client, transport)` returns the response bytes, `None` (drop the
-query), or an awaitable of either when a handler had to go to the network. It never raises:
-an input that breaks a handler gets SERVFAIL and a log line, not a dead server.
+query), or an awaitable of either when a handler had to go to the network: a `Later`
+(edgeway.dns.later) when the handler gave one (the recursion handler), which the servers follow
+with a callback, else a coroutine. It never raises, and neither does the awaitable: an input
+that breaks a handler gets SERVFAIL and a log line, not a dead server.
 
 Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
 - fewer than 12 bytes, or the QR bit set: dropped (no header to answer, or a response that
@@ -20,6 +22,8 @@ costs one dict lookup. `invalidate()` empties it when zones change.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
 import struct
@@ -37,6 +41,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from edgeway.dns.handlers.base import Answer, Handler, Query
+from edgeway.dns.later import Later, from_awaitable
 from edgeway.dns.resolver.wire import parse_query, render, use_edns
 
 log = logging.getLogger("edgeway.dns")
@@ -47,6 +52,7 @@ _NO_EDNS_SIZE = 512
 _FLAG_MASK_KEPT = int(dns.flags.RD | dns.flags.CD)  # copied from the query (RFC 1035, RFC 4035)
 _OPCODE_MASK = 0x7800
 _RA, _RD = int(dns.flags.RA), int(dns.flags.RD)
+_RCODE_TEXT: dict[int, str] = {}   # rcode -> its name, for the counters (to_text is Python code)
 
 
 class Responder:
@@ -154,10 +160,43 @@ class Responder:
             result = self.handlers[index].handle(request)
             if result is None:
                 continue
+            if type(result) is Later:
+                return self._ask_later(result, query, request, index, transport, key, started)
             if inspect.isawaitable(result):
                 return self._ask_async(result, query, request, index, transport, key, started)
             return self._finish(query, request, result, transport, key, started)
         return self._finish(query, request, Answer(rcode=dns.rcode.REFUSED), transport, key, started)
+
+    def _ask_later(self, pending: Later, query, request, index, transport, key, started) -> Later:
+        """The answer of a handler's Later, rendered from the callback that settles it."""
+        out = Later()
+        pending.then(functools.partial(self._answered, out, query, request, index, transport, key, started))
+        return out
+
+    def _answered(self, out: Later, query, request, index, transport, key, started, answer, error) -> None:
+        if isinstance(error, asyncio.CancelledError):
+            out.settle(None, error)      # abandoned (the resolver is closing): no answer
+            return
+        try:
+            if error is not None:
+                raise error
+            if answer is None:   # (passed on: the next handlers, as _ask_async does)
+                result = self._ask(query, request, index + 1, transport, key, started)
+                if inspect.isawaitable(result):
+                    (result if type(result) is Later else from_awaitable(result)).then(out.settle)
+                else:
+                    out.settle(result)
+                return
+            wire = self._render_answer(query, answer, transport)
+        except Exception:
+            log.exception("internal error answering %s from %s", request.name, _host(request.client))
+            out.settle(self._render(query, self._reply(query, dns.rcode.SERVFAIL), transport))
+            return
+        out.settle(wire)     # (the server sends it from here)
+        try:                 # then the bookkeeping, off the answer's path
+            self._keep(request, answer, transport, key, started, wire)
+        except Exception:
+            log.exception("internal error keeping the answer to %s from %s", request.name, _host(request.client))
 
     async def _ask_async(self, pending, query, request, index, transport, key, started):
         try:
@@ -175,14 +214,25 @@ class Responder:
     # ------------------------------------------------------------------ rendering
 
     def _finish(self, query, request: Query, answer: Answer, transport, key, started) -> bytes:
+        wire = self._render_answer(query, answer, transport)
+        self._keep(request, answer, transport, key, started, wire)
+        return wire
+
+    def _render_answer(self, query, answer: Answer, transport) -> bytes:
         response = self._reply(query, answer.rcode)
         if answer.authoritative:
             response.flags |= dns.flags.AA
         response.answer = answer.answer
         response.authority = answer.authority
         response.additional = answer.additional
-        wire = self._render(query, response, transport)
-        self.stats[dns.rcode.to_text(answer.rcode)] += 1
+        return self._render(query, response, transport)
+
+    def _keep(self, request: Query, answer: Answer, transport, key, started, wire: bytes) -> None:
+        """Count, keep on the fast paths, log: what follows rendering an answer."""
+        text = _RCODE_TEXT.get(answer.rcode)
+        if text is None:
+            text = _RCODE_TEXT[answer.rcode] = dns.rcode.to_text(answer.rcode)
+        self.stats[text] += 1
         meta = (request.name, request.rdtype, answer.rcode, len(answer.answer))
         if self.wire_cache is not None and answer.source in ("cache", "recursion") and answer.rcode in (
                 dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
@@ -194,7 +244,6 @@ class Responder:
             fast[key] = (wire[2:], meta)
         if self.log_queries:
             self._log(request.client, transport, *meta, time.perf_counter() - started)
-        return wire
 
     def _reply(self, query: dns.message.Message, rcode: int) -> dns.message.Message:
         response = dns.message.Message(id=query.id)

@@ -1,6 +1,9 @@
 """asyncio adapters that carry DNS messages between sockets and a `Responder`.
 
-UDP: one datagram, one answer, read and sent straight from the socket (see UdpServer). TCP (RFC 7766): two-byte length framing; queries on one
+UDP: one datagram, one answer, read and sent straight from the socket (see UdpServer). A
+recursive answer comes as a `Later` (edgeway.dns.later) and is sent from the callback that
+settles it (no task per question); another awaitable gets a task.
+TCP (RFC 7766): two-byte length framing; queries on one
 connection are answered as soon as each is ready (pipelining: a slow recursive answer does not
 hold back a fast authoritative one), at most `max_pipelined` outstanding before the reader
 pauses; an idle connection is closed after `idle_timeout`; above `max_connections` new
@@ -12,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import inspect
+import functools
 import logging
 import socket
 import struct
 
 from edgeway.config.types import Address
+from edgeway.dns.later import Later
 from edgeway.dns.responder import Responder
 from edgeway.errors import EdgewayError
 
@@ -71,6 +75,9 @@ class UdpServer:
             if type(result) is bytes:
                 self._send(result, addr)
                 continue
+            if type(result) is Later:   # (a recursive answer: sent from the callback that settles it)
+                result.then(functools.partial(self._reply, addr))
+                continue
             task = asyncio.ensure_future(self._send_later(result, addr))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -80,6 +87,11 @@ class UdpServer:
             self.sock.sendto(wire, addr)
         except OSError:
             self.send_errors += 1
+
+    def _reply(self, addr, wire: bytes | None, error: BaseException | None) -> None:
+        # (`error` is only ever CancelledError: the responder turns everything else into SERVFAIL.)
+        if wire is not None and error is None and self.sock.fileno() >= 0:
+            self._send(wire, addr)
 
     async def _send_later(self, pending, addr) -> None:
         result = await pending
@@ -172,20 +184,28 @@ class TcpServerProtocol(asyncio.Protocol):
             self._send(result)
             return
         self._outstanding += 1
+        if type(result) is Later:   # (a recursive answer: sent from the callback that settles it)
+            result.then(self._answered)
+            return
         task = asyncio.ensure_future(self._send_later(result))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_later(self, pending) -> None:
-        try:
-            result = await pending
-        finally:
-            self._outstanding -= 1
-        if result is not None:
-            self._send(result)
+    def _answered(self, wire: bytes | None, error: BaseException | None = None) -> None:
+        self._outstanding -= 1
+        if wire is not None and error is None:
+            self._send(wire)
         self._update_reading()
         if self._eof and self._outstanding == 0 and self.transport is not None:
             self.transport.close()
+
+    async def _send_later(self, pending) -> None:
+        try:
+            result = await pending
+        except BaseException:
+            self._outstanding -= 1
+            raise
+        self._answered(result)
 
     def _send(self, wire: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -4,7 +4,8 @@ A handler owns one source of answers (hosts overrides, local zones, the cache, r
 The responder offers a query to each handler in the fixed order of `edgeway.dns.handlers`
 and the first one that returns an `Answer` wins; `None` passes the query on. A handler that
 has to go to the network returns an awaitable, so the authoritative hot path never pays for
-a coroutine.
+a coroutine: preferably a `Later` (edgeway.dns.later), which the responder and the servers
+follow with callbacks (no task per question); any other awaitable gets a task.
 """
 
 from __future__ import annotations

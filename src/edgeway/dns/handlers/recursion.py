@@ -72,10 +72,15 @@ class RecursionHandler:
 
     name = "recursion"
 
-    def __init__(self, resolver: Resolver, allow: Allow, wire_cache: WireCache | None = None) -> None:
+    def __init__(self, resolver: Resolver, allow: Allow, wire_cache: WireCache | None = None,
+                 after_cache: bool = False) -> None:
         self.resolver = resolver
         self.allow = allow
         self.wire_cache = wire_cache
+        # Right after a cache handler of the same resolver: a question that gets here missed the
+        # cache a moment ago, so Resolver.start does not look it up again (the resolution's first
+        # step still reads the cache: nothing is lost if the answer arrived in between).
+        self.after_cache = after_cache
 
     def handle(self, query: Query):
         if not self.allow(query.client) or query.rdclass != dns.rdataclass.IN:
@@ -85,15 +90,13 @@ class RecursionHandler:
         return self._resolve(query)
 
     def _resolve(self, query: Query):
-        # Started here, synchronously: the first upstream query leaves before the responder's
-        # task runs (Resolver.start); the rest of the path overlaps with its round trip.
-        started = self.resolver.start(query.name, query.rdtype, query.rdclass)
+        # Started here, synchronously: the first upstream query leaves from the client socket's
+        # readable callback (Resolver.start); the answer comes as a Later (edgeway.dns.later)
+        # that the resolver settles from the last response's callback: no task, no coroutine.
+        started = self.resolver.start(query.name, query.rdtype, query.rdclass, self.after_cache)
         if isinstance(started, Result):
             return self._answer(started)
-        return self._answer_later(started)
-
-    async def _answer_later(self, pending) -> Answer:
-        return self._answer(await pending)
+        return started.map(self._answer)
 
     def _answer(self, result: Result) -> Answer:
         # A stale answer must not be kept on the fast path: the next query should try again.
@@ -140,5 +143,5 @@ def build_resolver_handlers(dns_config) -> tuple[list, list]:
             # change empties the wire cache so that an override wins at once.
             wire_cache.watch(hosts.refresh)
             hosts.on_change = wire_cache.clear
-        after += [CacheHandler(resolver, allow), RecursionHandler(resolver, allow, wire_cache)]
+        after += [CacheHandler(resolver, allow), RecursionHandler(resolver, allow, wire_cache, after_cache=True)]
     return before, after

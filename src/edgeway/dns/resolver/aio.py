@@ -23,6 +23,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from edgeway.dns.later import Later
 from edgeway.dns.resolver.cache import Cache, name_key
 from edgeway.dns.resolver.hints import Hints, load_hints
 from edgeway.dns.resolver.infra import Infra
@@ -61,7 +62,7 @@ class Resolver:
         self.clock = clock
         self.counters = Counters()
         self.upstream_by_server: Counter[str] = Counter()
-        self._inflight: dict[tuple, asyncio.Task] = {}
+        self._inflight: dict[tuple, object] = {}   # a _Driver, or a task (coroutine transport)
         self._closed = False
         self.stats_interval = STATS_INTERVAL
         self._stats_timer: asyncio.TimerHandle | None = None
@@ -120,29 +121,34 @@ class Resolver:
         started = self.start(qname, rdtype, rdclass)
         return started if isinstance(started, Result) else await started
 
-    def start(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN
-              ) -> Result | asyncio.Future:
+    def start(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN,
+              cache_checked: bool = False) -> Result | Later:
         """`resolve` without the coroutine: the Result at once (a cache hit, or SERVFAIL beyond
-        `max_outstanding`), or a future of it.
+        `max_outstanding`), or a `Later` of it (edgeway.dns.later).
 
         A new question's first upstream query is sent from here, synchronously: a caller in a
         socket callback (the recursion handler, under `UdpServer`) has it on the wire before
-        any task runs. The resolution is then driven by loop callbacks (`_Driver`) and hands
-        its Result to every asker's future itself: no task, no wake-up between the last
-        response and the askers. The future is the asker's own (what `asyncio.shield` gave):
-        cancelling it does not stop a resolution that other askers share.
+        returning. The resolution is then driven by loop callbacks (`_Driver`) and settles every
+        asker's Later itself, from the readable callback of the last response: no task, no
+        loop iteration between that response and the askers' consumers (the responder renders
+        and sends the answer right there). Each asker has a Later of its own: one that stops
+        waiting does not stop a resolution that other askers share.
+
+        `cache_checked`: the caller has just found no complete answer in the cache (`cached()`
+        returned None in the same callback: the cache handler before the recursion handler),
+        so the lookup is not repeated.
         """
         c = self.counters
         c.queries += 1
-        found = self.cache.lookup(qname, rdtype, rdclass, self.clock())
-        if found is not None and found.complete:
-            c.cache_hits += 1
-            return Result(found.rcode, found.answer, found.authority, from_cache=True)
+        if not cache_checked:
+            found = self.cache.lookup(qname, rdtype, rdclass, self.clock())
+            if found is not None and found.complete:
+                c.cache_hits += 1
+                return Result(found.rcode, found.answer, found.authority, from_cache=True)
         c.cache_misses += 1
-        loop = asyncio.get_running_loop()
         key = (name_key(qname), rdtype, rdclass)
         pending = self._inflight.get(key)
-        waiter = loop.create_future()
+        waiter = Later()
         if pending is not None:
             c.coalesced += 1
         else:
@@ -152,6 +158,7 @@ class Resolver:
                 return Result(dns.rcode.SERVFAIL, reason=f"more than {self.max_outstanding} outstanding resolutions")
             c.resolutions += 1
             resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
+            loop = asyncio.get_running_loop()
             if hasattr(self.transport, "send"):
                 pending = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout)
                 self._inflight[key] = pending
@@ -282,14 +289,14 @@ class Resolver:
 class _Driver:
     """One resolution driven by loop callbacks: each response is handed to the resolution and
     the next query sent from the transport's callback (the socket's readable callback); the
-    Result goes to every asker's future from the last one. No task: nothing to wake between
+    Result goes to every asker's Later from the last one. No task: nothing to wake between
     two upstream queries, nor between the last response and the askers."""
 
     __slots__ = ("resolver", "resolution", "key", "deadline", "waiters", "exchange", "cut_short", "settled")
 
     def __init__(self, resolver: Resolver, resolution: Resolution, key: tuple, deadline: float) -> None:
         self.resolver, self.resolution, self.key, self.deadline = resolver, resolution, key, deadline
-        self.waiters: list[asyncio.Future] = []
+        self.waiters: list[Later] = []
         self.exchange = None
         self.cut_short = False
         self.settled = False
@@ -309,15 +316,16 @@ class _Driver:
             if left <= 0:
                 self._settle(None)      # resolution_timeout
                 return
-            resolver.counters.upstream_queries += 1
-            resolver.upstream_by_server[f"{step.address}#{step.port}"] += 1
-            resolver.infra.sent(step.address if not resolver.settings.forwarders
-                                else f"{step.address}#{step.port}", clock())
             # The deadline bounds each query's wait (no asyncio.timeout around the whole); a
             # query cut short by it is abandoned without blaming the server.
             self.cut_short = left < step.timeout
             self.exchange = resolver.transport.send(step, functools.partial(self._answered, step),
                                                     left if self.cut_short else None)
+            # (Counted once the query is on its way: the bookkeeping is not on its path.)
+            resolver.counters.upstream_queries += 1
+            resolver.upstream_by_server[f"{step.address}#{step.port}"] += 1
+            resolver.infra.sent(step.address if not resolver.settings.forwarders
+                                else f"{step.address}#{step.port}", clock())
         except Exception as exc:   # a bug: the askers get it, as they got a failed task's
             self._fail(exc)
 
@@ -351,39 +359,34 @@ class _Driver:
             result = self.resolver._conclude(self.resolution, result)
         except Exception as exc:
             for waiter in self.waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+                waiter.settle(None, exc)
             return
         for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(result)
+            waiter.settle(result)
 
     def _fail(self, exc: BaseException) -> None:
         if self._done():
             for waiter in self.waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+                waiter.settle(None, exc)
 
     def cancel(self) -> None:
-        """Resolver.close(): drop the query in flight; every asker's future is cancelled."""
+        """Resolver.close(): drop the query in flight; every asker's Later gets CancelledError."""
         if self._done():
             if self.exchange is not None:
                 self.exchange.cancel()
                 self.exchange = None
             for waiter in self.waiters:
-                waiter.cancel()
+                waiter.settle(None, asyncio.CancelledError())
 
 
-def _relay(waiter: asyncio.Future, task: asyncio.Task) -> None:
-    """Pass a resolution's outcome to one asker (unless that asker has given up)."""
-    if waiter.done():
-        return
+def _relay(waiter: Later, task: asyncio.Task) -> None:
+    """Pass a resolution's outcome to one asker."""
     if task.cancelled():
-        waiter.cancel()
+        waiter.settle(None, asyncio.CancelledError())
     elif task.exception() is not None:
-        waiter.set_exception(task.exception())
+        waiter.settle(None, task.exception())
     else:
-        waiter.set_result(task.result())
+        waiter.settle(task.result())
 
 
 def _rehearse(rounds: int = 12) -> None:

@@ -7,6 +7,7 @@ a private hierarchy, where loopback servers are expected.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,13 @@ class Hints:
     source: str = ""
 
     def all_addresses(self) -> list[str]:
-        return [a for name in self.ns for a in self.addresses.get(name, ())]
+        return list(self._all_addresses)
+
+    @functools.cached_property
+    def _all_addresses(self) -> tuple[str, ...]:
+        # Once: each lookup hashes a Name (a Python loop per character), and every cold
+        # resolution starts here.
+        return tuple(a for name in self.ns for a in self.addresses.get(name, ()))
 
 
 def parse_hints(text: str, source: str = "<hints>", builtin: bool = False) -> Hints:

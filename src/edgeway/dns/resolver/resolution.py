@@ -101,9 +101,15 @@ def _under(name: dns.name.Name, zone: dns.name.Name) -> bool:
     return name.is_subdomain(zone)
 
 
+def _same(a: dns.name.Name, b: dns.name.Name) -> bool:
+    """`a == b`, with a fast path for the usual case: the same object or the same labels as
+    written (dnspython's comparison is a Python loop that folds the case of every label)."""
+    return a is b or a.labels == b.labels or a == b
+
+
 def _find(rrsets, name, rdtype):
     for rrset in rrsets:
-        if rrset.rdtype == rdtype and rrset.name == name:
+        if rrset.rdtype == rdtype and _same(rrset.name, name):
             return rrset
     return None
 
@@ -118,7 +124,7 @@ class Resolution:
         self.budget = budget or Budget()
         self.depth = depth
         self.chain: list[dns.rrset.RRset] = []
-        self.seen = {qname}
+        self.seen = {name_key(qname)}   # (label tuples: a Name hashes in a Python loop per character)
         self.links = 0
         self.referrals = 0
         self.result: Result | None = None
@@ -254,7 +260,7 @@ class Resolution:
             if self.depth >= MAX_SUB_DEPTH or self.budget.sub_resolutions >= MAX_SUB_RESOLUTIONS:
                 self.errors.append(f"address of {name}: too many nested lookups")
                 return False
-            if name in self.seen:
+            if name_key(name) in self.seen:
                 continue
             self.budget.sub_resolutions += 1
             self.child = Resolution(name, dns.rdatatype.A, self.rdclass, self.cache, self.infra, self.hints,
@@ -284,10 +290,11 @@ class Resolution:
                 return False
             if rrset.rdtype == dns.rdatatype.CNAME:
                 target = rrset[0].target
-                if target in self.seen:
+                key = name_key(target)
+                if key in self.seen:
                     self._fail(f"CNAME loop at {target}")
                     return False
-                self.seen.add(target)
+                self.seen.add(key)
         return True
 
     def _finish(self, rcode: int, authority=()) -> None:
@@ -377,7 +384,7 @@ class Resolution:
             if complete:
                 self._finish(dns.rcode.NOERROR)
                 return
-            if name != start:
+            if not _same(name, start):
                 self.qname = name
                 if soa is not None and name.is_subdomain(soa.name):
                     # The chain ended inside this zone: the server's negative answer is for `name`.
@@ -393,7 +400,7 @@ class Resolution:
             self._finish(rcode, [soa] if soa else [])
             return
         ns = next((r for r in authority if r.rdtype == dns.rdatatype.NS), None)
-        if ns is not None and ns.name != zone and self.qname.is_subdomain(ns.name) and not answer:
+        if ns is not None and not _same(ns.name, zone) and _under(self.qname, ns.name) and not answer:
             self._referral(ns, additional, now)
             return
         if soa is not None or (aa and ns is None):

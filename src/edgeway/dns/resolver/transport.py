@@ -11,6 +11,7 @@ repeats the query over TCP with a new ID (RFC 7766).
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import os
@@ -32,6 +33,10 @@ _HEADER = struct.Struct("!HHHHHH")
 _QTAIL = struct.Struct("!HH")
 _OPT = struct.Struct("!BHHIH")       # root owner, type OPT, payload size, ext-rcode/flags, rdlen
 PORT_RANGE = (1024, 65535)
+# The query sockets are the C type under `socket.socket`: the Python class adds an __init__, a
+# close() and reference counting for makefile() that a one-datagram socket never uses, on every
+# hop of a resolution. (A module attribute, so that a test can watch every socket opened.)
+_udp_socket = _socket.socket
 _QR, _TC, _RD, _OPCODE = int(dns.flags.QR), int(dns.flags.TC), int(dns.flags.RD), 0x7800
 
 
@@ -257,14 +262,14 @@ class _Exchange:
         port = int.from_bytes(draw[2:], "big")
         family = socket.AF_INET6 if ":" in request.address else socket.AF_INET
         try:
-            self.sock = sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)  # (no ioctl)
+            self.sock = sock = _udp_socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)  # (no ioctl)
             _bind_random_port(sock, family, port)
             sock.connect((request.address, request.port))
             sock.send(self.wire)
             self.transport.stats.sent_udp += 1
             self.poller = self.transport._poller(loop)
-            self.poller.add(sock.fileno(), self._readable)
-            self.fd = sock.fileno()
+            self.fd = fd = sock.fileno()
+            self.poller.add(fd, self._readable)
             self.timer = loop.call_later(max(0.0, self.deadline - time.monotonic()), self._finish, None, TIMEOUT)
         except OSError as exc:
             error = UNREACHABLE if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,
@@ -319,13 +324,17 @@ class _Exchange:
         if self.finished:
             return
         self.finished = True
-        self._close()
         stats = self.transport.stats
         if error == TIMEOUT:
             stats.timeouts += 1
         elif error == UNREACHABLE:
             stats.unreachable += 1
-        self.done(response, error, time.monotonic() - self.started)
+        # `done` first (it sends the next query, or the client's answer), then the socket is
+        # closed: the close is off the critical path. (`finished` is set: nothing runs twice.)
+        try:
+            self.done(response, error, time.monotonic() - self.started)
+        finally:
+            self._close()
 
     def cancel(self) -> None:
         """Abandon the query: nothing is counted or reported."""

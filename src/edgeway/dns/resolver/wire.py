@@ -70,6 +70,46 @@ _CLASS_IN = dns.rdataclass.RdataClass(_IN)
 
 _set = object.__setattr__
 _Name = dns.name.Name
+_RRset = dns.rrset.RRset
+_NONE = dns.rdatatype.NONE
+
+
+def _rrset(name: dns.name.Name, rdclass, rdtype) -> dns.rrset.RRset:
+    """`dns.rrset.RRset(name, rdclass, rdtype)`, without its three chained __init__ calls (an
+    RRset is a Rdataset is a Set: one Python frame each, on every RRset of every response)."""
+    rrset = object.__new__(_RRset)
+    rrset.items = {}
+    rrset.rdclass, rrset.rdtype, rrset.covers, rrset.ttl = rdclass, rdtype, _NONE, 0
+    rrset.name, rrset.deleting = name, None
+    return rrset
+
+
+def _copy(rrset: dns.rrset.RRset) -> dns.rrset.RRset:
+    """`rrset.copy()` (a shallow copy), without the clone protocol's chain of calls and the
+    attribute test that fails with an exception on every copy."""
+    copy = object.__new__(_RRset)
+    copy.items = rrset.items.copy()
+    copy.rdclass, copy.rdtype, copy.covers, copy.ttl = rrset.rdclass, rrset.rdtype, rrset.covers, rrset.ttl
+    copy.name, copy.deleting = rrset.name, rrset.deleting
+    return copy
+
+
+def _name(labels: tuple) -> dns.name.Name:
+    """A Name of checked labels (dnspython's constructor checks each label again)."""
+    name = object.__new__(_Name)
+    _set(name, "labels", labels)
+    return name
+
+
+def _name_rdata(cls, kind, target, hashed: int):
+    """An NS, CNAME or DNAME rdata (the most frequent records of a referral), as `_new` does."""
+    rdata = object.__new__(cls)
+    _set(rdata, "rdclass", _CLASS_IN)
+    _set(rdata, "rdtype", kind)
+    _set(rdata, "rdcomment", None)
+    _set(rdata, "target", target)
+    _set(rdata, "_hash", hashed)
+    return rdata
 
 
 def _new(cls, **slots):
@@ -136,7 +176,7 @@ class _Reader:
             size += len(label) + 1
             if size > 255:
                 raise _Unsupported("name too long")
-            name = _new(_Name, labels=(label,) + name.labels)
+            name = _name((label,) + name.labels)
             names[start] = name
         return name, end
 
@@ -170,7 +210,7 @@ def use_edns(message: dns.message.Message, flags: int, payload: int) -> None:
             _OPT_RRSETS.clear()
         _OPT_RRSETS[(flags, payload)] = message.opt.copy()
         return
-    message.opt = template.copy()
+    message.opt = _copy(template)
     message.request_payload = payload
 
 
@@ -224,8 +264,8 @@ def parse_query(data: bytes) -> PlainQuery | None:
             return None
     except (_Unsupported, IndexError, struct.error):
         return None
-    question = dns.rrset.RRset(qname, _CLASS_IN if rdclass == _IN else dns.rdataclass.RdataClass.make(rdclass),
-                               _TYPES.get(rdtype) or dns.rdatatype.RdataType.make(rdtype))
+    question = _rrset(qname, _CLASS_IN if rdclass == _IN else dns.rdataclass.RdataClass.make(rdclass),
+                      _TYPES.get(rdtype) or dns.rdatatype.RdataType.make(rdtype))
     return PlainQuery(qid, flags, [question], edns, ednsflags, payload)
 
 
@@ -242,7 +282,7 @@ def _parse(data: bytes, sections: int) -> tuple[dns.message.Message, int]:
         qname, position = reader.name(position)
         rdtype, rdclass = struct.unpack_from("!HH", data, position)
         position += 4
-        message.question.append(dns.rrset.RRset(qname, _CLASS_IN if rdclass == _IN else dns.rdataclass.RdataClass.make(rdclass),
+        message.question.append(_rrset(qname, _CLASS_IN if rdclass == _IN else dns.rdataclass.RdataClass.make(rdclass),
                                                 _TYPES.get(rdtype) or dns.rdatatype.RdataType.make(rdtype)))
     for index, count in enumerate(counts):
         section = message.sections[index + 1]
@@ -292,13 +332,12 @@ def _parse(data: bytes, sections: int) -> tuple[dns.message.Message, int]:
                 target, at = reader.name(position)
                 if at != end:
                     raise _Unsupported("rdata length")
-                rdata = _new(_NAME_RDATA[rdtype], rdclass=_CLASS_IN, rdtype=kind, rdcomment=None, target=target,
-                             _hash=hash(_canonical(target)))
+                rdata = _name_rdata(_NAME_RDATA[rdtype], kind, target, hash(_canonical(target)))
             position = end
             key = (tuple(map(bytes.lower, owner.labels)), rdtype)
             rrset = found.get(key)
             if rrset is None:
-                rrset = found[key] = dns.rrset.RRset(owner, _CLASS_IN, kind)
+                rrset = found[key] = _rrset(owner, _CLASS_IN, kind)
                 section.append(rrset)
             # rrset.add(rdata, ttl), inlined (it is the per-record cost that remained): the TTL
             # is the smallest seen, a singleton type keeps its last record, duplicates are merged.
