@@ -4,8 +4,8 @@ shared machine, where req/s and even utime under wrk vary by 10-20% between runs
 
     PYTHONPATH=src python bench/http_l7_inproc.py [N]
 
-Config: the benchmark's (bench/http_l7.sh: least_conn, sticky, four routes, access log to
-/dev/null). Each request: the client's head in, the server's response (nginx's five fields)
+Config: the benchmark's, bench/http_l7.yaml (least_conn, sticky, four routes; the access log
+goes to /dev/null; health checks are not started). Each request: the client's head in, the server's response (nginx's five fields)
 in, the response out; `close` makes a connection per request (connection_made/_lost).
 """
 
@@ -19,41 +19,13 @@ import time
 
 import uvloop
 
-from edgeway.config import load_config_text
+from edgeway.config import load_config
 from edgeway.http.listener import ListenerContext
 from edgeway.http.pool import UpstreamConnection
 from edgeway.http.proxy import ClientConnection
 from edgeway.upstream import build_upstreams
 
-CONFIG = """
-upstreams:
-  api:
-    balance: least_conn
-    servers:
-      - {address: "127.0.0.1:9001", weight: 2}
-      - {address: "127.0.0.1:9002"}
-      - {address: "127.0.0.1:9003", backup: true}
-    passive: {max_fails: 3, fail_timeout: 10s}
-    sticky: {cookie: SERVERID}
-  admin:
-    servers: [{address: "127.0.0.1:9002"}]
-  static:
-    servers: [{address: "127.0.0.1:9001"}, {address: "127.0.0.1:9002"}]
-listeners:
-  - name: web
-    protocol: http
-    listen: "127.0.0.1:8090"
-    routes:
-      - match: {path_prefix: /api/}
-        upstream: api
-      - match: {host: admin.example.com, path_prefix: /admin/, header: {X-Role: ops}}
-        upstream: admin
-      - match: {path_prefix: /static/}
-        upstream: static
-        strip_prefix: true
-      - match: {path_prefix: /}
-        upstream: api
-"""
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "http_l7.yaml")   # the benchmark's
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8090\r\n\r\n"
 REQUEST_CLOSE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8090\r\nConnection: close\r\n\r\n"
@@ -91,7 +63,7 @@ class FakeTransport:
 def main(n: int) -> None:
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    config = load_config_text(CONFIG)
+    config = load_config(CONFIG)
     upstreams = build_upstreams(config.upstreams)
     ctx = ListenerContext(config.listeners[0], upstreams, "http", loop)
     ctx.access.fd = os.open(os.devnull, os.O_WRONLY)
