@@ -97,12 +97,18 @@ def from_awaitable(awaitable) -> Later:
 
     def done(task: asyncio.Task) -> None:
         _tasks.discard(task)
-        if task.cancelled():
-            later.settle(None, asyncio.CancelledError())
-        elif task.exception() is not None:
-            later.settle(None, task.exception())
-        else:
-            later.settle(task.result())
+        settle_from_task(later, task)
 
     task.add_done_callback(done)
     return later
+
+
+def settle_from_task(later: Later, task: asyncio.Future) -> None:
+    """Settle `later` with a finished task's outcome: its result, its exception, or
+    CancelledError."""
+    if task.cancelled():
+        later.settle(None, asyncio.CancelledError())
+    elif task.exception() is not None:
+        later.settle(None, task.exception())
+    else:
+        later.settle(task.result())

@@ -23,7 +23,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from edgeway.dns.later import Later
+from edgeway.dns.later import Later, settle_from_task
 from edgeway.dns.resolver.cache import Cache, name_key
 from edgeway.dns.resolver.hints import Hints, load_hints
 from edgeway.dns.resolver.infra import Infra
@@ -177,7 +177,7 @@ class Resolver:
         if isinstance(pending, _Driver):
             pending.waiters.append(waiter)
         else:
-            pending.add_done_callback(functools.partial(_relay, waiter))
+            pending.add_done_callback(functools.partial(settle_from_task, waiter))
         return waiter
 
     async def _resolve(self, resolution: Resolution) -> Result:
@@ -379,14 +379,6 @@ class _Driver:
                 waiter.settle(None, asyncio.CancelledError())
 
 
-def _relay(waiter: Later, task: asyncio.Task) -> None:
-    """Pass a resolution's outcome to one asker."""
-    if task.cancelled():
-        waiter.settle(None, asyncio.CancelledError())
-    elif task.exception() is not None:
-        waiter.settle(None, task.exception())
-    else:
-        waiter.settle(task.result())
 
 
 def _rehearse(rounds: int = 12) -> None:
