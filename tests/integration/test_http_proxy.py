@@ -393,3 +393,24 @@ def test_concurrent_requests_keep_in_flight_accounting_exact(l7):
         time.sleep(0.1)
     time.sleep(0.5)
     assert [s.in_flight for s in l7.upstreams["api"].servers] == [0, 0, 0]
+
+
+def test_timeouts_client_body_408_when_the_body_stalls(l7):
+    """nginx's client_body_timeout: a request body that stops arriving gets 408 and the
+    connection closed (the server's half-sent request is cut); a slow but steady body is fine."""
+    l7.start(simple_config(l7.servers()[:1], timeouts={"client_body": "400ms"}))
+    started = time.monotonic()
+    raw = raw_exchange(l7.port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"x" * 10,
+                       timeout=5)
+    assert raw.startswith(b"HTTP/1.1 408 ") and b"request body stalled" in raw
+    assert time.monotonic() - started < 2          # 0.4 s + at most a sweep tick, not the 5 s timeout
+    with socket.create_connection(("127.0.0.1", l7.port), timeout=5) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 60\r\nConnection: close\r\n\r\n")
+        for _ in range(6):                          # 1.2 s in all, never 0.4 s without a byte
+            time.sleep(0.2)
+            s.sendall(b"y" * 10)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(data.split(b"\r\n\r\n", 1)[1])["body_len"] == 60

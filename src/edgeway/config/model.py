@@ -254,6 +254,7 @@ class HttpTimeouts(Model):
     upstream_header: Duration = 60       # nginx proxy_read_timeout for the response head
     upstream_idle: Duration = 60
     client_header: Duration = 10         # 408 when the request head takes longer
+    client_body: Duration = 60           # 408 when the request body stalls this long (nginx client_body_timeout)
     client_idle: Duration = 75           # nginx keepalive_timeout
 
 

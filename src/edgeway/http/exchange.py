@@ -40,6 +40,7 @@ class Exchange:
     reused = False
     stale_retry = False
     header_deadline = 0.0                # 504 after this (checked by the sweeper)
+    body_since = 0.0                     # when the sweeper last saw request body arrive
     connect_task: asyncio.Task | None = None
     upgrade = False
     expect_continue = False

@@ -60,6 +60,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     _upgrading = False
     _wbuf: list[bytes] | None = None
     _partial = False
+    _body_seen = False                   # body bytes came since the sweeper last looked
     _paused: frozenset[str] = frozenset()   # why reading is paused; replaced, never mutated (rare)
     _diverted = False                    # closed, upgrading or a tunnel: data_received's slow path
 
@@ -214,6 +215,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             self.pause_reading("pipeline")
 
     def on_body(self, body: bytes) -> None:
+        self._body_seen = True
         ex = self.receiving
         if ex is None or ex.local is not None or ex.done:
             return  # a request answered already (by us, or by a server that did not wait): dropped
@@ -445,6 +447,10 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if self.closed or self.tunnel is not None:
             return
         timeouts = self.ctx.timeouts
+        receiving = self.receiving
+        if receiving is not None and not receiving.request_complete and not self._in_head \
+                and not self._paused and self._body_stalled(receiving, now, timeouts.client_body):
+            return
         if self.queue:
             ex = self.queue[0]
             conn = ex.conn
@@ -469,6 +475,28 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 self._close()
         elif not self.queue and now - self._idle_since > timeouts.client_idle:
             self._close()
+
+    def _body_stalled(self, ex: Exchange, now: float, limit: float) -> bool:
+        """nginx's client_body_timeout: no body byte for `limit` seconds -> 408 and close.
+        A flag set per read and a clock read per sweep, not per read. Not while reading is
+        paused on our side (then the server, not the client, is the slow one)."""
+        if self._body_seen or not ex.body_since:
+            self._body_seen = False
+            ex.body_since = now
+            return False
+        if now - ex.body_since <= limit:
+            return False
+        cause = f"request body stalled: nothing received for {limit:g}s"
+        if ex.response_started or ex.local is not None or ex.done:
+            # its answer is (being) written already: no 408 after it, just cut both sides
+            ex.cause = cause
+            if not ex.done and ex.status and self.ctx.access.enabled:
+                self._log(ex)
+            self._abandon(ex)
+            self._close()
+        else:
+            self._reject(408, cause)
+        return True
 
     def shutdown(self) -> None:
         self._close()
