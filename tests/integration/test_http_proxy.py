@@ -414,3 +414,18 @@ def test_timeouts_client_body_408_when_the_body_stalls(l7):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ")
     assert json.loads(data.split(b"\r\n\r\n", 1)[1])["body_len"] == 60
+
+
+def test_responses_without_body_keep_the_server_connection(l7):
+    """204 and 304 have no body (RFC 9110 6.4.1): the server connection goes back to the pool,
+    and the next requests on it are answered correctly."""
+    l7.start(simple_config(l7.servers()[:1]))
+    with httpx.Client(base_url=l7.url) as c:
+        for _ in range(3):
+            r = c.get("/status?code=204")
+            assert r.status_code == 204 and r.content == b""
+            r = c.get("/status?code=304")
+            assert r.status_code == 304 and r.content == b""
+            assert c.head("/x").status_code == 200
+            assert c.get("/x").text == "b1 /x"
+    assert l7.backends[0].connections == 1

@@ -13,6 +13,7 @@ Paths decide the behaviour, so one backend serves every test:
     /reset               closes without answering
     /continue            answers 100 Continue before reading the body (Expect), then echoes
     /ws                  101 Switching Protocols, then echoes bytes back upper-cased
+    /status?code=N       N without a body (for 204 and 304)
     anything else        200 "<name> <target>"
 """
 
@@ -98,6 +99,10 @@ class EchoBackend:
                 writer.write(data.upper())
             return False
         extra = b"X-Backend: " + self.name.encode() + b"\r\n"
+        if path == "/status":
+            writer.write(b"HTTP/1.1 %d X\r\n" % int(qs.get("code", "204")) + extra + b"\r\n")
+            await writer.drain()
+            return True
         if path == "/health":
             return await self._send(writer, self.health_status, b"health", extra)
         if path in ("/echo", "/continue"):

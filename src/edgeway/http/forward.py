@@ -157,10 +157,12 @@ class Forwarding:
         else:
             self._write(data)
         ex.response_started = True
-        if framing == "none":
+        if framing == "none" and request.method == "HEAD":
             # the parser expects a body after a HEAD response with Content-Length: start afresh
+            # (204 and 304 it knows to have none: its on_message_complete follows, and the
+            # connection goes back to the pool then)
             conn.reset_parser()
-            self.response_complete(ex, conn, reusable=head.keep_alive and request.method == "HEAD")
+            self.response_complete(ex, conn, reusable=head.keep_alive)
 
     def response_body(self, ex: Exchange, body: bytes) -> None:
         ex.sent += len(body)
