@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from edgeway.config import load_config
 from edgeway.runtime import Runtime, fail, run, run_until_signal, setup_logging
 from edgeway.errors import EdgewayError
 
