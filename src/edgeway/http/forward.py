@@ -164,6 +164,17 @@ class Forwarding:
             conn.reset_parser()
             self.response_complete(ex, conn, reusable=head.keep_alive)
 
+    def whole_response(self, ex: Exchange, conn: UpstreamConnection, head: ResponseHead, data: bytes) -> None:
+        """What the parser's callbacks do for a response that came whole in one packet, given
+        its head as messages.scan_response read it (its body: the last content_length bytes)."""
+        self.response_head(ex, conn, head)
+        if conn.ex is not ex:
+            return
+        length = head.content_length
+        if length:
+            self.response_body(ex, data[-length:])
+        self.response_complete(ex, conn, head.keep_alive)
+
     def response_body(self, ex: Exchange, body: bytes) -> None:
         ex.sent += len(body)
         mode = ex.mode

@@ -242,6 +242,22 @@ RESPONSE_NAMES = {**RESPONSE_FIELDS,
                                    b"Content-Encoding", b"Content-Language", b"Age", b"Via"], FORWARD)}
 
 
+# The fast path (see _headscan.c): one C call reads a whole plain request head, or a whole
+# plain response, into the same RequestHead / ResponseHead as the httptools path; None when
+# the message is anything else, and then httptools reads it. Without the compiled module
+# (a source tree that was not installed) every message takes the httptools path.
+try:
+    from edgeway.http import _headscan
+except ImportError:   # pragma: no cover - the package build compiles it
+    _headscan = None
+if _headscan is not None:
+    _headscan.init(RequestHead, ResponseHead, _NO_TOKENS, frozenset({b"close"}), frozenset({b"keep-alive"}))
+    scan_request = _headscan.scan_request
+    scan_response = _headscan.scan_response
+else:   # pragma: no cover
+    scan_request = scan_response = None
+
+
 def client_response_head(head: ResponseHead, request_method: str, client_version: str, keep_alive: bool,
                          extra: bytes = b"") -> tuple[bytes, str, str]:
     """The response head for the client, how its body is written (none|length|chunked|raw)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from edgeway.http.messages import FORWARD, RESPONSE_FIELDS, RESPONSE_NAMES, ResponseHead
+from edgeway.http.messages import FORWARD, RESPONSE_FIELDS, RESPONSE_NAMES, ResponseHead, scan_response
 
 if TYPE_CHECKING:
     from edgeway.http.proxy import Exchange
@@ -26,7 +26,7 @@ MAX_IDLE_PER_SERVER = 128
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "server", "transport", "parser", "ex", "idle_since", "received", "_reason",
                  "_lines", "_length", "_chunked", "_connection", "_upgrade", "tunnel", "_write_paused",
-                 "_interim", "last_read", "_clock")
+                 "_interim", "last_read", "_clock", "_between")
 
     def __init__(self, pool: "Pool", server: "Server"):
         self.pool = pool
@@ -43,6 +43,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False
         self.last_read = 0.0
         self._clock = pool.loop.time
+        self._between = True   # the parser is between messages (the fast path may read the next)
 
     # ------------------------------------------------------------------ asyncio
 
@@ -63,6 +64,14 @@ class UpstreamConnection(asyncio.Protocol):
         client = ex.client
         corked = client.cork()
         try:
+            if self._between and scan_response is not None and not ex.upgrade and ex.head.method != "HEAD":
+                # a whole plain response in one packet: read in one call (HEAD: the scanner
+                # cannot know that a HEAD response's Content-Length announces no body)
+                head = scan_response(data)
+                if head is not None:
+                    client.whole_response(ex, self, head, data)
+                    return
+            self._between = False
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             ex = self.ex
@@ -150,6 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._interim:
             self._interim = False
             return
+        self._between = True
         ex = self.ex
         if ex is not None:
             ex.client.response_complete(ex, self)
@@ -160,6 +170,7 @@ class UpstreamConnection(asyncio.Protocol):
         """A fresh parser, after a response whose body the parser could not know was absent
         (HEAD), or after an interim 1xx response."""
         self.parser = httptools.HttpResponseParser(self)
+        self._between = True
 
     def close(self) -> None:
         self.ex = None

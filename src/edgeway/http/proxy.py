@@ -12,6 +12,9 @@ this module only moves bytes and keeps the order of events straight:
 - A request is dispatched after the parser has consumed the whole packet it arrived in, so a
   packet that turns out to be malformed (a smuggling attempt) is refused before any byte of it
   reaches a server.
+- A packet that holds exactly one plain request head (no body; see messages.scan_request)
+  while nothing else is in flight is read in one C call instead of through the parser's
+  callbacks, with the same result; anything else goes through httptools.
 - A failure before any response byte went to the client (refused, reset, connect timeout) is
   retried on another server for idempotent requests without a body; afterwards the client
   connection is closed, since a half-sent response cannot be turned into an error.
@@ -28,7 +31,7 @@ import httptools
 
 from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
-from edgeway.http.messages import RequestError, analyze_request, method_text
+from edgeway.http.messages import RequestError, analyze_request, method_text, scan_request
 from edgeway.http.responses import error_response, health_response, redirect_response
 from edgeway.http.routing import RequestView
 
@@ -63,11 +66,11 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     _body_seen = False                   # body bytes came since the sweeper last looked
     _paused: frozenset[str] = frozenset()   # why reading is paused; replaced, never mutated (rare)
     _diverted = False                    # closed, upgrading or a tunnel: data_received's slow path
+    parser: httptools.HttpRequestParser | None = None   # made on the first packet the fast path leaves
 
     def __init__(self, ctx):
         self.ctx = ctx
         self.loop = ctx.loop
-        self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Exchange] = deque()
 
     # ================================================================== asyncio: client side
@@ -110,6 +113,13 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             elif self._upgrading and not self.closed:
                 self._upgrade_rest += data   # bytes for the tunnel while the server decides
             return
+        if not self._partial and not self.queue and scan_request is not None:
+            # between messages, nothing in flight: a whole plain head is read in one call
+            ctx = self.ctx
+            head = scan_request(data, ctx.max_uri_length, ctx.max_header_size)
+            if head is not None:
+                self._whole_request(head)
+                return
         if self._in_head:
             self._partial = True
         if self._wbuf is None:   # cork(), in line: this runs for every packet
@@ -122,8 +132,11 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             self._feed(data)
 
     def _feed(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._on_parser_upgrade(data[exc.args[0]:])
         except httptools.HttpParserCallbackError:
@@ -213,6 +226,23 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self._decide(ex)
         if len(queue) > 1:
             self.pause_reading("pipeline")
+
+    def _whole_request(self, head) -> None:
+        """What the parser's callbacks and _feed do for a request whose whole head (and no
+        body) came in one packet, given its head as scan_request read it."""
+        self._in_head = False
+        ex = Exchange(self, head, perf_counter())
+        ex.request_complete = True
+        self.receiving = ex
+        self.queue.append(ex)
+        if not head.keep_alive:
+            ex.close_after = True
+        self._wbuf = []
+        try:
+            self._decide(ex)
+            self._advance()
+        finally:
+            self.uncork()
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgeway.http.messages import RESPONSE_FIELDS, client_response_head
+from edgeway.http import pool as pool_module
 from edgeway.http.pool import Pool, UpstreamConnection
 
 
@@ -41,11 +42,17 @@ class FakeClient:
 
 
 def feed(*packets: bytes) -> FakeClient:
+    """The packets through the httptools path (the whole-response fast path is checked
+    against it in test_headscan.py)."""
     client = FakeClient()
     conn = UpstreamConnection(Pool(SimpleNamespace(time=lambda: 0.0), 60.0), "127.0.0.1:9001")
-    conn.ex = SimpleNamespace(client=client)
-    for packet in packets:
-        conn.data_received(packet)
+    conn.ex = SimpleNamespace(client=client, upgrade=False, head=SimpleNamespace(method="GET"))
+    saved, pool_module.scan_response = pool_module.scan_response, None
+    try:
+        for packet in packets:
+            conn.data_received(packet)
+    finally:
+        pool_module.scan_response = saved
     return client
 
 

@@ -1,0 +1,423 @@
+/* The L7 proxy's fast path for the common message: one call that reads a whole plain request
+ * head (or a whole plain response) and returns what httptools' callbacks plus
+ * messages.analyze_request (or UpstreamConnection's callbacks) would have produced, or None.
+ *
+ * None means "not the plain case": the caller then feeds the same bytes to httptools (llhttp,
+ * strict), which stays the reference for everything, errors included. So this scanner accepts
+ * only a strict subset of what llhttp accepts and never decides that input is bad: no
+ * request body, no Transfer-Encoding, no Upgrade/Expect, one message exactly filling the
+ * buffer, plain token names and visible-ASCII values. tests/unit/http/test_headscan.py
+ * checks, over generated and mutated inputs, that whatever is accepted here comes out of
+ * httptools + analyze_request field for field.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+static PyObject *RequestHead, *ResponseHead;       /* the dataclasses of messages.py */
+static PyObject *no_tokens, *close_tokens, *keepalive_tokens;   /* frozensets */
+static PyObject *s_version11;
+static PyObject *methods[8];
+static const char *method_names[8] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", NULL};
+
+/* RFC 9110 5.6.2 tchar */
+static unsigned char is_tchar[256];
+/* request-target characters accepted here (a subset of llhttp's): RFC 3986 pchar, '/', '?' */
+static unsigned char is_target[256];
+/* field-value characters accepted here: VCHAR, SP, HTAB (no obs-text, no controls) */
+static unsigned char is_vchar[256];
+/* reg-name characters of messages._HOST */
+static unsigned char is_host[256];
+
+static void init_tables(void) {
+    const char *t = "!#$%&'*+-.^_`|~";
+    const char *p;
+    int c;
+    for (c = 0; c < 256; c++) {
+        int alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        is_tchar[c] = alnum;
+        is_target[c] = alnum;
+        is_host[c] = alnum;
+        is_vchar[c] = (c >= 0x21 && c <= 0x7e) || c == ' ' || c == '\t';
+    }
+    for (p = t; *p; p++) is_tchar[(unsigned char)*p] = 1;
+    for (p = "-._~!$&'()*+,;=:@/?%"; *p; p++) is_target[(unsigned char)*p] = 1;
+    for (p = "._~!$&'()*+,;=%-"; *p; p++) is_host[(unsigned char)*p] = 1;
+}
+
+static int lower_eq(const char *s, Py_ssize_t n, const char *lower) {
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        if (c != (unsigned char)lower[i] || lower[i] == 0) return 0;
+    }
+    return lower[n] == 0;
+}
+
+/* the value without its surrounding SP/HTAB (bytes.strip() for the values accepted here) */
+static void trim(const char **v, Py_ssize_t *n) {
+    while (*n && ((*v)[0] == ' ' || (*v)[0] == '\t')) { (*v)++; (*n)--; }
+    while (*n && ((*v)[*n - 1] == ' ' || (*v)[*n - 1] == '\t')) (*n)--;
+}
+
+/* One field line at p (limit end): name, value (leading OWS dropped, trailing kept, as llhttp
+ * gives it); returns the position after its CRLF, or NULL if it is not a plain field line. */
+static const char *field_line(const char *p, const char *end, const char **name, Py_ssize_t *name_len,
+                              const char **value, Py_ssize_t *value_len) {
+    const char *q = p;
+    while (q < end && is_tchar[(unsigned char)*q]) q++;
+    if (q == p || q >= end || *q != ':') return NULL;
+    *name = p;
+    *name_len = q - p;
+    q++;
+    while (q < end && (*q == ' ' || *q == '\t')) q++;
+    *value = q;
+    while (q < end && is_vchar[(unsigned char)*q]) q++;
+    if (q + 1 >= end || q[0] != '\r' || q[1] != '\n') return NULL;
+    *value_len = q - *value;
+    return q + 2;
+}
+
+/* A growing bytes buffer for the rendered fields. */
+typedef struct { char *buf; Py_ssize_t len, cap; } out_t;
+
+static int out_put(out_t *o, const char *s, Py_ssize_t n) {
+    if (o->len + n > o->cap) {
+        Py_ssize_t cap = (o->len + n) * 2 + 64;
+        char *b = PyMem_Realloc(o->buf, cap);
+        if (b == NULL) { PyErr_NoMemory(); return -1; }
+        o->buf = b;
+        o->cap = cap;
+    }
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    return 0;
+}
+
+static int out_field(out_t *o, const char *name, Py_ssize_t nl, const char *value, Py_ssize_t vl) {
+    if (out_put(o, name, nl) < 0 || out_put(o, ": ", 2) < 0 || out_put(o, value, vl) < 0) return -1;
+    return out_put(o, "\r\n", 2);
+}
+
+/* a join of field values with ", " (X-Forwarded-For, Forwarded) */
+static int join_value(PyObject **acc, const char *v, Py_ssize_t n) {
+    PyObject *piece = PyBytes_FromStringAndSize(v, n);
+    if (piece == NULL) return -1;
+    if (*acc == NULL) { *acc = piece; return 0; }
+    PyObject *sep = PyBytes_FromStringAndSize(", ", 2);
+    if (sep == NULL) { Py_DECREF(piece); return -1; }
+    PyBytes_ConcatAndDel(acc, sep);
+    if (*acc != NULL) PyBytes_ConcatAndDel(acc, piece); else Py_DECREF(piece);
+    return *acc == NULL ? -1 : 0;
+}
+
+/* messages._HOST without the bracketed IPv6 form (declined: the slow path checks it) */
+static int plain_host(const char *h, Py_ssize_t n) {
+    Py_ssize_t i = 0, digits = 0;
+    while (i < n && is_host[(unsigned char)h[i]]) i++;
+    if (i == n) return 1;
+    if (h[i] != ':') return 0;
+    for (i++; i < n; i++, digits++)
+        if (h[i] < '0' || h[i] > '9' || digits == 5) return 0;
+    return 1;
+}
+
+/* "close" or "keep-alive" alone (1, 2); 0 for anything else */
+static int connection_option(const char *v, Py_ssize_t n) {
+    trim(&v, &n);
+    if (n == 5 && lower_eq(v, n, "close")) return 1;
+    if (n == 10 && lower_eq(v, n, "keep-alive")) return 2;
+    return 0;
+}
+
+/* scan_request(data, max_uri_length, max_header_size) -> RequestHead | None */
+static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "scan_request(data: bytes, max_uri_length: int, max_header_size: int)");
+        return NULL;
+    }
+    Py_ssize_t max_uri = PyLong_AsSsize_t(args[1]), max_head = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    const char *data = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    const char *end = data + size, *p = data;
+    /* the whole buffer is one head: it ends with the first blank line */
+    if (size < 18 || memcmp(end - 4, "\r\n\r\n", 4) != 0) Py_RETURN_NONE;
+
+    int m;
+    PyObject *method = NULL;
+    for (m = 0; method_names[m]; m++) {
+        size_t ml = strlen(method_names[m]);
+        if ((Py_ssize_t)ml < size && memcmp(p, method_names[m], ml) == 0 && p[ml] == ' ') {
+            method = methods[m];
+            p += ml + 1;
+            break;
+        }
+    }
+    if (method == NULL || *p != '/') Py_RETURN_NONE;
+    const char *target = p;
+    while (p < end && is_target[(unsigned char)*p]) p++;
+    Py_ssize_t target_len = p - target;
+    if (target_len > max_uri || end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0) Py_RETURN_NONE;
+    p += 11;
+
+    Py_ssize_t head_size = target_len;
+    const char *host = NULL;
+    Py_ssize_t host_len = 0;
+    int connection = -1, has_cookie = 0;
+    PyObject *headers = PyList_New(0), *xff = NULL, *prior = NULL, *result = NULL;
+    out_t fwd = {NULL, 0, 0};
+    if (headers == NULL) return NULL;
+
+    while (p < end - 2) {
+        const char *name, *value;
+        Py_ssize_t nl, vl;
+        const char *next = field_line(p, end - 2, &name, &nl, &value, &vl);
+        if (next == NULL) goto decline;
+        head_size += nl + vl + 4;
+        if (head_size > max_head) goto decline;     /* the slow path answers 431 */
+        PyObject *pair = Py_BuildValue("(y#y#)", name, nl, value, vl);
+        if (pair == NULL) goto error;
+        int failed = PyList_Append(headers, pair);
+        Py_DECREF(pair);
+        if (failed) goto error;
+        int fwd_it = 1;
+        switch (nl) {
+        case 2:
+            if (lower_eq(name, nl, "te")) fwd_it = 0;
+            break;
+        case 4:
+            if (lower_eq(name, nl, "host")) {
+                if (host != NULL) goto decline;     /* several Host: 400 in the slow path */
+                host = value;
+                host_len = vl;
+                trim(&host, &host_len);
+                if (!plain_host(host, host_len)) goto decline;
+                fwd_it = 0;
+            }
+            break;
+        case 6:
+            if (lower_eq(name, nl, "cookie")) has_cookie = 1;
+            else if (lower_eq(name, nl, "expect")) goto decline;
+            break;
+        case 7:
+            if (lower_eq(name, nl, "upgrade")) goto decline;
+            if (lower_eq(name, nl, "trailer")) fwd_it = 0;
+            break;
+        case 9:
+            if (lower_eq(name, nl, "forwarded")) {
+                if (join_value(&prior, value, vl) < 0) goto error;
+                fwd_it = 0;
+            } else if (lower_eq(name, nl, "x-real-ip")) fwd_it = 0;
+            break;
+        case 10:
+            if (lower_eq(name, nl, "connection")) {
+                if (connection != -1) goto decline;
+                connection = connection_option(value, vl);
+                if (connection == 0) goto decline;
+                fwd_it = 0;
+            } else if (lower_eq(name, nl, "keep-alive")) fwd_it = 0;
+            break;
+        case 14:
+            if (lower_eq(name, nl, "content-length")) goto decline;
+            break;
+        case 15:
+            if (lower_eq(name, nl, "x-forwarded-for")) {
+                if (join_value(&xff, value, vl) < 0) goto error;
+                fwd_it = 0;
+            }
+            break;
+        case 16:
+            if (lower_eq(name, nl, "proxy-connection") || lower_eq(name, nl, "x-forwarded-host")) fwd_it = 0;
+            break;
+        case 17:
+            if (lower_eq(name, nl, "transfer-encoding")) goto decline;
+            if (lower_eq(name, nl, "x-forwarded-proto")) fwd_it = 0;
+            break;
+        }
+        if (fwd_it && out_field(&fwd, name, nl, value, vl) < 0) goto error;
+        p = next;
+    }
+    if (p != end - 2 || host == NULL) goto decline;   /* no Host in HTTP/1.1: 400 in the slow path */
+
+    {
+        PyObject *forward = PyBytes_FromStringAndSize(fwd.buf ? fwd.buf : "", fwd.len);
+        PyObject *target_s = PyUnicode_DecodeLatin1(target, target_len, NULL);
+        PyObject *host_s = PyUnicode_DecodeLatin1(host, host_len, NULL);
+        PyObject *tokens = connection == 1 ? close_tokens : connection == 2 ? keepalive_tokens : no_tokens;
+        if (forward && target_s && host_s) {
+            PyObject *argv[15] = {method, target_s, s_version11, headers, host_s, Py_None, Py_False,
+                                  connection == 1 ? Py_False : Py_True, Py_None, Py_False, tokens,
+                                  has_cookie ? Py_True : Py_False, forward,
+                                  xff ? xff : Py_None, prior ? prior : Py_None};
+            result = PyObject_Vectorcall(RequestHead, argv, 15, NULL);
+        }
+        Py_XDECREF(forward);
+        Py_XDECREF(target_s);
+        Py_XDECREF(host_s);
+    }
+    goto done;
+decline:
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+error:
+    result = NULL;
+done:
+    Py_DECREF(headers);
+    Py_XDECREF(xff);
+    Py_XDECREF(prior);
+    PyMem_Free(fwd.buf);
+    return result;
+}
+
+/* scan_response(data) -> ResponseHead | None: a whole plain response, head and its
+ * Content-Length body, filling `data` exactly; its body is the last content_length bytes. */
+static PyObject *scan_response(PyObject *self, PyObject *arg) {
+    if (!PyBytes_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "scan_response(data: bytes)");
+        return NULL;
+    }
+    const char *data = PyBytes_AS_STRING(arg);
+    Py_ssize_t size = PyBytes_GET_SIZE(arg);
+    const char *end = data + size, *p = data;
+    if (size < 19 || memcmp(p, "HTTP/1.1 ", 9) != 0) Py_RETURN_NONE;
+    p += 9;
+    if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' || p[3] != ' ')
+        Py_RETURN_NONE;
+    int status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    if (status == 204 || status == 304) Py_RETURN_NONE;   /* no body: llhttp's own rules */
+    p += 4;
+    const char *reason = p;
+    while (p < end && is_vchar[(unsigned char)*p]) p++;
+    if (end - p < 2 || p[0] != '\r' || p[1] != '\n') Py_RETURN_NONE;
+    Py_ssize_t reason_len = p - reason;
+    p += 2;
+
+    long long length = -1;
+    int connection = -1;
+    const char *conn_value = NULL;
+    Py_ssize_t conn_len = 0;
+    out_t lines = {NULL, 0, 0};
+    PyObject *result = NULL;
+    for (;;) {
+        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') { p += 2; break; }
+        const char *name, *value;
+        Py_ssize_t nl, vl;
+        const char *next = field_line(p, end, &name, &nl, &value, &vl);
+        if (next == NULL) goto decline;
+        int fwd_it = 1;
+        switch (nl) {
+        case 2:
+            if (lower_eq(name, nl, "te")) fwd_it = 0;
+            break;
+        case 7:
+            if (lower_eq(name, nl, "upgrade")) goto decline;
+            if (lower_eq(name, nl, "trailer")) fwd_it = 0;
+            break;
+        case 10:
+            if (lower_eq(name, nl, "connection")) {
+                if (connection != -1) goto decline;
+                connection = connection_option(value, vl);
+                if (connection == 0) goto decline;
+                conn_value = value;
+                conn_len = vl;
+                fwd_it = 0;
+            } else if (lower_eq(name, nl, "keep-alive")) fwd_it = 0;
+            break;
+        case 14:
+            if (lower_eq(name, nl, "content-length")) {
+                Py_ssize_t i;
+                if (length != -1 || vl == 0 || vl > 15) goto decline;
+                length = 0;
+                for (i = 0; i < vl; i++) {
+                    if (value[i] < '0' || value[i] > '9') goto decline;
+                    length = length * 10 + (value[i] - '0');
+                }
+                fwd_it = 0;
+            }
+            break;
+        case 16:
+            if (lower_eq(name, nl, "proxy-connection")) fwd_it = 0;
+            break;
+        case 17:
+            if (lower_eq(name, nl, "transfer-encoding")) goto decline;
+            break;
+        }
+        if (fwd_it && out_field(&lines, name, nl, value, vl) < 0) goto error;
+        p = next;
+    }
+    if (length < 0 || (end - p) != length) goto decline;   /* close-delimited, partial, or more */
+
+    {
+        PyObject *reason_b = PyBytes_FromStringAndSize(reason, reason_len);
+        PyObject *list = PyList_New(lines.len ? 1 : 0);
+        PyObject *status_o = PyLong_FromLong(status);
+        PyObject *length_o = PyLong_FromLongLong(length);
+        PyObject *conn_b = PyBytes_FromStringAndSize(conn_value ? conn_value : "", conn_len);
+        if (reason_b && list && status_o && length_o && conn_b) {
+            int ok = 1;
+            if (lines.len) {
+                PyObject *joined = PyBytes_FromStringAndSize(lines.buf, lines.len);
+                if (joined == NULL) ok = 0; else PyList_SET_ITEM(list, 0, joined);
+            }
+            if (ok) {
+                PyObject *argv[8] = {status_o, reason_b, list, length_o, Py_False,
+                                     connection == 1 ? Py_False : Py_True, conn_b, Py_None};
+                result = PyObject_Vectorcall(ResponseHead, argv, 8, NULL);
+            }
+        }
+        Py_XDECREF(reason_b);
+        Py_XDECREF(list);
+        Py_XDECREF(status_o);
+        Py_XDECREF(length_o);
+        Py_XDECREF(conn_b);
+    }
+    goto done;
+decline:
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+error:
+    result = NULL;
+done:
+    PyMem_Free(lines.buf);
+    return result;
+}
+
+/* init(RequestHead, ResponseHead, no_tokens, close_tokens, keepalive_tokens) */
+static PyObject *init(PyObject *self, PyObject *args) {
+    PyObject *a, *b, *c, *d, *e;
+    if (!PyArg_ParseTuple(args, "OOOOO", &a, &b, &c, &d, &e)) return NULL;
+    Py_XSETREF(RequestHead, Py_NewRef(a));
+    Py_XSETREF(ResponseHead, Py_NewRef(b));
+    Py_XSETREF(no_tokens, Py_NewRef(c));
+    Py_XSETREF(close_tokens, Py_NewRef(d));
+    Py_XSETREF(keepalive_tokens, Py_NewRef(e));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef functions[] = {
+    {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
+     "scan_request(data, max_uri_length, max_header_size) -> RequestHead | None"},
+    {"scan_response", scan_response, METH_O, "scan_response(data) -> ResponseHead | None"},
+    {"init", init, METH_VARARGS, "init(RequestHead, ResponseHead, no_tokens, close_tokens, keepalive_tokens)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "edgeway.http._headscan",
+                                    "Whole-message scanner for the proxy's common case (see messages.py).",
+                                    -1, functions, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__headscan(void) {
+    int m;
+    init_tables();
+    s_version11 = PyUnicode_InternFromString("1.1");
+    if (s_version11 == NULL) return NULL;
+    for (m = 0; method_names[m]; m++) {
+        methods[m] = PyUnicode_InternFromString(method_names[m]);
+        if (methods[m] == NULL) return NULL;
+    }
+    return PyModule_Create(&module);
+}
