@@ -131,14 +131,22 @@ static int connection_option(const char *v, Py_ssize_t n) {
     return 0;
 }
 
-/* scan_request(data, max_uri_length, max_header_size) -> RequestHead | None */
+/* scan_request(data, max_uri_length, max_header_size, client_ip, scheme) -> RequestHead | None
+ *
+ * The head's upstream_head is the request for the server as messages.upstream_request_head
+ * renders it when the route keeps target and Host and no Forwarded field is added. */
 static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyBytes_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "scan_request(data: bytes, max_uri_length: int, max_header_size: int)");
+    if (nargs != 5 || !PyBytes_CheckExact(args[0]) || !PyUnicode_Check(args[3]) || !PyUnicode_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "scan_request(data: bytes, max_uri_length: int, max_header_size: int, "
+                                         "client_ip: str, scheme: str)");
         return NULL;
     }
     Py_ssize_t max_uri = PyLong_AsSsize_t(args[1]), max_head = PyLong_AsSsize_t(args[2]);
     if (PyErr_Occurred()) return NULL;
+    Py_ssize_t ip_len, scheme_len;
+    const char *ip = PyUnicode_AsUTF8AndSize(args[3], &ip_len);
+    const char *scheme = ip ? PyUnicode_AsUTF8AndSize(args[4], &scheme_len) : NULL;
+    if (scheme == NULL) return NULL;
     const char *data = PyBytes_AS_STRING(args[0]);
     Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
     const char *end = data + size, *p = data;
@@ -239,20 +247,40 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (fwd_it && out_field(&fwd, name, nl, value, vl) < 0) goto error;
         p = next;
     }
-    if (p != end - 2 || host == NULL) goto decline;   /* no Host in HTTP/1.1: 400 in the slow path */
+    /* no Host in HTTP/1.1: 400 in the slow path; an empty one: the server's name is sent */
+    if (p != end - 2 || host == NULL || host_len == 0) goto decline;
 
     {
+        out_t up = {NULL, 0, 0};
+        const char *method_s = PyUnicode_AsUTF8(method);
+        PyObject *upstream = NULL;
+        if (out_put(&up, method_s, strlen(method_s)) < 0 || out_put(&up, " ", 1) < 0 ||
+            out_put(&up, target, target_len) < 0 || out_put(&up, " HTTP/1.1\r\nHost: ", 17) < 0 ||
+            out_put(&up, host, host_len) < 0 || out_put(&up, "\r\n", 2) < 0 ||
+            (fwd.len && out_put(&up, fwd.buf, fwd.len) < 0) ||
+            out_put(&up, "X-Real-IP: ", 11) < 0 || out_put(&up, ip, ip_len) < 0 ||
+            out_put(&up, "\r\nX-Forwarded-For: ", 19) < 0 ||
+            (xff && (out_put(&up, PyBytes_AS_STRING(xff), PyBytes_GET_SIZE(xff)) < 0 || out_put(&up, ", ", 2) < 0)) ||
+            out_put(&up, ip, ip_len) < 0 || out_put(&up, "\r\nX-Forwarded-Proto: ", 21) < 0 ||
+            out_put(&up, scheme, scheme_len) < 0 || out_put(&up, "\r\nX-Forwarded-Host: ", 20) < 0 ||
+            out_put(&up, host, host_len) < 0 || out_put(&up, "\r\n\r\n", 4) < 0 ||
+            (upstream = PyBytes_FromStringAndSize(up.buf, up.len)) == NULL) {
+            PyMem_Free(up.buf);
+            goto error;
+        }
+        PyMem_Free(up.buf);
         PyObject *forward = PyBytes_FromStringAndSize(fwd.buf ? fwd.buf : "", fwd.len);
         PyObject *target_s = PyUnicode_DecodeLatin1(target, target_len, NULL);
         PyObject *host_s = PyUnicode_DecodeLatin1(host, host_len, NULL);
         PyObject *tokens = connection == 1 ? close_tokens : connection == 2 ? keepalive_tokens : no_tokens;
         if (forward && target_s && host_s) {
-            PyObject *argv[15] = {method, target_s, s_version11, headers, host_s, Py_None, Py_False,
+            PyObject *argv[16] = {method, target_s, s_version11, headers, host_s, Py_None, Py_False,
                                   connection == 1 ? Py_False : Py_True, Py_None, Py_False, tokens,
                                   has_cookie ? Py_True : Py_False, forward,
-                                  xff ? xff : Py_None, prior ? prior : Py_None};
-            result = PyObject_Vectorcall(RequestHead, argv, 15, NULL);
+                                  xff ? xff : Py_None, prior ? prior : Py_None, upstream};
+            result = PyObject_Vectorcall(RequestHead, argv, 16, NULL);
         }
+        Py_DECREF(upstream);
         Py_XDECREF(forward);
         Py_XDECREF(target_s);
         Py_XDECREF(host_s);
@@ -272,68 +300,69 @@ done:
     return result;
 }
 
-/* scan_response(data) -> ResponseHead | None: a whole plain response, head and its
- * Content-Length body, filling `data` exactly; its body is the last content_length bytes. */
-static PyObject *scan_response(PyObject *self, PyObject *arg) {
-    if (!PyBytes_CheckExact(arg)) {
-        PyErr_SetString(PyExc_TypeError, "scan_response(data: bytes)");
-        return NULL;
-    }
-    const char *data = PyBytes_AS_STRING(arg);
-    Py_ssize_t size = PyBytes_GET_SIZE(arg);
+/* What the scan of a response found. */
+typedef struct {
+    int status, connection;       /* connection: -1 none, 1 close, 2 keep-alive */
+    const char *reason, *conn_value, *body;
+    Py_ssize_t reason_len, conn_len;
+    long long length;
+    out_t lines;                  /* the fields to forward, rendered */
+} resp_t;
+
+/* 1: a whole plain response, head and its Content-Length body, filling the buffer exactly;
+ * 0: anything else; -1: out of memory. r->lines is to be freed by the caller either way. */
+static int scan_resp(const char *data, Py_ssize_t size, resp_t *r) {
     const char *end = data + size, *p = data;
-    if (size < 19 || memcmp(p, "HTTP/1.1 ", 9) != 0) Py_RETURN_NONE;
+    r->lines.buf = NULL;
+    r->lines.len = r->lines.cap = 0;
+    if (size < 19 || memcmp(p, "HTTP/1.1 ", 9) != 0) return 0;
     p += 9;
     if (p[0] < '2' || p[0] > '5' || p[1] < '0' || p[1] > '9' || p[2] < '0' || p[2] > '9' || p[3] != ' ')
-        Py_RETURN_NONE;
-    int status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
-    if (status == 204 || status == 304) Py_RETURN_NONE;   /* no body: llhttp's own rules */
+        return 0;
+    r->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    if (r->status == 204 || r->status == 304) return 0;   /* no body: llhttp's own rules */
     p += 4;
-    const char *reason = p;
+    r->reason = p;
     while (p < end && is_vchar[(unsigned char)*p]) p++;
-    if (end - p < 2 || p[0] != '\r' || p[1] != '\n') Py_RETURN_NONE;
-    Py_ssize_t reason_len = p - reason;
+    if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
+    r->reason_len = p - r->reason;
     p += 2;
-
-    long long length = -1;
-    int connection = -1;
-    const char *conn_value = NULL;
-    Py_ssize_t conn_len = 0;
-    out_t lines = {NULL, 0, 0};
-    PyObject *result = NULL;
+    r->length = -1;
+    r->connection = -1;
+    r->conn_value = NULL;
+    r->conn_len = 0;
     for (;;) {
         if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') { p += 2; break; }
         const char *name, *value;
-        Py_ssize_t nl, vl;
+        Py_ssize_t nl, vl, i;
         const char *next = field_line(p, end, &name, &nl, &value, &vl);
-        if (next == NULL) goto decline;
+        if (next == NULL) return 0;
         int fwd_it = 1;
         switch (nl) {
         case 2:
             if (lower_eq(name, nl, "te")) fwd_it = 0;
             break;
         case 7:
-            if (lower_eq(name, nl, "upgrade")) goto decline;
+            if (lower_eq(name, nl, "upgrade")) return 0;
             if (lower_eq(name, nl, "trailer")) fwd_it = 0;
             break;
         case 10:
             if (lower_eq(name, nl, "connection")) {
-                if (connection != -1) goto decline;
-                connection = connection_option(value, vl);
-                if (connection == 0) goto decline;
-                conn_value = value;
-                conn_len = vl;
+                if (r->connection != -1) return 0;
+                r->connection = connection_option(value, vl);
+                if (r->connection == 0) return 0;
+                r->conn_value = value;
+                r->conn_len = vl;
                 fwd_it = 0;
             } else if (lower_eq(name, nl, "keep-alive")) fwd_it = 0;
             break;
         case 14:
             if (lower_eq(name, nl, "content-length")) {
-                Py_ssize_t i;
-                if (length != -1 || vl == 0 || vl > 15) goto decline;
-                length = 0;
+                if (r->length != -1 || vl == 0 || vl > 15) return 0;
+                r->length = 0;
                 for (i = 0; i < vl; i++) {
-                    if (value[i] < '0' || value[i] > '9') goto decline;
-                    length = length * 10 + (value[i] - '0');
+                    if (value[i] < '0' || value[i] > '9') return 0;
+                    r->length = r->length * 10 + (value[i] - '0');
                 }
                 fwd_it = 0;
             }
@@ -342,47 +371,99 @@ static PyObject *scan_response(PyObject *self, PyObject *arg) {
             if (lower_eq(name, nl, "proxy-connection")) fwd_it = 0;
             break;
         case 17:
-            if (lower_eq(name, nl, "transfer-encoding")) goto decline;
+            if (lower_eq(name, nl, "transfer-encoding")) return 0;
             break;
         }
-        if (fwd_it && out_field(&lines, name, nl, value, vl) < 0) goto error;
+        if (fwd_it && out_field(&r->lines, name, nl, value, vl) < 0) return -1;
         p = next;
     }
-    if (length < 0 || (end - p) != length) goto decline;   /* close-delimited, partial, or more */
+    if (r->length < 0 || (end - p) != r->length) return 0;   /* close-delimited, partial, or more */
+    r->body = p;
+    return 1;
+}
 
-    {
-        PyObject *reason_b = PyBytes_FromStringAndSize(reason, reason_len);
-        PyObject *list = PyList_New(lines.len ? 1 : 0);
-        PyObject *status_o = PyLong_FromLong(status);
-        PyObject *length_o = PyLong_FromLongLong(length);
-        PyObject *conn_b = PyBytes_FromStringAndSize(conn_value ? conn_value : "", conn_len);
-        if (reason_b && list && status_o && length_o && conn_b) {
-            int ok = 1;
-            if (lines.len) {
-                PyObject *joined = PyBytes_FromStringAndSize(lines.buf, lines.len);
-                if (joined == NULL) ok = 0; else PyList_SET_ITEM(list, 0, joined);
-            }
-            if (ok) {
-                PyObject *argv[8] = {status_o, reason_b, list, length_o, Py_False,
-                                     connection == 1 ? Py_False : Py_True, conn_b, Py_None};
-                result = PyObject_Vectorcall(ResponseHead, argv, 8, NULL);
-            }
-        }
-        Py_XDECREF(reason_b);
-        Py_XDECREF(list);
-        Py_XDECREF(status_o);
-        Py_XDECREF(length_o);
-        Py_XDECREF(conn_b);
+/* scan_response(data) -> ResponseHead | None: a whole plain response, head and its
+ * Content-Length body, filling `data` exactly; its body is the last content_length bytes. */
+static PyObject *scan_response(PyObject *self, PyObject *arg) {
+    if (!PyBytes_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "scan_response(data: bytes)");
+        return NULL;
     }
-    goto done;
-decline:
-    result = Py_None;
-    Py_INCREF(result);
-    goto done;
-error:
-    result = NULL;
-done:
-    PyMem_Free(lines.buf);
+    resp_t r;
+    PyObject *result = NULL;
+    int found = scan_resp(PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), &r);
+    if (found <= 0) {
+        PyMem_Free(r.lines.buf);
+        if (found < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *reason_b = PyBytes_FromStringAndSize(r.reason, r.reason_len);
+    PyObject *list = PyList_New(r.lines.len ? 1 : 0);
+    PyObject *status_o = PyLong_FromLong(r.status);
+    PyObject *length_o = PyLong_FromLongLong(r.length);
+    PyObject *conn_b = PyBytes_FromStringAndSize(r.conn_value ? r.conn_value : "", r.conn_len);
+    if (reason_b && list && status_o && length_o && conn_b) {
+        int ok = 1;
+        if (r.lines.len) {
+            PyObject *joined = PyBytes_FromStringAndSize(r.lines.buf, r.lines.len);
+            if (joined == NULL) ok = 0; else PyList_SET_ITEM(list, 0, joined);
+        }
+        if (ok) {
+            PyObject *argv[8] = {status_o, reason_b, list, length_o, Py_False,
+                                 r.connection == 1 ? Py_False : Py_True, conn_b, Py_None};
+            result = PyObject_Vectorcall(ResponseHead, argv, 8, NULL);
+        }
+    }
+    Py_XDECREF(reason_b);
+    Py_XDECREF(list);
+    Py_XDECREF(status_o);
+    Py_XDECREF(length_o);
+    Py_XDECREF(conn_b);
+    PyMem_Free(r.lines.buf);
+    return result;
+}
+
+/* forward_response(data, extra, keep_alive, client_10) -> (status, server_keep_alive,
+ * content_length, out) | None: scan_response, and the bytes for the client as
+ * messages.client_response_head renders them (a GET-like request, Content-Length framing)
+ * followed by the body: `extra` (rendered fields) after the server's, then Content-Length,
+ * then Connection as `keep_alive` and the client's version want it. */
+static PyObject *forward_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "forward_response(data: bytes, extra: bytes, keep_alive, client_10)");
+        return NULL;
+    }
+    int keep_alive = PyObject_IsTrue(args[2]), client_10 = PyObject_IsTrue(args[3]);
+    if (keep_alive < 0 || client_10 < 0) return NULL;
+    resp_t r;
+    int found = scan_resp(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), &r);
+    if (found <= 0) {
+        PyMem_Free(r.lines.buf);
+        if (found < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    char line[64];
+    const char *tail = !keep_alive ? "Connection: close\r\n\r\n" : client_10 ? "Connection: keep-alive\r\n\r\n" : "\r\n";
+    int line_len = snprintf(line, sizeof line, "HTTP/1.1 %d ", r.status);
+    char cl[48];
+    int cl_len = snprintf(cl, sizeof cl, "Content-Length: %lld\r\n", r.length);
+    Py_ssize_t extra_len = PyBytes_GET_SIZE(args[1]), tail_len = (Py_ssize_t)strlen(tail);
+    Py_ssize_t total = line_len + r.reason_len + 2 + r.lines.len + extra_len + cl_len + tail_len + r.length;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    PyObject *result = NULL;
+    if (out != NULL) {
+        char *o = PyBytes_AS_STRING(out);
+        memcpy(o, line, line_len); o += line_len;
+        memcpy(o, r.reason, r.reason_len); o += r.reason_len;
+        memcpy(o, "\r\n", 2); o += 2;
+        if (r.lines.len) { memcpy(o, r.lines.buf, r.lines.len); o += r.lines.len; }
+        memcpy(o, PyBytes_AS_STRING(args[1]), extra_len); o += extra_len;
+        memcpy(o, cl, cl_len); o += cl_len;
+        memcpy(o, tail, tail_len); o += tail_len;
+        memcpy(o, r.body, r.length);
+        result = Py_BuildValue("(iOLN)", r.status, r.connection == 1 ? Py_False : Py_True, r.length, out);
+    }
+    PyMem_Free(r.lines.buf);
     return result;
 }
 
@@ -400,8 +481,10 @@ static PyObject *init(PyObject *self, PyObject *args) {
 
 static PyMethodDef functions[] = {
     {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
-     "scan_request(data, max_uri_length, max_header_size) -> RequestHead | None"},
+     "scan_request(data, max_uri_length, max_header_size, client_ip, scheme) -> RequestHead | None"},
     {"scan_response", scan_response, METH_O, "scan_response(data) -> ResponseHead | None"},
+    {"forward_response", (PyCFunction)(void (*)(void))forward_response, METH_FASTCALL,
+     "forward_response(data, extra, keep_alive, client_10) -> (status, server_keep_alive, length, out) | None"},
     {"init", init, METH_VARARGS, "init(RequestHead, ResponseHead, no_tokens, close_tokens, keepalive_tokens)"},
     {NULL, NULL, 0, NULL},
 };

@@ -14,7 +14,8 @@ import json
 from time import perf_counter
 
 from edgeway.http.exchange import Exchange
-from edgeway.http.messages import IDEMPOTENT, ResponseHead, client_response_head, upstream_request_head
+from edgeway.http.messages import (IDEMPOTENT, ResponseHead, client_response_head, forward_response,
+                                   upstream_request_head)
 from edgeway.http.pool import UpstreamConnection
 from edgeway.http.responses import error_response
 
@@ -90,9 +91,13 @@ class Forwarding:
         conn.ex = ex
         ctx = self.ctx
         head = ex.head
-        set_host = ex.route.set_host
-        host = set_host.decode() if set_host else (head.host or ex.server.label)
-        data = upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme, ctx.forwarded, ex.upgrade)
+        route = ex.route
+        data = head.upstream_head   # rendered by scan_request, for a route that keeps target and Host
+        if data is None or route.strip or route.set_host or ctx.forwarded:
+            set_host = route.set_host
+            host = set_host.decode() if set_host else (head.host or ex.server.label)
+            data = upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme, ctx.forwarded,
+                                         ex.upgrade)
         if ex.body:   # what arrived with the head leaves with it, in one send
             data = b"".join([data, *ex.body])
             ex.body.clear()
@@ -119,19 +124,9 @@ class Forwarding:
             if status == 100 and ex.expect_continue and ex.head.version == "1.1":
                 self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
-        ex.header_deadline = 0.0
-        ex.t_header = perf_counter() - ex.started
-        ex.status = status
+        self._final_head(ex, status)
         server = ex.server
-        if server.fails:   # only a server with failures on record has anything to reset
-            ex.upstream.report_success(server, self.loop.time())
-        extra = b""
-        if ex.sticky_cookie is not None:
-            server_id, line = self.ctx.sticky_lines[server]
-            if ex.sticky_cookie != server_id:
-                extra = line
-        if ex.trace is not None:
-            extra += b"X-Edgeway-Trace: " + json.dumps(ex.trace).encode() + b"\r\n"
+        extra = self._extra_fields(ex)
         if status == 101:
             if not ex.upgrade:
                 self.upstream_failed(ex, f"invalid response from {server} (101 to a request without Upgrade)",
@@ -164,16 +159,40 @@ class Forwarding:
             conn.reset_parser()
             self.response_complete(ex, conn, reusable=head.keep_alive)
 
-    def whole_response(self, ex: Exchange, conn: UpstreamConnection, head: ResponseHead, data: bytes) -> None:
-        """What the parser's callbacks do for a response that came whole in one packet, given
-        its head as messages.scan_response read it (its body: the last content_length bytes)."""
-        self.response_head(ex, conn, head)
-        if conn.ex is not ex:
-            return
-        length = head.content_length
-        if length:
-            self.response_body(ex, data[-length:])
-        self.response_complete(ex, conn, head.keep_alive)
+    def _final_head(self, ex: Exchange, status: int) -> None:
+        ex.header_deadline = 0.0
+        ex.t_header = perf_counter() - ex.started
+        ex.status = status
+        server = ex.server
+        if server.fails:   # only a server with failures on record has anything to reset
+            ex.upstream.report_success(server, self.loop.time())
+
+    def _extra_fields(self, ex: Exchange) -> bytes:
+        """The fields we add to the response: the sticky cookie, the trace."""
+        extra = b""
+        if ex.sticky_cookie is not None:
+            server_id, line = self.ctx.sticky_lines[ex.server]
+            if ex.sticky_cookie != server_id:
+                extra = line
+        if ex.trace is not None:
+            extra += b"X-Edgeway-Trace: " + json.dumps(ex.trace).encode() + b"\r\n"
+        return extra
+
+    def whole_response(self, ex: Exchange, conn: UpstreamConnection, data: bytes) -> bool:
+        """What the parser's callbacks and response_head/_body/_complete do for a plain
+        response that came whole in one packet (see messages.forward_response); False, having
+        done nothing, for any other."""
+        found = forward_response(data, self._extra_fields(ex), not ex.close_after, ex.head.version == "1.0")
+        if found is None:
+            return False
+        status, reusable, length, out = found
+        self._final_head(ex, status)
+        ex.upstream_framing = ex.mode = "length"
+        ex.sent += length
+        self._write(out)
+        ex.response_started = True
+        self.response_complete(ex, conn, reusable)
+        return True
 
     def response_body(self, ex: Exchange, body: bytes) -> None:
         ex.sent += len(body)

@@ -73,6 +73,9 @@ class RequestHead:
     forward: bytes = b""         # the end-to-end fields, rendered for the server ("Name: value\r\n"...)
     xff: bytes | None = None     # X-Forwarded-For fields received, joined
     prior_forwarded: bytes | None = None   # Forwarded fields received, joined
+    # the head for the server as upstream_request_head renders it for the same target and
+    # Host without Forwarded (made by scan_request, for routes that change neither)
+    upstream_head: bytes | None = None
 
     @property
     def has_body(self) -> bool:
@@ -244,7 +247,8 @@ RESPONSE_NAMES = {**RESPONSE_FIELDS,
 
 # The fast path (see _headscan.c): one C call reads a whole plain request head, or a whole
 # plain response, into the same RequestHead / ResponseHead as the httptools path; None when
-# the message is anything else, and then httptools reads it. Without the compiled module
+# the message is anything else, and then httptools reads it. forward_response also renders
+# the response for the client as client_response_head does. Without the compiled module
 # (a source tree that was not installed) every message takes the httptools path.
 try:
     from edgeway.http import _headscan
@@ -254,8 +258,9 @@ if _headscan is not None:
     _headscan.init(RequestHead, ResponseHead, _NO_TOKENS, frozenset({b"close"}), frozenset({b"keep-alive"}))
     scan_request = _headscan.scan_request
     scan_response = _headscan.scan_response
+    forward_response = _headscan.forward_response
 else:   # pragma: no cover
-    scan_request = scan_response = None
+    scan_request = scan_response = forward_response = None
 
 
 def client_response_head(head: ResponseHead, request_method: str, client_version: str, keep_alive: bool,

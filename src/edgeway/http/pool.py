@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from edgeway.http.messages import FORWARD, RESPONSE_FIELDS, RESPONSE_NAMES, ResponseHead, scan_response
+from edgeway.http.messages import FORWARD, RESPONSE_FIELDS, RESPONSE_NAMES, ResponseHead, forward_response
 
 if TYPE_CHECKING:
     from edgeway.http.proxy import Exchange
@@ -64,12 +64,10 @@ class UpstreamConnection(asyncio.Protocol):
         client = ex.client
         corked = client.cork()
         try:
-            if self._between and scan_response is not None and not ex.upgrade and ex.head.method != "HEAD":
-                # a whole plain response in one packet: read in one call (HEAD: the scanner
-                # cannot know that a HEAD response's Content-Length announces no body)
-                head = scan_response(data)
-                if head is not None:
-                    client.whole_response(ex, self, head, data)
+            if self._between and forward_response is not None and not ex.upgrade and ex.head.method != "HEAD":
+                # a whole plain response in one packet: read and rendered in one call (HEAD:
+                # the scanner cannot know that a HEAD response's Content-Length announces no body)
+                if client.whole_response(ex, self, data):
                     return
             self._between = False
             self.parser.feed_data(data)

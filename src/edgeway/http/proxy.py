@@ -116,7 +116,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if not self._partial and not self.queue and scan_request is not None:
             # between messages, nothing in flight: a whole plain head is read in one call
             ctx = self.ctx
-            head = scan_request(data, ctx.max_uri_length, ctx.max_header_size)
+            head = scan_request(data, ctx.max_uri_length, ctx.max_header_size, self.client_ip, ctx.scheme)
             if head is not None:
                 self._whole_request(head)
                 return

@@ -3,6 +3,7 @@ the Python analysis: whatever the scanner accepts must come out of the httptools
 for field; what it declines goes to that path anyway, so declining is always allowed.
 Inputs are generated from a grammar near the accepted subset and then mutated byte by byte."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import httptools
@@ -12,14 +13,27 @@ from hypothesis import strategies as st
 
 from edgeway.http import messages
 from edgeway.http import pool as pool_module
-from edgeway.http.messages import RequestError, analyze_request, method_text
+from edgeway.http.messages import (RequestError, analyze_request, client_response_head, method_text,
+                                   upstream_request_head)
 from edgeway.http.pool import Pool, UpstreamConnection
 
-scan_request = messages.scan_request
 scan_response = messages.scan_response
+forward_response = messages.forward_response
 MAX_URI, MAX_HEAD = 200, 400
+CLIENTS = [("127.0.0.1", "http"), ("2001:db8::7", "https")]
 
-pytestmark = pytest.mark.skipif(scan_request is None, reason="edgeway.http._headscan not built")
+
+def scan_request(data: bytes, max_uri: int = MAX_URI, max_head: int = MAX_HEAD, client=CLIENTS[0]):
+    """messages.scan_request, its upstream_head checked against upstream_request_head and
+    then set aside (the httptools path leaves it None)."""
+    head = messages.scan_request(data, max_uri, max_head, *client)
+    if head is None:
+        return None
+    ip, scheme = client
+    assert head.upstream_head == upstream_request_head(head, head.target, head.host, ip, scheme, False), data
+    return dataclasses.replace(head, upstream_head=None)
+
+pytestmark = pytest.mark.skipif(messages.scan_request is None, reason="edgeway.http._headscan not built")
 
 
 # ------------------------------------------------------------------ the references
@@ -102,23 +116,25 @@ def reference_response(data: bytes) -> _Client:
     client = _Client()
     conn = UpstreamConnection(Pool(SimpleNamespace(time=lambda: 0.0), 60.0), "127.0.0.1:9001")
     conn.ex = SimpleNamespace(client=client, upgrade=False, head=SimpleNamespace(method="GET"))
-    saved, pool_module.scan_response = pool_module.scan_response, None
+    saved, pool_module.forward_response = pool_module.forward_response, None
     try:
         conn.data_received(data)
     finally:
-        pool_module.scan_response = saved
+        pool_module.forward_response = saved
     return client
 
 
 def check_request(data: bytes) -> None:
-    fast = scan_request(data, MAX_URI, MAX_HEAD)
-    if fast is not None:
-        assert fast == reference_request(data), data
+    for client in CLIENTS:
+        fast = scan_request(data, client=client)
+        if fast is not None:
+            assert fast == reference_request(data), data
 
 
 def check_response(data: bytes) -> None:
     fast = scan_response(data)
     if fast is None:
+        assert forward_response(data, b"", True, False) is None
         return
     ref = reference_response(data)
     assert ref.failed is None and len(ref.heads) == 1 and ref.complete == 1, data
@@ -127,7 +143,16 @@ def check_response(data: bytes) -> None:
         (slow.status, slow.reason, slow.content_length, slow.chunked, slow.connection, slow.upgrade), data
     assert b"".join(fast.lines) == b"".join(slow.lines), data
     assert fast.keep_alive == slow.keep_alive == ref.reusable, data
-    assert data[len(data) - fast.content_length:] == ref.body, data
+    body = data[len(data) - fast.content_length:]
+    assert body == ref.body, data
+    # and the rendering for the client, as client_response_head makes it
+    for extra in (b"", b"Set-Cookie: SERVERID=s1; Path=/; HttpOnly\r\n"):
+        for keep_alive in (True, False):
+            for version in ("1.1", "1.0"):
+                out, mode, framing = client_response_head(slow, "GET", version, keep_alive, extra)
+                assert mode == framing == "length"
+                assert forward_response(data, extra, keep_alive, version == "1.0") == \
+                    (fast.status, fast.keep_alive, fast.content_length, out + body), data
 
 
 # ------------------------------------------------------------------ examples
@@ -151,6 +176,7 @@ def test_a_plain_request_is_read_as_the_parser_reads_it():
     b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",                       # 400 in the slow path
     b"GET / HTTP/1.1\r\n\r\n",                                             # no Host: 400
+    b"GET / HTTP/1.1\r\nHost: \r\n\r\n",                                   # empty: the server's name
     b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",                                  # 1.0: its own keep-alive rules
     b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",                          # absolute-form
     b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",

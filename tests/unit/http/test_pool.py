@@ -47,12 +47,12 @@ def feed(*packets: bytes) -> FakeClient:
     client = FakeClient()
     conn = UpstreamConnection(Pool(SimpleNamespace(time=lambda: 0.0), 60.0), "127.0.0.1:9001")
     conn.ex = SimpleNamespace(client=client, upgrade=False, head=SimpleNamespace(method="GET"))
-    saved, pool_module.scan_response = pool_module.scan_response, None
+    saved, pool_module.forward_response = pool_module.forward_response, None
     try:
         for packet in packets:
             conn.data_received(packet)
     finally:
-        pool_module.scan_response = saved
+        pool_module.forward_response = saved
     return client
 
 
