@@ -177,16 +177,27 @@ class Router:
         return None, view
 
 
+def ip_hash_key(addr: str) -> str:
+    """nginx's ip_hash key: the first three octets of an IPv4 address (so that clients of
+    one /24, a NAT pool say, stay together), the whole address for IPv6; an IPv4-mapped IPv6
+    address counts as IPv4."""
+    if addr.startswith("::ffff:") and "." in addr:
+        addr = addr[7:]
+    if ":" not in addr and addr.count(".") == 3:
+        return addr.rsplit(".", 1)[0]
+    return addr
+
+
 _HASH_VAR = re.compile(r"\$([a-zA-Z_][a-zA-Z0-9_-]*)")
 
 
 def compile_hash_key(template: str | None, balance: str) -> Callable[[RequestView], str | None]:
     """hash_key ("$cookie_user", "$remote_addr$uri", ...) -> request -> key (None: no key).
 
-    ip_hash without hash_key hashes the client address, as nginx."""
+    ip_hash without hash_key hashes the client's network as nginx does (ip_hash_key)."""
     if template is None:
         if balance == "ip_hash":
-            return lambda r: r.remote_addr
+            return lambda r: ip_hash_key(r.remote_addr)
         return lambda r: None
     pieces: list[Callable[[RequestView], str | None]] = []
     pos = 0

@@ -1,7 +1,7 @@
 import pytest
 
 from edgeway.config.model import RouteConfig
-from edgeway.http.routing import RequestView, Router, compile_hash_key, normalize_host, parse_cookies
+from edgeway.http.routing import RequestView, Router, compile_hash_key, ip_hash_key, normalize_host, parse_cookies
 
 
 def view(path="/", host="example.com", method="GET", headers=(), remote="10.0.0.1"):
@@ -76,7 +76,7 @@ def test_hosts_and_cookies():
 
 
 @pytest.mark.parametrize("template, balance, expected", [
-    (None, "ip_hash", "10.0.0.1"),
+    (None, "ip_hash", "10.0.0"),      # nginx's ip_hash: the client's /24
     (None, "round_robin", None),
     ("$remote_addr", "hash", "10.0.0.1"),
     ("$cookie_user", "hash", "ann"),
@@ -89,3 +89,12 @@ def test_hosts_and_cookies():
 def test_hash_keys(template, balance, expected):
     v = view("/p?q=1", headers=[(b"Cookie", b"user=ann"), (b"X-Tenant", b"t1")])
     assert compile_hash_key(template, balance)(v) == expected
+
+
+@pytest.mark.parametrize("addr, key", [
+    ("192.0.2.77", "192.0.2"), ("::ffff:192.0.2.77", "192.0.2"), ("2001:db8::1", "2001:db8::1"),
+    ("::1", "::1"), ("", ""),
+])
+def test_ip_hash_keys_on_the_first_three_octets_as_nginx(addr, key):
+    assert ip_hash_key(addr) == key
+
