@@ -4,7 +4,6 @@ for field; what it declines goes to that path anyway, so declining is always all
 Inputs are generated from a grammar near the accepted subset and then mutated byte by byte."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import httptools
 import pytest
@@ -12,10 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeway.http import messages
-from edgeway.http import pool as pool_module
 from edgeway.http.messages import (RequestError, analyze_request, client_response_head, method_text,
                                    upstream_request_head)
-from edgeway.http.pool import Pool, UpstreamConnection
+from tests.support.http_fakes import feed_httptools
 
 scan_response = messages.scan_response
 forward_response = messages.forward_response
@@ -87,43 +85,6 @@ def reference_request(data: bytes):
     return rec.heads[0]
 
 
-class _Client:
-    def __init__(self):
-        self.heads, self.body, self.complete, self.reusable, self.failed = [], b"", 0, None, None
-
-    def cork(self):
-        return False
-
-    def response_head(self, ex, conn, head):
-        self.heads.append(head)
-
-    def response_body(self, ex, body):
-        self.body += body
-
-    def response_complete(self, ex, conn, reusable=None):
-        self.complete += 1
-        self.reusable = conn.parser.should_keep_alive() if reusable is None else reusable
-
-    def upstream_upgraded(self, ex, conn, rest):
-        self.failed = "upgrade"
-
-    def upstream_failed(self, ex, cause, status=502, retryable=True):
-        self.failed = cause
-
-
-def reference_response(data: bytes) -> _Client:
-    """UpstreamConnection's httptools path over `data` (the fast path switched off)."""
-    client = _Client()
-    conn = UpstreamConnection(Pool(SimpleNamespace(time=lambda: 0.0), 60.0), "127.0.0.1:9001")
-    conn.ex = SimpleNamespace(client=client, upgrade=False, head=SimpleNamespace(method="GET"))
-    saved, pool_module.forward_response = pool_module.forward_response, None
-    try:
-        conn.data_received(data)
-    finally:
-        pool_module.forward_response = saved
-    return client
-
-
 def check_request(data: bytes) -> None:
     for client in CLIENTS:
         fast = scan_request(data, client=client)
@@ -136,7 +97,7 @@ def check_response(data: bytes) -> None:
     if fast is None:
         assert forward_response(data, b"", True, False) is None
         return
-    ref = reference_response(data)
+    ref = feed_httptools(data)
     assert ref.failed is None and len(ref.heads) == 1 and ref.complete == 1, data
     slow = ref.heads[0]
     assert (fast.status, fast.reason, fast.content_length, fast.chunked, fast.connection, fast.upgrade) == \

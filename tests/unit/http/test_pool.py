@@ -2,58 +2,11 @@
 the fields each response head hands to the client side (forwarded lines, framing, Connection,
 Upgrade), without sockets."""
 
-from types import SimpleNamespace
-
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edgeway.http.messages import RESPONSE_FIELDS, client_response_head
-from edgeway.http import pool as pool_module
-from edgeway.http.pool import Pool, UpstreamConnection
-
-
-class FakeClient:
-    """The client side as UpstreamConnection sees it: records what it is handed."""
-
-    def __init__(self):
-        self.heads = []
-        self.body = b""
-        self.complete = 0
-        self.upgraded = None
-        self.failed = None
-
-    def cork(self) -> bool:
-        return False
-
-    def response_head(self, ex, conn, head):
-        self.heads.append(head)
-
-    def response_body(self, ex, body):
-        self.body += body
-
-    def response_complete(self, ex, conn, reusable=None):
-        self.complete += 1
-
-    def upstream_upgraded(self, ex, conn, rest):
-        self.upgraded = rest
-
-    def upstream_failed(self, ex, cause, status=502, retryable=True):
-        self.failed = cause
-
-
-def feed(*packets: bytes) -> FakeClient:
-    """The packets through the httptools path (the whole-response fast path is checked
-    against it in test_headscan.py)."""
-    client = FakeClient()
-    conn = UpstreamConnection(Pool(SimpleNamespace(time=lambda: 0.0), 60.0), "127.0.0.1:9001")
-    conn.ex = SimpleNamespace(client=client, upgrade=False, head=SimpleNamespace(method="GET"))
-    saved, pool_module.forward_response = pool_module.forward_response, None
-    try:
-        for packet in packets:
-            conn.data_received(packet)
-    finally:
-        pool_module.forward_response = saved
-    return client
+from tests.support.http_fakes import feed_httptools as feed
 
 
 def test_hop_by_hop_fields_and_those_connection_names_are_dropped():
