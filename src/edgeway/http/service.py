@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from edgeway.config.model import ListenerConfig
 from edgeway.http.listener import ListenerContext
 from edgeway.http.proxy import ClientConnection
+from edgeway.http.rawio import PlainListener
 from edgeway.http.tls import TlsSetup
 
 log = logging.getLogger("edgeway.http")
@@ -22,16 +23,25 @@ class HttpListenerService:
         # Built here (not in start) so that `edgeway check` refuses a bad certificate too.
         self.tls = TlsSetup(config.tls, config.name) if config.protocol == "https" else None
         self.ctx: ListenerContext | None = None
-        self.server: asyncio.AbstractServer | None = None
+        self.server: asyncio.AbstractServer | None = None    # https: asyncio's SSL transports
+        self.plain: PlainListener | None = None              # http: our own epoll set (rawio.py)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         config = self.config
         self.ctx = ctx = ListenerContext(config, self.upstreams, "https" if self.tls else "http", loop)
-        self.server = await loop.create_server(
-            functools.partial(ClientConnection, ctx), config.listen.host, config.listen.port,
-            ssl=self.tls.context if self.tls else None, reuse_address=True, backlog=1024,
-        )
+        factory = functools.partial(ClientConnection, ctx)
+        if self.tls is not None:
+            self.server = await loop.create_server(factory, config.listen.host, config.listen.port,
+                                                   ssl=self.tls.context, reuse_address=True, backlog=1024)
+        else:
+            self.plain = PlainListener(loop, config.name, factory)
+            try:
+                self.plain.listen(config.listen.host, config.listen.port, backlog=1024)
+            except BaseException:
+                self.plain.close_poller()
+                self.plain = None
+                raise
         ctx.start()
         what = "redirect to " + config.redirect_https if config.redirect_https else \
             f"{len(config.routes)} route(s)"
@@ -40,8 +50,13 @@ class HttpListenerService:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+        if self.plain is not None:
+            self.plain.close()
         if self.ctx is not None:
             self.ctx.stop()
+        if self.plain is not None:
+            self.plain.close_poller()
+            self.plain = None
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 5)
