@@ -9,11 +9,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed-test: pyproject.toml setup.py src/edgeway/http/_headscan.c src/edgeway/http/_rawio.c | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml setup.py $(wildcard src/edgeway/http/*.c) | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-$(VENV)/.installed: pyproject.toml setup.py src/edgeway/http/_headscan.c src/edgeway/http/_rawio.c | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/edgeway/http/*.c) | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
@@ -26,4 +26,4 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/edgeway/http/_headscan*.so src/edgeway/http/_rawio*.so
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/edgeway/http/_*.so

@@ -1,8 +1,10 @@
-"""The compiled parts of the HTTP proxy: the whole-message scanner (src/edgeway/http/_headscan.c)
-and the plain-HTTP listener's socket layer (src/edgeway/http/_rawio.c, Linux: epoll).
+"""The compiled parts of the HTTP proxy (src/edgeway/http/): the whole-message scanner
+(_headscan.c), the plain-HTTP listener's socket layer (_rawio.c, Linux: epoll) and the access
+log's batch formatter (_logfmt.c).
 Everything else is in pyproject.toml."""
 from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
 setup(ext_modules=[Extension("edgeway.http._headscan", ["src/edgeway/http/_headscan.c"], extra_compile_args=FLAGS),
-                   Extension("edgeway.http._rawio", ["src/edgeway/http/_rawio.c"], extra_compile_args=FLAGS)])
+                   Extension("edgeway.http._rawio", ["src/edgeway/http/_rawio.c"], extra_compile_args=FLAGS),
+                   Extension("edgeway.http._logfmt", ["src/edgeway/http/_logfmt.c"], extra_compile_args=FLAGS)])

@@ -4,8 +4,10 @@ import os
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from edgeway.http.listener import AccessLog
+from edgeway.http.listener import AccessLog, format_entries
 
 
 def test_entries_are_formatted_at_flush_in_the_order_they_came():
@@ -32,3 +34,28 @@ def test_entries_are_formatted_at_flush_in_the_order_they_came():
     ]
     assert lines[1].endswith('INFO edgeway.access: web 10.0.0.2 "-" 400 upstream=- bytes=0 cause="malformed request"')
     assert log.lines == []
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_ENTRIES = st.one_of(
+    st.tuples(st.floats(1e9, 2e9), _TEXT),
+    st.tuples(st.floats(1e9, 2e9), _TEXT, st.sampled_from(["GET", "POST", "HEAD"]), _TEXT,
+              st.sampled_from(["1.1", "1.0"]), st.integers(100, 599), _TEXT, st.integers(0, 10**12),
+              st.none() | st.floats(0, 100), st.none() | st.floats(0, 100), st.floats(0, 1000),
+              st.sampled_from(["", "connection refused by 127.0.0.1:9001 (port closed)"]) | _TEXT))
+
+
+@pytest.mark.skipif(format_entries is None, reason="edgeway.http._logfmt not built")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ENTRIES, max_size=20))
+def test_the_batch_formatter_writes_what_format_does(entries):
+    log = AccessLog("web", fd=-1)
+    expected = "".join(log.format(entry) for entry in entries).encode("utf-8", "replace")
+    assert format_entries(list(entries), log._stamp) == expected
+
+
+@pytest.mark.skipif(format_entries is None, reason="edgeway.http._logfmt not built")
+def test_the_batch_formatter_replaces_what_utf8_cannot_carry():
+    log = AccessLog("web", fd=-1)
+    entry = (1.7e9, "10.0.0.1", "GET", "/\udcff", "1.1", 200, "-", 0, None, None, 0.001, "bad \ud800")
+    assert format_entries([entry], log._stamp) == log.format(entry).encode("utf-8", "replace")
