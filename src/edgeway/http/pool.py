@@ -62,13 +62,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         client = ex.client
+        if self._between and forward_response is not None and not ex.upgrade and ex.head.method != "HEAD":
+            # a whole plain response in one packet: read and rendered in one call, and written
+            # in one (no corking needed); HEAD: the scanner cannot know that a HEAD
+            # response's Content-Length announces no body
+            if client.whole_response(ex, self, data):
+                return
         corked = client.cork()
         try:
-            if self._between and forward_response is not None and not ex.upgrade and ex.head.method != "HEAD":
-                # a whole plain response in one packet: read and rendered in one call (HEAD:
-                # the scanner cannot know that a HEAD response's Content-Length announces no body)
-                if client.whole_response(ex, self, data):
-                    return
             self._between = False
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:

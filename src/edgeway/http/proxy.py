@@ -237,12 +237,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self.queue.append(ex)
         if not head.keep_alive:
             ex.close_after = True
-        self._wbuf = []
-        try:
-            self._decide(ex)
-            self._advance()
-        finally:
-            self.uncork()
+        self._decide(ex)
+        self._advance()   # (uncorked: the queue was empty, so at most one write, a local answer)
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True
@@ -373,9 +369,12 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if head is None or not access.enabled:
             return   # (a rejected request is logged by _log_rejected)
         server = ex.server
-        access.request((time(), self.client_ip, head.method, head.target, head.version, ex.status,
-                        server.label if server is not None else (ex.tried[-1].label if ex.tried else "-"),
-                        ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause))
+        lines = access.lines   # access.request(entry), in line
+        lines.append((time(), self.client_ip, head.method, head.target, head.version, ex.status,
+                      server.label if server is not None else (ex.tried[-1].label if ex.tried else "-"),
+                      ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause))
+        if len(lines) >= 256:
+            access.flush()
 
     def _abandon(self, ex: Exchange) -> None:
         """The client went away: let go of the server side."""
