@@ -317,6 +317,21 @@ def test_websocket_upgrade_tunnel(l7):
     assert b"Connection: upgrade" in sent and b"Upgrade: websocket" in sent
 
 
+def test_half_close_goes_through_an_upgrade_tunnel(l7):
+    # the client's FIN reaches the server as a FIN, and what the server sends after it still
+    # reaches the client (nginx does the same with upgraded connections)
+    l7.start(simple_config(l7.servers()[:1]))
+    with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: x-raw\r\nConnection: Upgrade\r\n\r\nlast words")
+        data = b""
+        while b"LAST WORDS" not in data:
+            data += s.recv(65536)
+        s.shutdown(socket.SHUT_WR)
+        while chunk := s.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 101 ") and data.endswith(b"LAST WORDS<eof>")
+
+
 def test_expect_100_continue(l7):
     l7.start(simple_config(l7.servers()[:1]))
     with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as s:

@@ -12,7 +12,8 @@ Paths decide the behaviour, so one backend serves every test:
     /garbage             bytes that are not HTTP
     /reset               closes without answering
     /continue            answers 100 Continue before reading the body (Expect), then echoes
-    /ws                  101 Switching Protocols, then echoes bytes back upper-cased
+    /ws                  101 Switching Protocols, then echoes bytes back upper-cased; after
+                         the client's FIN, b"<eof>" and close
     /status?code=N       N without a body (for 204 and 304)
     anything else        200 "<name> <target>"
 """
@@ -97,6 +98,8 @@ class EchoBackend:
                          + b"\r\nConnection: Upgrade\r\n\r\n")
             while data := await reader.read(65536):
                 writer.write(data.upper())
+            writer.write(b"<eof>")     # (reaches the client only if the FIN was passed on as one)
+            await writer.drain()
             return False
         extra = b"X-Backend: " + self.name.encode() + b"\r\n"
         if path == "/status":

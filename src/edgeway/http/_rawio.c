@@ -52,6 +52,8 @@ typedef struct {
     char *pending;                 /* bytes written but not yet taken by the kernel */
     Py_ssize_t pending_len, pending_cap, pending_off;
     int closing, closed, paused, unread, write_paused, writes;
+    int shut_pending, shut;        /* write_eof(): shutdown(SHUT_WR) once pending is sent; done */
+    int eof;                       /* the client's FIN was read (and handed to eof_received) */
 } TransportObject;
 
 typedef struct {
@@ -170,8 +172,9 @@ static void transport_read(TransportObject *t) {
             transport_lose_errno(t, errno);
             return;
         }
-        if (n == 0) {                  /* the client's FIN: the protocol decides */
-            if (t->closing) return;
+        if (n == 0) {                  /* the client's FIN: the protocol decides, once */
+            if (t->closing || t->eof) return;
+            t->eof = 1;
             PyObject *keep = PyObject_CallMethodNoArgs(t->protocol, s_eof_received);
             int keep_open = 0;
             if (keep == NULL) report(t->poller, "eof_received");
@@ -215,7 +218,13 @@ static void transport_flush(TransportObject *t) {
         }
         t->pending_off += n;
     }
-    if (t->pending_off == t->pending_len) t->pending_off = t->pending_len = 0;
+    if (t->pending_off == t->pending_len) {
+        t->pending_off = t->pending_len = 0;
+        if (t->shut_pending && !t->shut) {
+            t->shut = 1;
+            shutdown(t->fd, SHUT_WR);
+        }
+    }
     if (t->write_paused && t->pending_len - t->pending_off <= LOW_WATER) {
         t->write_paused = 0;
         if (t->protocol != NULL) {
@@ -260,7 +269,7 @@ static int pending_add(TransportObject *t, const char *data, Py_ssize_t n) {
 static PyObject *transport_write(TransportObject *t, PyObject *arg) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
-    if (t->closing || t->closed || view.len == 0) { PyBuffer_Release(&view); Py_RETURN_NONE; }
+    if (t->closing || t->closed || t->shut_pending || view.len == 0) { PyBuffer_Release(&view); Py_RETURN_NONE; }
     const char *data = view.buf;
     Py_ssize_t n = view.len, sent = 0;
     if (++t->writes == 2) {
@@ -313,6 +322,21 @@ static PyObject *transport_close(TransportObject *t, PyObject *unused) {
         if (t->pending_len == t->pending_off) transport_lose(t, NULL);
     }
     Py_RETURN_NONE;
+}
+
+/* write_eof(): our FIN after what is pending (half-close; reading goes on) */
+static PyObject *transport_write_eof(TransportObject *t, PyObject *unused) {
+    if (t->closing || t->closed || t->shut_pending) Py_RETURN_NONE;
+    t->shut_pending = 1;
+    if (t->pending_len == t->pending_off) {
+        t->shut = 1;
+        shutdown(t->fd, SHUT_WR);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *transport_can_write_eof(TransportObject *t, PyObject *unused) {
+    Py_RETURN_TRUE;
 }
 
 static PyObject *transport_abort(TransportObject *t, PyObject *unused) {
@@ -413,6 +437,8 @@ static PyMethodDef transport_methods[] = {
     {"writelines", (PyCFunction)transport_writelines, METH_O, NULL},
     {"close", (PyCFunction)transport_close, METH_NOARGS, NULL},
     {"abort", (PyCFunction)transport_abort, METH_NOARGS, NULL},
+    {"write_eof", (PyCFunction)transport_write_eof, METH_NOARGS, NULL},
+    {"can_write_eof", (PyCFunction)transport_can_write_eof, METH_NOARGS, NULL},
     {"is_closing", (PyCFunction)transport_is_closing, METH_NOARGS, NULL},
     {"pause_reading", (PyCFunction)transport_pause_reading, METH_NOARGS, NULL},
     {"resume_reading", (PyCFunction)transport_resume_reading, METH_NOARGS, NULL},
@@ -469,6 +495,7 @@ static void listener_event(ListenerObject *l) {
         t->pending = NULL;
         t->pending_len = t->pending_cap = t->pending_off = 0;
         t->closing = t->closed = t->paused = t->unread = t->write_paused = t->writes = 0;
+        t->shut_pending = t->shut = t->eof = 0;
         PyObject_GC_Track(t);
         t->peer = peer_tuple(&ss);
         t->protocol = t->peer ? PyObject_CallNoArgs(l->factory) : NULL;

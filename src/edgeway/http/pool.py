@@ -26,7 +26,7 @@ MAX_IDLE_PER_SERVER = 128
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "server", "transport", "parser", "ex", "idle_since", "received", "_reason",
                  "_lines", "_length", "_chunked", "_connection", "_upgrade", "tunnel", "_write_paused",
-                 "_interim", "last_read", "_clock", "_between")
+                 "_interim", "last_read", "_clock", "_between", "eof_in")
 
     def __init__(self, pool: "Pool", server: "Server"):
         self.pool = pool
@@ -44,6 +44,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_read = 0.0
         self._clock = pool.loop.time
         self._between = True   # the parser is between messages (the fast path may read the next)
+        self.eof_in = False    # a tunnel: the server's FIN came (and went on to the client)
 
     # ------------------------------------------------------------------ asyncio
 
@@ -94,6 +95,11 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is not None:
             self.ex = None
             ex.client.upstream_lost(ex, self, exc)
+
+    def eof_received(self) -> bool | None:
+        """The server's FIN: through a tunnel it goes on to the client (proxy.half_close)."""
+        from edgeway.http.proxy import half_close   # (proxy imports this module)
+        return half_close(self, self.tunnel)
 
     def pause_writing(self) -> None:
         self._write_paused = True

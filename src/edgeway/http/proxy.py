@@ -40,6 +40,21 @@ log = logging.getLogger("edgeway.http")
 HIGH_WATER = 64 * 1024      # request body buffered while no server connection is ready
 
 
+def half_close(side, peer) -> bool | None:
+    """`side`'s peer sent its FIN; `peer` is the transport of the tunnel's other end (or None).
+    True: keep `side` open, the FIN passed on with write_eof(). None: close it, and the other
+    end too once both FINs have come (or when the other end cannot pass a FIN on, as TLS)."""
+    if peer is None:
+        return None
+    side.eof_in = True
+    other = peer.get_protocol()
+    if getattr(other, "eof_in", False) or not peer.can_write_eof():
+        peer.close()
+        return None
+    peer.write_eof()
+    return True
+
+
 class ClientConnection(Forwarding, asyncio.Protocol):
     """One client connection. Defaults live on the class, as in Exchange: with
     `Connection: close` a connection is made per request, so __init__ sets only what each
@@ -66,6 +81,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     _body_seen = False                   # body bytes came since the sweeper last looked
     _paused: frozenset[str] = frozenset()   # why reading is paused; replaced, never mutated (rare)
     _diverted = False                    # closed, upgrading or a tunnel: data_received's slow path
+    eof_in = False                       # a tunnel: the client's FIN came (and went on to the server)
     parser: httptools.HttpRequestParser | None = None   # made on the first packet the fast path leaves
 
     def __init__(self, ctx):
@@ -154,6 +170,12 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if self._dispatch_ready:
             self._dispatch_ready = False
             self._advance()
+
+    def eof_received(self) -> bool | None:
+        """The client's FIN. Through a tunnel it goes on to the server (shutdown for writing)
+        and the connection stays open for what the server still sends, as nginx does with
+        upgraded connections; otherwise the connection closes (asyncio's default)."""
+        return half_close(self, self.tunnel)
 
     def pause_writing(self) -> None:
         # the client reads slower than the server sends: stop reading the server

@@ -11,7 +11,7 @@ connection is never held back by Nagle's algorithm; nginx likewise sets it only 
 connections). TLS listeners keep asyncio's SSL transports.
 
 `_rawio.Transport` is the subset of asyncio.Transport that ClientConnection and the upstream
-side use (write, writelines, close, abort, is_closing, pause/resume_reading,
+side use (write, writelines, write_eof, close, abort, is_closing, pause/resume_reading,
 get_extra_info("peername"/"sockname"), get_write_buffer_size), with asyncio's semantics:
 connection_lost is called soon after the close, never from inside it; pause_writing above
 64 KiB buffered, resume_writing at 16 KiB; on the client's FIN, eof_received decides.
