@@ -9,11 +9,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed-test: pyproject.toml setup.py $(wildcard src/edgeway/http/*.c) | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml setup.py $(wildcard src/edgeway/http/*.c src/edgeway/http/*.h) | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/edgeway/http/*.c) | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/edgeway/http/*.c src/edgeway/http/*.h) | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 

@@ -5,6 +5,9 @@ Everything else is in pyproject.toml."""
 from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
-setup(ext_modules=[Extension("edgeway.http._headscan", ["src/edgeway/http/_headscan.c"], extra_compile_args=FLAGS),
+OUTBUF = ["src/edgeway/http/_outbuf.h"]
+setup(ext_modules=[Extension("edgeway.http._headscan", ["src/edgeway/http/_headscan.c"], depends=OUTBUF,
+                             extra_compile_args=FLAGS),
                    Extension("edgeway.http._rawio", ["src/edgeway/http/_rawio.c"], extra_compile_args=FLAGS),
-                   Extension("edgeway.http._logfmt", ["src/edgeway/http/_logfmt.c"], extra_compile_args=FLAGS)])
+                   Extension("edgeway.http._logfmt", ["src/edgeway/http/_logfmt.c"], depends=OUTBUF,
+                             extra_compile_args=FLAGS)])

@@ -14,6 +14,8 @@
 #include <Python.h>
 #include <string.h>
 
+#include "_outbuf.h"
+
 static PyObject *RequestHead, *ResponseHead;       /* the dataclasses of messages.py */
 static PyObject *no_tokens, *close_tokens, *keepalive_tokens;   /* frozensets */
 static PyObject *s_version11;
@@ -77,22 +79,6 @@ static const char *field_line(const char *p, const char *end, const char **name,
     if (q + 1 >= end || q[0] != '\r' || q[1] != '\n') return NULL;
     *value_len = q - *value;
     return q + 2;
-}
-
-/* A growing bytes buffer for the rendered fields. */
-typedef struct { char *buf; Py_ssize_t len, cap; } out_t;
-
-static int out_put(out_t *o, const char *s, Py_ssize_t n) {
-    if (o->len + n > o->cap) {
-        Py_ssize_t cap = (o->len + n) * 2 + 64;
-        char *b = PyMem_Realloc(o->buf, cap);
-        if (b == NULL) { PyErr_NoMemory(); return -1; }
-        o->buf = b;
-        o->cap = cap;
-    }
-    memcpy(o->buf + o->len, s, n);
-    o->len += n;
-    return 0;
 }
 
 static int out_field(out_t *o, const char *name, Py_ssize_t nl, const char *value, Py_ssize_t vl) {

@@ -8,22 +8,9 @@
 #include <Python.h>
 #include <string.h>
 
-typedef struct { char *buf; Py_ssize_t len, cap; } out_t;
+#include "_outbuf.h"
 
-static int put(out_t *o, const char *s, Py_ssize_t n) {
-    if (o->len + n > o->cap) {
-        Py_ssize_t cap = (o->len + n) * 2 + 256;
-        char *b = PyMem_Realloc(o->buf, cap);
-        if (b == NULL) { PyErr_NoMemory(); return -1; }
-        o->buf = b;
-        o->cap = cap;
-    }
-    memcpy(o->buf + o->len, s, n);
-    o->len += n;
-    return 0;
-}
-
-static int put_c(out_t *o, const char *s) { return put(o, s, (Py_ssize_t)strlen(s)); }
+static int put_c(out_t *o, const char *s) { return out_put(o, s, (Py_ssize_t)strlen(s)); }
 
 /* str(obj) as UTF-8, unencodable characters (lone surrogates) as "?" like errors="replace" */
 static int put_str(out_t *o, PyObject *obj) {
@@ -33,11 +20,11 @@ static int put_str(out_t *o, PyObject *obj) {
     const char *utf8 = PyUnicode_AsUTF8AndSize(s, &n);
     int r;
     if (utf8 != NULL) {
-        r = put(o, utf8, n);
+        r = out_put(o, utf8, n);
     } else {
         PyErr_Clear();
         PyObject *b = PyUnicode_AsEncodedString(s, "utf-8", "replace");
-        r = b == NULL ? -1 : put(o, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+        r = b == NULL ? -1 : out_put(o, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
         Py_XDECREF(b);
     }
     Py_DECREF(s);
@@ -81,24 +68,24 @@ static PyObject *format_entries(PyObject *self, PyObject *const *args, Py_ssize_
         }
         if (put_str(&o, stamp) < 0) goto done;
         if (PyTuple_GET_SIZE(e) == 2) {
-            if (put_str(&o, PyTuple_GET_ITEM(e, 1)) < 0 || put(&o, "\n", 1) < 0) goto done;
+            if (put_str(&o, PyTuple_GET_ITEM(e, 1)) < 0 || out_put(&o, "\n", 1) < 0) goto done;
             continue;
         }
         PyObject **f = &PyTuple_GET_ITEM(e, 0);
         /* when, client, method, target, version, status, server, sent, connect, header, total, cause */
-        if (put_str(&o, f[1]) < 0 || put(&o, " \"", 2) < 0 || put_str(&o, f[2]) < 0 || put(&o, " ", 1) < 0 ||
-            put_str(&o, f[3]) < 0 || put_c(&o, " HTTP/") < 0 || put_str(&o, f[4]) < 0 || put(&o, "\" ", 2) < 0 ||
+        if (put_str(&o, f[1]) < 0 || out_put(&o, " \"", 2) < 0 || put_str(&o, f[2]) < 0 || out_put(&o, " ", 1) < 0 ||
+            put_str(&o, f[3]) < 0 || put_c(&o, " HTTP/") < 0 || put_str(&o, f[4]) < 0 || out_put(&o, "\" ", 2) < 0 ||
             put_str(&o, f[5]) < 0 || put_c(&o, " upstream=") < 0 || put_str(&o, f[6]) < 0 ||
             put_c(&o, " bytes=") < 0 || put_str(&o, f[7]) < 0 || put_c(&o, " connect_ms=") < 0)
             goto done;
-        if ((f[8] == Py_None ? put(&o, "-", 1) : put_ms(&o, f[8])) < 0 || put_c(&o, " header_ms=") < 0 ||
-            (f[9] == Py_None ? put(&o, "-", 1) : put_ms(&o, f[9])) < 0 || put_c(&o, " total_ms=") < 0 ||
+        if ((f[8] == Py_None ? out_put(&o, "-", 1) : put_ms(&o, f[8])) < 0 || put_c(&o, " header_ms=") < 0 ||
+            (f[9] == Py_None ? out_put(&o, "-", 1) : put_ms(&o, f[9])) < 0 || put_c(&o, " total_ms=") < 0 ||
             put_ms(&o, f[10]) < 0)
             goto done;
         int has_cause = PyObject_IsTrue(f[11]);
         if (has_cause < 0) goto done;
-        if (has_cause && (put_c(&o, " cause=\"") < 0 || put_str(&o, f[11]) < 0 || put(&o, "\"", 1) < 0)) goto done;
-        if (put(&o, "\n", 1) < 0) goto done;
+        if (has_cause && (put_c(&o, " cause=\"") < 0 || put_str(&o, f[11]) < 0 || out_put(&o, "\"", 1) < 0)) goto done;
+        if (out_put(&o, "\n", 1) < 0) goto done;
     }
     result = PyBytes_FromStringAndSize(o.buf ? o.buf : "", o.len);
 done:

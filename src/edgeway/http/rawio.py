@@ -23,6 +23,7 @@ import logging
 import socket
 
 from edgeway.http import _rawio
+from edgeway.listening import listening_sockets
 
 log = logging.getLogger("edgeway.http")
 
@@ -44,22 +45,11 @@ class PlainListener:
         self._polling = True
         loop.add_reader(self.poller.fileno(), self.poller.ready)
 
-    def listen(self, host: str, port: int, backlog: int = 1024) -> None:
+    def listen(self, host: str, port: int, where: str, backlog: int = 1024) -> None:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        self.sockets = listening_sockets(infos, f"http listener {self.name}", where, backlog)
         try:
-            for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                                flags=socket.AI_PASSIVE):
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                self.sockets.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    sock.bind(sockaddr)
-                except OSError as exc:
-                    raise OSError(exc.errno, f"http listener {self.name}: cannot listen on "
-                                             f"{host}:{port}: {exc.strerror}") from exc
-                sock.listen(backlog)
-                sock.setblocking(False)
+            for sock in self.sockets:
                 self._listeners.append(self.poller.listen(sock.fileno(), self.protocol_factory))
         except BaseException:
             self.close()

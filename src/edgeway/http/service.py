@@ -37,7 +37,7 @@ class HttpListenerService:
         else:
             self.plain = PlainListener(loop, config.name, factory)
             try:
-                self.plain.listen(config.listen.host, config.listen.port, backlog=1024)
+                self.plain.listen(config.listen.host, config.listen.port, str(config.listen), backlog=1024)
             except BaseException:
                 self.plain.close_poller()
                 self.plain = None

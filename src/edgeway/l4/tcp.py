@@ -31,6 +31,7 @@ import time
 from collections import Counter, deque
 
 from edgeway.config.model import ListenerConfig
+from edgeway.listening import listening_sockets
 from edgeway.l4 import proxy_protocol
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import ReadBuffer, Relay
@@ -146,20 +147,9 @@ class TcpListenerService:
         host, port = self.config.listen
         self._poller = Poller(self._loop)
         try:
-            for family, _, _, _, sockaddr in _unique(await self._loop.getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)):
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                self._listening.append(sock)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    sock.bind(sockaddr)
-                except OSError as exc:
-                    raise OSError(exc.errno, f"tcp listener {self.name}: cannot listen on "
-                                             f"{self.config.listen}: {exc.strerror}") from exc
-                sock.listen(4096)
-                sock.setblocking(False)
+            infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            self._listening = listening_sockets(infos, f"tcp listener {self.name}", self.config.listen, 4096)
+            for sock in self._listening:
                 self._poller.register(sock.fileno(), _Acceptor(sock, self._make_accept(sock)),
                                       select.EPOLLIN)
         except BaseException:
