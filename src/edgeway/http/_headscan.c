@@ -231,7 +231,9 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
             }
             break;
         case 16:
-            if (lower_eq(name, nl, "proxy-connection") || lower_eq(name, nl, "x-forwarded-host")) fwd_it = 0;
+            /* llhttp reads Proxy-Connection as Connection (close, keep-alive, upgrade) */
+            if (lower_eq(name, nl, "proxy-connection")) goto decline;
+            if (lower_eq(name, nl, "x-forwarded-host")) fwd_it = 0;
             break;
         case 17:
             if (lower_eq(name, nl, "transfer-encoding")) goto decline;
@@ -254,7 +256,9 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
             (fwd.len && out_put(&up, fwd.buf, fwd.len) < 0) ||
             out_put(&up, "X-Real-IP: ", 11) < 0 || out_put(&up, ip, ip_len) < 0 ||
             out_put(&up, "\r\nX-Forwarded-For: ", 19) < 0 ||
-            (xff && (out_put(&up, PyBytes_AS_STRING(xff), PyBytes_GET_SIZE(xff)) < 0 || out_put(&up, ", ", 2) < 0)) ||
+            /* an empty X-Forwarded-For counts as none (as upstream_request_head's `if xff`) */
+            (xff && PyBytes_GET_SIZE(xff) &&
+             (out_put(&up, PyBytes_AS_STRING(xff), PyBytes_GET_SIZE(xff)) < 0 || out_put(&up, ", ", 2) < 0)) ||
             out_put(&up, ip, ip_len) < 0 || out_put(&up, "\r\nX-Forwarded-Proto: ", 21) < 0 ||
             out_put(&up, scheme, scheme_len) < 0 || out_put(&up, "\r\nX-Forwarded-Host: ", 20) < 0 ||
             out_put(&up, host, host_len) < 0 || out_put(&up, "\r\n\r\n", 4) < 0 ||
@@ -372,7 +376,7 @@ static int scan_resp(const char *data, Py_ssize_t size, resp_t *r) {
             }
             break;
         case 16:
-            if (lower_eq(name, nl, "proxy-connection")) fwd_it = 0;
+            if (lower_eq(name, nl, "proxy-connection")) return 0;   /* llhttp: as Connection */
             break;
         case 17:
             if (lower_eq(name, nl, "transfer-encoding")) return 0;

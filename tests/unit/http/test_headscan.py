@@ -147,6 +147,7 @@ def test_a_plain_request_is_read_as_the_parser_reads_it():
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",  # two requests
     b"GET / HTTP/1.1\r\nHost: a\r\n",                                      # not whole yet
     b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n",           # llhttp: as Connection
     b"GET /" + b"a" * MAX_URI + b" HTTP/1.1\r\nHost: a\r\n\r\n",             # 414
     b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * MAX_HEAD + b"\r\n\r\n",     # 431
     b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -177,6 +178,7 @@ def test_a_plain_response_is_read_as_the_parser_reads_it():
     b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nConnection: close, x\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nProxy-Connection: close\r\n\r\n",   # found by hypothesis
 ])
 def test_other_responses_are_left_to_httptools(data):
     assert scan_response(data) is None
@@ -260,11 +262,13 @@ def test_every_response_the_scanner_accepts_is_read_as_httptools_reads_it(data, 
 
 @pytest.mark.parametrize("data", [
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8090\r\n\r\n",                                   # wrk
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: \r\n\r\n",        # empty: as none (found by hypothesis)
     b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8090\r\nConnection: close\r\n\r\n",
     b"GET /api/users?id=7 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n",
     b"HEAD /static/a.css HTTP/1.1\r\nHost: example.com\r\nAccept-Encoding: gzip, deflate, br\r\n"
     b"Cookie: SERVERID=abc; theme=dark\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: keep-alive\r\n\r\n",
 ])
 def test_the_plain_requests_it_is_for_take_the_fast_path(data):
+    # (scan_request() above also checks each rendering against upstream_request_head)
     head = scan_request(data, MAX_URI, MAX_HEAD)
     assert head is not None and head == reference_request(data)
