@@ -59,6 +59,7 @@ REQUESTS = [
     b"GET / HTTP/1.0\r\nHost: example.com\r\nConnection: keep-alive\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Edgeway-Trace: 1\r\n\r\n",
     b"POST /api/z HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi",
+    b"GET / HTTP/1.1\r\nHost: example.com\r\nProxy-Connection: close\r\nX-Forwarded-For: \r\n\r\n",
 ]
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
@@ -68,6 +69,7 @@ RESPONSES = [
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     b"HTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nSet-Cookie: s=1\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nProxy-Connection: close\r\n\r\nok",
 ]
 
 
