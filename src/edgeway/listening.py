@@ -6,17 +6,22 @@ from __future__ import annotations
 import socket
 
 
+def unique_addresses(infos):
+    """getaddrinfo's results, each socket address once (it may list one several times)."""
+    seen = set()
+    for info in infos:
+        if info[4] not in seen:
+            seen.add(info[4])
+            yield info
+
+
 def listening_sockets(infos, what: str, where, backlog: int) -> list[socket.socket]:
     """Bound, listening, non-blocking sockets for getaddrinfo's `infos` (each address once;
     SO_REUSEADDR; an IPv6 socket takes IPv6 only). OSError naming `what` ("tcp listener web")
     and `where` if one cannot be bound; none is left open then."""
     sockets: list[socket.socket] = []
-    seen = set()
     try:
-        for family, _, _, _, sockaddr in infos:
-            if sockaddr in seen:
-                continue
-            seen.add(sockaddr)
+        for family, _, _, _, sockaddr in unique_addresses(infos):
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,6 +1,7 @@
 /* The L7 proxy's fast path for the common message: one call that reads a whole plain request
- * head (or a whole plain response) and returns what httptools' callbacks plus
- * messages.analyze_request (or UpstreamConnection's callbacks) would have produced, or None.
+ * head and returns what httptools' callbacks plus messages.analyze_request would have
+ * produced (scan_request), or reads a whole plain response and renders it for the client as
+ * UpstreamConnection's callbacks and client_response_head would (forward_response); or None.
  *
  * None means "not the plain case": the caller then feeds the same bytes to httptools (llhttp,
  * strict), which stays the reference for everything, errors included. So this scanner accepts
@@ -8,7 +9,7 @@
  * request body, no Transfer-Encoding, no Upgrade/Expect, one message exactly filling the
  * buffer, plain token names and visible-ASCII values. tests/unit/http/test_headscan.py
  * checks, over generated and mutated inputs, that whatever is accepted here comes out of
- * httptools + analyze_request field for field.
+ * the httptools path field for field (requests) and byte for byte (responses).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -18,7 +19,7 @@
 
 #include "_outbuf.h"
 
-static PyObject *RequestHead, *ResponseHead;       /* the dataclasses of messages.py */
+static PyObject *RequestHead;                      /* the dataclass of messages.py */
 /* RequestHead's slots in field order, to fill a new instance without running its generated
  * __init__ (a Python function of 16 assignments: a tenth of the scan's cost); 0 fields: not
  * the expected shape, so the constructor is called instead */
@@ -390,49 +391,8 @@ static int scan_resp(const char *data, Py_ssize_t size, resp_t *r) {
     return 1;
 }
 
-/* scan_response(data) -> ResponseHead | None: a whole plain response, head and its
- * Content-Length body, filling `data` exactly; its body is the last content_length bytes. */
-static PyObject *scan_response(PyObject *self, PyObject *arg) {
-    if (!PyBytes_CheckExact(arg)) {
-        PyErr_SetString(PyExc_TypeError, "scan_response(data: bytes)");
-        return NULL;
-    }
-    resp_t r;
-    PyObject *result = NULL;
-    int found = scan_resp(PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), &r);
-    if (found <= 0) {
-        PyMem_Free(r.lines.buf);
-        if (found < 0) return NULL;
-        Py_RETURN_NONE;
-    }
-    PyObject *reason_b = PyBytes_FromStringAndSize(r.reason, r.reason_len);
-    PyObject *list = PyList_New(r.lines.len ? 1 : 0);
-    PyObject *status_o = PyLong_FromLong(r.status);
-    PyObject *length_o = PyLong_FromLongLong(r.length);
-    PyObject *conn_b = PyBytes_FromStringAndSize(r.conn_value ? r.conn_value : "", r.conn_len);
-    if (reason_b && list && status_o && length_o && conn_b) {
-        int ok = 1;
-        if (r.lines.len) {
-            PyObject *joined = PyBytes_FromStringAndSize(r.lines.buf, r.lines.len);
-            if (joined == NULL) ok = 0; else PyList_SET_ITEM(list, 0, joined);
-        }
-        if (ok) {
-            PyObject *argv[8] = {status_o, reason_b, list, length_o, Py_False,
-                                 r.connection == 1 ? Py_False : Py_True, conn_b, Py_None};
-            result = PyObject_Vectorcall(ResponseHead, argv, 8, NULL);
-        }
-    }
-    Py_XDECREF(reason_b);
-    Py_XDECREF(list);
-    Py_XDECREF(status_o);
-    Py_XDECREF(length_o);
-    Py_XDECREF(conn_b);
-    PyMem_Free(r.lines.buf);
-    return result;
-}
-
 /* forward_response(data, extra, keep_alive, client_10) -> (status, server_keep_alive,
- * content_length, out) | None: scan_response, and the bytes for the client as
+ * content_length, out) | None: a whole plain response (scan_resp), and the bytes for the client as
  * messages.client_response_head renders them (a GET-like request, Content-Length framing)
  * followed by the body: `extra` (rendered fields) after the server's, then Content-Length,
  * then Connection as `keep_alive` and the client's version want it. */
@@ -475,10 +435,10 @@ static PyObject *forward_response(PyObject *self, PyObject *const *args, Py_ssiz
     return result;
 }
 
-/* init(RequestHead, ResponseHead, no_tokens, close_tokens, keepalive_tokens) */
+/* init(RequestHead, no_tokens, close_tokens, keepalive_tokens) */
 static PyObject *init(PyObject *self, PyObject *args) {
-    PyObject *a, *b, *c, *d, *e;
-    if (!PyArg_ParseTuple(args, "OOOOO", &a, &b, &c, &d, &e)) return NULL;
+    PyObject *a, *c, *d, *e;
+    if (!PyArg_ParseTuple(args, "OOOO", &a, &c, &d, &e)) return NULL;
     Py_XSETREF(RequestHead, Py_NewRef(a));
     request_slots = 0;
     PyObject *fields = PyObject_GetAttrString(a, "__dataclass_fields__");
@@ -500,7 +460,6 @@ static PyObject *init(PyObject *self, PyObject *args) {
         request_slots = ok && i == REQUEST_FIELDS;
     }
     Py_DECREF(fields);
-    Py_XSETREF(ResponseHead, Py_NewRef(b));
     Py_XSETREF(no_tokens, Py_NewRef(c));
     Py_XSETREF(close_tokens, Py_NewRef(d));
     Py_XSETREF(keepalive_tokens, Py_NewRef(e));
@@ -510,10 +469,9 @@ static PyObject *init(PyObject *self, PyObject *args) {
 static PyMethodDef functions[] = {
     {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
      "scan_request(data, max_uri_length, max_header_size, client_ip, scheme) -> RequestHead | None"},
-    {"scan_response", scan_response, METH_O, "scan_response(data) -> ResponseHead | None"},
     {"forward_response", (PyCFunction)(void (*)(void))forward_response, METH_FASTCALL,
      "forward_response(data, extra, keep_alive, client_10) -> (status, server_keep_alive, length, out) | None"},
-    {"init", init, METH_VARARGS, "init(RequestHead, ResponseHead, no_tokens, close_tokens, keepalive_tokens)"},
+    {"init", init, METH_VARARGS, "init(RequestHead, no_tokens, close_tokens, keepalive_tokens)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -62,7 +62,6 @@ typedef struct {
     int fd;
     PollerObject *poller;
     PyObject *factory;             /* () -> protocol */
-    int family;
 } ListenerObject;
 
 struct PollerObject {
@@ -618,7 +617,6 @@ static PyObject *poller_listen(PollerObject *p, PyObject *args) {
     l->fd = fd;
     l->poller = (PollerObject *)Py_NewRef(p);
     l->factory = Py_NewRef(factory);
-    l->family = 0;
     PyObject_GC_Track(l);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
     if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {

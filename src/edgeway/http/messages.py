@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from edgeway.http import _headscan
+
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"content-length"})
 # content-length is not hop-by-hop, but we always write the framing ourselves.
@@ -245,22 +247,14 @@ RESPONSE_NAMES = {**RESPONSE_FIELDS,
                                    b"Content-Encoding", b"Content-Language", b"Age", b"Via"], FORWARD)}
 
 
-# The fast path (see _headscan.c): one C call reads a whole plain request head, or a whole
-# plain response, into the same RequestHead / ResponseHead as the httptools path; None when
-# the message is anything else, and then httptools reads it. forward_response also renders
-# the response for the client as client_response_head does. Without the compiled module
-# (a source tree that was not installed) every message takes the httptools path.
-try:
-    from edgeway.http import _headscan
-except ImportError:   # pragma: no cover - the package build compiles it
-    _headscan = None
-if _headscan is not None:
-    _headscan.init(RequestHead, ResponseHead, _NO_TOKENS, frozenset({b"close"}), frozenset({b"keep-alive"}))
-    scan_request = _headscan.scan_request
-    scan_response = _headscan.scan_response
-    forward_response = _headscan.forward_response
-else:   # pragma: no cover
-    scan_request = scan_response = forward_response = None
+# The fast path (see _headscan.c): scan_request reads a whole plain request head into the
+# same RequestHead as the httptools path; forward_response reads a whole plain response and
+# renders it for the client as client_response_head does. Both return None for anything
+# else, which httptools then reads. (The proxy modules import them by name; a test that sets
+# theirs to None runs the httptools path alone, the reference.)
+_headscan.init(RequestHead, _NO_TOKENS, frozenset({b"close"}), frozenset({b"keep-alive"}))
+scan_request = _headscan.scan_request
+forward_response = _headscan.forward_response
 
 
 def client_response_head(head: ResponseHead, request_method: str, client_version: str, keep_alive: bool,

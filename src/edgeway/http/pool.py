@@ -23,6 +23,22 @@ if TYPE_CHECKING:
 MAX_IDLE_PER_SERVER = 128
 
 
+def half_close(side, peer) -> bool | None:
+    """A FIN came to `side` (the client or the server connection of a tunnel); `peer` is the
+    transport of the tunnel's other end, or None when there is no tunnel. True: keep `side`
+    open, the FIN passed on with write_eof(). None: close it, and the other end too once both
+    FINs have come (or when the other end cannot pass a FIN on, as TLS)."""
+    if peer is None:
+        return None
+    side.eof_in = True
+    other = peer.get_protocol()
+    if getattr(other, "eof_in", False) or not peer.can_write_eof():
+        peer.close()
+        return None
+    peer.write_eof()
+    return True
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "server", "transport", "parser", "ex", "idle_since", "received", "_reason",
                  "_lines", "_length", "_chunked", "_connection", "_upgrade", "tunnel", "_write_paused",
@@ -97,8 +113,7 @@ class UpstreamConnection(asyncio.Protocol):
             ex.client.upstream_lost(ex, self, exc)
 
     def eof_received(self) -> bool | None:
-        """The server's FIN: through a tunnel it goes on to the client (proxy.half_close)."""
-        from edgeway.http.proxy import half_close   # (proxy imports this module)
+        """The server's FIN: through a tunnel it goes on to the client (half_close)."""
         return half_close(self, self.tunnel)
 
     def pause_writing(self) -> None:

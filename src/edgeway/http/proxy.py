@@ -32,27 +32,13 @@ import httptools
 from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
 from edgeway.http.messages import RequestError, analyze_request, method_text, scan_request
+from edgeway.http.pool import half_close
 from edgeway.http.responses import error_response, health_response, redirect_response
 from edgeway.http.routing import RequestView
 
 log = logging.getLogger("edgeway.http")
 
 HIGH_WATER = 64 * 1024      # request body buffered while no server connection is ready
-
-
-def half_close(side, peer) -> bool | None:
-    """`side`'s peer sent its FIN; `peer` is the transport of the tunnel's other end (or None).
-    True: keep `side` open, the FIN passed on with write_eof(). None: close it, and the other
-    end too once both FINs have come (or when the other end cannot pass a FIN on, as TLS)."""
-    if peer is None:
-        return None
-    side.eof_in = True
-    other = peer.get_protocol()
-    if getattr(other, "eof_in", False) or not peer.can_write_eof():
-        peer.close()
-        return None
-    peer.write_eof()
-    return True
 
 
 class ClientConnection(Forwarding, asyncio.Protocol):

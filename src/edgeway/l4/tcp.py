@@ -31,10 +31,10 @@ import time
 from collections import Counter, deque
 
 from edgeway.config.model import ListenerConfig
-from edgeway.listening import listening_sockets
 from edgeway.l4 import proxy_protocol
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import ReadBuffer, Relay
+from edgeway.listening import listening_sockets, unique_addresses
 
 _ACCEPTS_PER_WAKEUP = 16
 _ACCEPT_PAUSE = 0.1              # seconds without accepting after EMFILE and the like
@@ -355,7 +355,7 @@ class TcpListenerService:
         if relay.client.lost:
             self._on_connect(relay, ConnectionAbortedError("the client left"))
             return
-        relay.context.more = [(family, sockaddr) for family, _, _, _, sockaddr in _unique(infos)]
+        relay.context.more = [(family, sockaddr) for family, _, _, _, sockaddr in unique_addresses(infos)]
         self._connect_to(relay, *relay.context.more.pop(0))
 
     def _connect_to(self, relay: Relay, family: int, sockaddr) -> None:
@@ -455,10 +455,3 @@ def _numeric_target(address) -> tuple[int, tuple] | None:
         return None
     return family, sockaddr
 
-
-def _unique(infos):
-    seen = set()
-    for info in infos:
-        if info[4] not in seen:
-            seen.add(info[4])
-            yield info

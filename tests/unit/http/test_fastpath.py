@@ -13,12 +13,9 @@ from edgeway.http import forward as forward_module
 from edgeway.http import pool as pool_module
 from edgeway.http import proxy as proxy_module
 from edgeway.http.listener import ListenerContext
-from edgeway.http.messages import forward_response
 from edgeway.http.pool import UpstreamConnection
 from edgeway.http.proxy import ClientConnection
 from edgeway.upstream import build_upstreams
-
-pytestmark = pytest.mark.skipif(forward_response is None, reason="edgeway.http._headscan not built")
 
 CONFIG = """
 upstreams:

@@ -45,7 +45,6 @@ _ENTRIES = st.one_of(
               st.sampled_from(["", "connection refused by 127.0.0.1:9001 (port closed)"]) | _TEXT))
 
 
-@pytest.mark.skipif(format_entries is None, reason="edgeway.http._logfmt not built")
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_ENTRIES, max_size=20))
 def test_the_batch_formatter_writes_what_format_does(entries):
@@ -54,7 +53,6 @@ def test_the_batch_formatter_writes_what_format_does(entries):
     assert format_entries(list(entries), log._stamp) == expected
 
 
-@pytest.mark.skipif(format_entries is None, reason="edgeway.http._logfmt not built")
 def test_the_batch_formatter_replaces_what_utf8_cannot_carry():
     log = AccessLog("web", fd=-1)
     entry = (1.7e9, "10.0.0.1", "GET", "/\udcff", "1.1", 200, "-", 0, None, None, 0.001, "bad \ud800")
