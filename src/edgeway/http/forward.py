@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from time import perf_counter
+from time import perf_counter, time
 
 from edgeway.http.exchange import Exchange
 from edgeway.http.messages import (IDEMPOTENT, ResponseHead, client_response_head, forward_response,
@@ -181,17 +181,65 @@ class Forwarding:
     def whole_response(self, ex: Exchange, conn: UpstreamConnection, data: bytes) -> bool:
         """What the parser's callbacks and response_head/_body/_complete do for a plain
         response that came whole in one packet (see messages.forward_response); False, having
-        done nothing, for any other."""
-        found = forward_response(data, self._extra_fields(ex), not ex.close_after, ex.head.version == "1.0")
+        done nothing, for any other.
+
+        For a request alone on its connection (the usual case), _after_response, _finish and
+        _log are done in line as well."""
+        extra = b""
+        if ex.sticky_cookie is not None or ex.trace is not None:
+            extra = self._extra_fields(ex)
+        found = forward_response(data, extra, not ex.close_after, ex.head.version == "1.0")
         if found is None:
             return False
         status, reusable, length, out = found
-        self._final_head(ex, status)
+        server = ex.server
+        # _final_head
+        ex.header_deadline = 0.0
+        now = perf_counter()
+        ex.t_header = now - ex.started
+        ex.status = status
+        if server.fails:   # only a server with failures on record has anything to reset
+            ex.upstream.report_success(server, self.loop.time())
         ex.upstream_framing = ex.mode = "length"
         ex.sent += length
-        self._write(out)
         ex.response_started = True
-        self.response_complete(ex, conn, reusable)
+        # response_complete, for a response that needs no more
+        ex.done = True
+        if server.in_flight > 0:   # ex.upstream.release(server)
+            server.in_flight -= 1
+        ex.conn = None
+        if reusable and ex.request_complete:
+            self.ctx.pool.put(conn)
+        else:
+            conn.close()
+        queue = self.queue
+        if not ex.request_complete or len(queue) != 1 or queue[0] is not ex or self.closed:
+            self._write(out)
+            if ex.request_complete:
+                self._after_response(ex)
+            return True
+        # _after_response -> _finish -> _log, for the only exchange of the connection
+        if self._wbuf is not None:
+            self._wbuf.append(out)
+        else:
+            self.transport.write(out)
+        queue.popleft()
+        access = self.ctx.access
+        if access.enabled:
+            head = ex.head
+            lines = access.lines
+            lines.append((time(), self.client_ip, head.method, head.target, head.version, status, server.label,
+                          ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause))
+            if len(lines) >= 256:
+                access.flush()
+        if ex.close_after:
+            self._close()
+            return True
+        if self.receiving is ex:
+            self.receiving = None
+        self._idle_since = self.loop.time()
+        if self._paused and "pipeline" in self._paused:
+            self.resume_reading("pipeline")
         return True
 
     def response_body(self, ex: Exchange, body: bytes) -> None:

@@ -120,6 +120,12 @@ class ListenerContext:
                     self.sticky_lines[server] = (server.id.encode(), sticky_line(up.config.sticky, server.id))
         self.health_path = config.health_path
         self.redirect = config.redirect_https
+        # routes that send a request on as it came (target, Host, no hash key, no trace or
+        # Forwarded to add), and the paths known to be routed to one of them by the path
+        # alone: the proxy fills this and then takes the shortest way (proxy._whole_request)
+        self.plain_candidates = frozenset() if self.forwarded or self.trace_header or self.redirect else frozenset(
+            r for r in self.router.routes if not r.strip and r.set_host is None and r.key is None)
+        self.plain_routes: dict[str, object] = {}
         self.pool = Pool(loop, config.timeouts.upstream_idle)
         self.access = AccessLog(config.name, enabled=config.access_log)
         self.connections: set = set()

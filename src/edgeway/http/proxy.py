@@ -39,6 +39,7 @@ from edgeway.http.routing import RequestView
 log = logging.getLogger("edgeway.http")
 
 HIGH_WATER = 64 * 1024      # request body buffered while no server connection is ready
+PLAIN_ROUTES = 4096         # paths remembered per listener as routed by the path alone
 
 
 class ClientConnection(Forwarding, asyncio.Protocol):
@@ -237,7 +238,11 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def _whole_request(self, head) -> None:
         """What the parser's callbacks and _feed do for a request whose whole head (and no
-        body) came in one packet, given its head as scan_request read it."""
+        body) came in one packet, given its head as scan_request read it.
+
+        A path whose route is known to be plain (ctx.plain_routes: decided by the path alone,
+        nothing to rewrite, no hash key) goes from here to the server with _decide, _advance,
+        _start_proxy and _attach done in line; anything else through them."""
         self._in_head = False
         ex = Exchange(self, head, perf_counter())
         ex.request_complete = True
@@ -245,8 +250,51 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self.queue.append(ex)
         if not head.keep_alive:
             ex.close_after = True
-        self._decide(ex)
-        self._advance()   # (uncorked: the queue was empty, so at most one write, a local answer)
+        ctx = self.ctx
+        target = head.target
+        path = target.split("?", 1)[0] if "?" in target else target
+        route = ctx.plain_routes.get(path)
+        if route is None or path == ctx.health_path:
+            self._decide(ex)
+            self._advance()   # (uncorked: the queue was empty, so at most one write, a local answer)
+            return
+        ex.route = route
+        up = ex.upstream = route.upstream
+        ex.target = target
+        name = route.sticky_cookie
+        server = None
+        now = self.loop.time()
+        if name is not None:
+            if head.has_cookie:
+                view = RequestView(head.method, head.host, target, head.headers, self.client_ip, path)
+                cookie = ex.sticky_cookie = view.cookies().get(name, "").encode()
+                if cookie:
+                    server = up.find(cookie.decode("latin-1"))
+                    if server is not None and not server.available(now):
+                        server = None
+            else:
+                ex.sticky_cookie = b""
+        if server is None:
+            server = up.pick(None, (), now)
+            if server is None:
+                self._start_proxy(ex)   # which answers 503, saying why
+                return
+        ex.server = server
+        server.in_flight += 1   # up.acquire(server)
+        conn = ctx.pool.get(server)
+        if conn is None:
+            ex.reused = False
+            ex.connect_task = self.loop.create_task(self._connect(ex, server))
+            return
+        ex.reused = True
+        # _attach: the head as scan_request rendered it (the route changes neither target nor Host)
+        ex.conn = conn
+        conn.ex = ex
+        transport = conn.transport
+        transport.write(head.upstream_head)
+        if self._write_paused:
+            transport.pause_reading()
+        ex.header_deadline = now + ctx.upstream_header_timeout
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True
@@ -303,6 +351,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             return RequestView(method, head.host, target, head.headers, self.client_ip, path)
 
         route, view = ctx.router.match_path(path, make_view)
+        if view is None and route in ctx.plain_candidates and head.upstream_head is not None \
+                and len(ctx.plain_routes) < PLAIN_ROUTES:
+            ctx.plain_routes[path] = route   # decided by the path alone: _whole_request may skip this
         if route is None:
             self._local(ex, error_response(404, f"no route matches {head.host}{path}",
                                            head_only=method == "HEAD"), 404, "no route")

@@ -94,9 +94,11 @@ class FakeTransport:
         pass
 
 
-def exchange(request: bytes, response: bytes, fast: bool, trace: bool, forwarded: bool):
-    """One request and its response through a fresh listener: what the server got, what the
-    client got, whether the connection was pooled, and the access-log entry (times left out)."""
+def exchange(request: bytes, response: bytes, fast: bool, trace: bool, forwarded: bool, times: int = 2):
+    """The request and its response `times` times through one listener, each on a new client
+    connection: for each, what the server got, what the client got, whether the connection
+    was pooled, and the access-log entry (times left out). The first time also teaches the
+    listener the request's route (ListenerContext.plain_routes), the second goes the short way."""
     loop = asyncio.new_event_loop()
     saved = proxy_module.scan_request, pool_module.forward_response
     if not fast:
@@ -106,31 +108,35 @@ def exchange(request: bytes, response: bytes, fast: bool, trace: bool, forwarded
         upstreams = build_upstreams(config.upstreams)
         ctx = ListenerContext(config.listeners[0], upstreams, "http", loop)
         ctx.access.fd = os.open(os.devnull, os.O_WRONLY)
-        conns = {}
-        for up in upstreams.values():
-            for server in up.servers:
-                conn = UpstreamConnection(ctx.pool, server)
-                conn.connection_made(FakeTransport())
-                conns[server] = conn
-                ctx.pool.put(conn)
         server_id = upstreams["api"].servers[1].id
-        client = ClientConnection(ctx)
-        transport = FakeTransport()
-        client.connection_made(transport)
-        client.data_received(request.replace(b"%(id)s", server_id.encode()))
-        ex = client.queue[0] if client.queue else None
-        sent_to = None
-        if ex is not None and ex.conn is not None:
-            conn = ex.conn
-            sent_to = (str(ex.server), conn.transport.out)
-            conn.data_received(response)
-            pooled = conn in ctx.pool.idle.get(conn.server, [])
-        else:
-            pooled = None
-        log = [entry[1:8] + entry[11:] for entry in ctx.access.lines]
-        ctx.access.lines.clear()
+        results = []
+        for _ in range(times):
+            for up in upstreams.values():   # an idle connection to each server (again, if closed)
+                for server in up.servers:
+                    if not ctx.pool.idle.get(server):
+                        conn = UpstreamConnection(ctx.pool, server)
+                        conn.connection_made(FakeTransport())
+                        ctx.pool.put(conn)
+            client = ClientConnection(ctx)
+            transport = FakeTransport()
+            client.connection_made(transport)
+            client.data_received(request.replace(b"%(id)s", server_id.encode()))
+            ex = client.queue[0] if client.queue else None
+            sent_to = None
+            if ex is not None and ex.conn is not None:
+                conn = ex.conn
+                sent_to = (str(ex.server), conn.transport.out)
+                conn.transport.out = b""
+                conn.data_received(response)
+                pooled = conn in ctx.pool.idle.get(conn.server, [])
+            else:
+                pooled = None
+            log = [entry[1:8] + entry[11:] for entry in ctx.access.lines]
+            ctx.access.lines.clear()
+            results.append((sent_to, transport.out, transport.closing, pooled, log, client.queue and True,
+                            client.receiving is None))
         os.close(ctx.access.fd)
-        return sent_to, transport.out, transport.closing, pooled, log
+        return results
     finally:
         proxy_module.scan_request, pool_module.forward_response = saved
         loop.close()
@@ -143,7 +149,7 @@ def test_the_fast_path_changes_nothing_anyone_can_see(request_, response, trace,
     slow = exchange(request_, response, False, trace, forwarded)
     fast = exchange(request_, response, True, trace, forwarded)
     assert fast == slow
-    assert slow[1].startswith(b"HTTP/1.1 ")   # answered (not a test of nothing)
+    assert all(result[1].startswith(b"HTTP/1.1 ") for result in slow)   # answered (not a test of nothing)
 
 
 def test_the_plain_exchange_does_take_the_fast_path(monkeypatch):
@@ -156,7 +162,14 @@ def test_the_plain_exchange_does_take_the_fast_path(monkeypatch):
             return result
         return call
 
+    def decide(self, ex):
+        taken.append("decide")
+        return real_decide(self, ex)
+
+    real_decide = proxy_module.ClientConnection._decide
     monkeypatch.setattr(proxy_module, "scan_request", spy(proxy_module.scan_request))
     monkeypatch.setattr(forward_module, "forward_response", spy(forward_module.forward_response))
+    monkeypatch.setattr(proxy_module.ClientConnection, "_decide", decide)
     exchange(REQUESTS[0], RESPONSES[0], True, False, False)
-    assert taken == [True, True]
+    # the first request is routed by _decide, which remembers the path; the second is not
+    assert taken == [True, "decide", True, True, True]
