@@ -185,9 +185,14 @@ class Forwarding:
 
         For a request alone on its connection (the usual case), _after_response, _finish and
         _log are done in line as well."""
-        extra = b""
-        if ex.sticky_cookie is not None or ex.trace is not None:
+        sticky = ex.sticky_cookie
+        if ex.trace is not None:
             extra = self._extra_fields(ex)
+        elif sticky is not None:   # _extra_fields, in line
+            server_id, line = self.ctx.sticky_lines[ex.server]
+            extra = line if sticky != server_id else b""
+        else:
+            extra = b""
         found = forward_response(data, extra, not ex.close_after, ex.head.version == "1.0")
         if found is None:
             return False
@@ -195,8 +200,7 @@ class Forwarding:
         server = ex.server
         # _final_head
         ex.header_deadline = 0.0
-        now = perf_counter()
-        ex.t_header = now - ex.started
+        ex.t_header = perf_counter() - ex.started
         ex.status = status
         if server.fails:   # only a server with failures on record has anything to reset
             ex.upstream.report_success(server, self.loop.time())
@@ -208,19 +212,24 @@ class Forwarding:
         if server.in_flight > 0:   # ex.upstream.release(server)
             server.in_flight -= 1
         ex.conn = None
-        if reusable and ex.request_complete:
-            self.ctx.pool.put(conn)
-        else:
-            conn.close()
         queue = self.queue
         if not ex.request_complete or len(queue) != 1 or queue[0] is not ex or self.closed:
+            if reusable and ex.request_complete:
+                self.ctx.pool.put(conn)
+            else:
+                conn.close()
             self._write(out)
             if ex.request_complete:
                 self._after_response(ex)
             return True
-        # _after_response -> _finish -> _log, for the only exchange of the connection
-        if self._wbuf is not None:
-            self._wbuf.append(out)
+        # the only exchange of the connection: _after_response -> _finish -> _log, in line
+        if reusable:
+            self.ctx.pool.put(conn)
+        else:
+            conn.close()
+        wbuf = self._wbuf
+        if wbuf is not None:
+            wbuf.append(out)
         else:
             self.transport.write(out)
         queue.popleft()
