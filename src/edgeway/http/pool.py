@@ -71,8 +71,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
-        self.received = True
-        self.last_read = self._clock()
         ex = self.ex
         if ex is None:
             # bytes on an idle connection: the server broke the protocol; never reuse it
@@ -82,9 +80,12 @@ class UpstreamConnection(asyncio.Protocol):
         if self._between and forward_response is not None and not ex.upgrade and ex.head.method != "HEAD":
             # a whole plain response in one packet: read and rendered in one call, and written
             # in one (no corking needed); HEAD: the scanner cannot know that a HEAD
-            # response's Content-Length announces no body
+            # response's Content-Length announces no body. (Its exchange is over then, so
+            # `received` and `last_read`, which only matter while one is open, are not set.)
             if client.whole_response(ex, self, data):
                 return
+        self.received = True
+        self.last_read = self._clock()
         corked = client.cork()
         try:
             self._between = False
