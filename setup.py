@@ -9,5 +9,5 @@ OUTBUF = ["src/edgeway/http/_outbuf.h"]
 setup(ext_modules=[Extension("edgeway.http._headscan", ["src/edgeway/http/_headscan.c"], depends=OUTBUF,
                              extra_compile_args=FLAGS),
                    Extension("edgeway.http._rawio", ["src/edgeway/http/_rawio.c"], extra_compile_args=FLAGS),
-                   Extension("edgeway.http._logfmt", ["src/edgeway/http/_logfmt.c"], depends=OUTBUF,
+                   Extension("edgeway.http._logfmt", ["src/edgeway/http/_logfmt.c"], depends=OUTBUF, libraries=["m"],
                              extra_compile_args=FLAGS)])

@@ -412,9 +412,14 @@ static PyObject *forward_response(PyObject *self, PyObject *const *args, Py_ssiz
     }
     char line[64];
     const char *tail = !keep_alive ? "Connection: close\r\n\r\n" : client_10 ? "Connection: keep-alive\r\n\r\n" : "\r\n";
-    int line_len = snprintf(line, sizeof line, "HTTP/1.1 %d ", r.status);
+    memcpy(line, "HTTP/1.1 ", 9);
+    int line_len = 9 + put_decimal(line + 9, (unsigned long long)r.status);
+    line[line_len++] = ' ';
     char cl[48];
-    int cl_len = snprintf(cl, sizeof cl, "Content-Length: %lld\r\n", r.length);
+    memcpy(cl, "Content-Length: ", 16);
+    int cl_len = 16 + put_decimal(cl + 16, (unsigned long long)r.length);
+    cl[cl_len++] = '\r';
+    cl[cl_len++] = '\n';
     Py_ssize_t extra_len = PyBytes_GET_SIZE(args[1]), tail_len = (Py_ssize_t)strlen(tail);
     Py_ssize_t total = line_len + r.reason_len + 2 + r.lines.len + extra_len + cl_len + tail_len + r.length;
     PyObject *out = PyBytes_FromStringAndSize(NULL, total);

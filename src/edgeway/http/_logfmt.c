@@ -6,6 +6,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <string.h>
 
 #include "_outbuf.h"
@@ -31,11 +32,42 @@ static int put_str(out_t *o, PyObject *obj) {
     return r;
 }
 
+/* str(n) for an int, without making the string */
+static int put_int(out_t *o, PyObject *obj) {
+    if (PyLong_CheckExact(obj)) {
+        int overflow;
+        long long n = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (!overflow && n >= 0) {
+            char digits[24];
+            return out_put(o, digits, put_decimal(digits, (unsigned long long)n));
+        }
+        if (n == -1 && PyErr_Occurred()) return -1;
+    }
+    return put_str(o, obj);
+}
+
 /* format(seconds * 1000, ".2f") */
 static int put_ms(out_t *o, PyObject *seconds) {
     double v = PyFloat_AsDouble(seconds);
     if (v == -1.0 && PyErr_Occurred()) return -1;
-    char *text = PyOS_double_to_string(v * 1000, 'f', 2, 0, NULL);
+    double x = v * 1000;
+    if (x > 0 && x < 1e7) {
+        /* Rounded to hundredths by hand where that cannot differ from the correctly rounded
+         * result: y = x * 100 is off by less than 2e-7 here (x < 1e7) and y - floor(y) is
+         * exact, so away from a tie (.5) the nearest integer to y is that of the true x * 100.
+         * Near a tie, PyOS_double_to_string decides. */
+        double y = x * 100, whole = floor(y), frac = y - whole;
+        if (fabs(frac - 0.5) > 1e-6) {
+            unsigned long long n = (unsigned long long)whole + (frac > 0.5);
+            char text[32];
+            int len = put_decimal(text, n / 100);
+            text[len++] = '.';
+            text[len++] = (char)('0' + n % 100 / 10);
+            text[len++] = (char)('0' + n % 10);
+            return out_put(o, text, len);
+        }
+    }
+    char *text = PyOS_double_to_string(x, 'f', 2, 0, NULL);
     if (text == NULL) return -1;
     int r = put_c(o, text);
     PyMem_Free(text);
@@ -75,8 +107,8 @@ static PyObject *format_entries(PyObject *self, PyObject *const *args, Py_ssize_
         /* when, client, method, target, version, status, server, sent, connect, header, total, cause */
         if (put_str(&o, f[1]) < 0 || out_put(&o, " \"", 2) < 0 || put_str(&o, f[2]) < 0 || out_put(&o, " ", 1) < 0 ||
             put_str(&o, f[3]) < 0 || put_c(&o, " HTTP/") < 0 || put_str(&o, f[4]) < 0 || out_put(&o, "\" ", 2) < 0 ||
-            put_str(&o, f[5]) < 0 || put_c(&o, " upstream=") < 0 || put_str(&o, f[6]) < 0 ||
-            put_c(&o, " bytes=") < 0 || put_str(&o, f[7]) < 0 || put_c(&o, " connect_ms=") < 0)
+            put_int(&o, f[5]) < 0 || put_c(&o, " upstream=") < 0 || put_str(&o, f[6]) < 0 ||
+            put_c(&o, " bytes=") < 0 || put_int(&o, f[7]) < 0 || put_c(&o, " connect_ms=") < 0)
             goto done;
         if ((f[8] == Py_None ? out_put(&o, "-", 1) : put_ms(&o, f[8])) < 0 || put_c(&o, " header_ms=") < 0 ||
             (f[9] == Py_None ? out_put(&o, "-", 1) : put_ms(&o, f[9])) < 0 || put_c(&o, " total_ms=") < 0 ||

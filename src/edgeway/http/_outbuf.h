@@ -19,4 +19,12 @@ static int out_put(out_t *o, const char *s, Py_ssize_t n) {
     o->len += n;
     return 0;
 }
+/* n >= 0 in decimal at p (room for 20 digits); the number of digits written */
+static int put_decimal(char *p, unsigned long long n) {
+    char digits[20];
+    int len = 0, i;
+    do { digits[len++] = (char)('0' + n % 10); n /= 10; } while (n);
+    for (i = 0; i < len; i++) p[i] = digits[len - 1 - i];
+    return len;
+}
 #endif

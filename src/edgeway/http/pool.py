@@ -205,6 +205,7 @@ class Pool:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float):
         self.loop = loop
+        self._time = loop.time
         self.idle_timeout = idle_timeout
         self.idle: dict[Server, list[UpstreamConnection]] = {}
 
@@ -218,11 +219,14 @@ class Pool:
 
     def put(self, conn: UpstreamConnection) -> None:
         conn.ex = None
-        conns = self.idle.setdefault(conn.server, [])
-        if len(conns) >= MAX_IDLE_PER_SERVER or conn.transport is None or conn.transport.is_closing():
+        transport = conn.transport
+        conns = self.idle.get(conn.server)
+        if conns is None:
+            conns = self.idle[conn.server] = []
+        if len(conns) >= MAX_IDLE_PER_SERVER or transport is None or transport.is_closing():
             conn.close()
             return
-        conn.idle_since = self.loop.time()
+        conn.idle_since = self._time()
         conn.received = False
         conns.append(conn)
 

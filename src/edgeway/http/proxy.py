@@ -40,6 +40,7 @@ log = logging.getLogger("edgeway.http")
 
 HIGH_WATER = 64 * 1024      # request body buffered while no server connection is ready
 PLAIN_ROUTES = 4096         # paths remembered per listener as routed by the path alone
+PLAIN_PATH_LENGTH = 256     # ... each at most this long (the memory stays under about 2 MB)
 
 
 class ClientConnection(Forwarding, asyncio.Protocol):
@@ -352,8 +353,13 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
         route, view = ctx.router.match_path(path, make_view)
         if view is None and route in ctx.plain_candidates and head.upstream_head is not None \
-                and len(ctx.plain_routes) < PLAIN_ROUTES:
-            ctx.plain_routes[path] = route   # decided by the path alone: _whole_request may skip this
+                and len(path) <= PLAIN_PATH_LENGTH:
+            # decided by the path alone: _whole_request may skip this. Bounded, and started
+            # afresh when full, so that a listener with more paths than that follows its traffic
+            plain = ctx.plain_routes
+            if len(plain) >= PLAIN_ROUTES:
+                plain.clear()
+            plain[path] = route
         if route is None:
             self._local(ex, error_response(404, f"no route matches {head.host}{path}",
                                            head_only=method == "HEAD"), 404, "no route")

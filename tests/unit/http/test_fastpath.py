@@ -173,3 +173,90 @@ def test_the_plain_exchange_does_take_the_fast_path(monkeypatch):
     exchange(REQUESTS[0], RESPONSES[0], True, False, False)
     # the first request is routed by _decide, which remembers the path; the second is not
     assert taken == [True, "decide", True, True, True]
+
+
+ROUTED_CONFIG = """
+upstreams:
+  admin: {servers: [{address: "127.0.0.1:9001"}]}
+  api: {servers: [{address: "127.0.0.1:9002"}]}
+  hashed: {balance: hash, hash_key: "$uri", servers: [{address: "127.0.0.1:9003"}]}
+  static: {servers: [{address: "127.0.0.1:9004"}]}
+listeners:
+  - name: web
+    protocol: http
+    listen: "127.0.0.1:8080"
+    routes:
+      - match: {path_prefix: /admin/, header: {X-Role: ops}}
+        upstream: admin
+      - match: {path_prefix: /h/}
+        upstream: hashed
+      - match: {path_prefix: /static/}
+        upstream: static
+        strip_prefix: true
+      - match: {path_prefix: /}
+        upstream: api
+"""
+
+
+def routed(ctx, request: bytes) -> str:
+    """The server a request went to, through a new client connection of `ctx`'s listener."""
+    for up in ctx.router.routes:
+        for server in up.upstream.servers:
+            if not ctx.pool.idle.get(server):
+                conn = UpstreamConnection(ctx.pool, server)
+                conn.connection_made(FakeTransport())
+                ctx.pool.put(conn)
+    client = ClientConnection(ctx)
+    client.connection_made(FakeTransport())
+    client.data_received(request)
+    ex = client.queue[0]
+    server = str(ex.server)
+    ex.conn.data_received(RESPONSES[0])
+    return server
+
+
+@pytest.fixture
+def routed_ctx():
+    loop = asyncio.new_event_loop()
+    config = load_config_text(ROUTED_CONFIG)
+    ctx = ListenerContext(config.listeners[0], build_upstreams(config.upstreams), "http", loop)
+    yield ctx
+    loop.close()
+
+
+def test_a_path_that_a_conditional_route_tested_is_not_remembered(routed_ctx):
+    plain = b"GET /admin/x HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    ops = b"GET /admin/x HTTP/1.1\r\nHost: example.com\r\nX-Role: ops\r\n\r\n"
+    assert routed(routed_ctx, plain) == "127.0.0.1:9002"   # the header route did not match
+    assert "/admin/x" not in routed_ctx.plain_routes
+    assert routed(routed_ctx, ops) == "127.0.0.1:9001"     # now it does: routed again, not remembered
+    assert routed(routed_ctx, plain) == "127.0.0.1:9002"
+
+
+def test_only_routes_that_forward_the_request_as_it_came_are_remembered(routed_ctx):
+    for path in (b"/h/a", b"/static/a.css", b"/other?q=1", b"/" + b"x" * 300):
+        routed(routed_ctx, b"GET " + path + b" HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    # a hash key and strip_prefix need the slow way; the query is not part of the key; a
+    # path longer than PLAIN_PATH_LENGTH is not kept
+    assert list(routed_ctx.plain_routes) == ["/other"]
+    assert routed(routed_ctx, b"GET /other?q=2 HTTP/1.1\r\nHost: example.com\r\n\r\n") == "127.0.0.1:9002"
+
+
+def test_the_remembered_paths_are_bounded_and_start_afresh_when_full(routed_ctx, monkeypatch):
+    monkeypatch.setattr(proxy_module, "PLAIN_ROUTES", 3)
+    for i in range(7):
+        routed(routed_ctx, b"GET /p%d HTTP/1.1\r\nHost: example.com\r\n\r\n" % i)
+        assert len(routed_ctx.plain_routes) <= 3
+    assert list(routed_ctx.plain_routes) == ["/p6"]
+
+
+def test_nothing_is_remembered_where_the_listener_adds_to_each_request():
+    loop = asyncio.new_event_loop()
+    try:
+        for extra in ("trace_header: true", "forwarded: true"):
+            config = load_config_text(ROUTED_CONFIG.replace("    routes:", f"    {extra}\n    routes:"))
+            ctx = ListenerContext(config.listeners[0], build_upstreams(config.upstreams), "http", loop)
+            routed(ctx, b"GET /other HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            assert ctx.plain_routes == {}
+    finally:
+        loop.close()

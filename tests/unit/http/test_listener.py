@@ -37,11 +37,17 @@ def test_entries_are_formatted_at_flush_in_the_order_they_came():
 
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+# seconds: any size (the formatter rounds small ones by hand, larger ones as Python does), and
+# values whose milliseconds sit on or next to a rounding tie (0.0125 s = 12.5 ms; 1.005 ms is
+# 1.00499999... in binary)
+_TIES = st.integers(0, 10**7).map(lambda n: (n + 0.5) / 100 / 1000)
+_SECONDS = st.floats(0, 100) | st.floats(0, 1e6) | _TIES | _TIES.map(lambda s: s * (1 + 1e-15)) | st.sampled_from(
+    [0.0, -0.0, 0.0125, 0.001005, 9999.999995, 10000.0, 1e-9, 2.5e-6])
 _ENTRIES = st.one_of(
     st.tuples(st.floats(1e9, 2e9), _TEXT),
     st.tuples(st.floats(1e9, 2e9), _TEXT, st.sampled_from(["GET", "POST", "HEAD"]), _TEXT,
-              st.sampled_from(["1.1", "1.0"]), st.integers(100, 599), _TEXT, st.integers(0, 10**12),
-              st.none() | st.floats(0, 100), st.none() | st.floats(0, 100), st.floats(0, 1000),
+              st.sampled_from(["1.1", "1.0"]), st.integers(100, 599), _TEXT, st.integers(0, 10**12) | st.integers(),
+              st.none() | _SECONDS, st.none() | _SECONDS, _SECONDS,
               st.sampled_from(["", "connection refused by 127.0.0.1:9001 (port closed)"]) | _TEXT))
 
 
@@ -51,6 +57,14 @@ def test_the_batch_formatter_writes_what_format_does(entries):
     log = AccessLog("web", fd=-1)
     expected = "".join(log.format(entry) for entry in entries).encode("utf-8", "replace")
     assert format_entries(list(entries), log._stamp) == expected
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_SECONDS)
+def test_milliseconds_are_rounded_as_python_rounds_them(seconds):
+    log = AccessLog("web", fd=-1)
+    entry = (1.7e9, "10.0.0.1", "GET", "/", "1.1", 200, "-", 0, seconds, None, seconds, "")
+    assert format_entries([entry], log._stamp) == log.format(entry).encode()
 
 
 def test_the_batch_formatter_replaces_what_utf8_cannot_carry():
