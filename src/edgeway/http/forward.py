@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from time import perf_counter, time
+from time import perf_counter
 
 from edgeway.http.exchange import Exchange
 from edgeway.http.messages import (IDEMPOTENT, ResponseHead, client_response_head, forward_response,
@@ -183,34 +183,20 @@ class Forwarding:
         response that came whole in one packet (see messages.forward_response); False, having
         done nothing, for any other.
 
-        For a request alone on its connection (the usual case), _after_response, _finish and
-        _log are done in line as well."""
-        sticky = ex.sticky_cookie
-        if ex.trace is not None:
-            extra = self._extra_fields(ex)
-        elif sticky is not None:   # _extra_fields, in line
-            server_id, line = self.ctx.sticky_lines[ex.server]
-            extra = line if sticky != server_id else b""
-        else:
-            extra = b""
+        For a request alone on its connection (the usual case), _after_response and _finish
+        are done in line as well."""
+        extra = self._extra_fields(ex) if ex.sticky_cookie is not None or ex.trace is not None else b""
         found = forward_response(data, extra, not ex.close_after, ex.head.version == "1.0")
         if found is None:
             return False
         status, reusable, length, out = found
-        server = ex.server
-        # _final_head
-        ex.header_deadline = 0.0
-        ex.t_header = perf_counter() - ex.started
-        ex.status = status
-        if server.fails:   # only a server with failures on record has anything to reset
-            ex.upstream.report_success(server, self.loop.time())
+        self._final_head(ex, status)
         ex.upstream_framing = ex.mode = "length"
         ex.sent += length
         ex.response_started = True
         # response_complete, for a response that needs no more
         ex.done = True
-        if server.in_flight > 0:   # ex.upstream.release(server)
-            server.in_flight -= 1
+        ex.upstream.release(ex.server)
         ex.conn = None
         queue = self.queue
         if not ex.request_complete or len(queue) != 1 or queue[0] is not ex or self.closed:
@@ -222,7 +208,7 @@ class Forwarding:
             if ex.request_complete:
                 self._after_response(ex)
             return True
-        # the only exchange of the connection: _after_response -> _finish -> _log, in line
+        # the only exchange of the connection: _after_response -> _finish, in line
         if reusable:
             self.ctx.pool.put(conn)
         else:
@@ -233,14 +219,8 @@ class Forwarding:
         else:
             self.transport.write(out)
         queue.popleft()
-        access = self.ctx.access
-        if access.enabled:
-            head = ex.head
-            lines = access.lines
-            lines.append((time(), self.client_ip, head.method, head.target, head.version, status, server.label,
-                          ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause))
-            if len(lines) >= 256:
-                access.flush()
+        if self.ctx.access.enabled:
+            self._log(ex)
         if ex.close_after:
             self._close()
             return True

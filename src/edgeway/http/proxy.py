@@ -281,7 +281,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 self._start_proxy(ex)   # which answers 503, saying why
                 return
         ex.server = server
-        server.in_flight += 1   # up.acquire(server)
+        up.acquire(server)
         conn = ctx.pool.get(server)
         if conn is None:
             ex.reused = False
@@ -434,12 +434,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if head is None or not access.enabled:
             return   # (a rejected request is logged by _log_rejected)
         server = ex.server
-        lines = access.lines   # access.request(entry), in line
-        lines.append((time(), self.client_ip, head.method, head.target, head.version, ex.status,
-                      server.label if server is not None else (ex.tried[-1].label if ex.tried else "-"),
-                      ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause))
-        if len(lines) >= 256:
-            access.flush()
+        access.request((time(), self.client_ip, head.method, head.target, head.version, ex.status,
+                        server.label if server is not None else (ex.tried[-1].label if ex.tried else "-"),
+                        ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause))
 
     def _abandon(self, ex: Exchange) -> None:
         """The client went away: let go of the server side."""

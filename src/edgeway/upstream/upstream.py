@@ -56,13 +56,12 @@ class Upstream:
         if isinstance(key, str):
             key = key.encode()
         # Server.available(now), inlined: this runs for every request. Usually every primary
-        # is available, and the list is not copied
+        # is available, and the list is not copied; else the rare filtered copy
         candidates = self.primaries
         for s in candidates:
             if not s.healthy or now < s.ejected_until or s in exclude or \
                     (s.max_conns is not None and s.in_flight >= s.max_conns):
-                candidates = [s for s in self.primaries if s.healthy and now >= s.ejected_until and
-                              (s.max_conns is None or s.in_flight < s.max_conns) and s not in exclude]
+                candidates = [s for s in self.primaries if s.available(now) and s not in exclude]
                 break
         if candidates:
             return self._primary_balancer.choose(candidates, key)
