@@ -39,11 +39,11 @@ class FakeClient:
         self.failed = cause
 
 
-def feed_httptools(*packets: bytes) -> FakeClient:
+def feed_httptools(*packets: bytes, max_head: int = 65536) -> FakeClient:
     """The packets, as a server's response, through UpstreamConnection's httptools path (the
     whole-response fast path switched off)."""
     client = FakeClient()
-    conn = UpstreamConnection(Pool(SimpleNamespace(time=lambda: 0.0), 60.0), "127.0.0.1:9001")
+    conn = UpstreamConnection(Pool(SimpleNamespace(time=lambda: 0.0), 60.0, max_head), "127.0.0.1:9001")
     conn.ex = SimpleNamespace(client=client, upgrade=False, head=SimpleNamespace(method="GET"))
     saved, pool_module.forward_response = pool_module.forward_response, None
     try:

@@ -260,6 +260,11 @@ class HttpTimeouts(Model):
 
 class HttpLimits(Model):
     max_header_size: ByteSize = 16384    # whole request head; above -> 431
+    # a server's response head; above -> 502, the server connection closed. Larger than
+    # nginx's proxy_buffer_size (4k/8k, a page), which is sized for nginx's buffers rather than
+    # for servers: 64k passes the large Set-Cookie and CSP heads of real applications while
+    # bounding what one server connection can make the proxy hold
+    max_response_header_size: ByteSize = Field(65536, ge=1024)
     max_uri_length: int = 8192           # above -> 414
     max_retries: int = Field(2, ge=0)    # extra servers tried for idempotent requests
     max_connections: int = Field(10_000, ge=1)

@@ -318,9 +318,11 @@ typedef struct {
     out_t lines;                  /* the fields to forward, rendered */
 } resp_t;
 
-/* 1: a whole plain response, head and its Content-Length body, filling the buffer exactly;
- * 0: anything else; -1: out of memory. r->lines is to be freed by the caller either way. */
-static int scan_resp(const char *data, Py_ssize_t size, resp_t *r) {
+/* 1: a whole plain response, head and its Content-Length body, filling the buffer exactly,
+ * its head at most max_head bytes as UpstreamConnection counts them (status line, then name +
+ * value + 4 per field); 0: anything else; -1: out of memory. r->lines is to be freed by the
+ * caller either way. */
+static int scan_resp(const char *data, Py_ssize_t size, Py_ssize_t max_head, resp_t *r) {
     const char *end = data + size, *p = data;
     r->lines.buf = NULL;
     r->lines.len = r->lines.cap = 0;
@@ -335,6 +337,7 @@ static int scan_resp(const char *data, Py_ssize_t size, resp_t *r) {
     while (p < end && is_vchar[(unsigned char)*p]) p++;
     if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return 0;
     r->reason_len = p - r->reason;
+    Py_ssize_t head_size = r->reason_len + 15;
     p += 2;
     r->length = -1;
     r->connection = -1;
@@ -346,6 +349,8 @@ static int scan_resp(const char *data, Py_ssize_t size, resp_t *r) {
         Py_ssize_t nl, vl, i;
         const char *next = field_line(p, end, &name, &nl, &value, &vl);
         if (next == NULL) return 0;
+        head_size += nl + vl + 4;
+        if (head_size > max_head) return 0;   /* the slow path answers 502 */
         int fwd_it = 1;
         switch (nl) {
         case 2:
@@ -391,20 +396,23 @@ static int scan_resp(const char *data, Py_ssize_t size, resp_t *r) {
     return 1;
 }
 
-/* forward_response(data, extra, keep_alive, client_10) -> (status, server_keep_alive,
+/* forward_response(data, extra, keep_alive, client_10, max_head) -> (status, server_keep_alive,
  * content_length, out) | None: a whole plain response (scan_resp), and the bytes for the client as
  * messages.client_response_head renders them (a GET-like request, Content-Length framing)
  * followed by the body: `extra` (rendered fields) after the server's, then Content-Length,
  * then Connection as `keep_alive` and the client's version want it. */
 static PyObject *forward_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "forward_response(data: bytes, extra: bytes, keep_alive, client_10)");
+    if (nargs != 5 || !PyBytes_CheckExact(args[0]) || !PyBytes_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "forward_response(data: bytes, extra: bytes, keep_alive, client_10, max_head: int)");
         return NULL;
     }
     int keep_alive = PyObject_IsTrue(args[2]), client_10 = PyObject_IsTrue(args[3]);
     if (keep_alive < 0 || client_10 < 0) return NULL;
+    Py_ssize_t max_head = PyLong_AsSsize_t(args[4]);
+    if (max_head == -1 && PyErr_Occurred()) return NULL;
     resp_t r;
-    int found = scan_resp(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), &r);
+    int found = scan_resp(PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), max_head, &r);
     if (found <= 0) {
         PyMem_Free(r.lines.buf);
         if (found < 0) return NULL;
@@ -475,7 +483,8 @@ static PyMethodDef functions[] = {
     {"scan_request", (PyCFunction)(void (*)(void))scan_request, METH_FASTCALL,
      "scan_request(data, max_uri_length, max_header_size, client_ip, scheme) -> RequestHead | None"},
     {"forward_response", (PyCFunction)(void (*)(void))forward_response, METH_FASTCALL,
-     "forward_response(data, extra, keep_alive, client_10) -> (status, server_keep_alive, length, out) | None"},
+     "forward_response(data, extra, keep_alive, client_10, max_head) -> (status, server_keep_alive, length, out) "
+     "| None"},
     {"init", init, METH_VARARGS, "init(RequestHead, no_tokens, close_tokens, keepalive_tokens)"},
     {NULL, NULL, 0, NULL},
 };

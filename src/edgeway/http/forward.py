@@ -155,9 +155,10 @@ class Forwarding:
         if framing == "none" and request.method == "HEAD":
             # the parser expects a body after a HEAD response with Content-Length: start afresh
             # (204 and 304 it knows to have none: its on_message_complete follows, and the
-            # connection goes back to the pool then)
+            # connection goes back to the pool then). Completed once the packet is read: a
+            # body after the head (which the old parser still sees) keeps it out of the pool
             conn.reset_parser()
-            self.response_complete(ex, conn, reusable=head.keep_alive)
+            conn.finished(ex, head.keep_alive)
 
     def _final_head(self, ex: Exchange, status: int) -> None:
         ex.header_deadline = 0.0
@@ -186,7 +187,7 @@ class Forwarding:
         For a request alone on its connection (the usual case), _after_response and _finish
         are done in line as well."""
         extra = self._extra_fields(ex) if ex.sticky_cookie is not None or ex.trace is not None else b""
-        found = forward_response(data, extra, not ex.close_after, ex.head.version == "1.0")
+        found = forward_response(data, extra, not ex.close_after, ex.head.version == "1.0", conn.max_head)
         if found is None:
             return False
         status, reusable, length, out = found

@@ -126,7 +126,7 @@ class ListenerContext:
         self.plain_candidates = frozenset() if self.forwarded or self.trace_header or self.redirect else frozenset(
             r for r in self.router.routes if not r.strip and r.set_host is None and r.key is None)
         self.plain_routes: dict[str, object] = {}
-        self.pool = Pool(loop, config.timeouts.upstream_idle)
+        self.pool = Pool(loop, config.timeouts.upstream_idle, config.limits.max_response_header_size)
         self.access = AccessLog(config.name, enabled=config.access_log)
         self.connections: set = set()
         self._sweeper: asyncio.TimerHandle | None = None

@@ -2,10 +2,12 @@
 the fields each response head hands to the client side (forwarded lines, framing, Connection,
 Upgrade), without sockets."""
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeway.http.messages import RESPONSE_FIELDS, client_response_head
+from edgeway.http.messages import RESPONSE_FIELDS, client_response_head, forward_response
+from edgeway.http.pool import is_chunked
 from tests.support.http_fakes import feed_httptools as feed
 
 
@@ -76,3 +78,85 @@ def test_every_field_is_forwarded_unless_it_is_hop_by_hop_or_framing(fields):
     assert client.failed is None
     assert client.heads[0].lines == kept
     assert client.heads[0].content_length == (1 if seen_length else None)
+
+
+# ------------------------------------------------------------------ bytes after the end
+
+_INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"
+
+
+@pytest.mark.parametrize("packets", [
+    [b"HTTP/1.1 204 No Content\r\n\r\n" + _INJECTED],                  # a "body" on a 204
+    [b"HTTP/1.1 304 Not Modified\r\n\r\n" + _INJECTED[:30]],           # the start of another head
+    [b"HTTP/1.1 204 No Content\r\n\r\nxyz"],                           # garbage: a parse error
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok" + _INJECTED],
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"],
+    [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n" + _INJECTED],
+])
+def test_a_connection_with_bytes_after_its_response_is_never_pooled(packets):
+    client = feed(*packets)
+    assert client.failed is None and client.complete == 1 and len(client.heads) == 1
+    assert client.reusable is False
+    assert b"EVIL" not in client.body
+
+
+@pytest.mark.parametrize("packets", [
+    [b"HTTP/1.1 204 No Content\r\n\r\n"],
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok"],
+    [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\r\n"],   # CRLF between messages: llhttp skips it
+])
+def test_a_connection_whose_response_filled_its_packets_is_pooled(packets):
+    client = feed(*packets)
+    assert client.failed is None and client.complete == 1 and client.reusable is True
+
+
+# ------------------------------------------------------------------ Transfer-Encoding as llhttp frames it
+
+_CODINGS = st.lists(st.sampled_from([b"chunked", b"Chunked", b"CHUNKED", b"gzip", b"x", b" ", b"\t", b",", b";",
+                                     b"identity"]), min_size=1, max_size=5).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_CODINGS, min_size=1, max_size=2))
+def test_the_response_is_chunked_exactly_when_llhttp_reads_it_chunked(values):
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"Transfer-Encoding: " + v + b"\r\n" for v in values) + b"\r\n"
+    client = feed(head + b"2\r\nok\r\n0\r\n\r\n")
+    if client.failed is not None:
+        return   # refused by llhttp (an empty value): nothing is forwarded
+    dechunked = client.complete == 1 and client.body == b"ok"
+    assert client.heads[0].chunked == dechunked, values
+    if not dechunked:   # read until the server closes, and forwarded so (re-chunked, or raw to 1.0)
+        assert client.body == b"2\r\nok\r\n0\r\n\r\n" and client.complete == 0
+        _, mode, framing = client_response_head(client.heads[0], "GET", "1.1", True)
+        assert framing == "close" and mode == "chunked"
+
+
+@pytest.mark.parametrize("value, chunked", [(b"gzip, chunked", True), (b"xchunked", False), (b"chunked, gzip", False),
+                                            (b"chunked\t", False), (b" chunked ", True), (b"x-chunked", False)])
+def test_transfer_encoding_examples(value, chunked):
+    assert is_chunked(value) is chunked
+    client = feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + value + b"\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+    assert client.heads[0].chunked is chunked and (client.body == b"ok") is chunked
+
+
+# ------------------------------------------------------------------ the response head limit
+
+def test_a_response_head_over_the_limit_fails_the_exchange():
+    # counted: the status line 2 + 15, "X" 1 + 978 + 4, "Content-Length" 14 + 1 + 4: 1019
+    head = b"HTTP/1.1 200 OK\r\nX: " + b"v" * 978 + b"\r\nContent-Length: 0\r\n\r\n"
+    client = feed(head, max_head=1019)
+    assert client.failed is None and client.complete == 1
+    client = feed(head, max_head=1018)
+    assert "larger than max_response_header_size (1018 bytes)" in client.failed and not client.heads
+
+
+def test_one_endless_field_is_cut_while_it_arrives():
+    client = feed(b"HTTP/1.1 200 OK\r\nX-Big: ", *[b"a" * 1000] * 10, max_head=4096)
+    assert "larger than max_response_header_size (4096 bytes)" in client.failed and not client.heads
+
+
+def test_the_whole_response_scanner_counts_the_head_as_the_parser_does():
+    data = b"HTTP/1.1 200 OK\r\nX: " + b"v" * 978 + b"\r\nContent-Length: 2\r\n\r\nok"   # head 17 + 983 + 19
+    assert forward_response(data, b"", True, False, 1019) is not None
+    assert forward_response(data, b"", True, False, 1018) is None
