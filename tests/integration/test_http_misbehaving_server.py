@@ -26,8 +26,9 @@ class RawServer:
     `replies[n]`, written in one send; GENUINE after those. `stream`: instead, answer every
     request with a head whose one field never ends, sent 64 KiB at a time."""
 
-    def __init__(self, replies: list[bytes] = (), stream: int = 0):
+    def __init__(self, replies: list[bytes] = (), stream: int = 0, close: bool = False):
         self.replies = list(replies)
+        self.close = close          # close each connection after its reply
         self.stream = stream
         self.heads: list[bytes] = []
         self.connections = 0
@@ -65,6 +66,8 @@ class RawServer:
                     return
                 writer.write(self.replies[n] if n < len(self.replies) else GENUINE)
                 await writer.drain()
+                if self.close:
+                    return
         except (ConnectionError, asyncio.IncompleteReadError):
             self.cut = self.cut or bool(self.stream)
         finally:
@@ -163,6 +166,34 @@ def test_a_body_after_a_head_response_is_not_the_answer_to_the_next_request(bg):
                 data += chunk
         assert b"EVIL" not in data and data.endswith(b"genuine"), data
         assert server.connections == 2
+    finally:
+        l7.stop()
+        bg.call(server.stop())
+
+
+@pytest.mark.parametrize("coding, body", [
+    (b"xchunked", b"5\r\nhello\r\n0\r\n\r\n"),     # not chunked to llhttp: the body runs to the close
+    (b"gzip, chunked", b"hello"),                        # chunked (the gzip coding is not undone)
+])
+def test_a_response_transfer_encoding_is_framed_as_llhttp_reads_it(bg, coding, body):
+    server = bg.call(RawServer([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + coding + b"\r\n\r\n"
+                                b"5\r\nhello\r\n0\r\n\r\n"], close=True).start())
+    l7 = start_proxy(bg, server)
+    try:
+        with socket.create_connection(("127.0.0.1", l7.port)) as s:
+            s.sendall(R % 1)
+            s.settimeout(5)
+            data = b""
+            while not data.endswith(b"0\r\n\r\n"):
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            s.sendall(R % 2)   # the client connection stays usable
+            (second,) = responses(s, 1)
+        head, _, chunked = data.partition(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        assert chunked == b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body), chunked
+        assert second.endswith(b"genuine")
     finally:
         l7.stop()
         bg.call(server.stop())
