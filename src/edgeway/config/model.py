@@ -281,6 +281,9 @@ class ListenerConfig(Model):
     health_path: str | None = "/health"  # answered by the listener itself (null: proxied)
     trace_header: bool = False           # reveal the balancing decision to `edgeway trace`
     forwarded: bool = False              # add RFC 7239 Forwarded
+    # http: forward request fields whose name has "_" (nginx underscores_in_headers; off:
+    # dropped, since CGI-style servers read X_Forwarded_For as X-Forwarded-For)
+    underscores_in_headers: bool = False
     access_log: bool = True
     proxy_protocol: Literal["v1", "v2"] | None = None           # tcp: sent to the server
     session_timeout: Duration = 30                             # udp flows
@@ -303,6 +306,8 @@ class ListenerConfig(Model):
                 raise ValueError(f"a {self.protocol} listener needs upstream: NAME")
             if self.routes:
                 raise ValueError(f"a {self.protocol} listener has no routes (it sees no HTTP)")
+        if self.underscores_in_headers and self.protocol not in ("http", "https"):
+            raise ValueError("underscores_in_headers: is only for http and https listeners")
         if self.proxy_protocol is not None and self.protocol != "tcp":
             raise ValueError("proxy_protocol: is only for protocol: tcp listeners")
         if self.protocol == "https" and self.tls is None:

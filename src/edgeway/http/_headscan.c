@@ -7,7 +7,8 @@
  * strict), which stays the reference for everything, errors included. So this scanner accepts
  * only a strict subset of what llhttp accepts and never decides that input is bad: no
  * request body, no Transfer-Encoding, no Upgrade/Expect, one message exactly filling the
- * buffer, plain token names and visible-ASCII values. tests/unit/http/test_headscan.py
+ * buffer, plain token names without '_' (whether those are dropped is the listener's
+ * underscores_in_headers, which the Python path applies) and visible-ASCII values. tests/unit/http/test_headscan.py
  * checks, over generated and mutated inputs, that whatever is accepted here comes out of
  * the httptools path field for field (requests) and byte for byte (responses).
  */
@@ -177,7 +178,7 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
         const char *name, *value;
         Py_ssize_t nl, vl;
         const char *next = field_line(p, end - 2, &name, &nl, &value, &vl);
-        if (next == NULL) goto decline;
+        if (next == NULL || memchr(name, '_', nl) != NULL) goto decline;
         head_size += nl + vl + 4;
         if (head_size > max_head) goto decline;     /* the slow path answers 431 */
         PyObject *pair = Py_BuildValue("(y#y#)", name, nl, value, vl);

@@ -105,6 +105,7 @@ class ListenerContext:
         self.max_header_size = config.limits.max_header_size
         self.upstream_header_timeout = config.timeouts.upstream_header
         self.forwarded = config.forwarded
+        self.underscores_in_headers = config.underscores_in_headers
         self.router = Router(config.routes, upstreams)
         for route in self.router.routes:
             up = route.upstream

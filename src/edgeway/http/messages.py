@@ -12,6 +12,11 @@ here are the ones llhttp leaves to the application:
     a Host that is not a host[:port]                -> 400
     a request target that is not origin/absolute    -> 400
 
+Fields whose name has an underscore are dropped, unless the listener allows them (nginx's
+`underscores_in_headers off`): a server behind a CGI-style gateway reads X_Forwarded_For and
+X-Forwarded-For as one variable (HTTP_X_FORWARDED_FOR), so a client could otherwise pass its
+own value past the proxy's. Dropped means not forwarded and not seen by routes or hash keys.
+
 Hop-by-hop fields (RFC 9110 7.6.1: Connection and the fields it names, Proxy-Connection,
 Keep-Alive, TE, Transfer-Encoding, Upgrade; Trailer too, since we do not forward trailers)
 are dropped in both directions; framing is re-written by us, never copied.
@@ -95,11 +100,12 @@ def method_text(method: bytes) -> str:
 
 
 def analyze_request(method: str, target: bytes, version: str, headers: list[tuple[bytes, bytes]],
-                    keep_alive: bool) -> RequestHead:
+                    keep_alive: bool, underscores: bool = False) -> RequestHead:
     """Check a parsed request head and collect what the proxy needs; RequestError if bad.
 
     The same walk over the fields renders the ones that go to the server, so that
-    upstream_request_head has only to join (a request head is walked once)."""
+    upstream_request_head has only to join (a request head is walked once). `underscores`:
+    keep fields whose name has "_" (else dropped, see the module docstring)."""
     host: bytes | None = None
     content_length = None
     te: bytes | None = None
@@ -111,9 +117,13 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
     prior_forwarded = None
     forward = []
     fields = _FIELDS
+    dropped = False
     for name, value in headers:
         kind = fields.get(name.lower())
-        if kind is None:
+        if kind is None:   # (no name the proxy reads has an underscore)
+            if not underscores and b"_" in name:
+                dropped = True
+                continue
             forward.append(name + b": " + value + b"\r\n")
         elif kind == 1:
             if host is not None:
@@ -137,6 +147,8 @@ def analyze_request(method: str, target: bytes, version: str, headers: list[tupl
             xff = value if xff is None else xff + b", " + value
         elif kind == 9:
             prior_forwarded = value if prior_forwarded is None else prior_forwarded + b", " + value
+    if dropped:
+        headers = [(name, value) for name, value in headers if b"_" not in name]
     chunked = False
     if te is not None:
         if version == "1.0":

@@ -222,7 +222,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         parser = self.parser
         try:
             head = analyze_request(method_text(parser.get_method()), self._url, parser.get_http_version(),
-                                   self._headers, parser.should_keep_alive())
+                                   self._headers, parser.should_keep_alive(), self.ctx.underscores_in_headers)
         except RequestError as exc:
             self._error = exc
             raise

@@ -57,6 +57,7 @@ REQUESTS = [
     b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Edgeway-Trace: 1\r\n\r\n",
     b"POST /api/z HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi",
     b"GET / HTTP/1.1\r\nHost: example.com\r\nProxy-Connection: close\r\nX-Forwarded-For: \r\n\r\n",
+    b"GET /api/x HTTP/1.1\r\nHost: example.com\r\nX_Forwarded_For: 6.6.6.6\r\nX-Ok: 1\r\nx_real_ip: a\r\n\r\n",
 ]
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
@@ -67,6 +68,9 @@ RESPONSES = [
     b"HTTP/1.1 204 No Content\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nSet-Cookie: s=1\r\n\r\nok",
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nProxy-Connection: close\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nX_Resp: 1\r\nContent-Length: 2\r\n\r\nok",            # responses keep "_" (as nginx)
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n",   # more than the response
+    b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!",
 ]
 
 

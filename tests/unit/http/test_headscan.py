@@ -152,6 +152,8 @@ def test_a_plain_request_is_read_as_the_parser_reads_it():
     b"GET /" + b"a" * MAX_URI + b" HTTP/1.1\r\nHost: a\r\n\r\n",             # 414
     b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * MAX_HEAD + b"\r\n\r\n",     # 431
     b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n",   # "_": the listener's option decides
+    b"GET / HTTP/1.1\r\nHost: a\r\n_: x\r\n\r\n",
 ])
 def test_anything_but_the_plain_case_is_left_to_httptools(data):
     assert scan_request(data, MAX_URI, MAX_HEAD) is None
@@ -191,7 +193,8 @@ _TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 _REQUEST_NAMES = st.one_of(_TOKEN, st.sampled_from([
     b"Host", b"host", b"HOST", b"Connection", b"connection", b"Cookie", b"X-Forwarded-For", b"x-forwarded-for",
     b"Forwarded", b"X-Real-IP", b"X-Forwarded-Proto", b"X-Forwarded-Host", b"Keep-Alive", b"Proxy-Connection",
-    b"TE", b"Trailer", b"Upgrade", b"Expect", b"Content-Length", b"Transfer-Encoding", b"User-Agent"]))
+    b"TE", b"Trailer", b"Upgrade", b"Expect", b"Content-Length", b"Transfer-Encoding", b"User-Agent",
+    b"X_Forwarded_For", b"x_real_ip", b"Host_", b"Content_Length", b"_"]))
 _VALUES = st.one_of(
     st.sampled_from([b"close", b"Keep-Alive", b" close ", b"keep-alive, close", b"example.com", b"a:80",
                      b"a:123456", b"[::1]", b"", b" ", b"0", b"chunked", b"100-continue", b"a b\t"]),
@@ -220,7 +223,8 @@ def responses(draw):
     body = draw(st.sampled_from([b"", b"ok", b"x" * 40]))
     fields = draw(st.lists(st.tuples(st.one_of(_TOKEN, st.sampled_from([
         b"Content-Length", b"content-length", b"Connection", b"Keep-Alive", b"TE", b"Trailer", b"Upgrade",
-        b"Proxy-Connection", b"Transfer-Encoding", b"Server", b"Set-Cookie"])), _VALUES), max_size=6))
+        b"Proxy-Connection", b"Transfer-Encoding", b"Server", b"Set-Cookie", b"X_Resp", b"Content_Length"])),
+        _VALUES), max_size=6))
     if draw(st.booleans()):
         fields.insert(draw(st.integers(0, len(fields))),
                       (b"Content-Length", str(len(body) + draw(st.sampled_from([0, 0, 0, 1, -1]))).encode()))

@@ -94,3 +94,16 @@ def test_analyze_request_answers_or_refuses_never_crashes(headers, version, targ
     else:
         assert head.target.startswith("/") or head.target == "*"
         assert not (head.chunked and version == "1.0")
+
+
+def test_fields_with_an_underscore_in_the_name_are_dropped_unless_allowed():
+    headers = [(b"Host", b"a"), (b"X_Forwarded_For", b"6.6.6.6"), (b"X-Ok", b"1"), (b"x_real_ip", b"1.1.1.1"),
+               (b"Content_Length", b"5")]
+    head = analyze(headers)
+    assert head.forward == b"X-Ok: 1\r\n" and head.content_length is None and head.xff is None
+    assert head.headers == [(b"Host", b"a"), (b"X-Ok", b"1")]   # routes and hash keys do not see them
+    wire = upstream_request_head(head, "/", "a", "10.0.0.9", "http", False)
+    assert b"_" not in wire and b"X-Forwarded-For: 10.0.0.9\r\n" in wire
+    allowed = analyze_request("GET", b"/", "1.1", headers, True, underscores=True)
+    assert allowed.forward == b"X_Forwarded_For: 6.6.6.6\r\nX-Ok: 1\r\nx_real_ip: 1.1.1.1\r\nContent_Length: 5\r\n"
+    assert allowed.headers == headers and allowed.content_length is None
