@@ -59,3 +59,29 @@ def test_underscored_fields_are_dropped_unless_the_listener_allows_them(tmp_path
                     assert (b"X_Forwarded_For: 6.6.6.6\r\n" in head) is allowed, (allowed, split, head)
                     assert (b"x_real_ip: 6.6.6.6\r\n" in head) is allowed, (allowed, split, head)
         bg.call(backend.stop())
+
+
+def test_the_access_log_escapes_what_a_client_sends(tmp_path):
+    with BackgroundLoop() as bg:
+        backend = bg.call(EchoBackend("b1").start())
+        port = free_port()
+        config = {
+            "upstreams": {"api": {"servers": [{"address": backend.address}]}},
+            "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{port}",
+                           "routes": [{"match": {"path_prefix": "/"}, "upstream": "api"}]}],
+        }
+        path = tmp_path / "edgeway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with EdgewayProcess(path, ready=("127.0.0.1", port)) as proc:
+            for request in (b'GET /a"b\\c HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',   # proxied
+                            b'GET / HTTP/1.1\r\nHost: a"b\xe9\r\n\r\n'):                          # refused: 400
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.sendall(request)
+                    while s.recv(65536):
+                        pass
+            time.sleep(1.2)   # the sweeper flushes the log
+            _, output = proc.stop()
+        bg.call(backend.stop())
+    lines = [line for line in output.splitlines() if "edgeway.access" in line]
+    assert any('"GET /a\\x22b\\x5Cc HTTP/1.1" 200 ' in line for line in lines), lines
+    assert any('cause="invalid Host \'a\\x22b\\xE9\'"' in line for line in lines), lines

@@ -3,6 +3,11 @@
  *     "".join(log.format(entry) for entry in entries).encode("utf-8", "replace")
  * (tests/unit/http/test_listener.py checks that over generated entries). Under load the
  * Python formatting cost as much as a tenth of a proxied request.
+ *
+ * The fields of a request line are escaped as nginx's escape=default: '"', '\', and bytes below
+ * 0x20 or from 0x7f as \xHH, so that a client cannot end a quoted field or forge a line. A
+ * character up to U+00FF is the byte it came from (request text is decoded as latin-1); a
+ * larger one is escaped byte by byte in UTF-8 (lone surrogates as "surrogatepass" writes them).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,6 +32,55 @@ static int put_str(out_t *o, PyObject *obj) {
         PyObject *b = PyUnicode_AsEncodedString(s, "utf-8", "replace");
         r = b == NULL ? -1 : out_put(o, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
         Py_XDECREF(b);
+    }
+    Py_DECREF(s);
+    return r;
+}
+
+static int put_hex(out_t *o, unsigned int byte) {
+    static const char hex[] = "0123456789ABCDEF";
+    char e[4] = {'\\', 'x', hex[(byte >> 4) & 15], hex[byte & 15]};
+    return out_put(o, e, 4);
+}
+
+/* str(obj), escaped (see the top of the file): ASCII strings, the usual case, are copied in runs */
+static int put_esc(out_t *o, PyObject *obj) {
+    PyObject *s = PyUnicode_Check(obj) ? Py_NewRef(obj) : PyObject_Str(obj);
+    if (s == NULL) return -1;
+    Py_ssize_t i, start = 0, n = PyUnicode_GET_LENGTH(s);
+    int r = 0;
+    if (PyUnicode_IS_ASCII(s)) {
+        const unsigned char *a = PyUnicode_1BYTE_DATA(s);
+        for (i = 0; i < n && r == 0; i++) {
+            unsigned char c = a[i];
+            if (c < 0x20 || c == '"' || c == '\\' || c == 0x7f) {
+                r = out_put(o, (const char *)a + start, i - start);
+                if (r == 0) r = put_hex(o, c);
+                start = i + 1;
+            }
+        }
+        if (r == 0) r = out_put(o, (const char *)a + start, n - start);
+    } else {
+        int kind = PyUnicode_KIND(s);
+        const void *data = PyUnicode_DATA(s);
+        for (i = 0; i < n && r == 0; i++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+                char ch = (char)c;
+                r = out_put(o, &ch, 1);
+            } else if (c <= 0xff) {
+                r = put_hex(o, c);
+            } else {   /* UTF-8, 2 to 4 bytes */
+                unsigned char u[4];
+                int len, j;
+                if (c < 0x800) { u[0] = 0xc0 | (c >> 6); len = 2; }
+                else if (c < 0x10000) { u[0] = 0xe0 | (c >> 12); u[1] = 0x80 | ((c >> 6) & 0x3f); len = 3; }
+                else { u[0] = 0xf0 | (c >> 18); u[1] = 0x80 | ((c >> 12) & 0x3f); u[2] = 0x80 | ((c >> 6) & 0x3f);
+                       len = 4; }
+                u[len - 1] = 0x80 | (c & 0x3f);
+                for (j = 0; j < len && r == 0; j++) r = put_hex(o, u[j]);
+            }
+        }
     }
     Py_DECREF(s);
     return r;
@@ -105,9 +159,9 @@ static PyObject *format_entries(PyObject *self, PyObject *const *args, Py_ssize_
         }
         PyObject **f = &PyTuple_GET_ITEM(e, 0);
         /* when, client, method, target, version, status, server, sent, connect, header, total, cause */
-        if (put_str(&o, f[1]) < 0 || out_put(&o, " \"", 2) < 0 || put_str(&o, f[2]) < 0 || out_put(&o, " ", 1) < 0 ||
-            put_str(&o, f[3]) < 0 || put_c(&o, " HTTP/") < 0 || put_str(&o, f[4]) < 0 || out_put(&o, "\" ", 2) < 0 ||
-            put_int(&o, f[5]) < 0 || put_c(&o, " upstream=") < 0 || put_str(&o, f[6]) < 0 ||
+        if (put_esc(&o, f[1]) < 0 || out_put(&o, " \"", 2) < 0 || put_esc(&o, f[2]) < 0 || out_put(&o, " ", 1) < 0 ||
+            put_esc(&o, f[3]) < 0 || put_c(&o, " HTTP/") < 0 || put_esc(&o, f[4]) < 0 || out_put(&o, "\" ", 2) < 0 ||
+            put_int(&o, f[5]) < 0 || put_c(&o, " upstream=") < 0 || put_esc(&o, f[6]) < 0 ||
             put_c(&o, " bytes=") < 0 || put_int(&o, f[7]) < 0 || put_c(&o, " connect_ms=") < 0)
             goto done;
         if ((f[8] == Py_None ? out_put(&o, "-", 1) : put_ms(&o, f[8])) < 0 || put_c(&o, " header_ms=") < 0 ||
@@ -116,7 +170,7 @@ static PyObject *format_entries(PyObject *self, PyObject *const *args, Py_ssize_
             goto done;
         int has_cause = PyObject_IsTrue(f[11]);
         if (has_cause < 0) goto done;
-        if (has_cause && (put_c(&o, " cause=\"") < 0 || put_str(&o, f[11]) < 0 || out_put(&o, "\"", 1) < 0)) goto done;
+        if (has_cause && (put_c(&o, " cause=\"") < 0 || put_esc(&o, f[11]) < 0 || out_put(&o, "\"", 1) < 0)) goto done;
         if (out_put(&o, "\n", 1) < 0) goto done;
     }
     result = PyBytes_FromStringAndSize(o.buf ? o.buf : "", o.len);

@@ -23,6 +23,29 @@ from edgeway.http.routing import Router, compile_hash_key
 
 log = logging.getLogger("edgeway.http")
 
+# nginx's log escaping (escape=default): '"', '\\', bytes below 0x20 and from 0x7f as \xHH
+_ESCAPES = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100))}
+
+
+def log_escape(value) -> str:
+    """str(value) as a field of an access-log line: a client cannot close a quoted field or
+    start a line of its own. A character up to U+00FF stands for the byte it came from (request
+    text is decoded as latin-1); a larger one is escaped as its UTF-8 bytes ("surrogatepass"
+    for lone surrogates). _logfmt.c does the same (held to it by tests/unit/http/test_listener.py)."""
+    text = value if isinstance(value, str) else str(value)
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text   # the usual case
+    out = []
+    for ch in text:
+        escaped = _ESCAPES.get(ord(ch))
+        if escaped is not None:
+            out.append(escaped)
+        elif ord(ch) > 0xFF:
+            out.extend(f"\\x{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
 
 class AccessLog:
     """One line per request, buffered and flushed by the sweeper (or when 256 lines wait).
@@ -40,7 +63,8 @@ class AccessLog:
         self._prefix = ""
 
     def write(self, line: str) -> None:
-        """A line formatted by the caller (rejected requests: rare)."""
+        """A line formatted by the caller (rejected requests: rare), its fields escaped with
+        log_escape."""
         self.lines.append((time.time(), line))
         if len(self.lines) >= 256:
             self.flush()
@@ -68,10 +92,12 @@ class AccessLog:
         if len(entry) == 2:
             return f"{self._stamp(entry[0])}{entry[1]}\n"
         when, client, method, target, version, status, server, sent, connect, header, total, cause = entry
-        return (f'{self._stamp(when)}{client} "{method} {target} HTTP/{version}" {status} upstream={server} '
+        esc = log_escape
+        return (f'{self._stamp(when)}{esc(client)} "{esc(method)} {esc(target)} HTTP/{esc(version)}" {status} '
+                f'upstream={esc(server)} '
                 f'bytes={sent} connect_ms={"-" if connect is None else format(connect * 1000, ".2f")} '
                 f'header_ms={"-" if header is None else format(header * 1000, ".2f")} total_ms={total * 1000:.2f}'
-                + (f' cause="{cause}"\n' if cause else "\n"))
+                + (f' cause="{esc(cause)}"\n' if cause else "\n"))
 
     def flush(self) -> None:
         if self.lines:

@@ -31,6 +31,7 @@ import httptools
 
 from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
+from edgeway.http.listener import log_escape
 from edgeway.http.messages import RequestError, analyze_request, method_text, scan_request
 from edgeway.http.pool import half_close
 from edgeway.http.responses import error_response, health_response, redirect_response
@@ -514,7 +515,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def _log_rejected(self, status: int, cause: str) -> None:
         if self.ctx.access.enabled:
-            self.ctx.access.write(f'{self.client_ip} "-" {status} upstream=- bytes=0 cause="{cause}"')
+            self.ctx.access.write(f'{self.client_ip} "-" {status} upstream=- bytes=0 cause="{log_escape(cause)}"')
 
     def _on_parser_upgrade(self, rest: bytes) -> None:
         ex = self.receiving

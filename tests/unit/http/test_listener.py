@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeway.http.listener import AccessLog, format_entries
+from edgeway.http.listener import AccessLog, format_entries, log_escape
 
 
 def test_entries_are_formatted_at_flush_in_the_order_they_came():
@@ -36,7 +36,10 @@ def test_entries_are_formatted_at_flush_in_the_order_they_came():
     assert log.lines == []
 
 
-_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+# any text, with what must be escaped made common: controls, '"', '\\', DEL, latin-1 (the bytes
+# of a request as decoded), larger characters and lone surrogates (escaped as UTF-8 bytes)
+_TEXT = st.text(st.characters() | st.sampled_from('\x00\r\n\t\x1b"\\\x7f\x80\xe9\xff\u0100\u20ac\U0001f600\ud800\udcff'),
+                max_size=12)
 # seconds: any size (the formatter rounds small ones by hand, larger ones as Python does), and
 # values whose milliseconds sit on or next to a rounding tie (0.0125 s = 12.5 ms; 1.005 ms is
 # 1.00499999... in binary)
@@ -71,3 +74,18 @@ def test_the_batch_formatter_replaces_what_utf8_cannot_carry():
     log = AccessLog("web", fd=-1)
     entry = (1.7e9, "10.0.0.1", "GET", "/\udcff", "1.1", 200, "-", 0, None, None, 0.001, "bad \ud800")
     assert format_entries([entry], log._stamp) == log.format(entry).encode("utf-8", "replace")
+
+
+def test_logged_fields_are_escaped_as_nginx_escapes_them():
+    log = AccessLog("web", fd=-1)
+    forged = '/a HTTP/1.1" 200 upstream=x\n2026-01-01 00:00:00 INFO edgeway.access: web 1.2.3.4 "GET /'
+    entry = (1.7e9, "10.0.0.1", "GET\x1b[31m", forged + "\\\x7f\xe9\u20ac", "1.1", 400, "-", 0, None, None, 0.001,
+             'invalid request target "\r\n"')
+    line = format_entries([entry], log._stamp)
+    assert line == log.format(entry).encode() and line.count(b"\n") == 1
+    assert line.split(b"web ", 1)[1] == (
+        b'10.0.0.1 "GET\\x1B[31m /a HTTP/1.1\\x22 200 upstream=x\\x0A2026-01-01 00:00:00 INFO edgeway.access: web '
+        b'1.2.3.4 \\x22GET /\\x5C\\x7F\\xE9\\xE2\\x82\\xAC HTTP/1.1" 400 upstream=- bytes=0 connect_ms=- header_ms=- '
+        b'total_ms=1.00 cause="invalid request target \\x22\\x0D\\x0A\\x22"\n')
+    assert log_escape("plain /path?q=1") == "plain /path?q=1" and log_escape(7) == "7"
+    assert log_escape("\ud800") == "\\xED\\xA0\\x80"
