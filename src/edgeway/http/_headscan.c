@@ -137,6 +137,10 @@ static PyObject *scan_request(PyObject *self, PyObject *const *args, Py_ssize_t 
                                          "client_ip: str, scheme: str)");
         return NULL;
     }
+    if (RequestHead == NULL) {   /* messages.py calls init() on import */
+        PyErr_SetString(PyExc_RuntimeError, "_headscan.scan_request() before _headscan.init(RequestHead, ...)");
+        return NULL;
+    }
     Py_ssize_t max_uri = PyLong_AsSsize_t(args[1]), max_head = PyLong_AsSsize_t(args[2]);
     if (PyErr_Occurred()) return NULL;
     Py_ssize_t ip_len, scheme_len;

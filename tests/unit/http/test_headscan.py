@@ -276,3 +276,17 @@ def test_the_plain_requests_it_is_for_take_the_fast_path(data):
     # (scan_request() above also checks each rendering against upstream_request_head)
     head = scan_request(data, MAX_URI, MAX_HEAD)
     assert head is not None and head == reference_request(data)
+
+
+def test_scan_request_before_init_is_an_error_not_a_crash():
+    # in a process of its own: this one's module was initialised when messages.py was imported
+    import subprocess
+    import sys
+    code = ("from edgeway.http import _headscan\n"
+            "try:\n"
+            "    _headscan.scan_request(b'GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n', 100, 1000, '127.0.0.1', 'http')\n"
+            "except RuntimeError as exc:\n"
+            "    print('refused:', exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, (result.returncode, result.stderr)
+    assert result.stdout.startswith("refused: _headscan.scan_request() before _headscan.init("), result.stdout
