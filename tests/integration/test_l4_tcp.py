@@ -449,3 +449,53 @@ async def test_out_of_descriptors_pauses_accepting_then_recovers():
         out, _ = await asyncio.wait_for(clients.communicate(), 15)
         assert out.strip() == b"True"
         assert svc.stats["accepted"] == 3
+
+
+def _fail_watching_clients(monkeypatch, times: int) -> list[int]:
+    """Make the next `times` registrations of a client socket with the relay's epoll set fail
+    as epoll_ctl does at fs.epoll.max_user_watches (ENOSPC), which cannot be provoked here
+    without changing that limit for the whole machine; returns the list of failed fds."""
+    import errno
+
+    from edgeway.l4.poller import Poller
+
+    real = Poller.register
+    failed: list[int] = []
+
+    def register(self, fd, handler, *args):
+        relay = getattr(handler, "relay", None)
+        if relay is not None and handler is relay.client and len(failed) < times:
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, fd, handler, *args)
+
+    monkeypatch.setattr(Poller, "register", register)
+    return failed
+
+
+@pytest.mark.parametrize("on_limit", ["refuse", "wait"])
+async def test_a_client_that_cannot_be_watched_gives_back_its_slot_and_server(on_limit, monkeypatch):
+    async with peers("a") as ps, balancer(ps, max_connections=1, on_limit=on_limit) as (svc, up):
+        failed = _fail_watching_clients(monkeypatch, 1)
+        reader, writer = await tcp_client(svc.address[1])
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1), 5)
+        writer.close()
+        assert failed and svc.stats["refused_watch"] == 1
+        assert not svc.connections and not svc.waiting and up.servers[0].in_flight == 0
+        reader, writer = await tcp_client(svc.address[1])   # the one slot is free again
+        assert await asyncio.wait_for(reader.readline(), 5) == b"a\n"
+        assert len(svc.connections) == 1 and up.servers[0].in_flight == 1
+        if on_limit == "wait":   # a client that waits and cannot be watched is refused too
+            _fail_watching_clients(monkeypatch, 1)
+            r2, w2 = await tcp_client(svc.address[1])
+            with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+                await asyncio.wait_for(r2.readexactly(1), 5)
+            w2.close()
+            assert svc.stats["refused_watch"] == 2 and not svc.waiting
+        writer.close()
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if not svc.connections:
+                break
+        assert not svc.connections and up.servers[0].in_flight == 0

@@ -248,11 +248,23 @@ class TcpListenerService:
             self._refuse(relay, "no_server", "%s: connection from %s refused: no server available (%s)",
                          self.name, _client_addr(relay), self.upstream.down_reason())
             return True
+        if not relay.started and not self._start(relay):
+            return True                        # refused: nothing was taken
         self.connections.add(relay)
         self.upstream.acquire(server)
-        if not relay.started:
-            relay.start()
         self._connect(relay, server)
+        return True
+
+    def _start(self, relay: Relay, paused: bool = False) -> bool:
+        """Watch the client (Relay.start); False, the client refused, when that fails (epoll:
+        ENOMEM, or ENOSPC at fs.epoll.max_user_watches). Done before a slot and a server are
+        taken, so that a failure leaves nothing to give back."""
+        try:
+            relay.start(paused)
+        except OSError as exc:
+            self._refuse(relay, "watch", "%s: connection from %s refused: cannot watch it (%s)",
+                         self.name, _client_addr(relay), exc)
+            return False
         return True
 
     def _servers_full(self) -> bool:
@@ -264,8 +276,9 @@ class TcpListenerService:
     def _queue_or_refuse(self, relay: Relay) -> None:
         ctx = relay.context
         if self.config.on_limit == "wait" and len(self.waiting) < self.config.max_connections:
+            if not self._start(relay, paused=True):   # a queued client's bytes wait in the kernel
+                return
             ctx.queue_timer = self._loop.call_later(self.config.queue_timeout, self._queue_expired, relay)
-            relay.start(paused=True)           # a queued client's bytes wait in the kernel
             self.waiting.append(relay)
             self.stats["queued"] += 1
             return
