@@ -136,6 +136,13 @@ def test_issue_3_shape_works_as_written(tmp_path):
          "edgeway.yaml:8: listeners.0.routes.0.upstream: unknown upstream 'b' (known: a)"),
         ("listeners:\n  - name: w\n    protocol: https\n    listen: \"127.0.0.1:2\"\n    routes: []\n",
          "edgeway.yaml:2: listeners.0: an https listener needs routes"),
+        ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
+         "    protocol: tcp\n    listen: \"127.0.0.1:2\"\n    upstream: a\n    underscores_in_headers: true\n",
+         "edgeway.yaml:4: listeners.0: underscores_in_headers: is only for http and https listeners"),
+        ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
+         "    protocol: http\n    listen: \"127.0.0.1:2\"\n    routes: [{upstream: a}]\n"
+         "    limits: {max_response_header_size: 100}\n",
+         "listeners.0.limits.max_response_header_size: Input should be greater than or equal to 1024"),
         ("dns:\n  listen: [\"127.0.0.1:53\"]\ndns:\n  listen: []\n", "edgeway.yaml:3: dns: duplicate key (first at line 1)"),
         ("dns:\n  listen: [\"127.0.0.1:53\"\n", "edgeway.yaml:3: invalid YAML"),
         ("- a\n- b\n", "edgeway.yaml:1: the config must be a mapping"),
