@@ -14,7 +14,9 @@ this module only moves bytes and keeps the order of events straight:
   reaches a server.
 - A packet that holds exactly one plain request head (no body; see messages.scan_request)
   while nothing else is in flight is read in one C call instead of through the parser's
-  callbacks, with the same result; anything else goes through httptools.
+  callbacks, with the same result; anything else goes through httptools. The one rule that
+  keeps the two from disagreeing about where a message starts: the C call may take a packet
+  only while the parser holds no byte of an unfinished message (`_partial` is false).
 - A failure before any response byte went to the client (refused, reset, connect timeout) is
   retried on another server for idempotent requests without a body; afterwards the client
   connection is closed, since a half-sent response cannot be turned into an error.
@@ -65,6 +67,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     _upgrade_rest = b""
     _upgrading = False
     _wbuf: list[bytes] | None = None
+    # The parser holds part of a message: from on_message_begin to on_message_complete, and
+    # for good once it has failed. While it does, the next packet continues that message, so
+    # the fast path (which reads a packet as a new request) must not take it.
     _partial = False
     _body_seen = False                   # body bytes came since the sweeper last looked
     _paused: frozenset[str] = frozenset()   # why reading is paused; replaced, never mutated (rare)
@@ -124,8 +129,6 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             if head is not None:
                 self._whole_request(head)
                 return
-        if self._in_head:
-            self._partial = True
         if self._wbuf is None:   # cork(), in line: this runs for every packet
             self._wbuf = []
             try:
@@ -194,6 +197,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     # ================================================================== httptools: request
 
     def on_message_begin(self) -> None:
+        self._partial = True
         if not self._in_head:
             self._in_head = True
             self._head_started = self.loop.time()
@@ -487,6 +491,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         The request never reaches a server; if its head already went to one (the error is in a
         later packet of the body), that server connection is cut so it sees a truncated request."""
         self._error = None
+        self._partial = True   # the parser is done for: no packet may look like a fresh request now
         ex = self.receiving if (self.receiving is not None and not self.receiving.request_complete) else None
         if ex is not None and (ex.conn is not None or ex.connect_task is not None or ex.server is not None):
             ex.status, ex.cause = status, cause    # logged once, by _log_rejected
