@@ -19,7 +19,7 @@ this module only moves bytes and keeps the order of events straight:
   only while the parser holds no byte of an unfinished message (`_partial` is false).
 - Limits are enforced as bytes arrive, not when a field completes (httptools joins a field's
   pieces and hands it over only at its end): after each packet the parser is fed, the
-  unfinished head or the run of chunked framing and trailers it is in is measured (_limits).
+  unfinished head or the run of chunked framing and trailers it is in is measured (_over_limit).
 - A failure before any response byte went to the client (refused, reset, connect timeout) is
   retried on another server for idempotent requests without a body; afterwards the client
   connection is closed, since a half-sent response cannot be turned into an error.
