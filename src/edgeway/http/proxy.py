@@ -14,7 +14,12 @@ this module only moves bytes and keeps the order of events straight:
   reaches a server.
 - A packet that holds exactly one plain request head (no body; see messages.scan_request)
   while nothing else is in flight is read in one C call instead of through the parser's
-  callbacks, with the same result; anything else goes through httptools.
+  callbacks, with the same result; anything else goes through httptools. The one rule that
+  keeps the two from disagreeing about where a message starts: the C call may take a packet
+  only while the parser holds no byte of an unfinished message (`_partial` is false).
+- Limits are enforced as bytes arrive, not when a field completes (httptools joins a field's
+  pieces and hands it over only at its end): after each packet the parser is fed, the
+  unfinished head or the run of chunked framing and trailers it is in is measured (_over_limit).
 - A failure before any response byte went to the client (refused, reset, connect timeout) is
   retried on another server for idempotent requests without a body; afterwards the client
   connection is closed, since a half-sent response cannot be turned into an error.
@@ -66,7 +71,13 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     _upgrade_rest = b""
     _upgrading = False
     _wbuf: list[bytes] | None = None
+    # The parser holds part of a message: from on_message_begin to on_message_complete, and
+    # for good once it has failed. While it does, the next packet continues that message, so
+    # the fast path (which reads a packet as a new request) must not take it.
     _partial = False
+    _line = 0                            # bytes of the unfinished head line after the last LF
+    _framing = 0                         # bytes of a chunked body since its last data: sizes, extensions, trailers
+    _body_fed = 0                        # body bytes handed to on_body (the measures take out a packet's body)
     _body_seen = False                   # body bytes came since the sweeper last looked
     _paused: frozenset[str] = frozenset()   # why reading is paused; replaced, never mutated (rare)
     _diverted = False                    # closed, upgrading or a tunnel: data_received's slow path
@@ -125,8 +136,6 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             if head is not None:
                 self._whole_request(head)
                 return
-        if self._in_head:
-            self._partial = True
         if self._wbuf is None:   # cork(), in line: this runs for every packet
             self._wbuf = []
             try:
@@ -140,6 +149,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         parser = self.parser
         if parser is None:
             parser = self.parser = httptools.HttpRequestParser(self)
+        body_before = self._body_fed
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -156,9 +166,48 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 cause = f"malformed request ({exc})"
             self._reject(status, cause)
             return
+        if self._partial and self._over_limit(data, self._body_fed - body_before):
+            return
         if self._dispatch_ready:
             self._dispatch_ready = False
             self._advance()
+
+    def _over_limit(self, data: bytes, body: int) -> bool:
+        """The limits applied to the unfinished message the parser holds after `data` (of
+        which `body` bytes were body data), so that neither a header field nor a trailer nor
+        a chunk extension grows in httptools' buffers beyond a limit and one read: a head
+        over max_header_size -> 431, chunked framing or trailers over it -> 431. (A target
+        over max_uri_length is refused by on_url, which gets the target piece by piece.)
+
+        Both measures are never more than what the completed section would count (the
+        callbacks' count, which decides once the section is whole), so cutting a message
+        into packets never turns an accepted message into a refused one."""
+        limit = self.ctx.max_header_size
+        if self._in_head:
+            # the fields handed over so far, and the line in progress: the bytes since the last
+            # LF (a CL body that ended in this packet before this head began is taken out)
+            nl = data.rfind(b"\n")
+            line = (self._line + len(data) if nl < 0 else len(data) - nl - 1) - body
+            self._line = line = line if line > 0 else 0
+            if self._head_size - len(self._url) + line <= limit:
+                return False
+            self._reject(431, f"request header section larger than {self.ctx.limits.max_header_size} bytes")
+            return True
+        ex = self.receiving
+        if ex is None or ex.head is None or not ex.head.chunked:
+            return False
+        if body or self._framing < 0:
+            # data came in this packet, or the body began in it: the run starts again (what
+            # followed in this packet is not counted: at most one read)
+            self._framing = 0
+            return False
+        self._framing += len(data)
+        # (less the CRLF after the last data and the "0" CRLF of the last chunk, which the
+        # trailers' own count leaves out)
+        if self._framing - 5 <= limit:
+            return False
+        self._reject(431, f"chunked framing or trailer section larger than {self.ctx.limits.max_header_size} bytes")
+        return True
 
     def eof_received(self) -> bool | None:
         """The client's FIN. Through a tunnel it goes on to the server (shutdown for writing)
@@ -195,12 +244,14 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     # ================================================================== httptools: request
 
     def on_message_begin(self) -> None:
+        self._partial = True
         if not self._in_head:
             self._in_head = True
             self._head_started = self.loop.time()
         self._url = b""
         self._headers = []
         self._head_size = 0
+        self._line = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -210,16 +261,19 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # a trailer field of a chunked body: not forwarded
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self.ctx.max_header_size:
-            self._error = RequestError(431, f"request header section larger than {self.ctx.limits.max_header_size} bytes")
+            section = "request header section" if self._in_head else "chunked framing or trailer section"
+            self._error = RequestError(431, f"{section} larger than {self.ctx.limits.max_header_size} bytes")
             raise self._error
-        self._headers.append((name, value))
+        if self._in_head:
+            self._headers.append((name, value))
+        # (else a trailer field of a chunked body: counted, not forwarded)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_size = 0    # from here it counts the trailers, if any
+        self._framing = -1     # the body began in this packet (see _over_limit)
         parser = self.parser
         try:
             head = analyze_request(method_text(parser.get_method()), self._url, parser.get_http_version(),
@@ -300,6 +354,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True
+        self._body_fed += len(body)
         ex = self.receiving
         if ex is None or ex.local is not None or ex.done:
             return  # a request answered already (by us, or by a server that did not wait): dropped
@@ -488,6 +543,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         The request never reaches a server; if its head already went to one (the error is in a
         later packet of the body), that server connection is cut so it sees a truncated request."""
         self._error = None
+        self._partial = True   # the parser is done for: no packet may look like a fresh request now
         ex = self.receiving if (self.receiving is not None and not self.receiving.request_complete) else None
         if ex is not None and (ex.conn is not None or ex.connect_task is not None or ex.server is not None):
             ex.status, ex.cause = status, cause    # logged once, by _log_rejected
