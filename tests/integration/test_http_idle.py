@@ -27,6 +27,7 @@ import time
 
 import pytest
 
+from tests.support.l7 import simple_config
 from tests.support.tools import edgeway_cmd, edgeway_env, free_port, wait_for_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -377,3 +378,52 @@ def test_slowloris_clients_get_408_at_client_header_while_others_are_served(ngin
     assert all(a.startswith(b"HTTP/1.1 200 ") for a in fresh.values())
     assert "Traceback" not in out
 
+
+# ---------------------------------------------------------------------------- a keep-alive
+# client's next head in pieces: after one request, the first piece of the next head must count
+# as a started message, as on a fresh connection (in-process, over the echo backend)
+
+def _keep_alive_client(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+    return s
+
+
+def test_next_head_in_pieces_is_one_request(l7):
+    """The second piece looks like a whole request head of its own; it is the rest of the
+    first piece's head (a field value), never a request to /admin."""
+    l7.start(simple_config(l7.servers()[:1]))
+    with _keep_alive_client(l7.port) as s:
+        s.sendall(b"GET /echo HTTP/1.1\r\nX-Foo: ")
+        time.sleep(0.3)                      # two packets for certain
+        s.sendall(b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n")
+        out = b""
+        while not _response_complete(out):
+            chunk = s.recv(65536)
+            assert chunk, out
+            out += chunk
+    answer = out.split(b"\r\n\r\n", 1)[1]
+    assert out.startswith(b"HTTP/1.1 200 ") and answer.startswith(b"{"), out   # not "b1 /admin"
+    body = json.loads(answer)
+    assert body["target"] == "/echo"
+    assert ["X-Foo", "GET /admin HTTP/1.1"] in body["headers"]
+    assert l7.backends[0].requests_for("/admin") == []
+
+
+def test_next_head_started_then_silent_gets_408(l7):
+    """One piece of the next head, then nothing: 408 at client_header and close (as on a
+    fresh connection), not a silent close."""
+    l7.start(simple_config(l7.servers()[:1], timeouts={"client_header": "1s"}))
+    with _keep_alive_client(l7.port) as s:
+        s.sendall(b"GET /second HTTP/1.1\r\nHo")
+        started = time.monotonic()
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        waited = time.monotonic() - started
+    assert out.startswith(b"HTTP/1.1 408 "), out
+    assert 0.9 <= waited <= 4.0, waited

@@ -194,6 +194,10 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     # ================================================================== httptools: request
 
     def on_message_begin(self) -> None:
+        # the parser holds part of a message from now on: not for scan_request (which would
+        # take a later packet as a head of its own), and a 408 at client_header. Set here, not
+        # in data_received: after a response _in_head is False when the next head begins
+        self._partial = True
         if not self._in_head:
             self._in_head = True
             self._head_started = self.loop.time()
