@@ -12,6 +12,7 @@ from edgeway.http.listener import ListenerContext
 from edgeway.http.proxy import ClientConnection
 from edgeway.http.rawio import PlainListener
 from edgeway.http.tls import TlsSetup
+from edgeway.listening import raise_fd_limit
 
 log = logging.getLogger("edgeway.http")
 
@@ -31,6 +32,8 @@ class HttpListenerService:
         config = self.config
         self.ctx = ctx = ListenerContext(config, self.upstreams, "https" if self.tls else "http", loop)
         factory = functools.partial(ClientConnection, ctx)
+        # a client, and its server connection while a request is in flight
+        raise_fd_limit(2 * config.limits.max_connections + 64, f"http listener {config.name}")
         if self.tls is not None:
             self.server = await loop.create_server(factory, config.listen.host, config.listen.port,
                                                    ssl=self.tls.context, reuse_address=True, backlog=1024)

@@ -24,7 +24,6 @@ import asyncio
 import errno
 import logging
 import os
-import resource
 import select
 import socket
 import time
@@ -34,7 +33,7 @@ from edgeway.config.model import ListenerConfig
 from edgeway.l4 import proxy_protocol
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import ReadBuffer, Relay
-from edgeway.listening import listening_sockets, unique_addresses
+from edgeway.listening import listening_sockets, raise_fd_limit, unique_addresses
 
 _ACCEPTS_PER_WAKEUP = 16
 _ACCEPT_PAUSE = 0.1              # seconds without accepting after EMFILE and the like
@@ -60,23 +59,6 @@ class _RateLimitedLog:
         if extra:
             message += f" ({extra} more since the last line)"
         self.logger.warning(message, *args)
-
-
-def raise_fd_limit(wanted: int, name: str) -> None:
-    """Lift the soft file descriptor limit towards `wanted` (a proxied TCP connection takes
-    two descriptors, a UDP flow one), as nginx's worker_rlimit_nofile does; warn when even
-    the hard limit is clearly too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted and soft != resource.RLIM_INFINITY:
-        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            soft = new
-        except (ValueError, OSError):
-            pass
-    if soft != resource.RLIM_INFINITY and soft < 0.9 * wanted:
-        log.warning("%s: the file descriptor limit (%d) is below the %d that max_connections "
-                    "needs; raise `ulimit -n`", name, soft, wanted)
 
 
 class _Conn:

@@ -27,7 +27,7 @@ from collections import Counter
 
 from edgeway.config.model import ListenerConfig
 from edgeway.l4.flows import Flow, FlowTable
-from edgeway.l4.tcp import raise_fd_limit
+from edgeway.listening import raise_fd_limit
 
 log = logging.getLogger("edgeway.l4.udp")
 
