@@ -32,6 +32,7 @@ import httptools
 from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
 from edgeway.http.messages import RequestError, analyze_request, method_text, scan_request
+from edgeway.http.lingering import Lingering
 from edgeway.http.pool import half_close
 from edgeway.http.responses import error_response, health_response, redirect_response
 from edgeway.http.routing import RequestView
@@ -420,7 +421,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if self.ctx.access.enabled:
             self._log(ex)
         if ex.close_after or (not ex.request_complete and ex.local is not None):
-            self._close()
+            # a request refused or not read to its end: the client may still be sending
+            self._close(linger=ex.head is None or not ex.request_complete)
             return
         if self.receiving is ex and ex.request_complete:
             self.receiving = None
@@ -474,12 +476,20 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if buf and not self.closed:
             self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = False) -> None:
+        """Close after what is written; `linger`: the client may still be sending (an error
+        answered before its request was read to the end), so its bytes are read and dropped
+        for a while first, lest the close reset the connection under the answer (lingering.py)."""
         if not self.closed:
             if self._wbuf:
                 self.uncork()
             self.closed = self._diverted = True
-            self.transport.close()
+            transport = self.transport
+            if linger and self.ctx.timeouts.lingering_time and not transport.is_closing():
+                Lingering(self.ctx, transport, self.loop.time()).start()
+                self.connection_lost(None)   # this protocol's part ends here (the transport's is Lingering's)
+                return
+            transport.close()
 
     def _reject(self, status: int, cause: str) -> None:
         """Malformed input: answer `status` (in order after earlier requests), then close.
@@ -507,7 +517,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if self.queue[0] is bad:
             self._write(bad.local)
             self.queue.clear()
-            self._close()
+            self._close(linger=True)
         else:   # earlier requests of the same packet are answered first, then this
             self._dispatch_ready = False
             self._advance()
@@ -563,7 +573,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                     self._write(error_response(408, f"request head not received within {timeouts.client_header:g}s",
                                                close=True))
                     self._log_rejected(408, "client too slow sending the request head")
-                self._close()
+                self._close(linger=self._partial)
         elif not self.queue and now - self._idle_since > timeouts.client_idle:
             self._close()
 

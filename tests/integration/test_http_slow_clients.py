@@ -1,0 +1,188 @@
+"""Slow and hostile clients against `edgeway serve` as a real process, on loopback sockets:
+a client that stops reading (`timeouts.client_send`), an upgrade tunnel gone quiet
+(`timeouts.tunnel_idle`), and an error answered while the client is still sending (lingering
+close: the answer must reach it, not a reset)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+import pytest
+import trustme
+import yaml
+
+from tests.support.backends import BackgroundLoop
+from tests.support.echo_backend import EchoBackend
+from tests.support.tools import EdgewayProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def bg():
+    with BackgroundLoop() as loop:
+        yield loop
+
+
+@pytest.fixture
+def backend(bg):
+    b = bg.call(EchoBackend("b1").start())
+    yield b
+    bg.call(b.stop())
+
+
+class Serve:
+    """One http or https listener in front of `backend` (max_conns 1, so that a request that
+    still counts as in flight makes the next one a 503), run by `edgeway serve`."""
+
+    def __init__(self, tmp_path, backend, ca, tls: bool, timeouts: dict, limits: dict | None = None,
+                 server: dict | None = None):
+        self.tls = tls
+        self.port = free_port()
+        listener = {"name": "web", "protocol": "https" if tls else "http", "listen": f"127.0.0.1:{self.port}",
+                    "routes": [{"match": {"path_prefix": "/"}, "upstream": "api"}],
+                    "timeouts": timeouts, "limits": limits or {}}
+        if tls:
+            cert = ca.issue_cert("localhost")
+            cert.private_key_pem.write_to_path(tmp_path / "k.pem")
+            cert.cert_chain_pems[0].write_to_path(tmp_path / "c.pem")
+            listener["tls"] = {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")}
+            self.client_ctx = ssl.create_default_context()
+            ca.configure_trust(self.client_ctx)
+        config = {"upstreams": {"api": {"servers": [{"address": backend.address, "max_conns": 1, **(server or {})}],
+                                        "passive": {"max_fails": 0}}},
+                  "listeners": [listener]}
+        path = tmp_path / "edgeway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.proc = EdgewayProcess(path, ready=("127.0.0.1", self.port))
+        self.output = ""
+
+    def __enter__(self) -> "Serve":
+        self.proc.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _, self.output = self.proc.stop()
+
+    def connect(self, rcvbuf: int | None = None, timeout: float = 5) -> socket.socket:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(timeout)
+        raw.connect(("127.0.0.1", self.port))
+        if self.tls:
+            return self.client_ctx.wrap_socket(raw, server_hostname="localhost")
+        return raw
+
+    def get(self, path: str, sock: socket.socket | None = None) -> bytes:
+        """One request; the response head and its Content-Length body."""
+        own = sock is None
+        s = sock or self.connect()
+        try:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+            return read_response(s)
+        finally:
+            if own:
+                s.close()
+
+
+def read_response(s: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0]
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(data) < len(head) + 4 + length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_to_end(s: socket.socket, deadline: float) -> tuple[int, str]:
+    """Read until EOF or reset (how the connection ended), or the deadline ("open")."""
+    total = 0
+    while time.monotonic() < deadline:
+        try:
+            chunk = s.recv(1 << 20)
+        except (socket.timeout, TimeoutError):
+            continue
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            return total, "reset"
+        if not chunk:
+            return total, "eof"
+        total += len(chunk)
+    return total, "open"
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+# ---------------------------------------------------------------------------- lingering close
+
+
+def send_then_read(s: socket.socket, data: bytes) -> tuple[bytes, str]:
+    """Send all of `data`, then read the answer, as a client that writes its whole request
+    before it looks for a response does; returns what was read and how the sending ended."""
+    try:
+        s.sendall(data)
+        sent = "sent"
+    except OSError as exc:
+        sent = type(exc).__name__
+    try:
+        got = read_response(s)
+    except OSError as exc:
+        got = b"<" + type(exc).__name__.encode() + b">"
+    return got, sent
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_431_reaches_a_client_still_sending_its_head(tmp_path, backend, ca, tls):
+    timeouts = {"lingering_timeout": "1s"}
+    with Serve(tmp_path, backend, ca, tls, timeouts, {"max_header_size": "16KiB"}) as serve:
+        s = serve.connect()
+        with s:
+            # 16 MB of head in fields of 1 KB: refused after the first 16 KiB, while most of it is
+            # still on its way (more than the kernel's buffers hold)
+            head = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-Big: %s\r\n" % (b"a" * 1000) * 16_000 + b"\r\n"
+            got, sent = send_then_read(s, head)
+            assert got.startswith(b"HTTP/1.1 431 "), (got[:200], sent)
+            assert sent == "sent"
+            # and the connection ends soon after (the client's bytes stopped: lingering_timeout)
+            s.settimeout(0.5)
+            _, how = read_to_end(s, time.monotonic() + 5)
+            assert how in ("eof", "reset")
+    assert " 431 " in serve.output
+
+
+def test_502_reaches_a_client_still_uploading(tmp_path, ca):
+    # the server is down: the answer comes before the body is through
+    port = free_port()
+    down = EchoBackend("down", port=port)   # never started: connections refused
+    with Serve(tmp_path, down, ca, False, {"lingering_timeout": "1s"}) as serve:
+        s = serve.connect()
+        with s:
+            body = b"u" * 64_000_000
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body))
+            got, sent = send_then_read(s, body)
+            assert got.startswith(b"HTTP/1.1 502 "), (got[:200], sent)
+            assert sent == "sent", sent
