@@ -137,6 +137,60 @@ def wait_until(condition, timeout: float) -> bool:
     return condition()
 
 
+# ---------------------------------------------------------------------------- client_send
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_client_that_stops_reading_is_cut_after_client_send(tmp_path, backend, ca, tls):
+    with Serve(tmp_path, backend, ca, tls, {"client_send": "1s"}, {"max_connections": 2}) as serve:
+        stalled = serve.connect(rcvbuf=4096)
+        stalled.sendall(b"GET /big?size=10000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        started = time.monotonic()
+        # while it hangs on, it holds the server (max_conns 1): another request is refused
+        time.sleep(0.3)
+        assert serve.get("/x").startswith(b"HTTP/1.1 503"), "the stalled response should hold the server"
+        assert len(backend._writers) == 1
+        # after client_send the server connection is closed ...
+        assert wait_until(lambda: not backend._writers, 6), "the server connection was left open"
+        assert time.monotonic() - started < 5
+        # ... and the client's: what reached it is a fraction of the 10 MB, then the end
+        stalled.settimeout(0.5)
+        got, how = read_to_end(stalled, time.monotonic() + 5)
+        stalled.close()
+        assert how in ("eof", "reset") and got < 10_000_000
+        # the in-flight count is back to 0 and both listener slots are free: two connections at once
+        first, second = serve.connect(), serve.connect()
+        with first, second:
+            assert serve.get("/x", first).startswith(b"HTTP/1.1 200")
+            assert serve.get("/y", second).startswith(b"HTTP/1.1 200")
+    assert '"GET /big?size=10000000 HTTP/1.1" 200' in serve.output
+    assert 'cause="client stopped reading' in serve.output
+
+
+def test_slow_reader_is_not_cut(tmp_path, backend, ca):
+    # one that reads in bursts with pauses shorter than client_send (but longer than a sweep)
+    # makes progress and keeps its response
+    with Serve(tmp_path, backend, ca, False, {"client_send": "1s"}) as serve:
+        s = serve.connect(rcvbuf=4096)
+        with s:
+            s.sendall(b"GET /big?size=1500000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            got = 0
+            deadline = time.monotonic() + 20
+            while got < 1_500_000 and time.monotonic() < deadline:
+                burst = 0
+                while burst < 200_000 and got + burst < 1_500_000:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    burst += len(chunk)
+                got += burst
+                if not chunk:
+                    break
+                time.sleep(0.7)
+            assert got > 1_500_000
+    assert "client stopped reading" not in serve.output
+
+
 # ---------------------------------------------------------------------------- lingering close
 
 

@@ -56,6 +56,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     closed = False
     tunnel: asyncio.Transport | None = None
     _write_paused = False
+    _send_size = 0                       # bytes buffered for the client when the sweeper last looked
+    _send_since = 0.0                    # ... since when they have not gone down
+    _drained = False                     # resume_writing came since the sweeper last looked
     _in_head = True                      # waiting for (or inside) a request head
     _head_started = 0.0
     _idle_since = 0.0
@@ -176,6 +179,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._drained = True
         if self.queue and self.queue[0].conn is not None and self.queue[0].conn.transport:
             self.queue[0].conn.transport.resume_reading()
         if self.tunnel is not None:
@@ -544,10 +548,13 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     # ================================================================== timeouts, shutdown
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the listener's sweeper: 408 on a slow head, close when idle too long."""
-        if self.closed or self.tunnel is not None:
+        """Called by the listener's sweeper: 408 on a slow head, close when idle too long, cut
+        a client that stopped reading."""
+        if self._send_stalled(now) or self.closed:   # (closed, but still flushing: only the first)
             return
         timeouts = self.ctx.timeouts
+        if self.tunnel is not None:
+            return
         receiving = self.receiving
         if receiving is not None and not receiving.request_complete and not self._in_head \
                 and not self._paused and self._body_stalled(receiving, now, timeouts.client_body):
@@ -597,6 +604,39 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             self._close()
         else:
             self._reject(408, cause)
+        return True
+
+    def _send_stalled(self, now: float) -> bool:
+        """nginx's send_timeout: bytes buffered for the client and none of them taken for
+        `timeouts.client_send` -> both connections cut, the server let go of.
+
+        Sampled by the sweeper, nothing per write: progress is the buffer going down between
+        two sweeps, or a resume_writing since the last one (while writing is paused, reading
+        the server is too, so the buffer does not grow behind a drain)."""
+        size = self.transport.get_write_buffer_size()
+        last, self._send_size = self._send_size, size
+        if not size:
+            return False
+        if not last or size < last or self._drained:
+            self._drained = False
+            self._send_since = now
+            return False
+        limit = self.ctx.timeouts.client_send
+        if now - self._send_since <= limit:
+            return False
+        cause = f"client stopped reading: {size} bytes unsent for {limit:g}s"
+        ex = self.queue[0] if self.queue else None
+        if ex is not None and not ex.done and ex.head is not None:
+            ex.cause = cause
+            if not ex.status:
+                ex.status = 499   # nothing of it sent yet (the stalled bytes are an earlier response's)
+            self._log(ex)        # (and _abandon, seeing a status, does not log it again)
+            self._abandon(ex)
+        elif self.ctx.access.enabled:   # the response was complete (and logged) or our own
+            self.ctx.access.write(f'{self.client_ip} "-" - upstream=- bytes=0 cause="{cause}"')
+        # abort, not close: a close would wait for the buffer to drain, and that is the point
+        self.closed = self._diverted = True
+        self.transport.abort()   # connection_lost frees the rest: the slot, a tunnel, queued requests
         return True
 
     def shutdown(self) -> None:
