@@ -191,6 +191,35 @@ def test_slow_reader_is_not_cut(tmp_path, backend, ca):
     assert "client stopped reading" not in serve.output
 
 
+# ---------------------------------------------------------------------------- tunnel_idle
+
+
+def test_idle_tunnel_is_closed_after_tunnel_idle(tmp_path, backend, ca):
+    with Serve(tmp_path, backend, ca, False, {"tunnel_idle": "1s"}) as serve:
+        s = serve.connect()
+        with s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: x-raw\r\nConnection: Upgrade\r\n\r\nping")
+            data = b""
+            while b"PING" not in data:
+                data += s.recv(65536)
+            assert data.startswith(b"HTTP/1.1 101 ")
+            # bytes every 0.4 s, 2 s in all: the tunnel stays
+            for _ in range(5):
+                time.sleep(0.4)
+                s.sendall(b"x")
+                assert s.recv(65536) == b"X"
+            # then silence: closed after about 1 s
+            quiet = time.monotonic()
+            s.settimeout(0.5)
+            _, how = read_to_end(s, quiet + 5)
+            assert how in ("eof", "reset")
+            assert 0.9 < time.monotonic() - quiet < 4
+        # the server's side is closed too and the server no longer counts it (max_conns 1)
+        assert wait_until(lambda: not backend._writers, 3)
+        assert serve.get("/x").startswith(b"HTTP/1.1 200")
+    assert 'cause="tunnel idle' in serve.output
+
+
 # ---------------------------------------------------------------------------- lingering close
 
 

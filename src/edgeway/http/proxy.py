@@ -33,7 +33,7 @@ from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
 from edgeway.http.messages import RequestError, analyze_request, method_text, scan_request
 from edgeway.http.lingering import Lingering
-from edgeway.http.pool import half_close
+from edgeway.http.pool import TunnelEnd, half_close
 from edgeway.http.responses import error_response, health_response, redirect_response
 from edgeway.http.routing import RequestView
 
@@ -54,7 +54,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     client_port = 0
     receiving: Exchange | None = None    # the request the parser is in
     closed = False
-    tunnel: asyncio.Transport | None = None
+    tunnel: TunnelEnd | None = None      # an upgraded connection: the server's transport, as we write to it
+    _tunnel_back: TunnelEnd | None = None   # ... and ours, as the server connection writes to it
+    _tunnel_since = 0.0                  # when the sweeper last saw a byte go through the tunnel
     _write_paused = False
     _send_size = 0                       # bytes buffered for the client when the sweeper last looked
     _send_since = 0.0                    # ... since when they have not gone down
@@ -104,6 +106,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
+            if self.queue and self.queue[0].status == 101:
+                self._release(self.queue[0])   # the server counted the tunnel as in flight until now
         if self.queue:
             for ex in self.queue:
                 self._abandon(ex)
@@ -549,11 +553,12 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def check_timeouts(self, now: float) -> None:
         """Called by the listener's sweeper: 408 on a slow head, close when idle too long, cut
-        a client that stopped reading."""
+        a client that stopped reading and a tunnel gone quiet."""
         if self._send_stalled(now) or self.closed:   # (closed, but still flushing: only the first)
             return
         timeouts = self.ctx.timeouts
         if self.tunnel is not None:
+            self._tunnel_idle(now, timeouts.tunnel_idle)
             return
         receiving = self.receiving
         if receiving is not None and not receiving.request_complete and not self._in_head \
@@ -638,6 +643,20 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self.closed = self._diverted = True
         self.transport.abort()   # connection_lost frees the rest: the slot, a tunnel, queued requests
         return True
+
+    def _tunnel_idle(self, now: float, limit: float) -> None:
+        """HAProxy's timeout tunnel: no byte either way for `limit` -> both sides closed."""
+        there, back = self.tunnel, self._tunnel_back
+        if there.active or (back is not None and back.active):
+            there.active = False
+            if back is not None:
+                back.active = False
+            self._tunnel_since = now
+        elif now - self._tunnel_since > limit:
+            if self.ctx.access.enabled:
+                self.ctx.access.write(f'{self.client_ip} "-" - upstream=- bytes=0 '
+                                      f'cause="tunnel idle: no bytes either way for {limit:g}s"')
+            self._close()   # and connection_lost closes the server's side
 
     def shutdown(self) -> None:
         self._close()
