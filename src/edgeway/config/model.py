@@ -256,6 +256,23 @@ class HttpTimeouts(Model):
     client_header: Duration = 10         # 408 when the request head takes longer
     client_body: Duration = 60           # 408 when the request body stalls this long (nginx client_body_timeout)
     client_idle: Duration = 75           # nginx keepalive_timeout
+    # nginx send_timeout: a response whose bytes buffered for the client have not gone down
+    # for this long (the client stopped reading) -> both connections cut
+    client_send: Annotated[Duration, Field(gt=0)] = 60
+    # HAProxy's timeout tunnel: an upgraded connection with no byte either way this long -> closed
+    tunnel_idle: Annotated[Duration, Field(gt=0)] = 3600
+    # nginx lingering_close after an error answered while the client may still be sending: read
+    # and discard for at most lingering_time in all and lingering_timeout between reads (0: none)
+    lingering_time: Duration = 30
+    lingering_timeout: Annotated[Duration, Field(gt=0)] = 5
+
+    @model_validator(mode="after")
+    def _lingering(self) -> "HttpTimeouts":
+        if self.lingering_time and self.lingering_timeout > self.lingering_time:
+            raise ValueError(f"lingering_timeout ({self.lingering_timeout:g}s, the longest wait between two "
+                             f"reads) is longer than lingering_time ({self.lingering_time:g}s, the whole wait); "
+                             "make it shorter")
+        return self
 
 
 class HttpLimits(Model):

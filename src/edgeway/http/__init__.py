@@ -3,5 +3,6 @@
 Sans-IO: routing.py (routes, hash keys), messages.py (request checks, header rewriting),
 responses.py (our own answers). Adapters: proxy.py (client connections), forward.py (their
 server side: pick, connect, relay, retry), exchange.py (per-request state), pool.py (server
-connections), listener.py (shared state, timeouts, access log), tls.py, service.py.
+connections), lingering.py (lingering close), listener.py (shared state, timeouts, access
+log), tls.py, service.py.
 """

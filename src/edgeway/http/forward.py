@@ -16,7 +16,7 @@ from time import perf_counter
 from edgeway.http.exchange import Exchange
 from edgeway.http.messages import (IDEMPOTENT, ResponseHead, client_response_head, forward_response,
                                    upstream_request_head)
-from edgeway.http.pool import UpstreamConnection
+from edgeway.http.pool import TunnelEnd, UpstreamConnection
 from edgeway.http.responses import error_response
 
 
@@ -287,8 +287,9 @@ class Forwarding:
         """The server answered 101: from now on both connections are a byte tunnel."""
         ex.header_deadline = 0.0
         ex.done = True
-        conn.tunnel = self.transport
-        self.tunnel = conn.transport
+        conn.tunnel = self._tunnel_back = TunnelEnd(self.transport)
+        self.tunnel = TunnelEnd(conn.transport)
+        self._tunnel_since = self.loop.time()
         if rest:
             self._write(rest)
         pending, self._upgrade_rest = self._upgrade_rest, b""

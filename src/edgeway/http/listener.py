@@ -159,7 +159,7 @@ class ListenerContext:
         self._sweeper: asyncio.TimerHandle | None = None
         t = config.timeouts
         self.tick = max(0.05, min(1.0, t.client_header / 4, t.client_idle / 4, t.upstream_header / 4,
-                                  t.client_body / 4))
+                                  t.client_body / 4, t.client_send / 4, t.tunnel_idle / 4, t.lingering_timeout / 4))
 
     def start(self) -> None:
         self._sweeper = self.loop.call_later(self.tick, self._sweep)

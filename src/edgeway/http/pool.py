@@ -65,6 +65,25 @@ def is_chunked(value: bytes) -> bool:
     return value.rsplit(b",", 1)[-1].lstrip(b" \t").rstrip(b" ").lower() == b"chunked"
 
 
+class TunnelEnd:
+    """The transport of a tunnel's other end as one end writes to it (the `tunnel` of the
+    client and of the server connection): a write marks it active, for the sweeper's
+    `timeouts.tunnel_idle`; a flag per write, no clock read. Everything else is the transport's."""
+
+    __slots__ = ("transport", "active")
+
+    def __init__(self, transport: asyncio.Transport):
+        self.transport = transport
+        self.active = False
+
+    def write(self, data: bytes) -> None:
+        self.active = True
+        self.transport.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.transport, name)
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "server", "transport", "parser", "ex", "idle_since", "received", "_reason",
                  "_lines", "_length", "_chunked", "_connection", "_upgrade", "tunnel", "_write_paused",

@@ -38,7 +38,8 @@ from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
 from edgeway.http.listener import log_escape
 from edgeway.http.messages import RequestError, analyze_request, method_text, scan_request
-from edgeway.http.pool import half_close
+from edgeway.http.lingering import Lingering
+from edgeway.http.pool import TunnelEnd, half_close
 from edgeway.http.responses import error_response, health_response, redirect_response
 from edgeway.http.routing import RequestView
 
@@ -59,8 +60,13 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     client_port = 0
     receiving: Exchange | None = None    # the request the parser is in
     closed = False
-    tunnel: asyncio.Transport | None = None
+    tunnel: TunnelEnd | None = None      # an upgraded connection: the server's transport, as we write to it
+    _tunnel_back: TunnelEnd | None = None   # ... and ours, as the server connection writes to it
+    _tunnel_since = 0.0                  # when the sweeper last saw a byte go through the tunnel
     _write_paused = False
+    _send_size = 0                       # bytes buffered for the client when the sweeper last looked
+    _send_since = 0.0                    # ... since when they have not gone down
+    _drained = False                     # resume_writing came since the sweeper last looked
     _in_head = True                      # waiting for (or inside) a request head
     _head_started = 0.0
     _idle_since = 0.0
@@ -112,6 +118,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
+            if self.queue and self.queue[0].status == 101:
+                self._release(self.queue[0])   # the server counted the tunnel as in flight until now
         if self.queue:
             for ex in self.queue:
                 self._abandon(ex)
@@ -225,6 +233,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._drained = True
         if self.queue and self.queue[0].conn is not None and self.queue[0].conn.transport:
             self.queue[0].conn.transport.resume_reading()
         if self.tunnel is not None:
@@ -476,7 +485,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if self.ctx.access.enabled:
             self._log(ex)
         if ex.close_after or (not ex.request_complete and ex.local is not None):
-            self._close()
+            # a request refused or not read to its end: the client may still be sending
+            self._close(linger=ex.head is None or not ex.request_complete)
             return
         if self.receiving is ex and ex.request_complete:
             self.receiving = None
@@ -530,12 +540,20 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if buf and not self.closed:
             self.transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
 
-    def _close(self) -> None:
+    def _close(self, linger: bool = False) -> None:
+        """Close after what is written; `linger`: the client may still be sending (an error
+        answered before its request was read to the end), so its bytes are read and dropped
+        for a while first, lest the close reset the connection under the answer (lingering.py)."""
         if not self.closed:
             if self._wbuf:
                 self.uncork()
             self.closed = self._diverted = True
-            self.transport.close()
+            transport = self.transport
+            if linger and self.ctx.timeouts.lingering_time and not transport.is_closing():
+                Lingering(self.ctx, transport, self.loop.time()).start()
+                self.connection_lost(None)   # this protocol's part ends here (the transport's is Lingering's)
+                return
+            transport.close()
 
     def _reject(self, status: int, cause: str) -> None:
         """Malformed input: answer `status` (in order after earlier requests), then close.
@@ -564,7 +582,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if self.queue[0] is bad:
             self._write(bad.local)
             self.queue.clear()
-            self._close()
+            self._close(linger=True)
         else:   # earlier requests of the same packet are answered first, then this
             self._dispatch_ready = False
             self._advance()
@@ -591,10 +609,14 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     # ================================================================== timeouts, shutdown
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the listener's sweeper: 408 on a slow head, close when idle too long."""
-        if self.closed or self.tunnel is not None:
+        """Called by the listener's sweeper: 408 on a slow head, close when idle too long, cut
+        a client that stopped reading and a tunnel gone quiet."""
+        if self._send_stalled(now) or self.closed:   # (closed, but still flushing: only the first)
             return
         timeouts = self.ctx.timeouts
+        if self.tunnel is not None:
+            self._tunnel_idle(now, timeouts.tunnel_idle)
+            return
         receiving = self.receiving
         if receiving is not None and not receiving.request_complete and not self._in_head \
                 and not self._paused and self._body_stalled(receiving, now, timeouts.client_body):
@@ -620,7 +642,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                     self._write(error_response(408, f"request head not received within {timeouts.client_header:g}s",
                                                close=True))
                     self._log_rejected(408, "client too slow sending the request head")
-                self._close()
+                self._close(linger=self._partial)
         elif not self.queue and now - self._idle_since > timeouts.client_idle:
             self._close()
 
@@ -645,6 +667,53 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         else:
             self._reject(408, cause)
         return True
+
+    def _send_stalled(self, now: float) -> bool:
+        """nginx's send_timeout: bytes buffered for the client and none of them taken for
+        `timeouts.client_send` -> both connections cut, the server let go of.
+
+        Sampled by the sweeper, nothing per write: progress is the buffer going down between
+        two sweeps, or a resume_writing since the last one (while writing is paused, reading
+        the server is too, so the buffer does not grow behind a drain)."""
+        size = self.transport.get_write_buffer_size()
+        last, self._send_size = self._send_size, size
+        if not size:
+            return False
+        if not last or size < last or self._drained:
+            self._drained = False
+            self._send_since = now
+            return False
+        limit = self.ctx.timeouts.client_send
+        if now - self._send_since <= limit:
+            return False
+        cause = f"client stopped reading: {size} bytes unsent for {limit:g}s"
+        ex = self.queue[0] if self.queue else None
+        if ex is not None and not ex.done and ex.head is not None:
+            ex.cause = cause
+            if not ex.status:
+                ex.status = 499   # nothing of it sent yet (the stalled bytes are an earlier response's)
+            self._log(ex)        # (and _abandon, seeing a status, does not log it again)
+            self._abandon(ex)
+        elif self.ctx.access.enabled:   # the response was complete (and logged) or our own
+            self.ctx.access.write(f'{self.client_ip} "-" - upstream=- bytes=0 cause="{cause}"')
+        # abort, not close: a close would wait for the buffer to drain, and that is the point
+        self.closed = self._diverted = True
+        self.transport.abort()   # connection_lost frees the rest: the slot, a tunnel, queued requests
+        return True
+
+    def _tunnel_idle(self, now: float, limit: float) -> None:
+        """HAProxy's timeout tunnel: no byte either way for `limit` -> both sides closed."""
+        there, back = self.tunnel, self._tunnel_back
+        if there.active or (back is not None and back.active):
+            there.active = False
+            if back is not None:
+                back.active = False
+            self._tunnel_since = now
+        elif now - self._tunnel_since > limit:
+            if self.ctx.access.enabled:
+                self.ctx.access.write(f'{self.client_ip} "-" - upstream=- bytes=0 '
+                                      f'cause="tunnel idle: no bytes either way for {limit:g}s"')
+            self._close()   # and connection_lost closes the server's side
 
     def shutdown(self) -> None:
         self._close()

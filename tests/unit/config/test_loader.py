@@ -143,6 +143,15 @@ def test_issue_3_shape_works_as_written(tmp_path):
          "    protocol: http\n    listen: \"127.0.0.1:2\"\n    routes: [{upstream: a}]\n"
          "    limits: {max_response_header_size: 100}\n",
          "listeners.0.limits.max_response_header_size: Input should be greater than or equal to 1024"),
+        ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
+         "    protocol: http\n    listen: \"127.0.0.1:2\"\n    routes: [{upstream: a}]\n    timeouts:\n"
+         "      client_send: 0s\n",
+         "edgeway.yaml:9: listeners.0.timeouts.client_send: Input should be greater than 0"),
+        ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
+         "    protocol: http\n    listen: \"127.0.0.1:2\"\n    routes: [{upstream: a}]\n    timeouts:\n"
+         "      lingering_time: 2s\n      lingering_timeout: 5s\n",
+         "edgeway.yaml:8: listeners.0.timeouts: lingering_timeout (5s, the longest wait between two reads) is "
+         "longer than lingering_time (2s, the whole wait)"),
         ("dns:\n  listen: [\"127.0.0.1:53\"]\ndns:\n  listen: []\n", "edgeway.yaml:3: dns: duplicate key (first at line 1)"),
         ("dns:\n  listen: [\"127.0.0.1:53\"\n", "edgeway.yaml:3: invalid YAML"),
         ("- a\n- b\n", "edgeway.yaml:1: the config must be a mapping"),
