@@ -129,7 +129,11 @@ static void transport_lose(TransportObject *t, PyObject *exc) {
     t->closed = t->closing = 1;
     t->pending_len = t->pending_off = 0;
     PollerObject *poller = t->poller;
-    close(t->fd);                      /* takes it out of the epoll set too */
+    /* close() takes the fd out of the epoll set only when no other descriptor shares its open
+     * file (a dup, or a fork's copy, would keep the registration, and its events would name this
+     * Transport after it is freed): so out of the set explicitly first. */
+    if (poller->epfd >= 0) epoll_ctl(poller->epfd, EPOLL_CTL_DEL, t->fd, NULL);
+    close(t->fd);
     Py_INCREF(t);                      /* until the end of this function */
     if (poller->in_batch) {
         if (PyList_Append(poller->graveyard, (PyObject *)t) < 0) report(poller, "graveyard");
@@ -174,6 +178,7 @@ static void transport_read(TransportObject *t) {
         if (n == 0) {                  /* the client's FIN: the protocol decides, once */
             if (t->closing || t->eof) return;
             t->eof = 1;
+            Py_INCREF(t);              /* eof_received may close it (and drop the poller's reference) */
             PyObject *keep = PyObject_CallMethodNoArgs(t->protocol, s_eof_received);
             int keep_open = 0;
             if (keep == NULL) report(t->poller, "eof_received");
@@ -186,6 +191,7 @@ static void transport_read(TransportObject *t) {
                 t->closing = 1;
                 if (t->pending_len == t->pending_off) transport_lose(t, NULL);
             }
+            Py_DECREF(t);
             return;
         }
         PyObject *data = PyBytes_FromStringAndSize(read_buffer, n);
@@ -590,11 +596,17 @@ static PyObject *poller_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     return (PyObject *)p;
 }
 
+/* The events of a batch name their objects by pointer. Each stays alive until the batch is
+ * done: a live Transport is in `live`, one closed during the batch in `graveyard` (so is a
+ * Listener unlistened, or dropped by close(), during it), and the graveyard is emptied only
+ * here, after the loop. The poller itself is held for the batch too, since a callback may drop
+ * the last other reference to it (remove_reader, then close). */
 static PyObject *poller_ready(PollerObject *p, PyObject *unused) {
     struct epoll_event events[BATCH];
     if (p->epfd < 0) Py_RETURN_NONE;
     int n = epoll_wait(p->epfd, events, BATCH, 0), i;
     if (n <= 0) Py_RETURN_NONE;
+    Py_INCREF(p);
     p->in_batch = 1;
     for (i = 0; i < n; i++) {
         PyObject *o = events[i].data.ptr;
@@ -602,7 +614,9 @@ static PyObject *poller_ready(PollerObject *p, PyObject *unused) {
         else listener_event((ListenerObject *)o);
     }
     p->in_batch = 0;
-    if (PyList_GET_SIZE(p->graveyard) && PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
+    int failed = PyList_GET_SIZE(p->graveyard) && PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0;
+    Py_DECREF(p);
+    if (failed) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -657,16 +671,23 @@ static PyObject *poller_connections(PollerObject *p, PyObject *unused) {
     return PyLong_FromSsize_t(PySet_GET_SIZE(p->live));
 }
 
-/* close(): abort every connection still open (what is unsent is dropped) and the epoll set */
+/* close(): abort every connection still open (what is unsent is dropped) and the epoll set.
+ * It may be called from a callback inside a batch (poller_ready): then the closed Transports
+ * and the dropped Listeners go to the graveyard, which only poller_ready empties, after the
+ * batch, so the batch's remaining events find them closed rather than freed. */
 static PyObject *poller_close(PollerObject *p, PyObject *unused) {
     PyObject *live = PySequence_List(p->live);
     if (live == NULL) return NULL;
     Py_ssize_t i;
     for (i = 0; i < PyList_GET_SIZE(live); i++) transport_lose((TransportObject *)PyList_GET_ITEM(live, i), NULL);
     Py_DECREF(live);
-    for (i = 0; i < PyList_GET_SIZE(p->listeners); i++) ((ListenerObject *)PyList_GET_ITEM(p->listeners, i))->fd = -1;
+    for (i = 0; i < PyList_GET_SIZE(p->listeners); i++) {
+        PyObject *l = PyList_GET_ITEM(p->listeners, i);
+        ((ListenerObject *)l)->fd = -1;
+        if (p->in_batch && PyList_Append(p->graveyard, l) < 0) return NULL;
+    }
     if (PyList_SetSlice(p->listeners, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
-    if (PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
+    if (!p->in_batch && PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
     if (p->epfd >= 0) { close(p->epfd); p->epfd = -1; }
     Py_RETURN_NONE;
 }
