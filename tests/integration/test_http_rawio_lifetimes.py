@@ -201,6 +201,22 @@ c.shutdown(socket.SHUT_WR); settle(); poller.ready()
 for d in dups: os.close(d)
 c.close(); poller.close(); ls.close()
 
+# 4. the again list: a connection read MAX_READS times is queued; then everything closes
+poller = _rawio.Poller(loop, lambda w, e: errors.append((w, e)))
+ls = listener(); poller.listen(ls.fileno(), Proto)
+c = socket.create_connection(ls.getsockname())
+accepted(poller, 1)
+c.setblocking(False)
+try:
+    while True: c.send(b"z" * 65536)
+except BlockingIOError:
+    pass
+poller.ready()                                     # 8 reads, then queued for _again
+poller.close()
+junk = [bytearray(150) for _ in range(10000)]; del junk
+settle()                                           # _again runs on the closed poller
+c.close(); ls.close()
+
 print("errors", errors)
 print("ok")
 '''
