@@ -33,9 +33,10 @@
 #define LOW_WATER (HIGH_WATER / 4)
 #define ACCEPTS 16
 #define BATCH 256
+#define MAX_READS 8                    /* full reads in a row before the other connections get a turn */
 
 static PyObject *s_data_received, *s_eof_received, *s_connection_made, *s_connection_lost, *s_pause_writing,
-    *s_resume_writing, *s_call_soon, *s_peername, *s_sockname;
+    *s_resume_writing, *s_call_soon, *s_peername, *s_sockname, *s_again;
 static char read_buffer[READ_SIZE];
 
 typedef struct PollerObject PollerObject;
@@ -54,6 +55,8 @@ typedef struct {
     int closing, closed, paused, unread, write_paused, writes;
     int shut_pending, shut;        /* write_eof(): shutdown(SHUT_WR) once pending is sent; done */
     int eof;                       /* the client's FIN was read (and handed to eof_received) */
+    int rdhup;                     /* epoll said the FIN is queued (behind any data): read to the end */
+    int queued;                    /* in the poller's `again` list */
 } TransportObject;
 
 typedef struct {
@@ -72,7 +75,8 @@ struct PollerObject {
     PyObject *live;                /* set of Transports */
     PyObject *graveyard;           /* list: closed during the current batch */
     PyObject *listeners;           /* list of Listeners */
-    int in_batch;
+    PyObject *again;               /* list: Transports that stopped at MAX_READS with more to read */
+    int in_batch, again_scheduled;
 };
 
 static PyTypeObject TransportType, ListenerType, PollerType;
@@ -129,7 +133,11 @@ static void transport_lose(TransportObject *t, PyObject *exc) {
     t->closed = t->closing = 1;
     t->pending_len = t->pending_off = 0;
     PollerObject *poller = t->poller;
-    close(t->fd);                      /* takes it out of the epoll set too */
+    /* close() takes the fd out of the epoll set only when no other descriptor shares its open
+     * file (a dup, or a fork's copy, would keep the registration, and its events would name this
+     * Transport after it is freed): so out of the set explicitly first. */
+    if (poller->epfd >= 0) epoll_ctl(poller->epfd, EPOLL_CTL_DEL, t->fd, NULL);
+    close(t->fd);
     Py_INCREF(t);                      /* until the end of this function */
     if (poller->in_batch) {
         if (PyList_Append(poller->graveyard, (PyObject *)t) < 0) report(poller, "graveyard");
@@ -162,8 +170,22 @@ static void transport_lose_errno(TransportObject *t, int err) {
     Py_XDECREF(exc);
 }
 
+static void poller_again(PollerObject *p, TransportObject *t);
+
+/* Read until the socket is drained (edge-triggered: a short read empties the queue, so a later
+ * arrival is a new edge), at most MAX_READS reads this turn; one that stops there with more to
+ * read goes to the poller's `again` list, read again after the others of this round (no new
+ * edge would come for what is already queued). After EPOLLRDHUP the FIN is queued behind the
+ * data: a short read is followed by one more recv, which returns 0 (the FIN) instead of
+ * waiting for an edge that would not come. On the common path (no FIN, short read) that is
+ * no extra system call. */
 static void transport_read(TransportObject *t) {
+    int reads = 0;
     while (!t->closed && !t->paused) {
+        if (reads++ == MAX_READS) {
+            poller_again(t->poller, t);
+            return;
+        }
         ssize_t n = recv(t->fd, read_buffer, READ_SIZE, 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -174,6 +196,7 @@ static void transport_read(TransportObject *t) {
         if (n == 0) {                  /* the client's FIN: the protocol decides, once */
             if (t->closing || t->eof) return;
             t->eof = 1;
+            Py_INCREF(t);              /* eof_received may close it (and drop the poller's reference) */
             PyObject *keep = PyObject_CallMethodNoArgs(t->protocol, s_eof_received);
             int keep_open = 0;
             if (keep == NULL) report(t->poller, "eof_received");
@@ -186,6 +209,7 @@ static void transport_read(TransportObject *t) {
                 t->closing = 1;
                 if (t->pending_len == t->pending_off) transport_lose(t, NULL);
             }
+            Py_DECREF(t);
             return;
         }
         PyObject *data = PyBytes_FromStringAndSize(read_buffer, n);
@@ -198,7 +222,7 @@ static void transport_read(TransportObject *t) {
             transport_lose(t, NULL);
         }
         Py_XDECREF(res);
-        int stop = n < READ_SIZE || t->closed;
+        int stop = (n < READ_SIZE && !t->rdhup) || t->closed;
         if (!stop && t->paused) t->unread = 1;
         Py_DECREF(t);
         if (stop) return;              /* drained: new bytes bring a new edge */
@@ -237,8 +261,12 @@ static void transport_flush(TransportObject *t) {
 
 static void transport_event(TransportObject *t, uint32_t events) {
     if (t->closed) return;
+    if (events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) t->rdhup = 1;
     if ((events & EPOLLOUT) && t->pending_len > t->pending_off) transport_flush(t);
-    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) && !t->closed) {
+    /* after the FIN (eof) no data can come, so no recv per later EPOLLOUT edge (but a reset
+     * still is read, to fail the connection); one queued for its next turn is read then */
+    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) && !t->closed && !t->queued
+        && (!t->eof || (events & (EPOLLERR | EPOLLHUP)))) {
         if (t->paused) t->unread = 1;
         else transport_read(t);
     }
@@ -494,7 +522,7 @@ static void listener_event(ListenerObject *l) {
         t->pending = NULL;
         t->pending_len = t->pending_cap = t->pending_off = 0;
         t->closing = t->closed = t->paused = t->unread = t->write_paused = t->writes = 0;
-        t->shut_pending = t->shut = t->eof = 0;
+        t->shut_pending = t->shut = t->eof = t->rdhup = t->queued = 0;
         PyObject_GC_Track(t);
         t->peer = peer_tuple(&ss);
         t->protocol = t->peer ? PyObject_CallNoArgs(l->factory) : NULL;
@@ -585,16 +613,23 @@ static PyObject *poller_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     p->live = PySet_New(NULL);
     p->graveyard = PyList_New(0);
     p->listeners = PyList_New(0);
+    p->again = PyList_New(0);
     if (p->epfd < 0) { PyErr_SetFromErrno(PyExc_OSError); Py_DECREF(p); return NULL; }
-    if (!p->live || !p->graveyard || !p->listeners) { Py_DECREF(p); return NULL; }
+    if (!p->live || !p->graveyard || !p->listeners || !p->again) { Py_DECREF(p); return NULL; }
     return (PyObject *)p;
 }
 
+/* The events of a batch name their objects by pointer. Each stays alive until the batch is
+ * done: a live Transport is in `live`, one closed during the batch in `graveyard` (so is a
+ * Listener unlistened, or dropped by close(), during it), and the graveyard is emptied only
+ * here, after the loop. The poller itself is held for the batch too, since a callback may drop
+ * the last other reference to it (remove_reader, then close). */
 static PyObject *poller_ready(PollerObject *p, PyObject *unused) {
     struct epoll_event events[BATCH];
     if (p->epfd < 0) Py_RETURN_NONE;
     int n = epoll_wait(p->epfd, events, BATCH, 0), i;
     if (n <= 0) Py_RETURN_NONE;
+    Py_INCREF(p);
     p->in_batch = 1;
     for (i = 0; i < n; i++) {
         PyObject *o = events[i].data.ptr;
@@ -602,7 +637,45 @@ static PyObject *poller_ready(PollerObject *p, PyObject *unused) {
         else listener_event((ListenerObject *)o);
     }
     p->in_batch = 0;
-    if (PyList_GET_SIZE(p->graveyard) && PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
+    int failed = PyList_GET_SIZE(p->graveyard) && PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0;
+    Py_DECREF(p);
+    if (failed) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* A Transport that read MAX_READS full buffers: read it again after the others of this round
+ * (Poller._again, soon, once for all of them). The list holds a reference to each. */
+static void poller_again(PollerObject *p, TransportObject *t) {
+    if (t->queued) return;
+    if (PyList_Append(p->again, (PyObject *)t) < 0) { report(p, "again"); transport_lose(t, NULL); return; }
+    t->queued = 1;
+    if (p->again_scheduled) return;
+    PyObject *run = PyObject_GetAttr((PyObject *)p, s_again);
+    PyObject *res = run ? PyObject_CallMethodOneArg(p->loop, s_call_soon, run) : NULL;
+    Py_XDECREF(run);
+    if (res == NULL) { report(p, "again"); return; }   /* (then only a new edge reads them) */
+    Py_DECREF(res);
+    p->again_scheduled = 1;
+}
+
+/* _again(): the loop's callback for the `again` list. The list is swapped for a new one first,
+ * so that a Transport queued again while this runs waits for the next round, and the swapped
+ * list keeps every Transport in it alive while this runs, whatever the callbacks close. */
+static PyObject *poller_run_again(PollerObject *p, PyObject *unused) {
+    p->again_scheduled = 0;
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL) return NULL;
+    PyObject *round = p->again;
+    p->again = fresh;
+    Py_ssize_t i;
+    for (i = 0; i < PyList_GET_SIZE(round); i++) {
+        TransportObject *t = (TransportObject *)PyList_GET_ITEM(round, i);
+        t->queued = 0;
+        if (t->closed) continue;
+        if (t->paused) t->unread = 1;  /* resume_reading reads it */
+        else transport_read(t);
+    }
+    Py_DECREF(round);
     Py_RETURN_NONE;
 }
 
@@ -657,16 +730,25 @@ static PyObject *poller_connections(PollerObject *p, PyObject *unused) {
     return PyLong_FromSsize_t(PySet_GET_SIZE(p->live));
 }
 
-/* close(): abort every connection still open (what is unsent is dropped) and the epoll set */
+/* close(): abort every connection still open (what is unsent is dropped) and the epoll set.
+ * It may be called from a callback inside a batch (poller_ready): then the closed Transports
+ * and the dropped Listeners go to the graveyard, which only poller_ready empties, after the
+ * batch, so the batch's remaining events find them closed rather than freed. */
 static PyObject *poller_close(PollerObject *p, PyObject *unused) {
     PyObject *live = PySequence_List(p->live);
     if (live == NULL) return NULL;
     Py_ssize_t i;
     for (i = 0; i < PyList_GET_SIZE(live); i++) transport_lose((TransportObject *)PyList_GET_ITEM(live, i), NULL);
     Py_DECREF(live);
-    for (i = 0; i < PyList_GET_SIZE(p->listeners); i++) ((ListenerObject *)PyList_GET_ITEM(p->listeners, i))->fd = -1;
+    for (i = 0; i < PyList_GET_SIZE(p->listeners); i++) {
+        PyObject *l = PyList_GET_ITEM(p->listeners, i);
+        ((ListenerObject *)l)->fd = -1;
+        if (p->in_batch && PyList_Append(p->graveyard, l) < 0) return NULL;
+    }
     if (PyList_SetSlice(p->listeners, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
-    if (PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
+    if (!p->in_batch && PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
+    /* the queued ones are closed now; a _again already scheduled finds an empty list */
+    if (PyList_SetSlice(p->again, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
     if (p->epfd >= 0) { close(p->epfd); p->epfd = -1; }
     Py_RETURN_NONE;
 }
@@ -677,6 +759,7 @@ static int poller_traverse(PollerObject *p, visitproc visit, void *arg) {
     Py_VISIT(p->live);
     Py_VISIT(p->graveyard);
     Py_VISIT(p->listeners);
+    Py_VISIT(p->again);
     return 0;
 }
 
@@ -686,6 +769,7 @@ static int poller_clear(PollerObject *p) {
     Py_CLEAR(p->live);
     Py_CLEAR(p->graveyard);
     Py_CLEAR(p->listeners);
+    Py_CLEAR(p->again);
     return 0;
 }
 
@@ -703,6 +787,7 @@ static PyMethodDef poller_methods[] = {
     {"fileno", (PyCFunction)poller_fileno, METH_NOARGS, "the epoll descriptor"},
     {"connections", (PyCFunction)poller_connections, METH_NOARGS, "how many connections are open"},
     {"close", (PyCFunction)poller_close, METH_NOARGS, "abort every connection, close the epoll set"},
+    {"_again", (PyCFunction)poller_run_again, METH_NOARGS, "read the connections that stopped at MAX_READS"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -734,6 +819,7 @@ PyMODINIT_FUNC PyInit__rawio(void) {
     INTERN(s_call_soon, "call_soon");
     INTERN(s_peername, "peername");
     INTERN(s_sockname, "sockname");
+    INTERN(s_again, "_again");
     if (PyType_Ready(&TransportType) < 0 || PyType_Ready(&ListenerType) < 0 || PyType_Ready(&PollerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

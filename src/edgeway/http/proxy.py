@@ -220,8 +220,18 @@ class ClientConnection(Forwarding, asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """The client's FIN. Through a tunnel it goes on to the server (shutdown for writing)
         and the connection stays open for what the server still sends, as nginx does with
-        upgraded connections; otherwise the connection closes (asyncio's default)."""
-        return half_close(self, self.tunnel)
+        upgraded connections. Otherwise, as HAProxy does, the requests received whole are
+        still answered, in order, over the half-open connection, which closes after the last
+        of them (`printf 'GET / ...' | nc -N` gets its answer); with nothing in flight, or a
+        request that the FIN cut short, it closes now (asyncio's default)."""
+        if self.tunnel is not None or self._upgrading or self.closed:
+            return half_close(self, self.tunnel)
+        queue = self.queue
+        receiving = self.receiving
+        if not queue or (receiving is not None and not receiving.request_complete):
+            return None          # connection_lost lets go of what is in flight
+        queue[-1].close_after = True
+        return True
 
     def pause_writing(self) -> None:
         # the client reads slower than the server sends: stop reading the server
