@@ -665,8 +665,11 @@ static PyObject *poller_close(PollerObject *p, PyObject *unused) {
     for (i = 0; i < PyList_GET_SIZE(live); i++) transport_lose((TransportObject *)PyList_GET_ITEM(live, i), NULL);
     Py_DECREF(live);
     for (i = 0; i < PyList_GET_SIZE(p->listeners); i++) ((ListenerObject *)PyList_GET_ITEM(p->listeners, i))->fd = -1;
+    /* closed by a callback during ready(): the batch's later events may still name these */
+    Py_ssize_t dead = PyList_GET_SIZE(p->graveyard);
+    if (p->in_batch && PyList_SetSlice(p->graveyard, dead, dead, p->listeners) < 0) return NULL;
     if (PyList_SetSlice(p->listeners, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
-    if (PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
+    if (!p->in_batch && PyList_SetSlice(p->graveyard, 0, PY_SSIZE_T_MAX, NULL) < 0) return NULL;
     if (p->epfd >= 0) { close(p->epfd); p->epfd = -1; }
     Py_RETURN_NONE;
 }
