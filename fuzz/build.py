@@ -68,6 +68,8 @@ def main() -> None:
         build(args.cc, args.out, sources)
     except subprocess.CalledProcessError as exc:
         sys.exit(f"fuzz build: {exc}")
+    except FileNotFoundError:
+        sys.exit(f"fuzz build: no {args.cc} here (apt-get install clang llvm, or FUZZ_CC=gcc)")
 
 
 if __name__ == "__main__":

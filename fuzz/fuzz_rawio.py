@@ -265,8 +265,12 @@ class Run:
             data = data * (1 + fdp.PickValueInList(SIZES) // len(data))
             try:
                 sent += data[:sock.send(data)]
-            except (BlockingIOError, ConnectionError):
+            except BlockingIOError:
                 pass
+            except ConnectionError:
+                client[3] = "reset"          # (else the error is used up here and recv says b"")
+            else:
+                self.sent_after_close(sock)
         elif op <= 5 and state != "closed":
             self.client_read(client, fdp.PickValueInList([1, 100, 65_536, 1 << 20]))
         elif op == 6 and state == "open":
@@ -289,6 +293,20 @@ class Run:
             live = [p for p in self.protocols if p.transport is not None and not p.lost]
             if live:
                 self.transport_op(fdp.PickValueInList(live))
+
+    def sent_after_close(self, sock):
+        """The client sent while its connection was closing: the kernel may answer with a
+        reset that discards what the server had still to send (TCP, not _rawio: a close with
+        data unread), so that connection is no longer held to getting everything."""
+        try:
+            name = sock.getsockname()
+        except OSError:
+            return
+        for protocol in self.protocols:
+            if protocol.peer is not None and protocol.peer[:2] == name:
+                t = protocol.transport
+                if protocol.lost or protocol.closed_by_us or t is None or t.is_closing():
+                    protocol.cut = True
 
     @staticmethod
     def client_read(client, size):

@@ -129,7 +129,12 @@ def main() -> None:
     args = parser.parse_args(argv)
     targets = args.targets or TARGETS
     if not args.no_build:
-        build.build(args.cc, BUILD)
+        if shutil.which(args.cc) is None:
+            sys.exit(f"fuzz: no {args.cc} here (apt-get install clang llvm, or FUZZ_CC=gcc)")
+        try:
+            build.build(args.cc, BUILD)
+        except subprocess.CalledProcessError as exc:
+            sys.exit(f"fuzz build: {exc}")
     env = environment(args.cc)
     failed = []
     lines = []
