@@ -320,7 +320,8 @@ class Run:
             client[3] = "reset"
             return "end"
         if not data:
-            client[3] = "eof"
+            if client[3] in ("open", "shut"):   # after a reset recv says b"" too: still a reset
+                client[3] = "eof"
             return "end"
         received += data
         return "data"
