@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test venv clean
+.PHONY: demo test fuzz venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The compiled modules (src/edgeway/http/*.c) built with ASan + UBSan into build/fuzz/ and driven
+# by atheris for FUZZ_SECONDS per target (fuzz/run.py; docs/http.md, "Fuzzing the compiled parts").
+FUZZ_SECONDS ?= 15
+FUZZ_TARGETS ?=
+$(VENV)/.installed-fuzz: pyproject.toml setup.py $(wildcard src/edgeway/http/*.c src/edgeway/http/*.h) | $(BIN)/python
+	$(BIN)/python -m pip install -q --prefer-binary -e '.[test,fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.installed-fuzz
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/edgeway/http/_*.so

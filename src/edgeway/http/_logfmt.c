@@ -146,8 +146,10 @@ static PyObject *format_entries(PyObject *self, PyObject *const *args, Py_ssize_
         }
         double when = PyFloat_AsDouble(PyTuple_GET_ITEM(e, 0));
         if (when == -1.0 && PyErr_Occurred()) goto done;
-        if ((long long)when != second || stamp == NULL) {   /* _stamp() is cached per second */
-            second = (long long)when;
+        /* (long long) of NaN or of a time beyond its range is undefined; _stamp() raises for those */
+        int in_range = when > -9e18 && when < 9e18;
+        if (!in_range || (long long)when != second || stamp == NULL) {   /* _stamp() is cached per second */
+            second = in_range ? (long long)when : -1;
             Py_XDECREF(stamp);
             stamp = PyObject_CallOneArg(stamp_fn, PyTuple_GET_ITEM(e, 0));
             if (stamp == NULL) goto done;

@@ -8,6 +8,7 @@ typedef struct { char *buf; Py_ssize_t len, cap; } out_t;
 
 /* append n bytes (0, or -1 with MemoryError set); free o->buf with PyMem_Free when done */
 static int out_put(out_t *o, const char *s, Py_ssize_t n) {
+    if (n == 0) return 0;              /* o->buf may still be NULL: NULL + 0 is undefined in C */
     if (o->len + n > o->cap) {
         Py_ssize_t cap = (o->len + n) * 2 + 64;
         char *b = PyMem_Realloc(o->buf, cap);
