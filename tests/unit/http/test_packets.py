@@ -67,6 +67,22 @@ class Transport:
     def resume_reading(self):
         self.paused = False
 
+    # what lingering close (lingering.py) uses: our side shut for writing counts as closed
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        self.closing = True
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def abort(self):
+        self.closing = True
+
 
 def run(packets: list[bytes], fast: bool = True) -> tuple[list, bytes, bool]:
     """The packets through one client connection: the complete requests the server got (head,
