@@ -28,7 +28,7 @@ import time
 import pytest
 
 from tests.support.l7 import simple_config
-from tests.support.tools import edgeway_cmd, edgeway_env, free_port, wait_for_port
+from tests.support.tools import edgeway_cmd, edgeway_env, free_port, rss_kib, wait_for_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,14 +36,6 @@ REQUEST = b"GET /api/idle HTTP/1.1\r\nHost: idle.test\r\n\r\n"
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))

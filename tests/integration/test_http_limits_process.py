@@ -18,19 +18,11 @@ import pytest
 
 from tests.support.backends import BackgroundLoop
 from tests.support.echo_backend import EchoBackend
-from tests.support.tools import EdgewayProcess, free_port
+from tests.support.tools import EdgewayProcess, free_port, rss_kib
 
 pytestmark = [pytest.mark.timeout(120)]
 
 LIMIT = 16384
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.fixture(scope="module")

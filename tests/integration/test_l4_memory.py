@@ -13,19 +13,11 @@ import pytest
 
 from edgeway.l4.relay import READ_SIZE
 from tests.support.backends import BackgroundLoop
-from tests.support.tools import EdgewayProcess, free_port
+from tests.support.tools import EdgewayProcess, free_port, rss_kib
 
 pytestmark = [pytest.mark.timeout(90)]
 
 N = 1000
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def test_memory_stays_flat_with_1000_stalled_connections(tmp_path):

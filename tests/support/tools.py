@@ -119,3 +119,12 @@ class EdgewayProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def rss_kib(pid: int) -> int:
+    """The resident memory of process `pid` in KiB (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
