@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from edgeway.config.types import ByteSize, DnsServerAddress, Duration, HostPort, Network
+from edgeway.config.types import Address, ByteSize, DnsServerAddress, Duration, HostPort, Network
 
 KeyPath = tuple[str | int, ...]
 
@@ -334,10 +334,37 @@ class ListenerConfig(Model):
         return self
 
 
+# --------------------------------------------------------------------------- admin
+
+
+def _token_file(value: Path) -> Path:
+    # Read now so that `edgeway check` and a reload name file, line and key of a bad token
+    # file; the admin service reads it again when it starts and on every reload.
+    from edgeway.admin.token import TokenError, read_token
+
+    try:
+        read_token(value)
+    except TokenError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class AdminConfig(Model):
+    """The runtime API (docs/operations.md). Loopback by default, as Envoy's admin and
+    unbound-control are: the bearer token is the only other barrier, and it is sent in clear."""
+
+    listen: HostPort = Address("127.0.0.1", 9901)
+    token_file: Annotated[ConfigPath, AfterValidator(_token_file)]
+    # where servers' admin state and runtime weight are kept across restarts (HAProxy's
+    # server-state-file); none: they survive reloads but not a restart
+    state_file: ConfigPath | None = None
+
+
 # --------------------------------------------------------------------------- root
 
 
 class Config(Model):
+    admin: AdminConfig | None = None    # the runtime API; off when absent
     dns: DnsConfig | None = None
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     listeners: list[ListenerConfig] = Field(default_factory=list)
@@ -378,6 +405,12 @@ class Config(Model):
                         errors.append(
                             (("dns", "listen", i), f"{address} is also used by listeners.{binds[(kind, address)]}")
                         )
+        if self.admin is not None:
+            listen = self.admin.listen
+            if ("tcp", listen) in binds:
+                errors.append((("admin", "listen"), f"{listen} is also used by listeners.{binds[('tcp', listen)]}"))
+            if self.dns is not None and listen in self.dns.listen:
+                errors.append((("admin", "listen"), f"{listen} is also used by dns.listen"))
         if self.dns is None and not self.listeners:
             errors.append(((), "nothing to run: the config names neither dns: nor listeners:"))
         return errors
