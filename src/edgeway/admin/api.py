@@ -1,0 +1,385 @@
+"""The admin API without sockets: a request in, a status and a JSON object out.
+
+    AdminApi(runtime, token).handle(Request) -> Response
+
+Every request needs the bearer token (checked before anything else, so that a client without
+it learns nothing, not even which paths exist). Reads are GET and changes are POST; the other
+method on a known path gets 405 with `Allow` (Envoy's admin does the same: a GET that changes
+state is one <img src> away from being triggered by a web page). Names in the path are
+percent-decoded per segment and only ever used as keys of the runtime's maps, never as file
+names. Every error is a JSON object {"error": "why"}.
+
+The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
+
+    GET  /api/v1/status
+    GET  /api/v1/upstreams                      GET /api/v1/upstreams/{name}
+    POST /api/v1/upstreams/{name}/servers/{address}/state    {"state": "ready"|"drain"|"maint"}
+    POST /api/v1/upstreams/{name}/servers/{address}/weight   {"weight": 1..1000}
+    POST /api/v1/reload
+    POST /api/v1/dns/cache/flush                {"name": "example.com."} optional
+    GET  /api/v1/dns/cache?name=NAME
+    POST /api/v1/dns/zones/{origin}/reload
+
+The runtime is duck-typed (edgeway.runtime.Runtime; contract in docs/operations.md), so the
+API reads live objects and holds no state of its own except the token.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import dns.name
+
+from edgeway.admin.token import TokenCheck
+from edgeway.config.types import parse_address
+from edgeway.errors import EdgewayError
+
+log = logging.getLogger("edgeway.admin")
+
+STATES = ("ready", "drain", "maint")
+MIN_WEIGHT, MAX_WEIGHT = 1, 1000     # the config's bounds for servers[].weight
+
+# (path pattern, {method: handler}); "{x}" is one path segment bound to x. Literal segments
+# never collide with a placeholder at the same depth, so the order does not matter.
+ROUTES: list[tuple[tuple[str, ...], dict[str, str]]] = [
+    (("api", "v1", "status"), {"GET": "status"}),
+    (("api", "v1", "upstreams"), {"GET": "upstreams"}),
+    (("api", "v1", "upstreams", "{name}"), {"GET": "upstream"}),
+    (("api", "v1", "upstreams", "{name}", "servers", "{address}", "state"), {"POST": "set_state"}),
+    (("api", "v1", "upstreams", "{name}", "servers", "{address}", "weight"), {"POST": "set_weight"}),
+    (("api", "v1", "reload"), {"POST": "reload"}),
+    (("api", "v1", "dns", "cache"), {"GET": "cache"}),
+    (("api", "v1", "dns", "cache", "flush"), {"POST": "flush"}),
+    (("api", "v1", "dns", "zones", "{origin}", "reload"), {"POST": "zone_reload"}),
+]
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str                          # the target's path, still percent-encoded
+    query: str = ""                    # the raw query string, without "?"
+    headers: dict[str, bytes] = field(default_factory=dict)   # lower-case names
+    body: bytes = b""
+    client: str = "-"                  # peer address, for the audit log
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: dict
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class ApiError(Exception):
+    """A request the API refuses; becomes a response with this status and {"error": message}."""
+
+    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+class AdminApi:
+    def __init__(self, runtime: Any, token: str):
+        self.runtime = runtime
+        self.token = TokenCheck(token)
+
+    async def handle(self, request: Request) -> Response:
+        """The response to one request; never raises (a bug answers 500 and is logged)."""
+        try:
+            return await self._handle(request)
+        except ApiError as exc:
+            if exc.status == 401:
+                log.warning("admin: %s %s %s: 401 %s", request.client, request.method, request.path,
+                            exc.message)
+            return Response(exc.status, {"error": exc.message}, exc.headers)
+        except Exception as exc:
+            log.exception("admin: %s %s %s failed", request.client, request.method, request.path)
+            return Response(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
+
+    async def _handle(self, request: Request) -> Response:
+        authorization = request.headers.get("authorization")
+        if not self.token.authorized(authorization):
+            why = "no bearer token" if authorization is None else "wrong bearer token"
+            challenge = 'Bearer realm="edgeway"' + ("" if authorization is None else ', error="invalid_token"')
+            raise ApiError(401, f"{why}: send Authorization: Bearer TOKEN, TOKEN being the content "
+                                "of admin.token_file", (("WWW-Authenticate", challenge),))
+        handler_name, params = self._route(request)
+        handler = getattr(self, "_" + handler_name)
+        status, body = await handler(request, **params)
+        return Response(status, body)
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, request: Request) -> tuple[str, dict[str, str]]:
+        segments = _segments(request.path)
+        for pattern, methods in ROUTES:
+            params = _match(pattern, segments)
+            if params is None:
+                continue
+            handler = methods.get(request.method)
+            if handler is None:
+                allowed = ", ".join(methods)
+                if "POST" in methods:
+                    why = "changes state, so it takes POST (a GET never changes anything)"
+                else:
+                    why = f"only reads: use {allowed}"
+                raise ApiError(405, f"{request.method} {request.path}: this endpoint {why}",
+                               (("Allow", allowed),))
+            return handler, params
+        raise ApiError(404, f"no such endpoint: {request.path} (see docs/operations.md, \"Runtime API\")")
+
+    # ------------------------------------------------------------------ status, upstreams
+
+    async def _status(self, request: Request) -> tuple[int, dict]:
+        _no_query(request)
+        _no_body(request)
+        rt = self.runtime
+        path = getattr(rt, "config_path", None)
+        return 200, {
+            "version": rt.version,
+            "pid": rt.pid,
+            "started_at": rt.started_at,
+            "uptime": round(time.time() - rt.started_at, 3),
+            "config_file": str(path) if path is not None else None,
+            "config_hash": rt.config_hash,
+            "last_reload": rt.last_reload,
+            "services": rt.services_summary(),
+        }
+
+    async def _upstreams(self, request: Request) -> tuple[int, dict]:
+        _no_query(request)
+        _no_body(request)
+        return 200, {"upstreams": [u.snapshot() for u in self.runtime.upstreams.values()]}
+
+    async def _upstream(self, request: Request, name: str) -> tuple[int, dict]:
+        _no_query(request)
+        _no_body(request)
+        return 200, self._find_upstream(name).snapshot()
+
+    async def _set_state(self, request: Request, name: str, address: str) -> tuple[int, dict]:
+        _no_query(request)
+        state = _json_object(request.body, required={"state": str})["state"]
+        if state not in STATES:
+            raise ApiError(400, f"invalid state {state!r}: expected one of {', '.join(STATES)}")
+        upstream, server = self._find_server(name, address)
+        previous = server.state
+        try:
+            upstream.set_state(server, state)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        self.runtime.state_changed()
+        log.info("admin: %s: upstream %s server %s state %s -> %s", request.client, upstream.name,
+                 server, previous, state)
+        return 200, {"upstream": upstream.name, "address": str(server), "state": state,
+                     "previous": previous, "server": _server_row(upstream, server)}
+
+    async def _set_weight(self, request: Request, name: str, address: str) -> tuple[int, dict]:
+        _no_query(request)
+        weight = _json_object(request.body, required={"weight": int})["weight"]
+        if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+            raise ApiError(400, f"invalid weight {weight}: expected {MIN_WEIGHT} to {MAX_WEIGHT}")
+        upstream, server = self._find_server(name, address)
+        previous = server.weight
+        try:
+            upstream.set_weight(server, weight)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        self.runtime.state_changed()
+        log.info("admin: %s: upstream %s server %s weight %s -> %s", request.client, upstream.name,
+                 server, previous, weight)
+        return 200, {"upstream": upstream.name, "address": str(server), "weight": weight,
+                     "previous": previous, "server": _server_row(upstream, server)}
+
+    def _find_upstream(self, name: str):
+        upstream = self.runtime.upstreams.get(name)
+        if upstream is None:
+            known = ", ".join(sorted(self.runtime.upstreams)) or "none configured"
+            raise ApiError(404, f"no upstream {name!r} (known: {known})")
+        return upstream
+
+    def _find_server(self, name: str, address: str):
+        upstream = self._find_upstream(name)
+        try:
+            text = str(parse_address(address))   # "[::1]:80" whichever way it was typed
+        except ValueError as exc:
+            raise ApiError(400, f"server {address!r}: {exc}") from None
+        server = upstream.server(text)
+        if server is None:
+            known = ", ".join(str(s) for s in upstream.servers)
+            raise ApiError(404, f"upstream {upstream.name!r} has no server {text!r} (servers: {known})")
+        return upstream, server
+
+    # ------------------------------------------------------------------ reload
+
+    async def _reload(self, request: Request) -> tuple[int, dict]:
+        _no_query(request)
+        _json_object(request.body, optional=True)
+        log.info("admin: %s: reload requested", request.client)
+        result = await self.runtime.reload()
+        # 422: the request was fine, the config it made us read is not; nothing changed.
+        return (200 if result.get("ok") else 422), result
+
+    # ------------------------------------------------------------------ dns
+
+    def _dns(self):
+        dns_service = self.runtime.dns
+        if dns_service is None:
+            raise ApiError(404, "DNS is not running here: the config has no dns: section")
+        return dns_service
+
+    async def _cache(self, request: Request) -> tuple[int, dict]:
+        _no_body(request)
+        query = _query(request, allowed=("name",))
+        if "name" not in query:
+            raise ApiError(400, "which name? GET /api/v1/dns/cache?name=example.com.")
+        name = _dns_name(query["name"])
+        entries = self._dns().cache_entries(name)
+        return 200, {"name": name, "entries": entries}
+
+    async def _flush(self, request: Request) -> tuple[int, dict]:
+        _no_query(request)
+        body = _json_object(request.body, optional=True, allowed={"name": str})
+        name = _dns_name(body["name"]) if "name" in body else None
+        removed = self._dns().flush_cache(name)
+        log.info("admin: %s: dns cache flush %s: %d entries removed", request.client,
+                 name or "(everything)", removed)
+        return 200, {"name": name, "removed": removed}
+
+    async def _zone_reload(self, request: Request, origin: str) -> tuple[int, dict]:
+        _no_query(request)
+        _json_object(request.body, optional=True)
+        origin = _dns_name(origin)
+        dns_service = self._dns()
+        try:
+            result = dns_service.reload_zone(origin)
+            if inspect.isawaitable(result):
+                result = await result
+        except KeyError as exc:
+            message = exc.args[0] if exc.args else origin
+            raise ApiError(404, str(message)) from None
+        except EdgewayError as exc:
+            # the zone file is wrong (file, line): the zone as it was keeps serving
+            raise ApiError(422, str(exc)) from None
+        log.info("admin: %s: zone %s reloaded: %s", request.client, origin, result)
+        return 200, result
+
+
+# ---------------------------------------------------------------------- request parsing
+
+
+def _segments(path: str) -> list[str]:
+    """The path's segments, each percent-decoded on its own (so %2F stays inside a name)."""
+    if not path.startswith("/"):
+        raise ApiError(404, f"no such endpoint: {path}")
+    segments = []
+    for raw in path[1:].split("/"):
+        try:
+            segment = unquote(raw, encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise ApiError(400, f"path segment {raw!r} is not UTF-8 once percent-decoded") from None
+        if not segment.isprintable():
+            raise ApiError(400, f"path segment {raw!r} has control characters")
+        segments.append(segment)
+    return segments
+
+
+def _match(pattern: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
+    if len(pattern) != len(segments):
+        return None
+    params = {}
+    for want, got in zip(pattern, segments):
+        if want.startswith("{"):
+            if not got:
+                return None
+            params[want[1:-1]] = got
+        elif want != got:
+            return None
+    return params
+
+
+def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(request.query, keep_blank_values=True, strict_parsing=bool(request.query),
+                          encoding="utf-8", errors="strict", max_num_fields=len(allowed) + 1)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"invalid query string: {exc}") from None
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in allowed:
+            expected = ", ".join(allowed) or "none"
+            raise ApiError(400, f"unknown query parameter {key!r} (expected: {expected})")
+        if key in out:
+            raise ApiError(400, f"query parameter {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def _no_query(request: Request) -> None:
+    _query(request, allowed=())
+
+
+def _no_body(request: Request) -> None:
+    if request.body:
+        raise ApiError(400, f"{request.method} {request.path} takes no body")
+
+
+def _json_object(body: bytes, required: dict[str, type] | None = None, allowed: dict[str, type] | None = None,
+                 optional: bool = False) -> dict:
+    """The body as a JSON object with exactly the keys expected, each of its type.
+
+    Unknown keys are refused, as in the config: a misspelled "stat" must not be ignored."""
+    required = required or {}
+    expected = {**required, **(allowed or {})}
+    if not body.strip():
+        if optional and not required:
+            return {}
+        raise ApiError(400, f"expected a JSON body such as {_example(required)}")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:   # RecursionError: [[[[...]]]] nested too deep
+        raise ApiError(400, f"the body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"expected a JSON object such as {_example(required or expected)}")
+    for key, value in data.items():
+        if key not in expected:
+            known = ", ".join(expected) or "none"
+            raise ApiError(400, f"unknown key {key!r} (expected: {known})")
+        kind = expected[key]
+        # bool is an int to Python, not to an operator: {"weight": true} is a mistake
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ApiError(400, f"{key!r} must be {'an integer' if kind is int else 'a string'}, "
+                                f"not {json.dumps(value)[:80]}")
+    for key in required:
+        if key not in data:
+            raise ApiError(400, f"missing key {key!r}: expected {_example(required)}")
+    return data
+
+
+def _example(keys: dict[str, type]) -> str:
+    samples = {"state": '"drain"', "weight": "10", "name": '"example.com."'}
+    return "{" + ", ".join(f'"{k}": {samples.get(k, "...")}' for k in keys) + "}"
+
+
+def _dns_name(text: str) -> str:
+    """A domain name in its absolute text form ("example.com" -> "example.com.")."""
+    if not text:
+        raise ApiError(400, "empty domain name (the root is \".\")")
+    try:
+        return dns.name.from_text(text).to_text()
+    except Exception as exc:   # dnspython raises a handful of name errors
+        raise ApiError(400, f"invalid domain name {text!r}: {exc}") from None
+
+
+def _server_row(upstream: Any, server: Any) -> dict | None:
+    """The server's line of the upstream snapshot, so a change answers with its effect."""
+    label = str(server)
+    return next((row for row in upstream.snapshot()["servers"] if row["address"] == label), None)
