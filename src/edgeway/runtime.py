@@ -29,8 +29,9 @@ class Service(Protocol):
 
 
 class Runtime:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, config_path: Path | None = None):
         self.config = config
+        self._admin_init(config_path)
         self.upstreams: dict[str, Any] = {}
         self.health_checkers: list[Service] = []
         self.dns: Service | None = None
@@ -68,10 +69,15 @@ class Runtime:
                 self.listeners[listener.name] = UdpListenerService(
                     listener, self.upstreams[listener.upstream]
                 )
+        if config.admin is not None:
+            from edgeway.admin import AdminService
+
+            self.admin = AdminService(self, config.admin)
 
     @property
     def services(self) -> list[Service]:
-        return [*self.health_checkers, *filter(None, [self.dns]), *self.listeners.values()]
+        return [*self.health_checkers, *filter(None, [self.dns]), *self.listeners.values(),
+                *filter(None, [self.admin])]
 
     async def start(self) -> None:
         try:
@@ -89,6 +95,52 @@ class Runtime:
                 await service.stop()
             except Exception:  # one broken service must not keep the others' sockets open
                 log.exception("error while stopping %r", service)
+
+    # ---- h14-admin: minimal versions of the runtime names the admin API reads (contract-14,
+    # "Runtime interface A may use"); the lead's runtime replaces this whole block at merge.
+    def _admin_init(self, config_path: Path | None) -> None:
+        import hashlib
+        import os
+        import time
+
+        from edgeway import __version__
+
+        self.config_path = config_path
+        self.config_hash = hashlib.sha256(config_path.read_bytes()).hexdigest() if config_path else None
+        self.started_at = time.time()
+        self.version = __version__
+        self.pid = os.getpid()
+        self.last_reload: dict | None = None
+        self.admin: Service | None = None
+
+    def services_summary(self) -> list[dict]:
+        out = [{"kind": s.config.protocol, "name": n, "addresses": [str(s.config.listen)]}
+               for n, s in self.listeners.items()]
+        if self.admin is not None:
+            out.append({"kind": "admin", "name": "admin", "addresses": self.admin.addresses})
+        return out
+
+    def state_changed(self) -> None:
+        pass
+
+    async def reload(self) -> dict:
+        """Minimal: re-read and validate the config, reload the admin listener only."""
+        import time
+
+        result: dict = {"time": time.time(), "ok": False, "error": None, "changes": []}
+        try:
+            new = load_config(self.config_path)
+            if self.admin is not None and new.admin is not None:
+                plan = await self.admin.prepare_reload(new.admin)
+                plan.commit()
+                result["changes"] = plan.changes
+            self.config = new
+            result["ok"] = True
+        except (EdgewayError, OSError) as exc:
+            result["error"] = str(exc)
+        self.last_reload = result
+        return result
+    # ---- end of h14-admin's block
 
 
 async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = None) -> None:
@@ -168,7 +220,7 @@ def serve_command(config_path: Path, log_level: str, loop_name: str) -> None:
     setup_logging(log_level)
     config = load_or_exit(config_path)
     try:
-        runtime = Runtime(config)
+        runtime = Runtime(config, config_path)
         run(run_until_signal(runtime), loop_name)
     except EdgewayError as exc:
         fail(str(exc))
