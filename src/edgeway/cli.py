@@ -13,6 +13,7 @@ from edgeway import __version__
 LAZY_COMMANDS = {
     "serve": ("edgeway.runtime:serve_command", "Run every role the config names until SIGINT/SIGTERM."),
     "check": ("edgeway.runtime:check_command", "Validate a config without starting anything."),
+    "ctl": ("edgeway.admin.ctl:command", "The runtime API: status, upstreams, drain, weight, reload, cache."),
     "demo": ("edgeway.demo.command:command", "Run the seed's whole architecture on loopback and trace a request."),
     "dig": ("edgeway.dns.dig:command", "Query a DNS server and print the answer as dig does."),
     "trace": ("edgeway.trace:command", "Follow one request through DNS, TCP, TLS, the balancer."),
