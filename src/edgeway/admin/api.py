@@ -174,7 +174,7 @@ class AdminApi:
         previous = server.state
         try:
             upstream.set_state(server, state)
-        except ValueError as exc:
+        except (ValueError, EdgewayError) as exc:   # UpstreamError: refused by the upstream
             raise ApiError(400, str(exc)) from None
         self.runtime.state_changed()
         log.info("admin: %s: upstream %s server %s state %s -> %s", request.client, upstream.name,
@@ -191,7 +191,7 @@ class AdminApi:
         previous = server.weight
         try:
             upstream.set_weight(server, weight)
-        except ValueError as exc:
+        except (ValueError, EdgewayError) as exc:   # UpstreamError: refused by the upstream
             raise ApiError(400, str(exc)) from None
         self.runtime.state_changed()
         log.info("admin: %s: upstream %s server %s weight %s -> %s", request.client, upstream.name,

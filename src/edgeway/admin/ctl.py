@@ -171,7 +171,7 @@ def _duration(seconds: float) -> str:
     return "".join(parts) + f"{seconds}s"
 
 
-_STATE_STYLE = {"up": "green", "down": "red", "drain": "yellow", "maint": "magenta"}
+_STATE_STYLE = {"up": "green", "down": "red", "drain": "yellow", "maint": "magenta", "checking": "cyan"}
 
 
 def print_status(data: dict) -> None:
