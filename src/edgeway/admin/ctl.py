@@ -148,7 +148,8 @@ def make_client(admin: str | None, token_file: Path | None, config: Path | None)
 def _console():
     from rich.console import Console
 
-    return Console(soft_wrap=False)
+    # piped into grep or a file, rich would wrap at 80 columns and cut addresses in two
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
 def _ago(when: float | None) -> str:
@@ -210,8 +211,8 @@ def print_upstreams(upstreams: list[dict]) -> None:
         table = Table(title=f"upstream {upstream.get('name')} ({upstream.get('balance')})", title_justify="left")
         for column in ("server", "state", "weight", "backup", "in flight", "requests", "failures",
                        "last check", "why"):
-            table.add_column(column, justify="right" if column in ("weight", "in flight", "requests",
-                                                                    "failures") else "left")
+            table.add_column(column, no_wrap=column != "why",
+                             justify="right" if column in ("weight", "in flight", "requests", "failures") else "left")
         for s in upstream.get("servers") or []:
             state = str(s.get("state"))
             last = _ago(s.get("last_check"))
