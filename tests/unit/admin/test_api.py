@@ -189,3 +189,26 @@ def test_reload_without_a_config_file_is_422_and_says_why(api):
     assert response.status == 422
     assert response.body["ok"] is False
     assert "not started from a config file" in response.body["error"]
+
+
+# ---------------------------------------------------------------------- hostile input
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+WORDS = ["api", "v1", "upstreams", "servers", "state", "weight", "dns", "cache", "flush", "zones", "reload",
+         "status", "127.0.0.1:1", "%5B%3A%3A1%5D%3A2", "..", ".", "%2F", "%00", "%ff", ""]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "PUT", "HEAD", "DELETE"]),
+       segments=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=8),
+       query=st.one_of(st.just(""), st.text(max_size=20)),
+       body=st.one_of(st.just(b""), st.binary(max_size=40),
+                      st.sampled_from([b'{"state": "drain"}', b'{"weight": 5}', b'{"name": "a."}', b"{}"])))
+def test_no_request_makes_the_api_fail(api, method, segments, query, body):
+    # needs the upstream part (snapshot, set_state) for paths that reach a real upstream
+    response = call(api, method, "/" + "/".join(segments), body=body, query=query)
+    assert response.status in (200, 400, 404, 405, 422), response
+    assert isinstance(response.body.get("error", ""), str)
+    json.dumps(response.body)

@@ -119,3 +119,35 @@ def test_render_is_json_with_its_length_and_the_connection_decision():
 ])
 def test_exposed_is_anything_but_loopback(address, is_exposed):
     assert exposed(parse_address(address)) is is_exposed
+
+
+# ---------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VALID = (b"POST /api/v1/upstreams/a/servers/b%3A1/weight HTTP/1.1\r\nAuthorization: Bearer t\r\n"
+         b"Content-Length: 13\r\n\r\n{\"weight\": 5}GET /api/v1/status HTTP/1.1\r\n\r\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(VALID)), max_size=8))
+def test_any_split_of_the_bytes_gives_the_same_requests(cuts):
+    points = sorted(set(cuts))
+    chunks = [VALID[a:b] for a, b in zip([0, *points], [*points, len(VALID)])]
+    reader = feed(*chunks)
+    assert [(r.method, r.path, r.body) for r, _ in reader.requests] == [
+        ("POST", "/api/v1/upstreams/a/servers/b%3A1/weight", b'{"weight": 5}'), ("GET", "/api/v1/status", b"")]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=2048), st.binary(max_size=64))
+def test_arbitrary_bytes_give_requests_or_an_http_error_never_anything_else(prefix, data):
+    reader = RequestReader(max_head=512, max_body=256)
+    try:
+        reader.feed(prefix)
+        reader.feed(data)
+    except HttpError as exc:
+        assert exc.status in (400, 413, 431)
+    for request, _ in reader.requests:
+        assert len(request.body) <= 256
