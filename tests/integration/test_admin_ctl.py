@@ -96,13 +96,13 @@ def test_reload_reaches_the_server_while_the_rest_of_the_config_is_broken(tmp_pa
     # ctl reads only the admin: section, so the server is the one that reports the mistake
     with AdminServe(tmp_path) as serve:
         good = serve.path.read_text()
-        serve.write(good + "listeners: [{name: x, protocol: smtp, listen: '127.0.0.1:1'}]\n")
+        serve.write(good + "dns: {listen: ['127.0.0.1:99999']}\n")
         result = serve.ctl("reload")
         assert result.returncode == 1
         assert f"edgeway ctl: error: {serve.path}:" in result.stderr
-        assert "listeners.0.protocol" in result.stderr
+        assert "dns.listen.0: invalid address" in result.stderr
         code, data = serve.ctl_json("reload")
-        assert code == 1 and data["ok"] is False and "listeners.0.protocol" in data["error"]
+        assert code == 1 and data["ok"] is False and "dns.listen.0: invalid address" in data["error"]
         code, data = serve.ctl_json("status")
         assert data["last_reload"]["ok"] is False
 

@@ -30,8 +30,9 @@ class AdminServe:
         self.config = {"admin": {"listen": f"127.0.0.1:{self.port}", "token_file": str(self.token_file)},
                        **(config or {})}
         if "dns" not in self.config and "listeners" not in self.config:
-            # something to run besides the API: a DNS listener is the lightest
-            self.config["dns"] = {"listen": [f"127.0.0.1:{free_port()}"]}
+            # something to run besides the API: an http listener that only redirects
+            self.config["listeners"] = [{"name": "redirect", "protocol": "http", "listen": f"127.0.0.1:{free_port()}",
+                                         "redirect_https": "https://example.test"}]
         self.path = tmp_path / "edgeway.yaml"
         self.write(self.config)
         self.process = EdgewayProcess(self.path, ready=("127.0.0.1", self.port))
