@@ -1,0 +1,87 @@
+"""Reload through the runtime API of a real `edgeway serve`, with real curl: a broken config
+is 422 with file, line and key and changes nothing; the token and the admin address are read
+again on reload. The server runs an http listener besides the API, so these need the listener
+part of issue 14 (HttpListenerService.prepare_reload, h14-listeners)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+
+import pytest
+
+from tests.support.admin import AdminServe
+from tests.support.tools import free_port
+
+pytestmark = pytest.mark.interop
+
+
+
+def test_reload_of_a_broken_config_is_422_with_file_line_key_and_changes_nothing(tmp_path):
+    port = free_port()
+    config = {"upstreams": {"api": {"servers": [{"address": "127.0.0.1:1"}]}},
+              "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{port}",
+                             "routes": [{"upstream": "api"}]}]}
+    with AdminServe(tmp_path, config) as serve:
+        before = serve.curl("GET", "/api/v1/status")[2]["config_hash"]
+        good = serve.path.read_text()
+        serve.write(good.replace("round_robin", "x") + "bogus_key: 1\n")
+        status, _, body = serve.curl("POST", "/api/v1/reload")
+        assert status == 422
+        assert body["ok"] is False
+        assert f"{serve.path}:" in body["error"] and "bogus_key: unknown key" in body["error"]
+        status, _, body = serve.curl("GET", "/api/v1/status")
+        assert body["config_hash"] == before
+        assert body["last_reload"]["ok"] is False and "bogus_key" in body["last_reload"]["error"]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass   # the listener still serves
+        serve.write(good.replace("name: web", "name: web2"))
+        status, _, body = serve.curl("POST", "/api/v1/reload")
+        assert status == 200 and body["ok"] is True, body
+        status, _, body = serve.curl("GET", "/api/v1/status")
+        assert body["config_hash"] == hashlib.sha256(serve.path.read_bytes()).hexdigest() != before
+        assert body["last_reload"]["ok"] is True
+        assert any(s["name"] == "web2" for s in body["services"])
+
+
+def test_the_token_is_read_again_on_reload(tmp_path):
+    with AdminServe(tmp_path) as serve:
+        old = serve.token
+        serve.write_token("new-token-" + "x" * 20)
+        # until the reload, the token read at start is the one
+        assert serve.curl("GET", "/api/v1/status", token="new-token-" + "x" * 20)[0] == 401
+        status, _, body = serve.curl("POST", "/api/v1/reload", token=old)
+        assert status == 200, body
+        assert "admin: new token" in body["changes"]
+        assert serve.curl("GET", "/api/v1/status", token=old)[0] == 401
+        assert serve.curl("GET", "/api/v1/status", token="new-token-" + "x" * 20)[0] == 200
+        # an empty token file: the reload fails with file, line and key, the token stays
+        serve.token_file.write_text("\n")
+        status, _, body = serve.curl("POST", "/api/v1/reload", token="new-token-" + "x" * 20)
+        assert status == 422
+        assert f"{serve.path}:" in body["error"] and "admin.token_file" in body["error"] and "empty" in body["error"]
+        assert serve.curl("GET", "/api/v1/status", token="new-token-" + "x" * 20)[0] == 200
+
+
+def test_a_new_admin_address_on_reload(tmp_path):
+    with AdminServe(tmp_path) as serve:
+        old_port, new_port = serve.port, free_port()
+        serve.config["admin"]["listen"] = f"127.0.0.1:{new_port}"
+        serve.write(serve.config)
+        status, headers, body = serve.curl("POST", "/api/v1/reload")
+        assert status == 200, body
+        assert headers["connection"] == "close"      # it came in on the old address
+        assert any(f"127.0.0.1:{new_port}" in change for change in body["changes"])
+        serve.port = new_port
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert serve.curl("GET", "/api/v1/status")[0] == 200
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", old_port), timeout=2).close()
