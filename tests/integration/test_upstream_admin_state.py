@@ -135,8 +135,14 @@ def test_reloads_that_replace_every_server_lose_no_request(l7, bg):
             # every server was replaced: the new ones serve at once, none waits for a check
             assert {s["state"] for s in snapshot["servers"]} == {"up"}
             before = seen.copy()
-            time.sleep(0.3)
-            assert any(seen[b.name] > before[b.name] for b in backends)   # the change is visible
+            deadline = time.monotonic() + 3
+            while not all(seen[b.name] > before[b.name] for b in backends) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert all(seen[b.name] > before[b.name] for b in backends)   # the change is visible
+            removed = [b for b in l7.backends if b not in backends]
+            served = [len(b.heads) for b in removed]       # (requests in flight at the reload are done)
+            time.sleep(0.15)
+            assert [len(b.heads) for b in removed] == served                # and the removed get nothing new
     finally:
         stop.set()
         for t in threads:
