@@ -1,6 +1,6 @@
-"""Runtime API on upstreams, end to end (needs the upstream part, contract-14 "U": snapshot,
-server(), set_state, set_weight): real nginx servers behind a real `edgeway serve`, steered with
-curl and `edgeway ctl`; the effect is seen on requests through the L7 listener."""
+"""Runtime API on upstreams, end to end (the upstream part's snapshot, server(), set_state,
+set_weight, state_file): real nginx servers behind a real `edgeway serve`, steered with curl and
+`edgeway ctl`; the effect is seen on requests through the L7 listener, and across a restart."""
 
 from __future__ import annotations
 
@@ -119,3 +119,21 @@ def test_ctl_drain_ready_maint_weight_and_upstreams(serve):
     assert "upstream api (round_robin)" in result.stdout and serve.backends[1] in result.stdout
     result = serve.ctl("maint", "api", "127.0.0.1:9")
     assert result.returncode == 1 and "has no server '127.0.0.1:9'" in result.stderr
+
+
+def test_states_set_through_ctl_survive_a_restart_with_a_state_file(tmp_path):
+    # HAProxy's server-state-file: admin.state_file keeps admin state and runtime weight
+    config = {"upstreams": {"api": {"servers": [{"address": "127.0.0.1:1"}, {"address": "127.0.0.1:2"}]}}}
+    serve = AdminServe(tmp_path, config)
+    serve.config["admin"]["state_file"] = str(tmp_path / "edgeway.state")
+    serve.write(serve.config)
+    with serve:
+        assert serve.ctl("maint", "api", "127.0.0.1:1").returncode == 0
+        assert serve.ctl("weight", "api", "127.0.0.1:2", "9").returncode == 0
+        assert (tmp_path / "edgeway.state").exists()
+        serve.restart()
+        code, data = serve.ctl_json("upstreams", "api")
+        assert code == 0
+        rows = {r["address"]: r for r in data["servers"]}
+        assert rows["127.0.0.1:1"]["state"] == "maint"
+        assert rows["127.0.0.1:2"]["weight"] == 9

@@ -54,6 +54,12 @@ class AdminServe:
     def stop(self) -> tuple[int, str]:
         return self.process.stop()
 
+    def restart(self) -> None:
+        """SIGTERM, then `edgeway serve` again on the same config (and ports)."""
+        self.process.stop()
+        self.process = EdgewayProcess(self.path, ready=("127.0.0.1", self.port))
+        self.process.__enter__()
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
