@@ -65,6 +65,7 @@ class RequestReader:
         self.expects_continue = False    # a client waits for 100 Continue before its body
         self._in_head = False
         self._head_seen = 0
+        self._message_seen = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -90,6 +91,14 @@ class RequestReader:
             self._head_seen += len(data)
             if self._head_seen > self.max_head:
                 raise HttpError(431, f"request head larger than {self.max_head} bytes")
+        if not self.idle:
+            # everything else a message may carry: chunk framing and extensions, trailer
+            # fields (httptools holds an unfinished one whole). The body in one-byte chunks
+            # takes six bytes per byte; eight leaves room and still bounds the message.
+            self._message_seen += len(data)
+            if self._message_seen > self.max_head + 8 * self.max_body:
+                raise HttpError(413, f"request larger than {self.max_head + 8 * self.max_body} bytes "
+                                     "with its framing")
 
     def _fail(self, status: int, message: str) -> None:
         self._error = HttpError(status, message)
@@ -101,6 +110,7 @@ class RequestReader:
         self.idle = False
         self._in_head = True
         self._head_seen = 0
+        self._message_seen = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url

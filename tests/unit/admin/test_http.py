@@ -80,6 +80,21 @@ def test_a_body_over_the_limit_is_413_announced_or_not():
     assert err.value.status == 413
 
 
+def test_a_trailer_or_chunk_framing_without_end_is_bounded_too():
+    start = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Trailer: "
+    with pytest.raises(HttpError) as err:
+        feed(start, *([b"a" * 4096] * 100), max_head=8192, max_body=4096)
+    assert err.value.status == 413
+    with pytest.raises(HttpError) as err:       # chunk extensions
+        feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;x=", *([b"a" * 4096] * 100),
+             max_head=8192, max_body=4096)
+    assert err.value.status in (400, 413)
+    # the whole body in one-byte chunks is still fine
+    body = b"".join(b"1\r\n%c\r\n" % c for c in b"x" * 4096) + b"0\r\n\r\n"
+    reader = feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", body, max_head=8192, max_body=4096)
+    assert reader.requests[0][0].body == b"x" * 4096
+
+
 @pytest.mark.parametrize("raw,status", [
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),          # a TLS ClientHello
     (b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
