@@ -153,7 +153,7 @@ class Runtime:
         for name, service in self.listeners.items():
             out.append({"kind": service.config.protocol, "name": name, "addresses": [str(service.config.listen)]})
         if self.admin is not None:
-            out.append({"kind": "admin", "name": "admin", "addresses": [str(self.config.admin.listen)]})
+            out.append({"kind": "admin", "name": "admin", "addresses": list(self.admin.addresses)})
         return out
 
     # ------------------------------------------------------------------ runtime state
@@ -208,6 +208,9 @@ class Runtime:
                     result["ok"] = True
                 except (EdgewayError, OSError, ValueError) as exc:
                     result["error"] = str(exc)
+                except Exception as exc:   # a bug in a service's prepare: still nothing changed
+                    log.exception("reload of %s: unexpected error", self.config_path)
+                    result["error"] = f"internal error while preparing the reload: {exc!r}"
             if result["ok"]:
                 self.config_hash = _file_hash(self.config_path)
                 log.info("reload of %s done: %s", self.config_path, "; ".join(result["changes"]) or "no change")
@@ -274,7 +277,7 @@ class Runtime:
                 retire.append(service)
                 changes.append(f"listener {service.config.name}: {service.config.protocol} on "
                                f"{service.config.listen} removed (draining)")
-            admin_plan = await self._prepare_admin(new, started, retire)
+            admin_plan, new_admin = await self._prepare_admin(new, started, retire)
             if admin_plan is not None:
                 plans.append(admin_plan)
         except BaseException:
@@ -301,6 +304,7 @@ class Runtime:
         self.upstreams = upstreams
         self.dns = new_dns
         self.listeners = listeners
+        self.admin = new_admin
         self.config = new
         for service in retire:
             if service in self._started:
@@ -313,20 +317,21 @@ class Runtime:
         return changes
 
     async def _prepare_admin(self, new: Config, started: list, retire: list):
-        """The admin listener is reloaded like the others (AdminService, edgeway.admin)."""
+        """The admin listener is reloaded like the others (AdminService, edgeway.admin).
+        Returns (plan or None, the admin service after the commit)."""
         new_admin = getattr(new, "admin", None)
         if self.admin is not None and new_admin is not None:
-            return await self.admin.prepare_reload(new_admin)
+            return await self.admin.prepare_reload(new_admin), self.admin
         if new_admin is not None:
             from edgeway.admin import AdminService
 
-            self.admin = AdminService(self, new_admin)
-            await self.admin.start()
-            started.append(self.admin)
-        elif self.admin is not None:
+            service = AdminService(self, new_admin)
+            await service.start()
+            started.append(service)
+            return None, service
+        if self.admin is not None:
             retire.append(self.admin)
-            self.admin = None
-        return None
+        return None, None
 
     async def _commit_health_checkers(self, upstreams: dict, new: Config) -> None:
         checkers: dict[str, Service] = {}
