@@ -397,3 +397,25 @@ async def test_drain_returns_at_the_deadline(resolving):
     await service.drain(loop.time() + 0.3)
     assert 0.25 <= loop.time() - started < 2
     asking.cancel()
+
+
+async def test_a_removed_address_answers_what_its_tcp_connections_asked_then_closes(resolving):
+    service, port, peer, config = resolving
+    peer.delay = 0.5
+    second = free_port()
+    (await service.prepare_reload(_with_listen(config(), [port, second]))).commit()
+    client = await TcpClient.open(second)
+    asking = asyncio.ensure_future(client.ask("late.example."))
+    while not peer.questions:
+        await asyncio.sleep(0.01)
+    (await service.prepare_reload(config())).commit()       # `second` goes away
+    with pytest.raises(OSError):
+        await asyncio.open_connection(HOST, second)         # no new connection there
+    assert addresses(await asyncio.wait_for(asking, 5)) == ["192.0.2.77"]
+    assert await asyncio.wait_for(client.reader.read(), 5) == b""   # then it closed
+    assert await dig(port, "late.example.") == "192.0.2.77"
+
+
+def _with_listen(config: DnsConfig, ports) -> DnsConfig:
+    return config.model_copy(update={"listen": DnsConfig.model_validate(
+        {"listen": [f"{HOST}:{p}" for p in ports]}).listen})
