@@ -418,7 +418,8 @@ class DnsService:
             self._old_resolvers.append(old_resolver)
             self._background(self._retire_resolver(old_resolver), "retire the previous resolver")
         for change in plan.changes:
-            log.info("%s", change)
+            if not change.startswith("dns: warning:"):   # (those were logged as warnings in prepare)
+                log.info("%s", change)
 
     async def _accept(self, listen: _Listen) -> None:
         # The socket listens since prepare (connections wait in the backlog); accepting needs
