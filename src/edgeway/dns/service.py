@@ -408,6 +408,10 @@ class DnsService:
             self._listens[listen.key] = listen
             listen.udp = UdpServer(responder, listen.udp_sock)
             self._background(self._accept(listen), f"accept on {listen.key}")
+        # The old chain is released on the next loop turn, not here: freeing a large zone
+        # (tens of ms for 50 000 records) must not delay the other services' commits.
+        released = (self.handlers, self.responder, self.zones, self._zones)
+        asyncio.get_running_loop().call_soon(released.__len__)
         self.config = config
         self._zones = plan.zones
         self.zones = ZoneSet([z.zone for z in plan.zones])
