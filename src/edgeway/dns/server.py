@@ -40,6 +40,11 @@ class UdpServer:
     the bench showed it worth about a fifth more queries per core than a DatagramProtocol).
     A reply the kernel cannot take (send buffer full) is dropped and counted, as a UDP server
     must never block; the client retries.
+
+    `responder` may be replaced at any time (a reload): the next datagram is answered by the new
+    one, an answer still owed (recursion) comes from the one that took the question.
+    `stop_reading()` (a drain, or an address a reload removed) takes no new question but keeps
+    the socket open for the answers still owed (`owed`); `close()` ends everything.
     """
 
     BATCH = 64
@@ -49,6 +54,8 @@ class UdpServer:
         self.sock = sock
         self.sockname = sock.getsockname()
         self.send_errors = 0
+        self.owed = 0          # recursive answers still to send (a Later or a task each)
+        self.reading = True
         self._tasks: set[asyncio.Task] = set()
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
@@ -75,6 +82,7 @@ class UdpServer:
             if type(result) is bytes:
                 self._send(result, addr)
                 continue
+            self.owed += 1
             if type(result) is Later:   # (a recursive answer: sent from the callback that settles it)
                 result.then(functools.partial(self._reply, addr))
                 continue
@@ -90,26 +98,36 @@ class UdpServer:
 
     def _reply(self, addr, wire: bytes | None, error: BaseException | None) -> None:
         # (`error` is only ever CancelledError: the responder turns everything else into SERVFAIL.)
+        self.owed -= 1
         if wire is not None and error is None and self.sock.fileno() >= 0:
             self._send(wire, addr)
 
     async def _send_later(self, pending, addr) -> None:
-        result = await pending
+        try:
+            result = await pending
+        finally:
+            self.owed -= 1
         if result is not None and self.sock.fileno() >= 0:
             self._send(result, addr)
 
+    def stop_reading(self) -> None:
+        """Take no new question; answers still owed are sent (the socket stays open)."""
+        if self.reading and self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+        self.reading = False
+
     def close(self) -> None:
         if self.sock.fileno() >= 0:
-            self._loop.remove_reader(self.sock.fileno())
+            self.stop_reading()
             self.sock.close()
         for task in self._tasks:
             task.cancel()
 
 
 class TcpServerProtocol(asyncio.Protocol):
-    def __init__(self, server: "DnsTcpServer"):
+    def __init__(self, server: "DnsTcpServer", listen: str = ""):
         self.server = server
-        self.responder = server.responder
+        self.listen = listen       # the listen address (config text) it was accepted on
         self.transport: asyncio.Transport | None = None
         self.peer = None
         self._buffer = bytearray()
@@ -118,6 +136,7 @@ class TcpServerProtocol(asyncio.Protocol):
         self._writing_paused = False
         self._idle_handle: asyncio.TimerHandle | None = None
         self._eof = False
+        self._finishing = False
         self._tasks: set[asyncio.Task] = set()
 
     # -- connection lifecycle
@@ -151,6 +170,20 @@ class TcpServerProtocol(asyncio.Protocol):
         else:
             self._arm_idle()
 
+    def finish(self) -> None:
+        """Read no more queries; close once every outstanding one is answered (a drain, or a
+        listen address a reload removed). Queries already read are answered, as NSD does on
+        its way down; a client that wants more reconnects (RFC 7766 allows the server to close).
+        """
+        self._finishing = True
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._outstanding == 0:
+            self.transport.close()
+        elif not self._reading_paused:
+            self.transport.pause_reading()
+            self._reading_paused = True
+
     # -- reading
 
     def data_received(self, data: bytes) -> None:
@@ -166,6 +199,8 @@ class TcpServerProtocol(asyncio.Protocol):
             self._query(message)
             if self.transport is None or self.transport.is_closing():
                 return
+            if self._finishing:   # (more queries in the same segment: not read, as for a paused reader)
+                break
         self._update_reading()
 
     def eof_received(self):
@@ -174,7 +209,8 @@ class TcpServerProtocol(asyncio.Protocol):
         return self._outstanding > 0
 
     def _query(self, message: bytes) -> None:
-        result = self.responder.respond(message, self.peer, "tcp")
+        # The server's responder of the moment: a reload swaps it, open connections follow.
+        result = self.server.responder.respond(message, self.peer, "tcp")
         if result is None:
             # A message we drop on UDP cannot be answered on TCP either; the stream is
             # unusable after garbage, so close it (as NSD does).
@@ -196,7 +232,7 @@ class TcpServerProtocol(asyncio.Protocol):
         if wire is not None and error is None:
             self._send(wire)
         self._update_reading()
-        if self._eof and self._outstanding == 0 and self.transport is not None:
+        if (self._eof or self._finishing) and self._outstanding == 0 and self.transport is not None:
             self.transport.close()
 
     async def _send_later(self, pending) -> None:
@@ -224,7 +260,8 @@ class TcpServerProtocol(asyncio.Protocol):
     def _update_reading(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        should_pause = self._writing_paused or self._outstanding >= self.server.max_pipelined
+        should_pause = (self._finishing or self._writing_paused
+                        or self._outstanding >= self.server.max_pipelined)
         if should_pause and not self._reading_paused:
             self.transport.pause_reading()
             self._reading_paused = True
@@ -243,6 +280,14 @@ class DnsTcpServer:
 
 
 async def start_udp(responder: Responder, address: Address) -> UdpServer:
+    return UdpServer(responder, bind_udp(address))
+
+
+def bind_udp(address: Address) -> socket.socket:
+    """A bound UDP socket that nobody reads yet: datagrams wait in its kernel buffer.
+
+    A reload binds new addresses this way in its prepare step, and starts reading at commit:
+    nothing is answered with the old data in between, and nothing sent there is lost."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -258,17 +303,38 @@ async def start_udp(responder: Responder, address: Address) -> UdpServer:
         sock.close()
         raise _bind_error("udp", address, exc) from None
     sock.setblocking(False)
-    return UdpServer(responder, sock)
+    return sock
 
 
 async def start_tcp(server: DnsTcpServer, address: Address) -> asyncio.base_events.Server:
-    loop = asyncio.get_running_loop()
+    return await serve_tcp(server, bind_tcp(address), str(address))
+
+
+def bind_tcp(address: Address) -> socket.socket:
+    """A bound, listening TCP socket that accepts nothing yet.
+
+    listen() is called here so that the kernel completes handshakes into the backlog from now
+    on: a reload binds a new address in prepare and accepts at commit, and a client that
+    connects in between waits instead of being refused."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        return await loop.create_server(
-            lambda: TcpServerProtocol(server), address.host, address.port, reuse_address=True, backlog=1024
-        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # (TIME_WAIT of a previous run)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)   # (as asyncio's create_server)
+        sock.bind((address.host, address.port))
+        sock.listen(1024)
     except OSError as exc:
+        sock.close()
         raise _bind_error("tcp", address, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_tcp(server: DnsTcpServer, sock: socket.socket, listen: str = "") -> asyncio.base_events.Server:
+    """Accept on a socket from bind_tcp; `listen` tags its connections (see TcpServerProtocol)."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: TcpServerProtocol(server, listen), sock=sock, backlog=1024)
 
 
 def _bind_error(kind: str, address: Address, exc: OSError) -> BindError:

@@ -10,7 +10,9 @@ scan the zone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,10 +122,13 @@ def load_zone(path: Path | str, origin: str | dns.name.Name | None = None) -> Zo
         raise ZoneError(f"{path}: cannot read zone file: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ZoneError(f"{path}: zone file is not UTF-8 text: {exc}") from None
+    # $INCLUDE paths are relative to the zone file's folder (NSD and BIND use their
+    # configured directory; the zone's own folder is that folder in our configs). The working
+    # directory is the process's: it is changed only for a file that includes another, because
+    # a reload parses zones in a worker thread while the loop keeps serving.
+    folder = path.parent if _INCLUDE.search(text) else None
     try:
-        # $INCLUDE paths are relative to the zone file's folder (NSD and BIND use their
-        # configured directory; the zone's own folder is that folder in our configs).
-        with _working_directory(path.parent):
+        with _working_directory(folder):
             zone = dns.zone.from_text(
                 text,
                 origin=origin,
@@ -150,7 +155,10 @@ def load_zone(path: Path | str, origin: str | dns.name.Name | None = None) -> Zo
 
 
 @contextlib.contextmanager
-def _working_directory(folder: Path):
+def _working_directory(folder: Path | None):
+    if folder is None:
+        yield
+        return
     previous = os.getcwd()
     os.chdir(folder)
     try:
@@ -178,7 +186,7 @@ def _located(path: Path, text: str, origin, exc: Exception) -> str:
 
     def fails(count: int) -> bool:
         try:
-            with _working_directory(path.parent):
+            with _working_directory(path.parent if _INCLUDE.search(text) else None):
                 dns.zone.from_text("\n".join(lines[:count]) + "\n", origin=origin, relativize=False,
                                    filename=str(path), allow_include=True, check_origin=False)
         except (dns.exception.UnexpectedEnd, dns.zone.UnknownOrigin, dns.zonefile.UnknownOrigin):
@@ -199,6 +207,54 @@ def _located(path: Path, text: str, origin, exc: Exception) -> str:
         else:
             low = middle + 1
     return f"{path}:{low}: {detail}"
+
+
+_INCLUDE = re.compile(r"^\$INCLUDE[ \t]+(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+def zone_fingerprint(path: Path | str) -> str | None:
+    """A digest of a zone file's bytes and of the files it $INCLUDEs (None: unreadable).
+
+    A reload re-parses a zone only when this changes (NSD looks at the file's mtime; content is
+    stricter: a `touch` or a rewrite with the same bytes parses nothing). Included files count
+    because an edit there changes the zone as much as one in the main file; nesting is followed
+    a few levels (dnspython allows deeper, which no real zone uses).
+    """
+    digest = hashlib.sha256()
+    pending, seen = [Path(path)], 0
+    while pending and seen < 16:
+        current = pending.pop(0)
+        seen += 1
+        try:
+            data = current.read_bytes()
+        except OSError:
+            if current == Path(path):
+                return None
+            digest.update(b"\0missing:" + str(current).encode())
+            continue
+        digest.update(str(current).encode() + b"\0" + data)
+        for match in _INCLUDE.finditer(data.decode("utf-8", "replace")):
+            included = Path(match.group(1).strip('"'))
+            pending.append(included if included.is_absolute() else current.parent / included)
+    return digest.hexdigest()
+
+
+SERIAL_HALF = 2**31
+
+
+def serial_compare(new: int, old: int) -> int | None:
+    """RFC 1982 serial number arithmetic (SERIAL_BITS = 32): -1 when `new` is lower than `old`,
+    0 when equal, 1 when higher, None when undefined (exactly 2**31 apart).
+
+    A zone's serial may wrap (4294967295 -> 5 is an increase); comparing plain integers would
+    refuse that legitimate step and accept a real decrease across the wrap.
+    """
+    if new == old:
+        return 0
+    distance = (new - old) % 2**32
+    if distance == SERIAL_HALF:
+        return None
+    return 1 if distance < SERIAL_HALF else -1
 
 
 class ZoneSet:

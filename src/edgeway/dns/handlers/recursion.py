@@ -122,8 +122,12 @@ class RecursionHandler:
         await self.resolver.close()
 
 
-def build_resolver_handlers(dns_config) -> tuple[list, list]:
-    """(before_zones, after_zones) handlers for a DnsConfig; ([], []) when neither is configured."""
+def build_resolver_handlers(dns_config, resolver: Resolver | None = None) -> tuple[list, list]:
+    """(before_zones, after_zones) handlers for a DnsConfig; ([], []) when neither is configured.
+
+    `resolver`: an existing one to use (a reload that keeps the resolver and its cache); by
+    default one is built from `dns_config.recursion`. The hosts file is read again either way.
+    """
     before: list = []
     after: list = []
     hosts = None
@@ -132,10 +136,11 @@ def build_resolver_handlers(dns_config) -> tuple[list, list]:
         before.append(hosts)
     recursion = dns_config.recursion
     if recursion.enabled:
-        try:
-            resolver = Resolver.from_config(recursion)
-        except HintsError as exc:
-            raise ConfigError(f"dns.recursion.root_hints: {exc}") from None
+        if resolver is None:
+            try:
+                resolver = Resolver.from_config(recursion)
+            except HintsError as exc:
+                raise ConfigError(f"dns.recursion.root_hints: {exc}") from None
         allow = Allow(recursion.allow)
         wire_cache = WireCache(allow, max_entries=recursion.cache.max_entries)
         if hosts is not None:

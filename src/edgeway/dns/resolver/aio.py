@@ -260,6 +260,11 @@ class Resolver:
         if not self._closed:
             self._stats_timer = asyncio.get_running_loop().call_later(self.stats_interval, self._log_stats)
 
+    @property
+    def outstanding(self) -> int:
+        """Resolutions in flight (a reload waits for them before it closes a replaced resolver)."""
+        return len(self._inflight)
+
     def prepare(self) -> None:
         """Set up what the first upstream query would otherwise create (the transport's epoll
         set), from inside the running loop."""

@@ -106,6 +106,58 @@ class Cache:
     def clear(self) -> None:
         self._map.clear()
 
+    # ----------------------------------------------------------------- operating (admin API)
+
+    def flush(self, name: dns.name.Name | None = None) -> int:
+        """Forget everything, or `name` and every name below it; return how many entries went.
+
+        By name and below, as `unbound-control flush_zone`: a change at a name usually means
+        its subtree (a moved delegation, a renumbered service) is stale too. A scan of the
+        map: an operator's command, not a hot path.
+        """
+        if name is None:
+            removed = len(self._map)
+            self._map.clear()
+            return removed
+        suffix = name_key(name)
+        width = len(suffix)
+        doomed = [key for key in self._map if key[0][-width:] == suffix]
+        for key in doomed:
+            del self._map[key]
+        return len(doomed)
+
+    def entries(self, name: dns.name.Name, now: float) -> list[dict]:
+        """What is cached for exactly `name` (every type and class), as JSON-able dicts.
+
+        Each: type, class, ttl (seconds left; negative once expired and kept for serve-stale),
+        negative (NXDOMAIN/NODATA), rcode, rank, and the records (or the negative answer's SOA)
+        as zone-file text. Expired entries that serve-stale still keeps are listed with
+        `stale: true`; others are not (they are gone for every purpose).
+        """
+        owner = name_key(name)
+        found = []
+        for (key_owner, rdtype, rdclass), entry in self._map.items():
+            if key_owner != owner:
+                continue
+            left = entry.expires - now
+            stale = left <= 0
+            if stale and (not self.serve_stale or -left > self.max_stale):
+                continue
+            source = entry.rrset if entry.rrset is not None else entry.soa
+            records = [rd.to_text() for rd in source] if source is not None else []
+            found.append({
+                "name": name.to_text(),
+                "type": "NXDOMAIN (any type)" if rdtype == NXDOMAIN_KEY else dns.rdatatype.to_text(rdtype),
+                "class": dns.rdataclass.to_text(rdclass),
+                "ttl": int(left) if left >= 1 or left <= 0 else 1,
+                "negative": entry.rrset is None,
+                "rcode": dns.rcode.to_text(entry.rcode),
+                "rank": {RANK_GLUE: "glue", RANK_AUTHORITY: "authority", RANK_ANSWER: "answer"}.get(entry.rank, str(entry.rank)),
+                "stale": stale,
+                "records": records if entry.rrset is not None else [f"{source.name} SOA {r}" for r in records],
+            })
+        return sorted(found, key=lambda e: e["type"])
+
     # ----------------------------------------------------------------- storing
 
     def _clamp(self, ttl: int) -> int:
