@@ -126,6 +126,16 @@ def sticky_line(sticky, server_id: str) -> bytes:
     return b"Set-Cookie: " + cookie.encode() + b"\r\n"
 
 
+def _hash_key(upstream):
+    try:
+        return compile_hash_key(upstream.config.hash_key, upstream.algorithm)
+    except ValueError as exc:
+        # (prepare_reload compiled it already for the upstreams it was given; an upstream
+        # reconfigured since then by the runtime falls back to no key rather than fail a commit)
+        log.error("upstream %s: %s; balancing without a key", upstream.name, exc)
+        return lambda r: None
+
+
 class ListenerContext:
     """What the connections of one listener read for each request. A reload swaps the fields
     in place (`apply`), in one synchronous step: every request that starts afterwards, on a
@@ -161,8 +171,7 @@ class ListenerContext:
             up = route.upstream
             sticky = up.config.sticky
             route.sticky_cookie = sticky.cookie if sticky is not None else None
-            route.key = compile_hash_key(up.config.hash_key, up.algorithm) \
-                if up.algorithm in ("hash", "ip_hash") else None
+            route.key = _hash_key(up) if up.algorithm in ("hash", "ip_hash") else None
         self.router = router
         self.trace_header = config.trace_header
         # sticky upstreams: server -> (its id as the cookie carries it, the Set-Cookie line)

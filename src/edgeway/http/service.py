@@ -21,7 +21,7 @@ from edgeway.errors import EdgewayError
 from edgeway.http.listener import ListenerContext
 from edgeway.http.proxy import ClientConnection
 from edgeway.http.rawio import PlainListener
-from edgeway.http.routing import Router
+from edgeway.http.routing import Router, compile_hash_key
 from edgeway.http.tls import TlsSetup
 from edgeway.listening import raise_fd_limit
 
@@ -103,6 +103,13 @@ class HttpListenerService:
             raise EdgewayError(f"listener {config.name}: routes name upstream(s) {', '.join(missing)} "
                            f"not in the new config")
         router = Router(config.routes, upstreams)
+        for route in router.routes:   # what ListenerContext.apply does at commit, where it must not fail
+            up = route.upstream
+            if up.algorithm in ("hash", "ip_hash"):
+                try:
+                    compile_hash_key(up.config.hash_key, up.algorithm)
+                except ValueError as exc:
+                    raise EdgewayError(f"listener {config.name}: upstream {up.name}: {exc}") from None
         # Certificates are read again even when the paths stay: a renewed file is the usual reason
         tls = TlsSetup(config.tls, config.name) if config.protocol == "https" else None
         plan = HttpReloadPlan(self, config, upstreams, router, tls)
