@@ -1,23 +1,36 @@
-"""Build the services a config names, run them until SIGINT/SIGTERM, and close them.
+"""Build the services a config names, run them, change them while they serve, and stop them.
 
-The runtime holds every live object (upstreams, health checkers, DNS and proxy services) in
-plain attributes so that the admin API, metrics and hot reload can observe and swap them.
-Start order: health checkers (so the first checks run early), DNS, then listeners; stop order
-is the reverse. If any service fails to start, the ones already started are stopped again.
+The runtime holds every live object (upstreams, health checkers, DNS and proxy services, the
+admin listener) in plain attributes so that the admin API and metrics can observe them.
+Start order: health checkers (so the first checks run early), DNS, listeners, admin; stop
+order is the reverse. If any service fails to start, the ones already started are stopped.
+
+Reload (SIGHUP, POST /api/v1/reload) is "prepare everything, then commit everything": the new
+config is loaded and validated, every service prepares its part (zone files parsed, TLS
+contexts and routers built, sockets for new addresses bound) and only when all of that worked
+does anything change; a failure aborts what was prepared and the old config keeps serving.
+Listeners whose protocol and address stay keep their sockets; upstreams keep their Server
+objects (health, counters, admin state); removed listeners drain. docs/operations.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import click
 
+from edgeway import __version__
 from edgeway.config import Config, ConfigError, load_config
+from edgeway.config.model import ListenerConfig
 from edgeway.errors import EdgewayError
 
 log = logging.getLogger("edgeway")
@@ -28,61 +41,82 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+class ReloadPlan(Protocol):
+    """What a reloadable service's `prepare_reload` returns (docs/operations.md, "Reload")."""
+
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def _listener_key(listener: ListenerConfig) -> tuple:
+    """A running listener keeps its socket when a new config has the same protocol on the
+    same address; a change of name, routes, timeouts or upstream is applied in place."""
+    return (listener.protocol, str(listener.listen))
+
+
 class Runtime:
-    def __init__(self, config: Config):
+    """Every live object of one `edgeway serve`, and the ways to change them while serving:
+    `reload()` (SIGHUP, the admin API, `edgeway ctl reload`) and `drain()` (SIGTERM)."""
+
+    def __init__(self, config: Config, config_path: Path | None = None):
         self.config = config
+        self.config_path = config_path
+        self.config_hash = _file_hash(config_path)
+        self.started_at = time.time()
+        self.version = __version__
+        self.pid = os.getpid()
+        self.last_reload: dict | None = None
         self.upstreams: dict[str, Any] = {}
-        self.health_checkers: list[Service] = []
+        self.health_checkers: dict[str, Service] = {}
         self.dns: Service | None = None
         self.listeners: dict[str, Service] = {}
+        self.admin: Service | None = None
         self._started: list[Service] = []
+        self._retiring: set[asyncio.Task] = set()   # removed services draining in the background
+        self._reload_lock = asyncio.Lock()
+        self._draining = False
         self._build()
 
     def _build(self) -> None:
         config = self.config
         if config.upstreams:
-            from edgeway.upstream import HealthChecker, build_upstreams
+            from edgeway.upstream import build_upstreams
 
             self.upstreams = build_upstreams(config.upstreams)
             for name, upstream in self.upstreams.items():
                 if config.upstreams[name].health_check is not None:
-                    self.health_checkers.append(HealthChecker(upstream))
+                    self.health_checkers[name] = _health_checker(upstream)
         if config.dns is not None:
-            from edgeway.dns.service import DnsService
-
-            self.dns = DnsService(config.dns)
+            self.dns = _dns_service(config.dns)
         for listener in config.listeners:
-            if listener.protocol in ("http", "https"):
-                from edgeway.http.service import HttpListenerService
+            self.listeners[listener.name] = _listener_service(listener, self.upstreams)
+        if getattr(config, "admin", None) is not None:
+            from edgeway.admin import AdminService
 
-                self.listeners[listener.name] = HttpListenerService(listener, self.upstreams)
-            elif listener.protocol == "tcp":
-                from edgeway.l4.tcp import TcpListenerService
-
-                self.listeners[listener.name] = TcpListenerService(
-                    listener, self.upstreams[listener.upstream]
-                )
-            else:
-                from edgeway.l4.udp import UdpListenerService
-
-                self.listeners[listener.name] = UdpListenerService(
-                    listener, self.upstreams[listener.upstream]
-                )
+            self.admin = AdminService(self, config.admin)
 
     @property
     def services(self) -> list[Service]:
-        return [*self.health_checkers, *filter(None, [self.dns]), *self.listeners.values()]
+        return [*self.health_checkers.values(), *filter(None, [self.dns]), *self.listeners.values(),
+                *filter(None, [self.admin])]
 
     async def start(self) -> None:
-        try:
-            for service in self.services:
-                await service.start()
-                self._started.append(service)
-        except BaseException:
-            await self.stop()
-            raise
+        async with self._reload_lock:   # a SIGHUP during start waits for it
+            self._load_state_file()
+            try:
+                for service in self.services:
+                    await service.start()
+                    self._started.append(service)
+            except BaseException:
+                await self.stop()
+                raise
 
     async def stop(self) -> None:
+        """Close everything at once (after `drain`, or on a second signal)."""
+        for task in list(self._retiring):
+            task.cancel()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         while self._started:
             service = self._started.pop()
             try:
@@ -90,21 +124,381 @@ class Runtime:
             except Exception:  # one broken service must not keep the others' sockets open
                 log.exception("error while stopping %r", service)
 
+    async def drain(self, timeout: float) -> None:
+        """Graceful stop: every service stops taking new work at once and finishes what is in
+        flight until `timeout` has passed (nginx worker_shutdown_timeout, HAProxy
+        hard-stop-after). The caller then calls stop(), which closes what is left."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        draining = [s for s in self._started if hasattr(s, "drain") and s is not self.admin]
+        results = await asyncio.gather(*(s.drain(deadline) for s in draining), return_exceptions=True)
+        for service, result in zip(draining, results):
+            if isinstance(result, Exception):
+                log.error("error while draining %r: %s", service, result)
+        if self._retiring:
+            await asyncio.wait(self._retiring, timeout=max(0.0, deadline - loop.time()))
+        left = loop.time() - deadline
+        if left >= 0:
+            log.warning("shutdown_timeout (%gs) reached: closing what is still open", timeout)
+
+    # ------------------------------------------------------------------ introspection
+
+    def services_summary(self) -> list[dict]:
+        """What runs, for `GET /api/v1/status`: kind, name and bound addresses."""
+        out = []
+        if self.dns is not None:
+            out.append({"kind": "dns", "name": "dns",
+                        "addresses": [f"{kind}:{_format_sockname(addr)}" for kind, addr in self.dns.addresses]})
+        for name, service in self.listeners.items():
+            out.append({"kind": service.config.protocol, "name": name, "addresses": [str(service.config.listen)]})
+        if self.admin is not None:
+            out.append({"kind": "admin", "name": "admin", "addresses": [str(self.config.admin.listen)]})
+        return out
+
+    # ------------------------------------------------------------------ runtime state
+
+    def _state_file(self) -> Path | None:
+        admin = getattr(self.config, "admin", None)
+        return getattr(admin, "state_file", None) if admin is not None else None
+
+    def _load_state_file(self) -> None:
+        path = self._state_file()
+        if path is None or not path.exists():
+            return
+        from edgeway.upstream import state_file
+
+        try:
+            data = state_file.load(path)
+        except (OSError, ValueError) as exc:
+            log.warning("admin.state_file %s not applied: %s", path, exc)
+            return
+        for warning in state_file.apply(self.upstreams, data):
+            log.warning("admin.state_file %s: %s", path, warning)
+
+    def state_changed(self) -> None:
+        """A server's admin state or weight changed at runtime: keep it across restarts too
+        when admin.state_file is set (HAProxy's server-state-file)."""
+        path = self._state_file()
+        if path is None:
+            return
+        from edgeway.upstream import state_file
+
+        try:
+            state_file.save(path, self.upstreams)
+        except OSError as exc:
+            log.error("admin.state_file %s: cannot save the servers' state: %s", path, exc)
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> dict:
+        """Re-read the config file (and the zone, hosts and certificate files it names) and
+        apply it in place. A config that fails to load or to prepare changes nothing; the
+        result says why (file, line, key). Never raises for a bad config."""
+        async with self._reload_lock:
+            result: dict = {"time": time.time(), "ok": False, "error": None, "changes": []}
+            if self.config_path is None:
+                result["error"] = "this runtime was not started from a config file: nothing to re-read"
+            elif self._draining:
+                result["error"] = "shutting down: reload refused"
+            else:
+                try:
+                    new_config = load_config(self.config_path)
+                    result["changes"] = await self._apply(new_config)
+                    result["ok"] = True
+                except (EdgewayError, OSError, ValueError) as exc:
+                    result["error"] = str(exc)
+            if result["ok"]:
+                self.config_hash = _file_hash(self.config_path)
+                log.info("reload of %s done: %s", self.config_path, "; ".join(result["changes"]) or "no change")
+            else:
+                log.error("reload of %s failed, the running config keeps serving:\n%s",
+                          self.config_path, result["error"])
+            self.last_reload = result
+            return result
+
+    async def _apply(self, new: Config) -> list[str]:
+        """Prepare everything that can fail, then commit it all (docs/operations.md)."""
+        from edgeway.upstream import Upstream
+
+        old = self.config
+        changes: list[str] = []
+        # 1. upstreams: kept by name (the same object, reconfigured at commit), new ones built
+        upstreams: dict[str, Any] = {}
+        for name, up_config in new.upstreams.items():
+            current = self.upstreams.get(name)
+            if current is not None:
+                current.prepare(up_config)
+                upstreams[name] = current
+            else:
+                upstreams[name] = Upstream(name, up_config)
+        plans: list[ReloadPlan] = []
+        started: list[Service] = []
+        retire: list[Service] = []
+        new_dns = self.dns
+        listeners: dict[str, Service] = {}
+        deferred: list[Service] = []      # a new listener on an address a retiring one frees
+        try:
+            # 2. DNS
+            if new.dns is not None and self.dns is not None:
+                plans.append(await self.dns.prepare_reload(new.dns))
+            elif new.dns is not None:
+                new_dns = _dns_service(new.dns)
+                await new_dns.start()
+                started.append(new_dns)
+                changes.append("dns: started")
+            elif self.dns is not None:
+                retire.append(self.dns)
+                new_dns = None
+                changes.append("dns: stopped")
+            # 3. listeners, matched by (protocol, address)
+            running = {_listener_key(s.config): s for s in self.listeners.values()}
+            for listener in new.listeners:
+                service = running.pop(_listener_key(listener), None)
+                if service is not None:
+                    target = upstreams if listener.protocol in ("http", "https") else upstreams[listener.upstream]
+                    plans.append(await service.prepare_reload(listener, target))
+                    if service.config != listener:
+                        changes.append(f"listener {listener.name}: updated")
+                else:
+                    service = _listener_service(listener, upstreams)
+                    if any(str(s.config.listen) == str(listener.listen) and
+                           (s.config.protocol == "udp") == (listener.protocol == "udp") for s in running.values()):
+                        deferred.append(service)
+                    else:
+                        await service.start()
+                        started.append(service)
+                    changes.append(f"listener {listener.name}: {listener.protocol} on {listener.listen} added")
+                listeners[listener.name] = service
+            for service in running.values():
+                retire.append(service)
+                changes.append(f"listener {service.config.name}: {service.config.protocol} on "
+                               f"{service.config.listen} removed (draining)")
+            admin_plan = await self._prepare_admin(new, started, retire)
+            if admin_plan is not None:
+                plans.append(admin_plan)
+        except BaseException:
+            for plan in plans:
+                try:
+                    plan.abort()
+                except Exception:
+                    log.exception("error while aborting a reload plan")
+            for service in reversed(started):
+                await service.stop()
+            raise
+        # ---- commit: nothing below may fail on the new config's account
+        changes[:0] = _upstream_changes(old, new)
+        for name, upstream in upstreams.items():
+            if self.upstreams.get(name) is upstream:
+                upstream.reconfigure(new.upstreams[name])
+        await self._commit_health_checkers(upstreams, new)
+        for plan in plans:
+            try:
+                plan.commit()
+            except Exception:   # a bug: log it, the rest of the reload still applies
+                log.exception("error while committing a reload plan")
+            changes.extend(getattr(plan, "changes", ()) or ())
+        self.upstreams = upstreams
+        self.dns = new_dns
+        self.listeners = listeners
+        self.config = new
+        for service in retire:
+            if service in self._started:
+                self._started.remove(service)
+            self._retire(service, new.shutdown_timeout)
+        self._started.extend(started)
+        for service in deferred:
+            # the retiring listener closes its socket when its drain begins; then this one binds
+            await self._start_deferred(service)
+        return changes
+
+    async def _prepare_admin(self, new: Config, started: list, retire: list):
+        """The admin listener is reloaded like the others (AdminService, edgeway.admin)."""
+        new_admin = getattr(new, "admin", None)
+        if self.admin is not None and new_admin is not None:
+            return await self.admin.prepare_reload(new_admin)
+        if new_admin is not None:
+            from edgeway.admin import AdminService
+
+            self.admin = AdminService(self, new_admin)
+            await self.admin.start()
+            started.append(self.admin)
+        elif self.admin is not None:
+            retire.append(self.admin)
+            self.admin = None
+        return None
+
+    async def _commit_health_checkers(self, upstreams: dict, new: Config) -> None:
+        checkers: dict[str, Service] = {}
+        for name, upstream in upstreams.items():
+            checker = self.health_checkers.pop(name, None)
+            if new.upstreams[name].health_check is None:
+                if checker is not None:
+                    await checker.stop()
+                    for server in upstream.servers:   # no checker left to say otherwise
+                        server.healthy = True
+                continue
+            if checker is not None and getattr(checker, "upstream", None) is upstream:
+                checker.reconfigure()
+            else:
+                if checker is not None:
+                    await checker.stop()
+                checker = _health_checker(upstream)
+                await checker.start()
+                self._started.insert(0, checker)
+            checkers[name] = checker
+        for checker in self.health_checkers.values():   # upstreams that left the config
+            await checker.stop()
+        self._started = [s for s in self._started if not _is_checker(s) or s in checkers.values()]
+        self.health_checkers = checkers
+
+    def _retire(self, service: Service, timeout: float) -> None:
+        async def retire() -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                if hasattr(service, "drain"):
+                    await service.drain(loop.time() + timeout)
+            finally:
+                await service.stop()
+
+        task = asyncio.create_task(retire(), name=f"retire {service!r}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _start_deferred(self, service: Service) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 2.0
+        while True:
+            await asyncio.sleep(0)
+            try:
+                await service.start()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or loop.time() > give_up:
+                    log.error("listener %s: cannot bind %s after the reload: %s",
+                              service.config.name, service.config.listen, exc)
+                    return
+                await asyncio.sleep(0.02)
+                continue
+            self._started.append(service)
+            return
+
+
+def _file_hash(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _format_sockname(sockname) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_checker(service) -> bool:
+    from edgeway.upstream import HealthChecker
+
+    return isinstance(service, HealthChecker)
+
+
+def _health_checker(upstream):
+    from edgeway.upstream import HealthChecker
+
+    return HealthChecker(upstream)
+
+
+def _dns_service(config):
+    from edgeway.dns.service import DnsService
+
+    return DnsService(config)
+
+
+def _listener_service(listener: ListenerConfig, upstreams: dict):
+    if listener.protocol in ("http", "https"):
+        from edgeway.http.service import HttpListenerService
+
+        return HttpListenerService(listener, upstreams)
+    if listener.protocol == "tcp":
+        from edgeway.l4.tcp import TcpListenerService
+
+        return TcpListenerService(listener, upstreams[listener.upstream])
+    from edgeway.l4.udp import UdpListenerService
+
+    return UdpListenerService(listener, upstreams[listener.upstream])
+
+
+def _upstream_changes(old: Config, new: Config) -> list[str]:
+    """Readable lines for the reload result and log: servers added, removed, re-weighted."""
+    changes = []
+    for name in sorted(set(old.upstreams) | set(new.upstreams)):
+        before, after = old.upstreams.get(name), new.upstreams.get(name)
+        if before is None:
+            changes.append(f"upstream {name}: added ({len(after.servers)} server(s))")
+            continue
+        if after is None:
+            changes.append(f"upstream {name}: removed")
+            continue
+        if before == after:
+            continue
+        was = {str(s.address): s for s in before.servers}
+        now = {str(s.address): s for s in after.servers}
+        parts = [f"+{a}" for a in now if a not in was] + [f"-{a}" for a in was if a not in now]
+        parts += [f"{a} weight {was[a].weight}->{now[a].weight}" for a in now
+                  if a in was and was[a].weight != now[a].weight]
+        if not parts:
+            parts = ["settings changed"]
+        changes.append(f"upstream {name}: {', '.join(parts)}")
+    return changes
+
 
 async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = None) -> None:
-    """Start the runtime, wait for SIGINT/SIGTERM (or `stop_event`), stop it."""
+    """Start the runtime and serve until a signal (or `stop_event`), then stop it.
+
+    SIGHUP reloads the config file. SIGTERM (and SIGQUIT, nginx's graceful stop) drains:
+    no new work, in-flight work finishes within shutdown_timeout. SIGINT, or a second
+    SIGTERM, stops at once. `stop_event` (tests, the demo) drains as SIGTERM does."""
     loop = asyncio.get_running_loop()
     stop_event = stop_event or asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop_event.set)
+    at_once = asyncio.Event()
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP)
+    reloads: set[asyncio.Task] = set()
+
+    def on_signal(signum: int) -> None:
+        if signum == signal.SIGHUP:
+            log.info("SIGHUP: reloading %s", runtime.config_path)
+            task = asyncio.create_task(runtime.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+        elif signum == signal.SIGINT or stop_event.is_set():
+            at_once.set()
+            stop_event.set()
+        else:
+            stop_event.set()
+
+    for signum in handled:
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         await runtime.start()
-        log.info("edgeway is running; SIGINT or SIGTERM stops it")
+        log.info("edgeway is running (pid %d); SIGHUP reloads, SIGTERM drains and stops, SIGINT stops",
+                 os.getpid())
         await stop_event.wait()
+        if not at_once.is_set():
+            timeout = runtime.config.shutdown_timeout
+            log.info("stopping: finishing in-flight work (shutdown_timeout %gs; SIGINT stops at once)", timeout)
+            drain = asyncio.create_task(runtime.drain(timeout))
+            interrupt = asyncio.create_task(at_once.wait())
+            await asyncio.wait({drain, interrupt}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (drain, interrupt):
+                task.cancel()
+            await asyncio.gather(drain, interrupt, return_exceptions=True)
         log.info("stopping")
     finally:
+        for task in list(reloads):
+            task.cancel()
         await runtime.stop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in handled:
             loop.remove_signal_handler(signum)
 
 
@@ -168,7 +562,7 @@ def serve_command(config_path: Path, log_level: str, loop_name: str) -> None:
     setup_logging(log_level)
     config = load_or_exit(config_path)
     try:
-        runtime = Runtime(config)
+        runtime = Runtime(config, config_path)
         run(run_until_signal(runtime), loop_name)
     except EdgewayError as exc:
         fail(str(exc))

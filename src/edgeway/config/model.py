@@ -341,6 +341,10 @@ class Config(Model):
     dns: DnsConfig | None = None
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     listeners: list[ListenerConfig] = Field(default_factory=list)
+    # SIGTERM: how long in-flight requests, connections and resolutions may take to finish
+    # before what is left is closed (nginx worker_shutdown_timeout, HAProxy hard-stop-after);
+    # also how long a listener removed by a reload may drain
+    shutdown_timeout: Duration = 10
 
     def reference_errors(self) -> list[tuple[KeyPath, str]]:
         """Cross references a single field cannot check: names that must exist or be unique."""

@@ -44,7 +44,7 @@ def run_config(config_path: Path, once: bool) -> None:
 
     config = load_or_exit(config_path)
     try:
-        runtime = Runtime(config)
+        runtime = Runtime(config, config_path)
     except EdgewayError as exc:
         fail(str(exc))
     address = config.dns.listen[0] if config.dns else None

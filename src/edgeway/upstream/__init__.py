@@ -2,7 +2,9 @@
 
     build_upstreams(configs) -> {name: Upstream}
     Upstream.pick(key, exclude, now) -> Server | None
-    HealthChecker(upstream).start() / stop()
+    HealthChecker(upstream).start() / stop() / reconfigure()
+    Upstream.set_state / set_weight / snapshot / prepare / reconfigure    (the runtime API, reloads)
+    state_file.save / load / apply          admin states and runtime weights across restarts
 
 Everything except the checkers is sans-IO and takes `now`; see docs/architecture.md.
 """
@@ -10,6 +12,7 @@ Everything except the checkers is sans-IO and takes `now`; see docs/architecture
 from edgeway.upstream.checker import HealthChecker
 from edgeway.upstream.hysteresis import Hysteresis
 from edgeway.upstream.server import Server
-from edgeway.upstream.upstream import Decision, Upstream, build_upstreams
+from edgeway.upstream.upstream import ADMIN_STATES, Decision, Upstream, UpstreamError, build_upstreams
 
-__all__ = ["Decision", "HealthChecker", "Hysteresis", "Server", "Upstream", "build_upstreams"]
+__all__ = ["ADMIN_STATES", "Decision", "HealthChecker", "Hysteresis", "Server", "Upstream", "UpstreamError",
+           "build_upstreams"]

@@ -8,6 +8,14 @@ Three independent reasons take a server out of rotation, and `available(now)` co
     ejected_until   passive checks (nginx max_fails/fail_timeout): errors on live traffic
     max_conns       a full server is skipped, not failed
 
+An operator's admin `state` (HAProxy's) sits above those: "ready" takes traffic, "drain"
+takes only sticky requests (its cookie), "maint" takes none; in-flight work completes either
+way. It is not checked here per request: the Upstream keeps servers that are not "ready" out
+of the lists `pick` walks, and out of the sticky map for "maint" (see upstream.py).
+
+`pending` marks a server added by a reload that waits for its first health check (nginx
+Plus `health_check mandatory`, Envoy's new hosts); the Upstream keeps it out of rotation too.
+
 All of it is plain state mutated by the balancer and the checkers; no IO, no clock of its own.
 """
 
@@ -30,6 +38,8 @@ class Server:
     __slots__ = (
         "address", "weight", "backup", "max_conns", "id", "healthy", "in_flight",
         "_max_fails", "_fail_timeout", "fails", "_first_fail", "ejected_until", "last_cause", "label",
+        "state", "pending", "config_weight", "runtime_weight",
+        "requests", "failures", "last_check", "last_check_result",
     )
 
     def __init__(self, address: Address, weight: int = 1, backup: bool = False,
@@ -50,6 +60,18 @@ class Server:
         self._first_fail = 0.0
         self.ejected_until = 0.0
         self.last_cause: str | None = None
+        self.state = "ready"            # admin state: ready | drain | maint
+        self.pending = False
+        self.config_weight = weight     # the config's; `weight` is it or a runtime weight
+        self.runtime_weight: int | None = None
+        self.requests = 0               # picked for a request or connection (Upstream.acquire)
+        self.failures = 0               # failures on live traffic, counted with passive checks off too
+        self.last_check: float | None = None        # wall time (time.time()) of the last active check
+        self.last_check_result: str | None = None   # "status 200", "timeout after 2s", ...
+
+    def set_passive(self, passive: PassiveConfig) -> None:
+        self._max_fails = passive.max_fails
+        self._fail_timeout = passive.fail_timeout
 
     @classmethod
     def from_config(cls, upstream: str, config: ServerConfig, passive: PassiveConfig) -> "Server":
@@ -71,7 +93,13 @@ class Server:
         return self.max_conns is None or self.in_flight < self.max_conns
 
     def why_unavailable(self, now: float) -> str | None:
-        """The reason `available(now)` is False, for error bodies and trace headers."""
+        """Why this server takes no new request, for error bodies, trace headers and the API."""
+        if self.state == "maint":
+            return "maint (set by an operator)"
+        if self.state == "drain":
+            return "drain (set by an operator: sticky requests only)"
+        if self.pending:
+            return "checking (added by a reload: in rotation after its first health check passes)"
         if not self.healthy:
             return "down (active health check" + (f": {self.last_cause})" if self.last_cause else ")")
         if now < self.ejected_until:
@@ -94,6 +122,7 @@ class Server:
         nginx semantics: `max_fails` failures within `fail_timeout` make the server
         unavailable for `fail_timeout`; max_fails 0 disables the accounting."""
         self.last_cause = cause
+        self.failures += 1
         if self._max_fails <= 0:
             return False
         if self.fails == 0 or now - self._first_fail > self._fail_timeout:
