@@ -41,7 +41,7 @@ class HttpReloadPlan:
         self.upstreams = upstreams
         self.router = router
         self.tls = tls
-        self.changes: list[str] = []
+        self.changes: list[str] = []   # (the runtime says "listener NAME: updated" itself)
         self.done = False
 
     def commit(self) -> None:
@@ -112,10 +112,7 @@ class HttpListenerService:
                     raise EdgewayError(f"listener {config.name}: upstream {up.name}: {exc}") from None
         # Certificates are read again even when the paths stay: a renewed file is the usual reason
         tls = TlsSetup(config.tls, config.name) if config.protocol == "https" else None
-        plan = HttpReloadPlan(self, config, upstreams, router, tls)
-        if config != self.config:
-            plan.changes.append(f"listener {config.name}: {_what(config)}")
-        return plan
+        return HttpReloadPlan(self, config, upstreams, router, tls)
 
     def _commit(self, plan: HttpReloadPlan) -> None:
         config = plan.config
