@@ -172,7 +172,8 @@ class Forwarding:
         """The fields we add to the response: the sticky cookie, the trace."""
         extra = b""
         if ex.sticky_cookie is not None:
-            server_id, line = self.ctx.sticky_lines[ex.server]
+            entry = self.ctx.sticky_lines.get(ex.server)
+            server_id, line = entry if entry is not None else self.ctx.sticky_entry(ex.upstream, ex.server)
             if ex.sticky_cookie != server_id:
                 extra = line
         if ex.trace is not None:

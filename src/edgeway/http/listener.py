@@ -62,6 +62,14 @@ class AccessLog:
         self._second = -1
         self._prefix = ""
 
+    def rename(self, name: str, enabled: bool) -> None:
+        """A reload: lines already buffered are written under the old name first."""
+        if name != self.name or enabled != self.enabled:
+            self.flush()
+            self.name = name
+            self.enabled = enabled
+            self._second = -1   # the cached line prefix holds the name
+
     def write(self, line: str) -> None:
         """A line formatted by the caller (rejected requests: rare), its fields escaped with
         log_escape."""
@@ -118,12 +126,39 @@ def sticky_line(sticky, server_id: str) -> bytes:
     return b"Set-Cookie: " + cookie.encode() + b"\r\n"
 
 
+def _hash_key(upstream):
+    try:
+        return compile_hash_key(upstream.config.hash_key, upstream.algorithm)
+    except ValueError as exc:
+        # (prepare_reload compiled it already for the upstreams it was given; an upstream
+        # reconfigured since then by the runtime falls back to no key rather than fail a commit)
+        log.error("upstream %s: %s; balancing without a key", upstream.name, exc)
+        return lambda r: None
+
+
 class ListenerContext:
+    """What the connections of one listener read for each request. A reload swaps the fields
+    in place (`apply`), in one synchronous step: every request that starts afterwards, on a
+    new or an old keep-alive connection, sees the new config; an exchange in flight keeps the
+    route, upstream and server it chose (they live on the Exchange)."""
+
+    draining = False   # drain(): every response says Connection: close and ends its connection
+
     def __init__(self, config: ListenerConfig, upstreams: Mapping[str, object], scheme: str,
                  loop: asyncio.AbstractEventLoop):
-        self.config = config
         self.loop = loop
         self.scheme = scheme
+        self.pool = Pool(loop, config.timeouts.upstream_idle, config.limits.max_response_header_size)
+        self.access = AccessLog(config.name, enabled=config.access_log)
+        self.connections: set = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.apply(config, Router(config.routes, upstreams))
+
+    def apply(self, config: ListenerConfig, router: Router) -> None:
+        """Take `config` and its `router` (built over the upstreams as they are now: a route's
+        sticky cookie and hash key come from its upstream's config). Cannot fail; called at
+        start and at a reload's commit, after the runtime reconfigured the upstreams."""
+        self.config = config
         self.timeouts = config.timeouts
         self.limits = config.limits
         self.max_connections = config.limits.max_connections
@@ -132,34 +167,44 @@ class ListenerContext:
         self.upstream_header_timeout = config.timeouts.upstream_header
         self.forwarded = config.forwarded
         self.underscores_in_headers = config.underscores_in_headers
-        self.router = Router(config.routes, upstreams)
-        for route in self.router.routes:
+        for route in router.routes:
             up = route.upstream
-            if up.algorithm in ("hash", "ip_hash"):
-                route.key = compile_hash_key(up.config.hash_key, up.algorithm)
+            sticky = up.config.sticky
+            route.sticky_cookie = sticky.cookie if sticky is not None else None
+            route.key = _hash_key(up) if up.algorithm in ("hash", "ip_hash") else None
+        self.router = router
         self.trace_header = config.trace_header
         # sticky upstreams: server -> (its id as the cookie carries it, the Set-Cookie line)
-        self.sticky_lines = {}
-        for route in self.router.routes:
+        sticky_lines = {}
+        for route in router.routes:
             up = route.upstream
             if up.config.sticky is not None:
                 for server in up.servers:
-                    self.sticky_lines[server] = (server.id.encode(), sticky_line(up.config.sticky, server.id))
+                    sticky_lines[server] = (server.id.encode(), sticky_line(up.config.sticky, server.id))
+        self.sticky_lines = sticky_lines
         self.health_path = config.health_path
         self.redirect = config.redirect_https
         # routes that send a request on as it came (target, Host, no hash key, no trace or
         # Forwarded to add), and the paths known to be routed to one of them by the path
-        # alone: the proxy fills this and then takes the shortest way (proxy._whole_request)
+        # alone: the proxy fills this and then takes the shortest way (proxy._whole_request).
+        # A new dict on each apply: a path cached for the old routes must not skip the new ones
         self.plain_candidates = frozenset() if self.forwarded or self.trace_header or self.redirect else frozenset(
-            r for r in self.router.routes if not r.strip and r.set_host is None and r.key is None)
+            r for r in router.routes if not r.strip and r.set_host is None and r.key is None)
         self.plain_routes: dict[str, object] = {}
-        self.pool = Pool(loop, config.timeouts.upstream_idle, config.limits.max_response_header_size)
-        self.access = AccessLog(config.name, enabled=config.access_log)
-        self.connections: set = set()
-        self._sweeper: asyncio.TimerHandle | None = None
+        pool = self.pool
+        pool.idle_timeout = config.timeouts.upstream_idle
+        pool.max_response_header_size = config.limits.max_response_header_size
+        self.access.rename(config.name, config.access_log)
         t = config.timeouts
         self.tick = max(0.05, min(1.0, t.client_header / 4, t.client_idle / 4, t.upstream_header / 4,
                                   t.client_body / 4, t.client_send / 4, t.tunnel_idle / 4, t.lingering_timeout / 4))
+
+    def sticky_entry(self, upstream, server) -> tuple[bytes, bytes]:
+        """sticky_lines[server] for a server that is not in it: one that joined its upstream
+        between the runtime's reconfigure of the upstreams and this listener's commit, or one
+        whose upstream turned sticky off meanwhile (no Set-Cookie then)."""
+        sticky = upstream.config.sticky
+        return server.id.encode(), (sticky_line(sticky, server.id) if sticky is not None else b"")
 
     def start(self) -> None:
         self._sweeper = self.loop.call_later(self.tick, self._sweep)

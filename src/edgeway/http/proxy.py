@@ -305,7 +305,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         queue = self.queue
         queue.append(ex)
         self._dispatch_ready = True
-        if not head.keep_alive:
+        if not head.keep_alive or self.ctx.draining:
             ex.close_after = True
         self._decide(ex)
         if len(queue) > 1:
@@ -727,3 +727,15 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def shutdown(self) -> None:
         self._close()
+
+    def drain(self) -> None:
+        """The listener is draining: an idle connection closes now; requests received (and
+        the one whose head is arriving) are answered with Connection: close, and the
+        connection closes after the last of them. A tunnel goes on until the drain's deadline."""
+        if self.closed:
+            return
+        if not self.queue and not self._partial and self.tunnel is None and not self._upgrading:
+            self._close()
+            return
+        for ex in self.queue:
+            ex.close_after = True   # (a response head already sent said keep-alive; it still closes after)

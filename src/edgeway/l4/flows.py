@@ -24,7 +24,8 @@ from typing import Any
 class Flow:
     """One client's flow: its server, timestamps, counters, and the adapter's endpoint."""
 
-    __slots__ = ("client", "server", "created", "last_seen", "endpoint", "datagrams_in", "datagrams_out")
+    __slots__ = ("client", "server", "created", "last_seen", "endpoint", "datagrams_in", "datagrams_out",
+                 "upstream", "retired")
 
     def __init__(self, client: Hashable, server: Any, now: float):
         self.client = client
@@ -34,6 +35,8 @@ class Flow:
         self.endpoint: Any = None          # the adapter's socket/transport towards the server
         self.datagrams_in = 0              # client -> server
         self.datagrams_out = 0             # server -> client
+        self.upstream: Any = None          # the upstream `server` was picked from
+        self.retired = False               # ends at the client's next datagram, which is balanced afresh
 
     def __repr__(self) -> str:
         return f"Flow({self.client!r} -> {self.server!r}, last_seen={self.last_seen:.3f})"

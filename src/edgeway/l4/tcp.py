@@ -30,6 +30,7 @@ import time
 from collections import Counter, deque
 
 from edgeway.config.model import ListenerConfig
+from edgeway.errors import EdgewayError
 from edgeway.l4 import proxy_protocol
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import ReadBuffer, Relay
@@ -64,11 +65,12 @@ class _RateLimitedLog:
 class _Conn:
     """Per-connection state kept by the listener (the relay's `context`)."""
 
-    __slots__ = ("addr", "key", "server", "queue_timer", "tried", "deadline", "task", "more")
+    __slots__ = ("addr", "key", "upstream", "server", "queue_timer", "tried", "deadline", "task", "more")
 
     def __init__(self, addr, key):
         self.addr = addr               # the client's address, from accept()
         self.key = key                 # the client's IP when the balancer needs it
+        self.upstream = None           # the upstream its server came from (a reload may change the listener's)
         self.server = None
         self.queue_timer: asyncio.TimerHandle | None = None
         self.tried: list = []          # servers tried for this connection
@@ -117,6 +119,7 @@ class TcpListenerService:
         self._connect_sweeper: asyncio.TimerHandle | None = None
         self._admitting = False
         self._stopping = False
+        self._draining = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -177,6 +180,57 @@ class TcpListenerService:
         self._poller.close()
         self._poller = None
 
+    # ------------------------------------------------------------------ reload, drain
+
+    async def prepare_reload(self, config: ListenerConfig, upstream) -> "TcpReloadPlan":
+        """Nothing here can fail but a wrong protocol: the socket stays, the rest is settings.
+        `upstream`: the one the new config names (the same object when its name stays)."""
+        if config.protocol != "tcp":
+            raise EdgewayError(f"listener {self.name}: a reload keeps the protocol (tcp); got {config.protocol}")
+        return TcpReloadPlan(self, config, upstream)
+
+    def _commit(self, config: ListenerConfig, upstream) -> None:
+        """New connections use `config` and `upstream`; open ones keep their server (and
+        release it to the upstream they took it from) until they close."""
+        old = self.config
+        self.config = config
+        self.name = config.name
+        self.upstream = upstream
+        self._connect_timeout = config.timeouts.connect
+        self._attempts = 1 + config.limits.max_retries
+        self._want_key = upstream.config.balance in ("ip_hash", "hash")
+        if self._loop is None:                 # not started: start() reads the rest
+            return
+        raise_fd_limit(2 * config.max_connections + 64, self.name)
+        if config.idle_timeout != old.idle_timeout:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+                self._sweeper = None
+            if config.idle_timeout > 0:
+                self._sweeper = self._loop.call_later(config.idle_timeout / 4, self._sweep)
+        log.info("tcp listener %s on %s reloaded -> upstream %s (%d open connection(s) kept)",
+                 self.name, config.listen, upstream.name, len(self.connections))
+        if self.waiting and not self._draining:   # (max_connections may have grown)
+            self._admit_waiting()
+
+    async def drain(self, deadline: float) -> None:
+        """Stop accepting now (the listening socket closes; connections queued for a slot are
+        reset); open connections go on until they close or `deadline` (loop.time())."""
+        self._draining = True
+        if self._poller is None:
+            return
+        self._close_listening()
+        while self.waiting:
+            relay = self.waiting.popleft()
+            self._cancel_queue_timer(relay)
+            self._refuse(relay, "draining", "%s: connection from %s reset: the listener is draining",
+                         self.name, _client_addr(relay))
+        loop = self._loop
+        if self.connections:
+            log.info("tcp listener %s: draining %d connection(s)", self.name, len(self.connections))
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+
     # ------------------------------------------------------------------ admission
 
     def _make_accept(self, lsock: socket.socket):
@@ -184,7 +238,6 @@ class TcpListenerService:
         family = lsock.family
         poller, buffer = self._poller, self._buffer
         on_connect, on_close = self._on_connect, self._on_close
-        want_key = self._want_key
 
         def on_event(events: int) -> None:
             # A few connections per wakeup (as HAProxy's maxaccept), then the others' turn.
@@ -209,7 +262,7 @@ class TcpListenerService:
                     sock.close()
                     continue
                 relay = Relay(poller, buffer, sock, on_connect, on_close)
-                relay.context = _Conn(addr, addr[0] if want_key else None)
+                relay.context = _Conn(addr, addr[0] if self._want_key else None)   # (a reload may change it)
                 self.stats["accepted"] += 1
                 if self.waiting or not self._try_start(relay):
                     self._queue_or_refuse(relay)
@@ -233,6 +286,7 @@ class TcpListenerService:
         if not relay.started and not self._start(relay):
             return True                        # refused: nothing was taken
         self.connections.add(relay)
+        relay.context.upstream = self.upstream
         self.upstream.acquire(server)
         self._connect(relay, server)
         return True
@@ -392,8 +446,9 @@ class TcpListenerService:
         server = ctx.server
         if server is None:                     # closed meanwhile (stop(), the client failed)
             return
+        upstream = ctx.upstream
         if exc is None:
-            self.upstream.report_success(server, time.monotonic())
+            upstream.report_success(server, time.monotonic())
             header = b""
             if self.config.proxy_protocol:
                 header = proxy_protocol.encode(self.config.proxy_protocol, ctx.addr,
@@ -406,15 +461,15 @@ class TcpListenerService:
             return
         ctx.more = []
         cause = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-        self.upstream.release(server)
+        upstream.release(server)
         ctx.server = None
-        self.upstream.report_failure(server, time.monotonic(), cause)
+        upstream.report_failure(server, time.monotonic(), cause)
         self.stats[f"connect_{cause}"] += 1
         self._warn.warning(f"connect:{server.address}", "%s: connect to %s failed: %s (%s)",
                            self.name, server.address, cause, exc)
         nxt = None
         if len(ctx.tried) < self._attempts and not relay.client.lost:
-            nxt = self.upstream.pick(key=ctx.key, exclude=tuple(ctx.tried), now=time.monotonic())
+            nxt = upstream.pick(key=ctx.key, exclude=tuple(ctx.tried), now=time.monotonic())
         if nxt is None:
             if not relay.client.lost:
                 self.stats["failed"] += 1
@@ -423,22 +478,39 @@ class TcpListenerService:
                                    self.name, _client_addr(relay), len(ctx.tried))
             relay.connect_failed()
             return
-        self.upstream.acquire(nxt)
+        upstream.acquire(nxt)
         self._connect(relay, nxt)
 
     def _on_close(self, relay: Relay, error: Exception | None) -> None:
         self._connecting.discard(relay)
         ctx = relay.context
         if ctx is not None and ctx.server is not None:
-            self.upstream.release(ctx.server)
+            ctx.upstream.release(ctx.server)
             ctx.server = None
         if relay in self.connections:
             self.connections.discard(relay)
             self.stats["closed"] += 1
             if error is not None and not isinstance(error, TimeoutError):
                 self.stats["resets"] += 1
-        if self.waiting and not self._stopping:
+        if self.waiting and not self._stopping and not self._draining:
             self._admit_waiting()
+
+
+class TcpReloadPlan:
+    """prepare_reload's result: commit() applies it (cannot fail), abort() forgets it."""
+
+    def __init__(self, service: TcpListenerService, config: ListenerConfig, upstream):
+        self.service, self.config, self.upstream = service, config, upstream
+        self.changes: list[str] = []
+        self.done = False
+
+    def commit(self) -> None:
+        if not self.done:
+            self.done = True
+            self.service._commit(self.config, self.upstream)
+
+    def abort(self) -> None:
+        self.done = True
 
 
 def _numeric_target(address) -> tuple[int, tuple] | None:

@@ -15,6 +15,17 @@ Failure handling: an ICMP port unreachable comes back on the connected socket as
 ECONNREFUSED; it is a passive failure report for the server and ends the flow. A flow whose
 server has been marked down by the health checker is ended at the client's next datagram
 and the datagram is balanced afresh (UDP has no connection to drain).
+
+Reload: the listening socket stays and so do the flows, with one rule for flows pinned to a
+server that should get no more traffic: a flow whose server left its upstream, is in admin
+state "maint", or whose upstream is no longer this listener's (a reload named another), is
+*retired*: replies still on their way are relayed, and the client's next datagram ends it and
+is balanced afresh over the listener's upstream. A UDP flow has no end the client can signal
+(only a timeout), so keeping it would pin a busy client to that server for as long as it
+sends. A server in "drain" keeps its flows (new flows do not go to it), as HAProxy keeps
+persistent sessions on a drained server. Drain: no new flows; existing flows are relayed until
+they have been quiet for DRAIN_QUIET seconds or the deadline passes; the socket stays open
+until stop(), since replies leave from it.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import time
 from collections import Counter
 
 from edgeway.config.model import ListenerConfig
+from edgeway.errors import EdgewayError
 from edgeway.l4.flows import Flow, FlowTable
 from edgeway.listening import raise_fd_limit
 
@@ -33,6 +45,7 @@ log = logging.getLogger("edgeway.l4.udp")
 
 _MAX_DATAGRAM = 65535
 _READS_PER_WAKEUP = 64                 # bound the work one busy flow can do per loop turn
+DRAIN_QUIET = 1.0                      # drain: a flow without a datagram either way for this long is done
 
 
 class _ListenerProtocol(asyncio.DatagramProtocol):
@@ -61,6 +74,7 @@ class UdpListenerService:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._addrinfo: dict[object, tuple] = {}
+        self._draining = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -87,16 +101,67 @@ class UdpListenerService:
             self._transport.close()
             self._transport = None
 
+    # ------------------------------------------------------------------ reload, drain
+
+    async def prepare_reload(self, config: ListenerConfig, upstream) -> "UdpReloadPlan":
+        """Nothing here can fail but a wrong protocol: the socket and the flows stay.
+        `upstream`: the one the new config names (the same object when its name stays)."""
+        if config.protocol != "udp":
+            raise EdgewayError(f"listener {self.name}: a reload keeps the protocol (udp); got {config.protocol}")
+        return UdpReloadPlan(self, config, upstream)
+
+    def _commit(self, config: ListenerConfig, upstream) -> None:
+        self.config = config
+        self.name = config.name
+        self.upstream = upstream
+        self.flows.timeout = config.session_timeout
+        self.flows.max_flows = config.max_connections   # (a smaller table shrinks as flows come and go)
+        retired = 0
+        for flow in self.flows:
+            if flow.upstream is not upstream or flow.server not in upstream.servers:
+                flow.retired = True       # see the module docstring
+                retired += 1
+        if self._loop is None:
+            return
+        raise_fd_limit(config.max_connections + 64, self.name)
+        if self._timer is not None:       # expiry times follow the new session_timeout
+            self._timer.cancel()
+            self._timer, self._timer_at = None, float("inf")
+        self._schedule_expiry()
+        log.info("udp listener %s on %s reloaded -> upstream %s (%d flow(s) kept, %d retired)",
+                 self.name, config.listen, upstream.name, len(self.flows) - retired, retired)
+
+    async def drain(self, deadline: float) -> None:
+        """No new flows from now; existing flows are relayed until quiet (DRAIN_QUIET, or
+        session_timeout when shorter) or until `deadline` (loop.time()). The socket stays
+        open for their replies; stop() closes it."""
+        self._draining = True
+        if self._loop is None:
+            return
+        loop = self._loop
+        quiet = min(DRAIN_QUIET, self.config.session_timeout)
+        while len(self.flows) and loop.time() < deadline:
+            now = time.monotonic()
+            for flow in self.flows:
+                if now - flow.last_seen >= quiet and self.flows.remove(flow):
+                    self._end(flow)
+            if len(self.flows):
+                await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+
     # ------------------------------------------------------------------ client -> server
 
     def _from_client(self, data: bytes, client) -> None:
         now = time.monotonic()
         flow = self.flows.get(client, now)
-        if flow is not None and not flow.server.healthy:
-            self.flows.remove(flow)       # its server went down: balance this datagram afresh
+        if flow is not None and (flow.retired or not flow.server.healthy
+                                 or getattr(flow.server, "state", "ready") == "maint"):
+            self.flows.remove(flow)       # its server went down or away: balance this datagram afresh
             self._end(flow)
             flow = None
         if flow is None:
+            if self._draining:
+                self.stats["dropped_draining"] += 1
+                return
             flow = self._new_flow(client, now)
             if flow is None:
                 return
@@ -125,6 +190,7 @@ class UdpListenerService:
         for old in removed:
             self._end(old)
         flow.endpoint = sock
+        flow.upstream = self.upstream
         self.upstream.acquire(server)
         self._loop.add_reader(sock.fileno(), self._from_server, flow)
         self.stats["flows"] += 1
@@ -169,7 +235,7 @@ class UdpListenerService:
     def _server_error(self, flow: Flow, exc: OSError) -> None:
         cause = "port unreachable" if isinstance(exc, ConnectionRefusedError) else (exc.strerror or str(exc))
         self.stats["server_errors"] += 1
-        self.upstream.report_failure(flow.server, time.monotonic(), cause)
+        flow.upstream.report_failure(flow.server, time.monotonic(), cause)
         log.warning("%s: flow %s -> %s ended: %s", self.name, flow.client, flow.server.address, cause)
         self.flows.remove(flow)
         self._end(flow)
@@ -182,7 +248,7 @@ class UdpListenerService:
             return
         self._loop.remove_reader(sock.fileno())
         sock.close()
-        self.upstream.release(flow.server)
+        flow.upstream.release(flow.server)
 
     def _schedule_expiry(self) -> None:
         at = self.flows.next_expiry()
@@ -199,3 +265,20 @@ class UdpListenerService:
             self.stats["expired"] += 1
             self._end(flow)
         self._schedule_expiry()
+
+
+class UdpReloadPlan:
+    """prepare_reload's result: commit() applies it (cannot fail), abort() forgets it."""
+
+    def __init__(self, service: UdpListenerService, config: ListenerConfig, upstream):
+        self.service, self.config, self.upstream = service, config, upstream
+        self.changes: list[str] = []
+        self.done = False
+
+    def commit(self) -> None:
+        if not self.done:
+            self.done = True
+            self.service._commit(self.config, self.upstream)
+
+    def abort(self) -> None:
+        self.done = True
