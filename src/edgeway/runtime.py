@@ -291,16 +291,18 @@ class Runtime:
             raise
         # ---- commit: nothing below may fail on the new config's account
         changes[:0] = _upstream_changes(old, new)
+        # upstreams, then every plan, with no await in between: no request runs with the new
+        # servers but the old routes (or the reverse)
         for name, upstream in upstreams.items():
             if self.upstreams.get(name) is upstream:
                 upstream.reconfigure(new.upstreams[name])
-        await self._commit_health_checkers(upstreams, new)
         for plan in plans:
             try:
                 plan.commit()
             except Exception:   # a bug: log it, the rest of the reload still applies
                 log.exception("error while committing a reload plan")
             changes.extend(getattr(plan, "changes", ()) or ())
+        await self._commit_health_checkers(upstreams, new)
         self.upstreams = upstreams
         self.dns = new_dns
         self.listeners = listeners

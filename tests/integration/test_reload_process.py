@@ -153,10 +153,12 @@ def test_listeners_added_and_removed_by_a_reload(tmp_path, backends):
         wait_for_port("127.0.0.1", first, proc=serve.proc)
         config["listeners"].append({"name": "second", "protocol": "http", "listen": f"127.0.0.1:{second}",
                                     "routes": [{"match": {"path_prefix": "/"}, "upstream": "api"}]})
+        serve.write(config)
         tail = serve.reload()
         assert "done" in tail.splitlines()[0] and "listener second" in tail, tail
         assert " 200 " in curl(f"http://127.0.0.1:{second}/x").stdout.splitlines()[0]
         config["listeners"] = config["listeners"][1:]
+        serve.write(config)
         tail = serve.reload()
         assert "done" in tail.splitlines()[0] and "listener web" in tail and "removed" in tail, tail
         deadline = time.monotonic() + 5
@@ -179,7 +181,8 @@ def test_a_request_in_flight_on_a_removed_listener_completes(tmp_path, backends)
         slow.start()
         time.sleep(0.4)
         config["listeners"][0]["listen"] = f"127.0.0.1:{second}"
-        serve.reload()
+        serve.write(config)
+        assert "removed" in serve.reload()
         slow.join(10)
         head = result["out"].stdout
         assert " 200 " in head.splitlines()[0] and "connection: close" in head.lower(), result["out"]
@@ -201,6 +204,7 @@ def test_an_open_tcp_connection_outlives_a_reload(tmp_path, bg):
             assert conn.recv(100) == b"p1\n"
             config["upstreams"]["tcp"]["servers"].append({"address": f"127.0.0.1:{peers[1].port}"})
             config["listeners"][0]["idle_timeout"] = "200s"
+            serve.write(config)
             assert "done" in serve.reload().splitlines()[0]
             conn.sendall(b"still there\n")
             assert conn.recv(100) == b"still there\n"
