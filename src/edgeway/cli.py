@@ -11,7 +11,7 @@ from edgeway import __version__
 
 # name -> ("module:attribute" of a click command, one-line help); imported only when it runs.
 LAZY_COMMANDS = {
-    "serve": ("edgeway.runtime:serve_command", "Run every role the config names until SIGINT/SIGTERM."),
+    "serve": ("edgeway.runtime:serve_command", "Run every role the config names (SIGHUP reloads, SIGTERM drains and stops)."),
     "check": ("edgeway.runtime:check_command", "Validate a config without starting anything."),
     "ctl": ("edgeway.admin.ctl:command", "The runtime API: status, upstreams, drain, weight, reload, cache."),
     "demo": ("edgeway.demo.command:command", "Run the seed's whole architecture on loopback and trace a request."),

@@ -220,6 +220,14 @@ class Runtime:
             self.last_reload = result
             return result
 
+    async def reload_zone(self, origin: str) -> dict:
+        """Re-read one zone's file now (POST /api/v1/dns/zones/{origin}/reload). Under the
+        reload lock: a full reload's commit cannot then put back the zone it prepared before."""
+        async with self._reload_lock:
+            if self.dns is None:
+                raise EdgewayError("no dns: section in the config: no zone to reload")
+            return await self.dns.reload_zone(origin)
+
     async def _apply(self, new: Config) -> list[str]:
         """Prepare everything that can fail, then commit it all (docs/operations.md)."""
         from edgeway.upstream import Upstream
@@ -565,7 +573,8 @@ _loop = click.option(
 @_log_level
 @_loop
 def serve_command(config_path: Path, log_level: str, loop_name: str) -> None:
-    """Run every role the config names until SIGINT/SIGTERM."""
+    """Run every role the config names: SIGHUP reloads the config, SIGTERM drains and stops (within
+    shutdown_timeout), SIGINT stops at once."""
     setup_logging(log_level)
     config = load_or_exit(config_path)
     try:

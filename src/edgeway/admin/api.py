@@ -26,7 +26,6 @@ API reads live objects and holds no state of its own except the token.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -258,11 +257,9 @@ class AdminApi:
         _no_query(request)
         _json_object(request.body, optional=True)
         origin = _dns_name(origin)
-        dns_service = self._dns()
+        self._dns()   # 404 without a dns: section
         try:
-            result = dns_service.reload_zone(origin)
-            if inspect.isawaitable(result):
-                result = await result
+            result = await self.runtime.reload_zone(origin)
         except KeyError as exc:
             message = exc.args[0] if exc.args else origin
             raise ApiError(404, str(message)) from None
