@@ -32,6 +32,7 @@ from edgeway import __version__
 from edgeway.config import Config, ConfigError, load_config
 from edgeway.config.model import ListenerConfig
 from edgeway.errors import EdgewayError
+from edgeway.events import EventLog
 
 log = logging.getLogger("edgeway")
 
@@ -66,6 +67,7 @@ class Runtime:
         self.version = __version__
         self.pid = os.getpid()
         self.last_reload: dict | None = None
+        self.events = EventLog()          # health transitions, reloads, admin changes (recent)
         self.upstreams: dict[str, Any] = {}
         self.health_checkers: dict[str, Service] = {}
         self.dns: Service | None = None
@@ -85,7 +87,7 @@ class Runtime:
             self.upstreams = build_upstreams(config.upstreams)
             for name, upstream in self.upstreams.items():
                 if config.upstreams[name].health_check is not None:
-                    self.health_checkers[name] = _health_checker(upstream)
+                    self.health_checkers[name] = _health_checker(upstream, self.events)
         if config.dns is not None:
             self.dns = _dns_service(config.dns)
         for listener in config.listeners:
@@ -218,6 +220,10 @@ class Runtime:
                 log.error("reload of %s failed, the running config keeps serving:\n%s",
                           self.config_path, result["error"])
             self.last_reload = result
+            if result["ok"]:
+                self.events.add("reload", f"reload done: {'; '.join(result['changes']) or 'no change'}", ok=True)
+            else:
+                self.events.add("reload", f"reload failed: {result['error']}", ok=False)
             return result
 
     async def reload_zone(self, origin: str) -> dict:
@@ -358,7 +364,7 @@ class Runtime:
             else:
                 if checker is not None:
                     await checker.stop()
-                checker = _health_checker(upstream)
+                checker = _health_checker(upstream, self.events)
                 await checker.start()
                 self._started.insert(0, checker)
             checkers[name] = checker
@@ -418,10 +424,10 @@ def _is_checker(service) -> bool:
     return isinstance(service, HealthChecker)
 
 
-def _health_checker(upstream):
+def _health_checker(upstream, events: EventLog | None = None):
     from edgeway.upstream import HealthChecker
 
-    return HealthChecker(upstream)
+    return HealthChecker(upstream, events)
 
 
 def _dns_service(config):

@@ -19,6 +19,7 @@ import logging
 import random
 import time
 
+from edgeway.events import EventLog
 from edgeway.upstream.checks import run_check
 from edgeway.upstream.hysteresis import Hysteresis
 from edgeway.upstream.server import Server
@@ -28,8 +29,9 @@ log = logging.getLogger("edgeway.health")
 
 
 class HealthChecker:
-    def __init__(self, upstream: Upstream):
+    def __init__(self, upstream: Upstream, events: EventLog | None = None):
         self.upstream = upstream
+        self.events = events            # the runtime's recent events (dashboard, /api/v1/events)
         self.config = upstream.config.health_check
         self.states: dict[Server, Hysteresis] = {}
         self._tasks: dict[Server, asyncio.Task] = {}
@@ -95,8 +97,8 @@ class HealthChecker:
             state.healthy, state._streak = ok, 0
             server.healthy = ok
             self.upstream.check_done(server)
-            log.warning("upstream %s: new server %s is %s after its first check (%s)",
-                        self.upstream.name, server, "UP" if ok else "DOWN", cause)
+            self._transition(server, ok, f"new server {server} is {'UP' if ok else 'DOWN'} after its first check "
+                                         f"({cause})")
             if not ok:
                 server.last_cause = cause
             return True
@@ -106,12 +108,18 @@ class HealthChecker:
             server.last_cause = cause
         if changed:
             if ok:
-                log.warning("upstream %s: server %s is UP (%d passing checks, %s)",
-                            self.upstream.name, server, state.rise, cause)
+                self._transition(server, True, f"server {server} is UP ({state.rise} passing checks, {cause})")
             else:
-                log.warning("upstream %s: server %s is DOWN (%d failed checks, last: %s)",
-                            self.upstream.name, server, state.fall, cause)
+                self._transition(server, False, f"server {server} is DOWN ({state.fall} failed checks, last: {cause})")
         return changed
+
+    def _transition(self, server: Server, up: bool, message: str) -> None:
+        to = "up" if up else "down"
+        server.transitions[to] += 1
+        log.warning("upstream %s: %s", self.upstream.name, message)
+        if self.events is not None:
+            self.events.add("health", f"upstream {self.upstream.name}: {message}", upstream=self.upstream.name,
+                            server=str(server), to=to)
 
     async def _run(self, server: Server) -> None:
         config = self.config

@@ -39,7 +39,7 @@ class Server:
         "address", "weight", "backup", "max_conns", "id", "healthy", "in_flight",
         "_max_fails", "_fail_timeout", "fails", "_first_fail", "ejected_until", "last_cause", "label",
         "state", "pending", "config_weight", "runtime_weight",
-        "requests", "failures", "last_check", "last_check_result",
+        "requests", "failures", "last_check", "last_check_result", "transitions",
     )
 
     def __init__(self, address: Address, weight: int = 1, backup: bool = False,
@@ -66,6 +66,7 @@ class Server:
         self.runtime_weight: int | None = None
         self.requests = 0               # picked for a request or connection (Upstream.acquire)
         self.failures = 0               # failures on live traffic, counted with passive checks off too
+        self.transitions = {"up": 0, "down": 0}   # active-check verdicts that changed the state
         self.last_check: float | None = None        # wall time (time.time()) of the last active check
         self.last_check_result: str | None = None   # "status 200", "timeout after 2s", ...
 
