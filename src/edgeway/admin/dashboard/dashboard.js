@@ -11,7 +11,7 @@
 "use strict";
 
 (() => {
-  const POLL_MS = 1500;
+  const POLL_MS = 1000;            // a killed server shows down within interval x fall + 1 s
   const WINDOW_MS = 10000;          // rates and p50/p99 over about the last 10 s
   const KEY = "edgeway.dashboard.token";
   const MAX_EVENTS = 100;
@@ -525,7 +525,10 @@
     const span = c[0].firstChild;
     span.dataset.state = shown;
     span.dataset.apiState = server.state;
-    let state = server.state + (server.why && server.state !== "up" ? " (" + server.why + ")" : "");
+    // `why` names the state itself ("down (active health check: ...)") when there is one
+    let state = server.why && server.state !== "up"
+      ? (server.why.startsWith(server.state) ? server.why : server.state + " (" + server.why + ")")
+      : server.state;
     if (server.backup) state += " · backup";
     c[1].className = "state-" + shown;
     setText(c[1], state);
@@ -622,6 +625,9 @@
   }
 
   // ------------------------------------------------------------------ start
+
+  // The pure parts, for the browser test to hold them to prometheus-client's own output.
+  window.edgewayDashboard = Object.freeze({parseMetrics, quantile});
 
   document.addEventListener("DOMContentLoaded", () => {
     $("login").addEventListener("submit", (event) => {
