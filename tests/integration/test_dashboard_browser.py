@@ -163,6 +163,9 @@ def test_the_dashboard_in_chromium(tmp_path, backends, browser):
 
         errors = console_errors(browser, metrics_absent)
         assert errors == [], errors
+        # and the capture works: an error the page would log is seen (so the checks above can fail)
+        browser.execute_script("console.error('probe of the console capture')")
+        assert any("probe of the console capture" in e["message"] for e in console_errors(browser, metrics_absent))
 
         # the token typed into the form: a wrong one is refused and not kept, the right one works
         browser.execute_script("sessionStorage.clear()")
