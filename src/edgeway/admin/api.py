@@ -12,6 +12,7 @@ names. Every error is a JSON object {"error": "why"}.
 The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
 
     GET  /api/v1/status
+    GET  /api/v1/events?since=N                 recent health transitions, reloads
     GET  /api/v1/upstreams                      GET /api/v1/upstreams/{name}
     POST /api/v1/upstreams/{name}/servers/{address}/state    {"state": "ready"|"drain"|"maint"}
     POST /api/v1/upstreams/{name}/servers/{address}/weight   {"weight": 1..1000}
@@ -19,6 +20,9 @@ The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
     POST /api/v1/dns/cache/flush                {"name": "example.com."} optional
     GET  /api/v1/dns/cache?name=NAME
     POST /api/v1/dns/zones/{origin}/reload
+
+`/dashboard` and its files (edgeway.admin.dashboard) are the exception to the token: the page
+holds no data, and asks the endpoints above for it with the token.
 
 The runtime is duck-typed (edgeway.runtime.Runtime; contract in docs/operations.md), so the
 API reads live objects and holds no state of its own except the token.
@@ -42,12 +46,14 @@ from edgeway.errors import EdgewayError
 log = logging.getLogger("edgeway.admin")
 
 STATES = ("ready", "drain", "maint")
+MAX_EVENTS = 200                     # one answer of /api/v1/events at most (the ring holds 200)
 MIN_WEIGHT, MAX_WEIGHT = 1, 1000     # the config's bounds for servers[].weight
 
 # (path pattern, {method: handler}); "{x}" is one path segment bound to x. Literal segments
 # never collide with a placeholder at the same depth, so the order does not matter.
 ROUTES: list[tuple[tuple[str, ...], dict[str, str]]] = [
     (("api", "v1", "status"), {"GET": "status"}),
+    (("api", "v1", "events"), {"GET": "events"}),
     (("api", "v1", "upstreams"), {"GET": "upstreams"}),
     (("api", "v1", "upstreams", "{name}"), {"GET": "upstream"}),
     (("api", "v1", "upstreams", "{name}", "servers", "{address}", "state"), {"POST": "set_state"}),
@@ -74,6 +80,8 @@ class Response:
     status: int
     body: dict
     headers: tuple[tuple[str, str], ...] = ()
+    raw: bytes | None = None               # sent instead of the JSON body (the dashboard's files)
+    content_type: str = "application/json"
 
 
 class ApiError(Exception):
@@ -105,6 +113,10 @@ class AdminApi:
             return Response(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
 
     async def _handle(self, request: Request) -> Response:
+        from edgeway.admin import dashboard   # here: it imports Request and Response from us
+
+        if dashboard.handles(request.path):
+            return dashboard.serve(request)
         authorization = request.headers.get("authorization")
         if not self.token.authorized(authorization):
             why = "no bearer token" if authorization is None else "wrong bearer token"
@@ -154,6 +166,17 @@ class AdminApi:
             "services": rt.services_summary(),
         }
 
+    async def _events(self, request: Request) -> tuple[int, dict]:
+        _no_body(request)
+        query = _query(request, allowed=("since",))
+        text = query.get("since", "0")
+        # digits only: int() would also take "+1", " 1", "1_0" and "١"
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            raise ApiError(400, f"since={text!r}: expected the seq of the last event seen (0 for all)")
+        events = self.runtime.events
+        # `last` lets a poller that holds a seq above it (edgeway restarted) start again from 0
+        return 200, {"last": events.last, "events": events.since(int(text))[-MAX_EVENTS:]}
+
     async def _upstreams(self, request: Request) -> tuple[int, dict]:
         _no_query(request)
         _no_body(request)
@@ -178,6 +201,9 @@ class AdminApi:
         self.runtime.state_changed()
         log.info("admin: %s: upstream %s server %s state %s -> %s", request.client, upstream.name,
                  server, previous, state)
+        self.runtime.events.add("admin", f"upstream {upstream.name}: server {server} state {previous} -> {state} "
+                                         f"(by {request.client})", upstream=upstream.name, server=str(server),
+                                state=state)
         return 200, {"upstream": upstream.name, "address": str(server), "state": state,
                      "previous": previous, "server": _server_row(upstream, server)}
 
@@ -195,6 +221,9 @@ class AdminApi:
         self.runtime.state_changed()
         log.info("admin: %s: upstream %s server %s weight %s -> %s", request.client, upstream.name,
                  server, previous, weight)
+        self.runtime.events.add("admin", f"upstream {upstream.name}: server {server} weight {previous} -> {weight} "
+                                         f"(by {request.client})", upstream=upstream.name, server=str(server),
+                                weight=weight)
         return 200, {"upstream": upstream.name, "address": str(server), "weight": weight,
                      "previous": previous, "server": _server_row(upstream, server)}
 
