@@ -85,3 +85,39 @@ def test_a_new_admin_address_on_reload(tmp_path):
                 time.sleep(0.05)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", old_port), timeout=2).close()
+
+
+def test_reloads_that_add_and_remove_a_health_checked_upstream_never_hang(tmp_path):
+    """The health checker of an upstream a reload removes is stopped at the commit; its check
+    may end in that very loop turn. Python 3.11's asyncio.wait_for then lost the cancellation:
+    the checker's task went on, the reload waited for it for ever under the reload lock, and
+    every later reload (SIGHUP, API, ctl) with it."""
+    import http.client
+
+    from tests.support.backends import BackgroundLoop, HttpBackend
+
+    with BackgroundLoop() as bg:
+        backend = bg.call(HttpBackend("b").start())
+        port, extra = free_port(), free_port()
+        plain = {"upstreams": {"api": {"servers": [{"address": f"127.0.0.1:{backend.port}"}]}},
+                 "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "routes": [{"upstream": "api"}]}]}
+        checked = {"upstreams": {**plain["upstreams"],
+                                 "hc": {"servers": [{"address": f"127.0.0.1:{backend.port}"}],
+                                        "health_check": {"type": "http", "interval": "20ms"}}},
+                   "listeners": [*plain["listeners"],
+                                 {"name": "hc", "protocol": "http", "listen": f"127.0.0.1:{extra}",
+                                  "routes": [{"upstream": "hc"}]}]}
+        try:
+            with AdminServe(tmp_path, plain) as serve:
+                api = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=5)
+                for _ in range(20):
+                    for config in (checked, plain):
+                        serve.write({"admin": serve.config["admin"], **config})
+                        api.request("POST", "/api/v1/reload", headers={"Authorization": f"Bearer {serve.token}"})
+                        response = api.getresponse()   # TimeoutError: the reload hangs
+                        assert response.status == 200, response.read()
+                        response.read()
+                api.close()
+        finally:
+            bg.call(backend.stop())
