@@ -215,6 +215,9 @@ class Runtime:
                     result["error"] = f"internal error while preparing the reload: {exc!r}"
             if result["ok"]:
                 self.config_hash = _file_hash(self.config_path)
+                # servers left or came back (as new ones), config weights dropped runtime
+                # weights: the state file says what runs now, or a restart would undo the reload
+                self.state_changed()
                 log.info("reload of %s done: %s", self.config_path, "; ".join(result["changes"]) or "no change")
             else:
                 log.error("reload of %s failed, the running config keeps serving:\n%s",
