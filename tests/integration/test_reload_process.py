@@ -269,3 +269,36 @@ def test_a_second_sigterm_or_the_timeout_stops_at_once(tmp_path, backends):
     assert 0.8 < time.monotonic() - started < 4
     assert "shutdown_timeout (1s) reached" in serve.text()
     slow.join(40)
+
+
+def test_sigterm_does_not_wait_for_an_idle_tls_keep_alive_client(tmp_path, backends):
+    """An idle keep-alive connection is closed at once by the graceful stop, TLS too: the
+    close sends close_notify and the TLS transport waits for the client's, which a client
+    that is not reading (a pool's idle connection) never sends. The stop must not wait
+    shutdown_timeout for that: the proxy is done with the connection."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("a.example.com")
+    cert.private_key_pem.write_to_path(tmp_path / "site.key")
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "site.crt")
+    port = free_port()
+    config = http_config(port, backends)
+    config["listeners"][0].update(protocol="https", tls={"cert": str(tmp_path / "site.crt"),
+                                                         "key": str(tmp_path / "site.key")})
+    config["shutdown_timeout"] = "10s"
+    serve = Serve(tmp_path, config)
+    wait_for_port("127.0.0.1", port, proc=serve.proc)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    with client.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                            server_hostname="a.example.com") as idle:
+        idle.sendall(b"GET /x HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        serve.proc.send_signal(signal.SIGTERM)
+        assert serve.proc.wait(15) == 0
+        took = time.monotonic() - started
+    assert took < 3, f"the stop took {took:.1f}s: it waited for the idle TLS client\n{serve.text()}"
