@@ -477,12 +477,15 @@ def _upstream_changes(old: Config, new: Config) -> list[str]:
     return changes
 
 
-async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = None) -> None:
+async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = None,
+                           early_signals: list[int] | None = None) -> None:
     """Start the runtime and serve until a signal (or `stop_event`), then stop it.
 
     SIGHUP reloads the config file. SIGTERM (and SIGQUIT, nginx's graceful stop) drains:
     no new work, in-flight work finishes within shutdown_timeout. SIGINT, or a second
-    SIGTERM, stops at once. `stop_event` (tests, the demo) drains as SIGTERM does."""
+    SIGTERM, stops at once. `stop_event` (tests, the demo) drains as SIGTERM does.
+    `early_signals`: signals received before the loop's handlers existed (catch_early_signals),
+    handled now: a SIGHUP then reloads once the start is done, a SIGTERM drains after it."""
     loop = asyncio.get_running_loop()
     stop_event = stop_event or asyncio.Event()
     at_once = asyncio.Event()
@@ -503,6 +506,8 @@ async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = 
 
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
+    for signum in early_signals or ():
+        on_signal(signum)
     try:
         await runtime.start()
         log.info("edgeway is running (pid %d); SIGHUP reloads, SIGTERM drains and stops, SIGINT stops",
@@ -524,6 +529,16 @@ async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = 
         await runtime.stop()
         for signum in handled:
             loop.remove_signal_handler(signum)
+
+
+def catch_early_signals() -> list[int]:
+    """Until run_until_signal installs the loop's handlers (the zones are parsed before, which
+    takes seconds for a large one), SIGHUP, SIGTERM and SIGQUIT are only noted: their default
+    action would kill the process (a SIGHUP from logrotate; a SIGTERM exiting -15, not 0)."""
+    caught: list[int] = []
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    return caught
 
 
 def run(coro, loop_name: str = "uvloop"):
@@ -585,10 +600,11 @@ def serve_command(config_path: Path, log_level: str, loop_name: str) -> None:
     """Run every role the config names: SIGHUP reloads the config, SIGTERM drains and stops (within
     shutdown_timeout), SIGINT stops at once."""
     setup_logging(log_level)
+    early = catch_early_signals()
     config = load_or_exit(config_path)
     try:
         runtime = Runtime(config, config_path)
-        run(run_until_signal(runtime), loop_name)
+        run(run_until_signal(runtime, early_signals=early), loop_name)
     except EdgewayError as exc:
         fail(str(exc))
     except OSError as exc:

@@ -302,3 +302,34 @@ def test_sigterm_does_not_wait_for_an_idle_tls_keep_alive_client(tmp_path, backe
         assert serve.proc.wait(15) == 0
         took = time.monotonic() - started
     assert took < 3, f"the stop took {took:.1f}s: it waited for the idle TLS client\n{serve.text()}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_while_the_zones_load_at_start_is_not_fatal(tmp_path, backends, sig):
+    """The zones are parsed before the event loop's signal handlers exist. A SIGHUP then
+    (logrotate's postrotate, a deploy tool) killed edgeway with the signal's default action,
+    silently; a SIGTERM exited -15 instead of 0. Now a SIGHUP reloads once started and a
+    SIGTERM stops gracefully once started (exit 0)."""
+    port, dns_port = free_port(), free_port()
+    zone = tmp_path / "big.zone"
+    with open(zone, "w") as f:
+        f.write("$ORIGIN big.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+        for i in range(30000):
+            f.write(f"h{i} A 10.0.{i // 256 % 256}.{i % 256}\n")
+    config = http_config(port, backends)
+    config["dns"] = {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(zone)}]}
+    serve = Serve(tmp_path, config)
+    time.sleep(1.5)   # python has started; the zone takes seconds to parse
+    assert "edgeway is running" not in serve.text(), "the zone loaded too fast for this test"
+    serve.proc.send_signal(sig)
+    if sig == signal.SIGHUP:
+        wait_for_port("127.0.0.1", port, proc=serve.proc)
+        deadline = time.monotonic() + 20
+        while "reload of " not in serve.text():
+            assert serve.proc.poll() is None, f"killed by SIGHUP: {serve.proc.returncode}\n{serve.text()}"
+            assert time.monotonic() < deadline, serve.text()
+            time.sleep(0.05)
+        assert " 200 " in curl(f"http://127.0.0.1:{port}/x").stdout.splitlines()[0]
+        assert serve.stop() == 0
+    else:
+        assert serve.proc.wait(30) == 0, serve.text()
