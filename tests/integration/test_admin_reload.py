@@ -121,3 +121,44 @@ def test_reloads_that_add_and_remove_a_health_checked_upstream_never_hang(tmp_pa
                 api.close()
         finally:
             bg.call(backend.stop())
+
+
+def test_sigterm_during_a_reload_that_parses_a_large_zone_exits_within_shutdown_timeout(tmp_path):
+    """The zone file of a reload is parsed on a thread. SIGTERM meanwhile: the reload is
+    cancelled and the stop must not then wait for the parse to end (the default executor's
+    threads are joined without a timeout when the loop closes), far past shutdown_timeout."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    dns_port = free_port()
+    small = tmp_path / "small.zone"
+    small.write_text("$ORIGIN s.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+    big = tmp_path / "big.zone"
+    with open(big, "w") as f:
+        f.write("$ORIGIN big.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+        for i in range(60000):
+            f.write(f"h{i} A 10.0.{i // 256 % 256}.{i % 256}\n")
+    config = {"shutdown_timeout": "1s",
+              "dns": {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(small)}]}}
+    with AdminServe(tmp_path, config) as serve:
+        config = {**serve.config, "dns": {**config["dns"], "zones": [{"file": str(small)}, {"file": str(big)}]}}
+        serve.write(config)
+
+        def reload():
+            request = urllib.request.Request(f"{serve.url}/api/v1/reload", method="POST", data=b"",
+                                             headers={"Authorization": f"Bearer {serve.token}"})
+            try:
+                urllib.request.urlopen(request, timeout=60).read()
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass   # the stop cuts it
+        client = threading.Thread(target=reload)
+        client.start()
+        time.sleep(1.0)   # the big zone is being parsed
+        started = time.monotonic()
+        code, output = serve.stop()
+        took = time.monotonic() - started
+        client.join(60)
+    assert code == 0, output
+    assert "reload of" not in output, "the zone parsed before the stop: make it larger"
+    assert took < 5, f"the stop took {took:.1f}s: it waited for the zone parse\n{output[-2000:]}"
