@@ -271,6 +271,7 @@ class Runtime:
                 retire.append(self.dns)
                 new_dns = None
                 changes.append("dns: stopped")
+            self._refuse_if_draining()   # (zone files take a while: a SIGTERM may have come)
             # 3. listeners, matched by (protocol, address)
             running = {_listener_key(s.config): s for s in self.listeners.values()}
             for listener in new.listeners:
@@ -297,6 +298,7 @@ class Runtime:
             admin_plan, new_admin = await self._prepare_admin(new, started, retire)
             if admin_plan is not None:
                 plans.append(admin_plan)
+            self._refuse_if_draining()
         except BaseException:
             for plan in plans:
                 try:
@@ -334,6 +336,12 @@ class Runtime:
             # the retiring listener closes its socket when its drain begins; then this one binds
             await self._start_deferred(service)
         return changes
+
+    def _refuse_if_draining(self) -> None:
+        """A graceful stop began while this reload prepared: it must not open listeners or
+        change anything now (what it prepared is undone)."""
+        if self._draining:
+            raise EdgewayError("shutting down: reload abandoned")
 
     async def _prepare_admin(self, new: Config, started: list, retire: list):
         """The admin listener is reloaded like the others (AdminService, edgeway.admin).

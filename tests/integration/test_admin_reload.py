@@ -6,6 +6,7 @@ part of issue 14 (HttpListenerService.prepare_reload, h14-listeners)."""
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
 import time
 
@@ -162,3 +163,72 @@ def test_sigterm_during_a_reload_that_parses_a_large_zone_exits_within_shutdown_
     assert code == 0, output
     assert "reload of" not in output, "the zone parsed before the stop: make it larger"
     assert took < 5, f"the stop took {took:.1f}s: it waited for the zone parse\n{output[-2000:]}"
+
+
+def test_a_reload_that_ends_preparing_during_a_graceful_stop_changes_nothing(tmp_path):
+    """SIGTERM while a reload parses a zone, a slow request keeping the drain going: when the
+    parse ends, the reload must not commit. It did: its new listener opened and took new
+    connections in the middle of the graceful stop (to be cut at the end of it)."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from tests.support.backends import BackgroundLoop, HttpBackend
+
+    dns_port, web, new = free_port(), free_port(), free_port()
+    small = tmp_path / "small.zone"
+    small.write_text("$ORIGIN s.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+    big = tmp_path / "big.zone"
+    with open(big, "w") as f:
+        f.write("$ORIGIN big.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+        for i in range(20000):
+            f.write(f"h{i} A 10.0.{i // 256 % 256}.{i % 256}\n")
+    with BackgroundLoop() as bg:
+        backend = bg.call(HttpBackend("b", mode="slow:12").start())
+        config = {"shutdown_timeout": "20s",
+                  "dns": {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(small)}]},
+                  "upstreams": {"api": {"servers": [{"address": f"127.0.0.1:{backend.port}"}]}},
+                  "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{web}",
+                                 "routes": [{"upstream": "api"}]}]}
+        try:
+            with AdminServe(tmp_path, config) as serve:
+                slow = socket.create_connection(("127.0.0.1", web), timeout=30)
+                slow.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                changed = {**serve.config,
+                           "dns": {**config["dns"], "zones": [{"file": str(small)}, {"file": str(big)}]},
+                           "listeners": [*config["listeners"],
+                                         {"name": "new", "protocol": "tcp", "listen": f"127.0.0.1:{new}",
+                                          "upstream": "api"}]}
+                serve.write(changed)
+                answer = {}
+
+                def reload():
+                    request = urllib.request.Request(f"{serve.url}/api/v1/reload", method="POST", data=b"",
+                                                     headers={"Authorization": f"Bearer {serve.token}"})
+                    try:
+                        answer["body"] = urllib.request.urlopen(request, timeout=60).read()
+                    except urllib.error.HTTPError as exc:
+                        answer["body"] = exc.read()
+                    except OSError:
+                        pass
+                client = threading.Thread(target=reload)
+                client.start()
+                time.sleep(0.5)
+                serve.process.proc.send_signal(signal.SIGTERM)
+                accepted = False
+                deadline = time.monotonic() + 25
+                while serve.process.proc.poll() is None and time.monotonic() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", new), timeout=0.5).close()
+                        accepted = True
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                code, output = serve.stop()
+                client.join(60)
+                slow.close()
+        finally:
+            bg.call(backend.stop())
+    assert code == 0, output
+    assert not accepted, f"a listener added by the reload accepted during the graceful stop\n{output[-3000:]}"
+    assert b"shutting down" in answer.get("body", b"shutting down"), answer
