@@ -334,7 +334,9 @@ class Runtime:
         self._started.extend(started)
         for service in deferred:
             # the retiring listener closes its socket when its drain begins; then this one binds
-            await self._start_deferred(service)
+            if not await self._start_deferred(service):
+                changes.append(f"listener {service.config.name}: cannot bind {service.config.listen} "
+                               "(see the log); the next reload tries again")
         return changes
 
     def _refuse_if_draining(self) -> None:
@@ -397,7 +399,7 @@ class Runtime:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _start_deferred(self, service: Service) -> None:
+    async def _start_deferred(self, service: Service) -> bool:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 2.0
         while True:
@@ -408,11 +410,14 @@ class Runtime:
                 if exc.errno != errno.EADDRINUSE or loop.time() > give_up:
                     log.error("listener %s: cannot bind %s after the reload: %s",
                               service.config.name, service.config.listen, exc)
-                    return
+                    # not running: not listed either, so the next reload starts it anew
+                    if self.listeners.get(service.config.name) is service:
+                        del self.listeners[service.config.name]
+                    return False
                 await asyncio.sleep(0.02)
                 continue
             self._started.append(service)
-            return
+            return True
 
 
 def _file_hash(path: Path | None) -> str | None:
