@@ -304,6 +304,14 @@ def test_sigterm_does_not_wait_for_an_idle_tls_keep_alive_client(tmp_path, backe
     assert took < 3, f"the stop took {took:.1f}s: it waited for the idle TLS client\n{serve.text()}"
 
 
+def caught_sighup(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
 def test_a_signal_while_the_zones_load_at_start_is_not_fatal(tmp_path, backends, sig):
     """The zones are parsed before the event loop's signal handlers exist. A SIGHUP then
@@ -314,16 +322,20 @@ def test_a_signal_while_the_zones_load_at_start_is_not_fatal(tmp_path, backends,
     zone = tmp_path / "big.zone"
     with open(zone, "w") as f:
         f.write("$ORIGIN big.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
-        for i in range(30000):
+        for i in range(20000):
             f.write(f"h{i} A 10.0.{i // 256 % 256}.{i % 256}\n")
     config = http_config(port, backends)
     config["dns"] = {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(zone)}]}
     serve = Serve(tmp_path, config)
-    time.sleep(1.5)   # python has started; the zone takes seconds to parse
+    # signal once serve catches SIGHUP (SigCgt), or after 3s (before the fix it never did
+    # until the zones were loaded): python has started then, and the zone takes seconds more
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not caught_sighup(serve.proc.pid):
+        time.sleep(0.01)
     assert "edgeway is running" not in serve.text(), "the zone loaded too fast for this test"
     serve.proc.send_signal(sig)
     if sig == signal.SIGHUP:
-        wait_for_port("127.0.0.1", port, proc=serve.proc)
+        wait_for_port("127.0.0.1", port, timeout=40, proc=serve.proc)
         deadline = time.monotonic() + 20
         while "reload of " not in serve.text():
             assert serve.proc.poll() is None, f"killed by SIGHUP: {serve.proc.returncode}\n{serve.text()}"
@@ -332,4 +344,4 @@ def test_a_signal_while_the_zones_load_at_start_is_not_fatal(tmp_path, backends,
         assert " 200 " in curl(f"http://127.0.0.1:{port}/x").stdout.splitlines()[0]
         assert serve.stop() == 0
     else:
-        assert serve.proc.wait(30) == 0, serve.text()
+        assert serve.proc.wait(60) == 0, serve.text()
