@@ -299,7 +299,11 @@ def test_sigterm_does_not_wait_for_an_idle_tls_keep_alive_client(tmp_path, backe
         assert idle.recv(65536).startswith(b"HTTP/1.1 200")
         started = time.monotonic()
         serve.proc.send_signal(signal.SIGTERM)
-        assert serve.proc.wait(15) == 0
+        try:
+            assert serve.proc.wait(15) == 0
+        finally:
+            if serve.proc.poll() is None:
+                serve.proc.kill()
         took = time.monotonic() - started
     assert took < 3, f"the stop took {took:.1f}s: it waited for the idle TLS client\n{serve.text()}"
 
@@ -332,16 +336,21 @@ def test_a_signal_while_the_zones_load_at_start_is_not_fatal(tmp_path, backends,
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and not caught_sighup(serve.proc.pid):
         time.sleep(0.01)
-    assert "edgeway is running" not in serve.text(), "the zone loaded too fast for this test"
-    serve.proc.send_signal(sig)
-    if sig == signal.SIGHUP:
-        wait_for_port("127.0.0.1", port, timeout=40, proc=serve.proc)
-        deadline = time.monotonic() + 20
-        while "reload of " not in serve.text():
-            assert serve.proc.poll() is None, f"killed by SIGHUP: {serve.proc.returncode}\n{serve.text()}"
-            assert time.monotonic() < deadline, serve.text()
-            time.sleep(0.05)
-        assert " 200 " in curl(f"http://127.0.0.1:{port}/x").stdout.splitlines()[0]
-        assert serve.stop() == 0
-    else:
-        assert serve.proc.wait(60) == 0, serve.text()
+    try:
+        assert "edgeway is running" not in serve.text(), "the zone loaded too fast for this test"
+        serve.proc.send_signal(sig)
+        if sig == signal.SIGHUP:
+            wait_for_port("127.0.0.1", port, timeout=40, proc=serve.proc)
+            deadline = time.monotonic() + 20
+            while "reload of " not in serve.text():
+                assert serve.proc.poll() is None, f"killed by SIGHUP: {serve.proc.returncode}\n{serve.text()}"
+                assert time.monotonic() < deadline, serve.text()
+                time.sleep(0.05)
+            assert " 200 " in curl(f"http://127.0.0.1:{port}/x").stdout.splitlines()[0]
+            assert serve.stop() == 0
+        else:
+            assert serve.proc.wait(60) == 0, serve.text()
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+            serve.proc.wait()
