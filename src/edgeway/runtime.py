@@ -215,6 +215,9 @@ class Runtime:
                     result["error"] = f"internal error while preparing the reload: {exc!r}"
             if result["ok"]:
                 self.config_hash = _file_hash(self.config_path)
+                # servers left or came back (as new ones), config weights dropped runtime
+                # weights: the state file says what runs now, or a restart would undo the reload
+                self.state_changed()
                 log.info("reload of %s done: %s", self.config_path, "; ".join(result["changes"]) or "no change")
             else:
                 log.error("reload of %s failed, the running config keeps serving:\n%s",
@@ -268,6 +271,7 @@ class Runtime:
                 retire.append(self.dns)
                 new_dns = None
                 changes.append("dns: stopped")
+            self._refuse_if_draining()   # (zone files take a while: a SIGTERM may have come)
             # 3. listeners, matched by (protocol, address)
             running = {_listener_key(s.config): s for s in self.listeners.values()}
             for listener in new.listeners:
@@ -294,6 +298,7 @@ class Runtime:
             admin_plan, new_admin = await self._prepare_admin(new, started, retire)
             if admin_plan is not None:
                 plans.append(admin_plan)
+            self._refuse_if_draining()
         except BaseException:
             for plan in plans:
                 try:
@@ -329,8 +334,16 @@ class Runtime:
         self._started.extend(started)
         for service in deferred:
             # the retiring listener closes its socket when its drain begins; then this one binds
-            await self._start_deferred(service)
+            if not await self._start_deferred(service):
+                changes.append(f"listener {service.config.name}: cannot bind {service.config.listen} "
+                               "(see the log); the next reload tries again")
         return changes
+
+    def _refuse_if_draining(self) -> None:
+        """A graceful stop began while this reload prepared: it must not open listeners or
+        change anything now (what it prepared is undone)."""
+        if self._draining:
+            raise EdgewayError("shutting down: reload abandoned")
 
     async def _prepare_admin(self, new: Config, started: list, retire: list):
         """The admin listener is reloaded like the others (AdminService, edgeway.admin).
@@ -386,7 +399,7 @@ class Runtime:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def _start_deferred(self, service: Service) -> None:
+    async def _start_deferred(self, service: Service) -> bool:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 2.0
         while True:
@@ -397,11 +410,14 @@ class Runtime:
                 if exc.errno != errno.EADDRINUSE or loop.time() > give_up:
                     log.error("listener %s: cannot bind %s after the reload: %s",
                               service.config.name, service.config.listen, exc)
-                    return
+                    # not running: not listed either, so the next reload starts it anew
+                    if self.listeners.get(service.config.name) is service:
+                        del self.listeners[service.config.name]
+                    return False
                 await asyncio.sleep(0.02)
                 continue
             self._started.append(service)
-            return
+            return True
 
 
 def _file_hash(path: Path | None) -> str | None:
@@ -474,12 +490,15 @@ def _upstream_changes(old: Config, new: Config) -> list[str]:
     return changes
 
 
-async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = None) -> None:
+async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = None,
+                           early_signals: list[int] | None = None) -> None:
     """Start the runtime and serve until a signal (or `stop_event`), then stop it.
 
     SIGHUP reloads the config file. SIGTERM (and SIGQUIT, nginx's graceful stop) drains:
     no new work, in-flight work finishes within shutdown_timeout. SIGINT, or a second
-    SIGTERM, stops at once. `stop_event` (tests, the demo) drains as SIGTERM does."""
+    SIGTERM, stops at once. `stop_event` (tests, the demo) drains as SIGTERM does.
+    `early_signals`: signals received before the loop's handlers existed (catch_early_signals),
+    handled now: a SIGHUP then reloads once the start is done, a SIGTERM drains after it."""
     loop = asyncio.get_running_loop()
     stop_event = stop_event or asyncio.Event()
     at_once = asyncio.Event()
@@ -500,6 +519,8 @@ async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = 
 
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
+    for signum in early_signals or ():
+        on_signal(signum)
     try:
         await runtime.start()
         log.info("edgeway is running (pid %d); SIGHUP reloads, SIGTERM drains and stops, SIGINT stops",
@@ -521,6 +542,16 @@ async def run_until_signal(runtime: Runtime, stop_event: asyncio.Event | None = 
         await runtime.stop()
         for signum in handled:
             loop.remove_signal_handler(signum)
+
+
+def catch_early_signals() -> list[int]:
+    """Until run_until_signal installs the loop's handlers (the zones are parsed before, which
+    takes seconds for a large one), SIGHUP, SIGTERM and SIGQUIT are only noted: their default
+    action would kill the process (a SIGHUP from logrotate; a SIGTERM exiting -15, not 0)."""
+    caught: list[int] = []
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
+    return caught
 
 
 def run(coro, loop_name: str = "uvloop"):
@@ -582,10 +613,11 @@ def serve_command(config_path: Path, log_level: str, loop_name: str) -> None:
     """Run every role the config names: SIGHUP reloads the config, SIGTERM drains and stops (within
     shutdown_timeout), SIGINT stops at once."""
     setup_logging(log_level)
+    early = catch_early_signals()
     config = load_or_exit(config_path)
     try:
         runtime = Runtime(config, config_path)
-        run(run_until_signal(runtime), loop_name)
+        run(run_until_signal(runtime, early_signals=early), loop_name)
     except EdgewayError as exc:
         fail(str(exc))
     except OSError as exc:

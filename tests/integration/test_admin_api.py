@@ -194,3 +194,21 @@ def test_sigterm_stops_the_admin_listener_too(tmp_path):
     assert "Traceback" not in log
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", serve.port), timeout=2).close()
+
+
+def test_a_stop_with_admin_connections_open_logs_no_traceback(tmp_path):
+    """SIGTERM while a client keeps an admin connection open (idle between keep-alive requests,
+    or halfway through a request): exit 0, and no 'Exception in callback' traceback from
+    asyncio's streams (Python 3.11 calls task.exception() on the cancelled connection task)."""
+    with AdminServe(tmp_path) as serve:
+        idle = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
+        idle.sendall(f"GET /api/v1/status HTTP/1.1\r\nAuthorization: Bearer {serve.token}\r\n\r\n".encode())
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        partial = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
+        partial.sendall(b"GET /api/v1/status HTTP/1.1\r\n")
+        time.sleep(0.2)
+        code, output = serve.stop()
+        idle.close()
+        partial.close()
+    assert code == 0, output
+    assert "Traceback" not in output and "Exception in callback" not in output, output

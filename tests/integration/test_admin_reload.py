@@ -6,6 +6,7 @@ part of issue 14 (HttpListenerService.prepare_reload, h14-listeners)."""
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
 import time
 
@@ -85,3 +86,149 @@ def test_a_new_admin_address_on_reload(tmp_path):
                 time.sleep(0.05)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", old_port), timeout=2).close()
+
+
+def test_reloads_that_add_and_remove_a_health_checked_upstream_never_hang(tmp_path):
+    """The health checker of an upstream a reload removes is stopped at the commit; its check
+    may end in that very loop turn. Python 3.11's asyncio.wait_for then lost the cancellation:
+    the checker's task went on, the reload waited for it for ever under the reload lock, and
+    every later reload (SIGHUP, API, ctl) with it."""
+    import http.client
+
+    from tests.support.backends import BackgroundLoop, HttpBackend
+
+    with BackgroundLoop() as bg:
+        backend = bg.call(HttpBackend("b").start())
+        port, extra = free_port(), free_port()
+        plain = {"upstreams": {"api": {"servers": [{"address": f"127.0.0.1:{backend.port}"}]}},
+                 "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{port}",
+                                "routes": [{"upstream": "api"}]}]}
+        checked = {"upstreams": {**plain["upstreams"],
+                                 "hc": {"servers": [{"address": f"127.0.0.1:{backend.port}"}],
+                                        "health_check": {"type": "http", "interval": "20ms"}}},
+                   "listeners": [*plain["listeners"],
+                                 {"name": "hc", "protocol": "http", "listen": f"127.0.0.1:{extra}",
+                                  "routes": [{"upstream": "hc"}]}]}
+        try:
+            with AdminServe(tmp_path, plain) as serve:
+                api = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=5)
+                for _ in range(20):
+                    for config in (checked, plain):
+                        serve.write({"admin": serve.config["admin"], **config})
+                        api.request("POST", "/api/v1/reload", headers={"Authorization": f"Bearer {serve.token}"})
+                        response = api.getresponse()   # TimeoutError: the reload hangs
+                        assert response.status == 200, response.read()
+                        response.read()
+                api.close()
+        finally:
+            bg.call(backend.stop())
+
+
+def test_sigterm_during_a_reload_that_parses_a_large_zone_exits_within_shutdown_timeout(tmp_path):
+    """The zone file of a reload is parsed on a thread. SIGTERM meanwhile: the reload is
+    cancelled and the stop must not then wait for the parse to end (the default executor's
+    threads are joined without a timeout when the loop closes), far past shutdown_timeout."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    dns_port = free_port()
+    small = tmp_path / "small.zone"
+    small.write_text("$ORIGIN s.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+    big = tmp_path / "big.zone"
+    with open(big, "w") as f:
+        f.write("$ORIGIN big.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+        for i in range(60000):
+            f.write(f"h{i} A 10.0.{i // 256 % 256}.{i % 256}\n")
+    config = {"shutdown_timeout": "1s",
+              "dns": {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(small)}]}}
+    with AdminServe(tmp_path, config) as serve:
+        config = {**serve.config, "dns": {**config["dns"], "zones": [{"file": str(small)}, {"file": str(big)}]}}
+        serve.write(config)
+
+        def reload():
+            request = urllib.request.Request(f"{serve.url}/api/v1/reload", method="POST", data=b"",
+                                             headers={"Authorization": f"Bearer {serve.token}"})
+            try:
+                urllib.request.urlopen(request, timeout=60).read()
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass   # the stop cuts it
+        client = threading.Thread(target=reload)
+        client.start()
+        time.sleep(1.0)   # the big zone is being parsed
+        started = time.monotonic()
+        code, output = serve.stop()
+        took = time.monotonic() - started
+        client.join(60)
+    assert code == 0, output
+    assert "reload of" not in output, "the zone parsed before the stop: make it larger"
+    assert took < 5, f"the stop took {took:.1f}s: it waited for the zone parse\n{output[-2000:]}"
+
+
+def test_a_reload_that_ends_preparing_during_a_graceful_stop_changes_nothing(tmp_path):
+    """SIGTERM while a reload parses a zone, a slow request keeping the drain going: when the
+    parse ends, the reload must not commit. It did: its new listener opened and took new
+    connections in the middle of the graceful stop (to be cut at the end of it)."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from tests.support.backends import BackgroundLoop, HttpBackend
+
+    dns_port, web, new = free_port(), free_port(), free_port()
+    small = tmp_path / "small.zone"
+    small.write_text("$ORIGIN s.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+    big = tmp_path / "big.zone"
+    with open(big, "w") as f:
+        f.write("$ORIGIN big.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+        for i in range(20000):
+            f.write(f"h{i} A 10.0.{i // 256 % 256}.{i % 256}\n")
+    with BackgroundLoop() as bg:
+        backend = bg.call(HttpBackend("b", mode="slow:12").start())
+        config = {"shutdown_timeout": "20s",
+                  "dns": {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(small)}]},
+                  "upstreams": {"api": {"servers": [{"address": f"127.0.0.1:{backend.port}"}]}},
+                  "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{web}",
+                                 "routes": [{"upstream": "api"}]}]}
+        try:
+            with AdminServe(tmp_path, config) as serve:
+                slow = socket.create_connection(("127.0.0.1", web), timeout=30)
+                slow.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                changed = {**serve.config,
+                           "dns": {**config["dns"], "zones": [{"file": str(small)}, {"file": str(big)}]},
+                           "listeners": [*config["listeners"],
+                                         {"name": "new", "protocol": "tcp", "listen": f"127.0.0.1:{new}",
+                                          "upstream": "api"}]}
+                serve.write(changed)
+                answer = {}
+
+                def reload():
+                    request = urllib.request.Request(f"{serve.url}/api/v1/reload", method="POST", data=b"",
+                                                     headers={"Authorization": f"Bearer {serve.token}"})
+                    try:
+                        answer["body"] = urllib.request.urlopen(request, timeout=60).read()
+                    except urllib.error.HTTPError as exc:
+                        answer["body"] = exc.read()
+                    except OSError:
+                        pass
+                client = threading.Thread(target=reload)
+                client.start()
+                time.sleep(0.5)
+                serve.process.proc.send_signal(signal.SIGTERM)
+                accepted = False
+                deadline = time.monotonic() + 25
+                while serve.process.proc.poll() is None and time.monotonic() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", new), timeout=0.5).close()
+                        accepted = True
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                code, output = serve.stop()
+                client.join(60)
+                slow.close()
+        finally:
+            bg.call(backend.stop())
+    assert code == 0, output
+    assert not accepted, f"a listener added by the reload accepted during the graceful stop\n{output[-3000:]}"
+    assert b"shutting down" in answer.get("body", b"shutting down"), answer

@@ -137,3 +137,28 @@ def test_states_set_through_ctl_survive_a_restart_with_a_state_file(tmp_path):
         rows = {r["address"]: r for r in data["servers"]}
         assert rows["127.0.0.1:1"]["state"] == "maint"
         assert rows["127.0.0.1:2"]["weight"] == 9
+
+
+def test_a_restart_comes_back_with_the_states_the_process_had_after_reloads(tmp_path):
+    # A server set to maint, then removed by a reload and added back by another, is "ready" in
+    # the running process (a new server): a restart must not put it back into maint from a
+    # state file written before those reloads. Same for a runtime weight the config dropped.
+    config = {"upstreams": {"api": {"servers": [{"address": "127.0.0.1:1"}, {"address": "127.0.0.1:2"}]}}}
+    serve = AdminServe(tmp_path, config)
+    serve.config["admin"]["state_file"] = str(tmp_path / "edgeway.state")
+    serve.write(serve.config)
+    with serve:
+        assert serve.ctl("maint", "api", "127.0.0.1:1").returncode == 0
+        assert serve.ctl("weight", "api", "127.0.0.1:2", "9").returncode == 0
+        full = serve.config
+        serve.write({**full, "upstreams": {"api": {"servers": [{"address": "127.0.0.1:2", "weight": 2}]}}})
+        assert serve.ctl("reload").returncode == 0          # :1 leaves, :2's config weight changes
+        serve.write(full)
+        assert serve.ctl("reload").returncode == 0          # :1 is back (new), :2 back to weight 1
+        code, data = serve.ctl_json("upstreams", "api")
+        before = {r["address"]: (r["state"], r["weight"]) for r in data["servers"]}
+        assert before == {"127.0.0.1:1": ("up", 1), "127.0.0.1:2": ("up", 1)}
+        serve.restart()
+        code, data = serve.ctl_json("upstreams", "api")
+        assert code == 0
+        assert {r["address"]: (r["state"], r["weight"]) for r in data["servers"]} == before

@@ -269,3 +269,88 @@ def test_a_second_sigterm_or_the_timeout_stops_at_once(tmp_path, backends):
     assert 0.8 < time.monotonic() - started < 4
     assert "shutdown_timeout (1s) reached" in serve.text()
     slow.join(40)
+
+
+def test_sigterm_does_not_wait_for_an_idle_tls_keep_alive_client(tmp_path, backends):
+    """An idle keep-alive connection is closed at once by the graceful stop, TLS too: the
+    close sends close_notify and the TLS transport waits for the client's, which a client
+    that is not reading (a pool's idle connection) never sends. The stop must not wait
+    shutdown_timeout for that: the proxy is done with the connection."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("a.example.com")
+    cert.private_key_pem.write_to_path(tmp_path / "site.key")
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "site.crt")
+    port = free_port()
+    config = http_config(port, backends)
+    config["listeners"][0].update(protocol="https", tls={"cert": str(tmp_path / "site.crt"),
+                                                         "key": str(tmp_path / "site.key")})
+    config["shutdown_timeout"] = "10s"
+    serve = Serve(tmp_path, config)
+    wait_for_port("127.0.0.1", port, proc=serve.proc)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    with client.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                            server_hostname="a.example.com") as idle:
+        idle.sendall(b"GET /x HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        serve.proc.send_signal(signal.SIGTERM)
+        try:
+            assert serve.proc.wait(15) == 0
+        finally:
+            if serve.proc.poll() is None:
+                serve.proc.kill()
+        took = time.monotonic() - started
+    assert took < 3, f"the stop took {took:.1f}s: it waited for the idle TLS client\n{serve.text()}"
+
+
+def caught_sighup(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_signal_while_the_zones_load_at_start_is_not_fatal(tmp_path, backends, sig):
+    """The zones are parsed before the event loop's signal handlers exist. A SIGHUP then
+    (logrotate's postrotate, a deploy tool) killed edgeway with the signal's default action,
+    silently; a SIGTERM exited -15 instead of 0. Now a SIGHUP reloads once started and a
+    SIGTERM stops gracefully once started (exit 0)."""
+    port, dns_port = free_port(), free_port()
+    zone = tmp_path / "big.zone"
+    with open(zone, "w") as f:
+        f.write("$ORIGIN big.test.\n$TTL 60\n@ SOA ns. h. 1 1 1 1 1\n@ NS ns.\n")
+        for i in range(20000):
+            f.write(f"h{i} A 10.0.{i // 256 % 256}.{i % 256}\n")
+    config = http_config(port, backends)
+    config["dns"] = {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(zone)}]}
+    serve = Serve(tmp_path, config)
+    # signal once serve catches SIGHUP (SigCgt), or after 3s (before the fix it never did
+    # until the zones were loaded): python has started then, and the zone takes seconds more
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not caught_sighup(serve.proc.pid):
+        time.sleep(0.01)
+    try:
+        assert "edgeway is running" not in serve.text(), "the zone loaded too fast for this test"
+        serve.proc.send_signal(sig)
+        if sig == signal.SIGHUP:
+            wait_for_port("127.0.0.1", port, timeout=40, proc=serve.proc)
+            deadline = time.monotonic() + 20
+            while "reload of " not in serve.text():
+                assert serve.proc.poll() is None, f"killed by SIGHUP: {serve.proc.returncode}\n{serve.text()}"
+                assert time.monotonic() < deadline, serve.text()
+                time.sleep(0.05)
+            assert " 200 " in curl(f"http://127.0.0.1:{port}/x").stdout.splitlines()[0]
+            assert serve.stop() == 0
+        else:
+            assert serve.proc.wait(60) == 0, serve.text()
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+            serve.proc.wait()

@@ -91,3 +91,46 @@ def test_a_runtime_without_a_file_says_so(bg, tmp_path):
     runtime = Runtime(load_config(path))
     result = bg.call(runtime.reload())
     assert not result["ok"] and "not started from a config file" in result["error"]
+
+
+def test_a_listener_whose_protocol_changed_and_could_not_bind_is_bound_by_the_next_reload(bg, tmp_path, monkeypatch):
+    """http -> tcp on the same address: the http listener drains (its socket closes), then
+    the tcp one binds. When that bind fails (another process took the port in between), the
+    tcp listener was still listed as running and every later reload kept that never-started
+    object, so the address stayed unserved until a restart. It must not be listed, and the
+    next reload must bind it."""
+    from edgeway.http.service import HttpListenerService
+
+    backend = bg.call(EchoBackend("b").start())
+    port = free_port()
+    path = tmp_path / "edgeway.yaml"
+    config = {"upstreams": {"api": {"servers": [{"address": f"127.0.0.1:{backend.port}"}]}},
+              "listeners": [listener("web", port)]}
+    path.write_text(yaml.safe_dump(config))
+    runtime = Runtime(load_config(path), path)
+    bg.call(runtime.start())
+    squatter = socket.socket()
+    drain = HttpListenerService.drain
+
+    async def drain_then_squat(self, deadline):
+        self.plain.close()                    # what drain does first: the socket closes
+        squatter.bind(("127.0.0.1", port))   # and the freed port is taken before the tcp listener binds
+        squatter.listen()
+        await drain(self, deadline)
+
+    monkeypatch.setattr(HttpListenerService, "drain", drain_then_squat)
+    try:
+        config["listeners"] = [{"name": "web", "protocol": "tcp", "listen": f"127.0.0.1:{port}", "upstream": "api"}]
+        path.write_text(yaml.safe_dump(config))
+        bg.call(runtime.reload())
+        assert "web" not in runtime.listeners, "a listener that could not bind is listed as running"
+        squatter.close()
+        result = bg.call(runtime.reload())
+        assert result["ok"], result
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert conn.recv(100)
+    finally:
+        squatter.close()
+        bg.call(runtime.stop())
+        bg.call(backend.stop())

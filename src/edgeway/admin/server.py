@@ -289,6 +289,10 @@ class AdminService:
             await self._serve(reader, connection)
         except (ConnectionError, asyncio.TimeoutError):
             pass          # the client went away or stopped reading: nothing to answer
+        except asyncio.CancelledError:
+            # stop(): the task ends here. Not re-raised: Python 3.11's streams call
+            # task.exception() on a connection task that ends cancelled, which logs a traceback
+            pass
         finally:
             self._connections.discard(connection)
             self._tasks.discard(task)

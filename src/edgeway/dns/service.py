@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,34 @@ class _LoadedZone:
     key: tuple                 # (file, configured origin): the zone's identity across reloads
     zone: Zone
     fingerprint: str | None
+
+
+async def _in_thread(func, *args):
+    """asyncio.to_thread, on a daemon thread of its own: a zone file still being parsed when
+    the process stops (SIGTERM during a reload) must not hold the exit until the parse ends;
+    the default executor's threads are joined, without a timeout, when the loop closes."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = func(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:   # the loop is closed: nobody waits for this any more
+            pass
+
+    threading.Thread(target=work, name="edgeway zone reader", daemon=True).start()
+    return await future
 
 
 def _zone_key(config: ZoneConfig) -> tuple:
@@ -364,7 +393,7 @@ class DnsService:
             key = _zone_key(zone_config)
             previous = by_key.get(key)
             try:
-                fingerprint, zone = await asyncio.to_thread(
+                fingerprint, zone = await _in_thread(
                     _read_if_changed, zone_config, previous.fingerprint if previous else None)
             except ZoneError as exc:
                 raise ZoneError(f"dns.zones.{index}: {exc}") from None
@@ -484,7 +513,7 @@ class DnsService:
             raise UnknownZoneError(f"zone {name}: not served here (zones: {served})")
         current = self._zones[index]
         zone_config = self.config.zones[index]
-        fingerprint, zone = await asyncio.to_thread(_read_if_changed, zone_config, current.fingerprint)
+        fingerprint, zone = await _in_thread(_read_if_changed, zone_config, current.fingerprint)
         # (another reload may have swapped the zones while the file was parsed: judge against now)
         index = next((i for i, z in enumerate(self._zones) if z.zone.origin == name), None)
         if index is None:

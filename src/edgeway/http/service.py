@@ -165,7 +165,7 @@ class HttpListenerService:
             conn.drain()
         if ctx.connections:
             log.info("listener %s: draining %d connection(s)", self.config.name, len(ctx.connections))
-        while ctx.connections and loop.time() < deadline:
+        while any(map(_in_progress, ctx.connections)) and loop.time() < deadline:
             await asyncio.sleep(min(DRAIN_POLL, max(0.0, deadline - loop.time())))
         ctx.pool.close_all()
         ctx.access.flush()
@@ -186,6 +186,14 @@ class HttpListenerService:
             except asyncio.TimeoutError:
                 pass
             self.server = None
+
+
+def _in_progress(conn) -> bool:
+    """Whether the drain waits for this client connection: it is open, or closed by the proxy
+    with bytes still to send. A closed TLS connection stays in `connections` until the client
+    answers the close_notify, which a client that is not reading (a pool's idle connection)
+    never does: nothing is owed to it, so the drain does not wait for it (stop() ends it)."""
+    return not conn.closed or conn.transport.get_write_buffer_size() > 0
 
 
 def _what(config: ListenerConfig) -> str:

@@ -103,8 +103,13 @@ CHECKS = {"http": http_check, "tcp": tcp_check, "dns": dns_check}
 
 
 async def run_check(server: Server, config: HealthCheckConfig) -> tuple[bool, str]:
-    """One check with the configured timeout; never raises (except cancellation)."""
+    """One check with the configured timeout; never raises (except cancellation).
+
+    asyncio.timeout, not wait_for: on Python 3.11, wait_for returns the check's result when
+    the cancellation arrives in the turn the check ends, and the cancellation is lost (the
+    checker's task would go on, and stop() wait for it for ever)."""
     try:
-        return await asyncio.wait_for(CHECKS[config.type](server, config), config.timeout)
+        async with asyncio.timeout(config.timeout):
+            return await CHECKS[config.type](server, config)
     except (TimeoutError, asyncio.TimeoutError):
         return False, f"timeout after {config.timeout:g}s"

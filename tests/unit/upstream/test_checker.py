@@ -79,3 +79,28 @@ async def test_dns_check_against_a_real_responder():
     silent = upstream(free_port(), type="dns", timeout="200ms")
     ok, cause = await run_check(silent.servers[0], silent.config.health_check)
     assert not ok and ("timeout" in cause.lower() or "refused" in cause)
+
+
+async def test_stop_is_not_lost_when_a_check_ends_in_the_same_turn(monkeypatch):
+    """A checker stopped (a reload removing the upstream, shutdown) in the loop turn where a
+    check finishes must still stop: Python 3.11's asyncio.wait_for returned the check's result
+    and dropped the cancellation then, the task went on checking and `stop()` (and with it the
+    reload, under the reload lock) waited for ever."""
+    from edgeway.upstream import checks
+
+    for spins in range(4):   # where in the turn the cancellation lands
+        gate = asyncio.get_running_loop().create_future()
+
+        async def check(server, config, gate=gate):
+            await gate
+            return True, "connected"
+
+        monkeypatch.setitem(checks.CHECKS, "tcp", check)
+        up = upstream(free_port(), type="tcp")
+        checker = HealthChecker(up)
+        await checker.start()
+        await asyncio.sleep(0.01)       # the first check is waiting on the gate
+        gate.set_result(None)
+        for _ in range(spins):
+            await asyncio.sleep(0)
+        await asyncio.wait_for(checker.stop(), 2)
