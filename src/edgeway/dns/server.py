@@ -66,31 +66,31 @@ class UdpServer:
     def _readable(self) -> None:
         recvfrom, responder = self.sock.recvfrom, self.responder
         fast = responder.fast_udp
-        # A fast-path answer is counted here (its entry's cell) and timed from the end of the
-        # previous datagram's work to the end of its own send: one clock read per datagram,
-        # and its recvfrom and sendto are in its duration. The responder counts the others.
-        duration = responder.counters.duration
-        counts, bounds = duration.counts, duration.bounds
+        # Fast-path answers are counted here (each entry's cell) and timed by the run: the
+        # clock is read when a run of them starts and when it ends, and each answer in it is
+        # given the run's mean (a clock read per answer cost a tenth of the fast path's CPU).
+        # A run that took under 0.25 ms puts all its answers in the first bucket, which is
+        # then exact; the sum is exact. The responder counts and times everything else.
+        hits = 0
         started = _clock()
         for _ in range(self.BATCH):
             try:
                 data, addr = recvfrom(65535)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:  # ICMP errors reported on the socket: not our failure
                 log.debug("udp socket error: %s", exc)
-                return
+                break
             if not responder.log_queries:
                 cached = fast.get(data[2:])
                 if cached is not None:
                     self._send(data[:2] + cached[0], addr)
                     cached[2][0] += 1
-                    now = _clock()
-                    elapsed = now - started
-                    counts[bisect_left(bounds, elapsed)] += 1   # (Histogram.observe, inlined)
-                    duration.sum += elapsed
-                    started = now
+                    hits += 1
                     continue
+            if hits:
+                self._timed(hits, _clock() - started)
+                hits = 0
             result = responder.respond(data, addr, "udp")
             if type(result) is bytes:
                 self._send(result, addr)
@@ -103,6 +103,13 @@ class UdpServer:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
             started = _clock()
+        if hits:
+            self._timed(hits, _clock() - started)
+
+    def _timed(self, hits: int, elapsed: float) -> None:
+        duration = self.responder.counters.duration
+        duration.counts[bisect_left(duration.bounds, elapsed / hits)] += hits
+        duration.sum += elapsed
 
     def _send(self, wire: bytes, addr) -> None:
         try:
