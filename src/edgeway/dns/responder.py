@@ -18,6 +18,10 @@ Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
 The fast path: an authoritative answer depends only on the query's bytes after its ID, so
 the rendered response is kept keyed on exactly those bytes (and the transport) and a repeat
 costs one dict lookup. `invalidate()` empties it when zones change.
+
+Counting (edgeway.dns.counters, rendered by edgeway.dns.metrics): every answer is counted once,
+by proto, qtype and rcode, with its duration; a fast-path entry carries the counter cell it adds
+one to. Dropped messages are not answers and count only in `dropped`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import inspect
 import logging
 import struct
 import time
+from bisect import bisect_left
 from typing import Any, Awaitable, Sequence
 
 import dns.edns
@@ -81,6 +86,7 @@ class Responder:
         # What was answered (edgeway.dns.counters): the service's, so a reload keeps counting.
         # A fast-path entry is (response after the ID, log fields, its counter cell).
         self.counters = counters if counters is not None else DnsCounters()
+        self._duration = self.counters.duration
         self.dropped = 0      # messages not answered at all (no header, or a response)
 
     # ------------------------------------------------------------------ entry point
@@ -93,12 +99,16 @@ class Responder:
             cached[2][0] += 1
             if self.log_queries:
                 self._log(client, transport, *cached[1], 0.0)
-            self.counters.duration.observe(_clock() - started)
+            duration, elapsed = self._duration, _clock() - started
+            duration.counts[bisect_left(duration.bounds, elapsed)] += 1   # (Histogram.observe, inlined)
+            duration.sum += elapsed
             return wire[:2] + cached[0]
         if self.wire_cache is not None and not self.log_queries:
             hit = self.wire_cache.get(wire, client, transport, time.monotonic())
-            if hit is not None:
-                self.counters.duration.observe(_clock() - started)   # (the entry's cell counted it)
+            if hit is not None:     # (the entry's cell counted it)
+                duration, elapsed = self._duration, _clock() - started
+                duration.counts[bisect_left(duration.bounds, elapsed)] += 1
+                duration.sum += elapsed
                 return hit
         try:
             result = self._respond(wire, client, transport, key, started)
