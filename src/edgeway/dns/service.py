@@ -22,6 +22,8 @@ Live operation (the runtime's reload contract, docs/operations.md):
   reload_keep_cache); otherwise a new one serves new questions and the old one finishes the
   resolutions it has in flight before it closes.
 - `drain(deadline)`: no new question, owed answers sent, until none is left or the deadline.
+- The metrics' counts (`counters`, `resolver_counters`; edgeway.dns.metrics) belong to the
+  service: every responder and every resolver a reload builds counts into the same objects.
 """
 
 from __future__ import annotations

@@ -185,3 +185,41 @@ def test_promtool_accepts_the_text(responder, tmp_path):
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30)
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         result.stdout + result.stderr).decode()
+
+
+class FakeUdpSocket:
+    """What UdpServer._readable uses of a socket: the datagrams to read, then EAGAIN."""
+
+    def __init__(self, datagrams):
+        self.datagrams, self.sent = list(datagrams), []
+
+    def recvfrom(self, _size):
+        if not self.datagrams:
+            raise BlockingIOError
+        return self.datagrams.pop(0), CLIENT
+
+    def sendto(self, data, addr):
+        self.sent.append(data)
+
+
+async def test_the_udp_server_counts_fast_path_runs_once_each(responder):
+    import socket
+
+    from edgeway.dns.server import UdpServer
+
+    real = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    real.bind(("127.0.0.1", 0))
+    real.setblocking(False)
+    server = UdpServer(responder, real)
+    server.stop_reading()
+    try:
+        a, mx, nx = wire("rich.test."), wire("rich.test.", "MX"), wire("nope.rich.test.")
+        # a run of fast answers, broken by slow ones and a dropped message, ended by EAGAIN
+        server.sock = FakeUdpSocket([a, a, a, mx, b"\x00", mx, a, nx, nx])
+        server._readable()
+        assert len(server.sock.sent) == 8
+        assert responder.counters.requests() == {("udp", "A"): 6, ("udp", "MX"): 2}
+        assert responder.counters.responses() == {"NOERROR": 6, "NXDOMAIN": 2}
+        assert responder.counters.duration.count == 8 and responder.counters.duration.sum > 0
+    finally:
+        real.close()
