@@ -2,14 +2,14 @@
 # CPU time per authoritative DNS query (user + system, so the socket syscalls count) of two
 # edgeway trees side by side under the same dnsperf load at the same time: on a machine shared
 # with other work both see the same noise. Capacity per core is the inverse of this figure.
-#   A=/path/to/main/src B=src bench/dns_auth_cpu_ab.sh [R=5 DUR=5 PYTHON=...]
+#   A=/path/to/main/src B=src bench/dns_auth_cpu_ab.sh [R=5 DUR=5 MODE=udp|tcp PYTHON=...]
 # No root needed (unlike bench/dns_auth.sh's cgroup cap). A on 127.0.0.1:18053, B on :18054.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 PY=${PYTHON:-$REPO/.venv/bin/python}
 A=${A:?set A to the src tree to compare with}; B=${B:-$REPO/src}
-DUR=${DUR:-5}; R=${R:-5}
+DUR=${DUR:-5}; R=${R:-5}; MODE=${MODE:-udp}
 D=$(mktemp -d /tmp/edgeway-dns-ab.XXXXXX)
 # The zone and query mix of bench/dns_auth_inproc.py (hostN A, NXDOMAIN, NODATA, AAAA, MX, TXT, CNAME)
 PYTHONPATH=$B $PY -c "
@@ -37,7 +37,7 @@ report() {   # name "utime0 stime0" "utime1 stime1" dnsperf-output-file
   echo $2 $3 | awk -v w=$1 -v t=$tick -v n=$n '{u = ($3-$1)/t/n*1e6; s = ($4-$2)/t/n*1e6
     printf "%s %9d queries  %6.2f us CPU/query (user %5.2f, system %5.2f)\n", w, n, u+s, u, s}'
 }
-perf() { dnsperf -s 127.0.0.1 -p $1 -d $D/queries.txt -c 10 -q 100 -l $2; }
+perf() { dnsperf -m $MODE -s 127.0.0.1 -p $1 -d $D/queries.txt -c 10 -q 100 -l $2; }
 for _ in $(seq $R); do
   perf 18053 1 >/dev/null & W=$!; perf 18054 1 >/dev/null; wait $W     # (warm: the fast path filled)
   a0=$(cpu $PA); b0=$(cpu $PB)

@@ -19,6 +19,8 @@ neither requests nor responses, so requests == responses == the histogram's coun
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import dns.rcode
 import dns.rdatatype
 
@@ -75,6 +77,15 @@ class DnsCounters:
         if cell is None:
             cell = self.cells[key] = [0]
         return cell
+
+    def fast_run(self, hits: int, seconds: float) -> None:
+        """A run of `hits` consecutive fast-path answers that took `seconds` in all (the socket
+        adapters time runs, not answers: a clock read per answer cost a tenth of the fast path).
+        Each answer gets the run's mean: when the run took under the first bound (0.25 ms), all
+        its answers are in the first bucket, as each was; the sum is exact either way."""
+        duration = self.duration
+        duration.counts[bisect_left(duration.bounds, seconds / hits)] += hits
+        duration.sum += seconds
 
     # ------------------------------------------------------------------ read on scrape
 
