@@ -18,6 +18,10 @@ Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
 The fast path: an authoritative answer depends only on the query's bytes after its ID, so
 the rendered response is kept keyed on exactly those bytes (and the transport) and a repeat
 costs one dict lookup. `invalidate()` empties it when zones change.
+
+Counting (edgeway.dns.counters, rendered by edgeway.dns.metrics): every answer is counted once,
+by proto, qtype and rcode, with its duration; a fast-path entry carries the counter cell it adds
+one to. Dropped messages are not answers and count only in `dropped`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import inspect
 import logging
 import struct
 import time
-from collections import Counter
+from bisect import bisect_left
 from typing import Any, Awaitable, Sequence
 
 import dns.edns
@@ -40,6 +44,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from edgeway.dns.counters import CACHE, DnsCounters
 from edgeway.dns.handlers.base import Answer, Handler, Query
 from edgeway.dns.later import Later, from_awaitable
 from edgeway.dns.resolver.wire import parse_query, render, use_edns
@@ -52,7 +57,7 @@ _NO_EDNS_SIZE = 512
 _FLAG_MASK_KEPT = int(dns.flags.RD | dns.flags.CD)  # copied from the query (RFC 1035, RFC 4035)
 _OPCODE_MASK = 0x7800
 _RA, _RD = int(dns.flags.RA), int(dns.flags.RD)
-_RCODE_TEXT: dict[int, str] = {}   # rcode -> its name, for the counters (to_text is Python code)
+_clock = time.perf_counter
 
 
 class Responder:
@@ -63,6 +68,7 @@ class Responder:
         recursion_available: bool = False,
         log_queries: bool = False,
         fast_path_size: int = 100_000,
+        counters: DnsCounters | None = None,
     ):
         self.handlers = list(handlers)
         self.udp_payload_size = udp_payload_size
@@ -76,28 +82,42 @@ class Responder:
         # Precomputed answers per transport, keyed on the query bytes after the ID. The UDP
         # adapter reads `fast_udp` directly (the hot path of an authoritative server).
         self.fast_udp: dict[bytes, tuple[bytes, tuple]] = {}
-        self.fast_tcp: dict[bytes, tuple[bytes, tuple]] = {}
-        self.stats: Counter[str] = Counter()
+        self.fast_tcp: dict[bytes, tuple[bytes, tuple, list]] = {}
+        # What was answered (edgeway.dns.counters): the service's, so a reload keeps counting.
+        # A fast-path entry is (response after the ID, log fields, its counter cell).
+        self.counters = counters if counters is not None else DnsCounters()
+        self._duration = self.counters.duration
+        self.dropped = 0      # messages not answered at all (no header, or a response)
 
     # ------------------------------------------------------------------ entry point
 
     def respond(self, wire: bytes, client: tuple, transport: str) -> bytes | None | Awaitable[bytes | None]:
+        started = _clock()
         key = wire[2:]
         cached = (self.fast_udp if transport == "udp" else self.fast_tcp).get(key)
         if cached is not None:
+            cached[2][0] += 1
             if self.log_queries:
                 self._log(client, transport, *cached[1], 0.0)
+            duration, elapsed = self._duration, _clock() - started
+            duration.counts[bisect_left(duration.bounds, elapsed)] += 1   # (Histogram.observe, inlined)
+            duration.sum += elapsed
             return wire[:2] + cached[0]
         if self.wire_cache is not None and not self.log_queries:
             hit = self.wire_cache.get(wire, client, transport, time.monotonic())
-            if hit is not None:
+            if hit is not None:     # (the entry's cell counted it)
+                duration, elapsed = self._duration, _clock() - started
+                duration.counts[bisect_left(duration.bounds, elapsed)] += 1
+                duration.sum += elapsed
                 return hit
-        started = time.perf_counter()
         try:
             result = self._respond(wire, client, transport, key, started)
         except Exception:  # a bug must cost one query, never the server
             log.exception("internal error answering a query from %s", _host(client))
-            return self._servfail_header(wire)
+            reply = self._servfail_header(wire)
+            if reply is not None:
+                self.counters.answered(transport, None, dns.rcode.SERVFAIL, _clock() - started)
+            return reply
         return result
 
     def invalidate(self) -> None:
@@ -111,11 +131,11 @@ class Responder:
 
     def _respond(self, wire, client, transport, key, started):
         if len(wire) < 12:
-            self.stats["dropped"] += 1
+            self.dropped += 1
             return None
         (flags,) = struct.unpack_from("!H", wire, 2)
         if flags & _QR:
-            self.stats["dropped"] += 1
+            self.dropped += 1
             return None
         opcode = (flags >> 11) & 0xF     # (dns.opcode.from_flags, without building an enum)
         try:
@@ -123,21 +143,15 @@ class Responder:
             # after the last record) in a fifth of dnspython's time; anything else is dnspython's.
             query = parse_query(wire) or dns.message.from_wire(wire, ignore_trailing=False)
         except dns.message.UnknownTSIGKey:
-            return self._error_header(wire, dns.rcode.NOTAUTH)
+            return self._header_only(wire, transport, dns.rcode.NOTAUTH, started)
         except (dns.exception.DNSException, ValueError, IndexError, struct.error, UnicodeError):
-            self.stats["formerr"] += 1
-            return self._error_header(wire, dns.rcode.FORMERR)
+            return self._header_only(wire, transport, dns.rcode.FORMERR, started)
         if opcode != dns.opcode.QUERY:
-            self.stats["notimp"] += 1
-            return self._render(query, self._reply(query, dns.rcode.NOTIMP), transport)
+            return self._reject(query, dns.rcode.NOTIMP, transport, started)
         if len(query.question) != 1:
-            self.stats["formerr"] += 1
-            return self._render(query, self._reply(query, dns.rcode.FORMERR), transport)
+            return self._reject(query, dns.rcode.FORMERR, transport, started)
         if query.edns > 0:
-            self.stats["badvers"] += 1
-            response = self._reply(query, dns.rcode.BADVERS)
-            response.question = []
-            return self._render(query, response, transport)
+            return self._reject(query, dns.rcode.BADVERS, transport, started)
         question = query.question[0]
         request = Query(
             name=question.name,
@@ -191,6 +205,7 @@ class Responder:
         except Exception:
             log.exception("internal error answering %s from %s", request.name, _host(request.client))
             out.settle(self._render(query, self._reply(query, dns.rcode.SERVFAIL), transport))
+            self.counters.answered(transport, request.rdtype, dns.rcode.SERVFAIL, _clock() - started)
             return
         out.settle(wire)     # (the server sends it from here)
         try:                 # then the bookkeeping, off the answer's path
@@ -209,6 +224,7 @@ class Responder:
             return self._finish(query, request, answer, transport, key, started)
         except Exception:
             log.exception("internal error answering %s from %s", request.name, _host(request.client))
+            self.counters.answered(transport, request.rdtype, dns.rcode.SERVFAIL, _clock() - started)
             return self._render(query, self._reply(query, dns.rcode.SERVFAIL), transport)
 
     # ------------------------------------------------------------------ rendering
@@ -229,21 +245,21 @@ class Responder:
 
     def _keep(self, request: Query, answer: Answer, transport, key, started, wire: bytes) -> None:
         """Count, keep on the fast paths, log: what follows rendering an answer."""
-        text = _RCODE_TEXT.get(answer.rcode)
-        if text is None:
-            text = _RCODE_TEXT[answer.rcode] = dns.rcode.to_text(answer.rcode)
-        self.stats[text] += 1
+        counters = self.counters
+        elapsed = _clock() - started
+        counters.answered(transport, request.rdtype, answer.rcode, elapsed)
         meta = (request.name, request.rdtype, answer.rcode, len(answer.answer))
         if self.wire_cache is not None and answer.source in ("cache", "recursion") and answer.rcode in (
                 dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            self.wire_cache.put(key, wire, transport, time.monotonic())
+            self.wire_cache.put(key, wire, transport, time.monotonic(),
+                                counters.cell(transport, request.rdtype, answer.rcode, CACHE))
         if answer.cacheable:
             fast = self.fast_udp if transport == "udp" else self.fast_tcp
             if len(fast) >= self.fast_path_size:
                 fast.clear()  # cheaper than LRU bookkeeping on every hit; refills at once
-            fast[key] = (wire[2:], meta)
+            fast[key] = (wire[2:], meta, counters.cell(transport, request.rdtype, answer.rcode))
         if self.log_queries:
-            self._log(request.client, transport, *meta, time.perf_counter() - started)
+            self._log(request.client, transport, *meta, elapsed)
 
     def _reply(self, query: dns.message.Message, rcode: int) -> dns.message.Message:
         response = dns.message.Message(id=query.id)
@@ -278,6 +294,21 @@ class Responder:
         if self.recursion_available:
             flags |= dns.flags.RA
         return struct.pack("!HHHHHH", qid, flags, 0, 0, 0, 0)
+
+    def _header_only(self, wire: bytes, transport, rcode: int, started) -> bytes:
+        """The answer to a message whose question could not be read (counted as qtype other)."""
+        self.counters.answered(transport, None, rcode, _clock() - started)
+        return self._error_header(wire, rcode)
+
+    def _reject(self, query, rcode: int, transport, started) -> bytes:
+        """NOTIMP, FORMERR (not one question) or BADVERS for a message that parsed."""
+        response = self._reply(query, rcode)
+        if rcode == dns.rcode.BADVERS:
+            response.question = []
+        wire = self._render(query, response, transport)
+        rdtype = query.question[0].rdtype if len(query.question) == 1 else None
+        self.counters.answered(transport, rdtype, rcode, _clock() - started)
+        return wire
 
     def _servfail_header(self, wire: bytes) -> bytes | None:
         if len(wire) < 12:

@@ -19,6 +19,7 @@ import functools
 import logging
 import socket
 import struct
+import time
 
 from edgeway.config.types import Address
 from edgeway.dns.later import Later
@@ -26,6 +27,7 @@ from edgeway.dns.responder import Responder
 from edgeway.errors import EdgewayError
 
 log = logging.getLogger("edgeway.dns")
+_clock = time.perf_counter
 
 
 class BindError(EdgewayError):
@@ -63,32 +65,44 @@ class UdpServer:
     def _readable(self) -> None:
         recvfrom, responder = self.sock.recvfrom, self.responder
         fast = responder.fast_udp
+        # Fast-path answers are counted here (each entry's cell) and timed by the run: the
+        # clock is read when a run of them starts and when it ends (DnsCounters.fast_run).
+        # The responder counts and times everything else.
+        fast_run = responder.counters.fast_run
+        hits = 0
+        started = _clock()
         for _ in range(self.BATCH):
             try:
                 data, addr = recvfrom(65535)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:  # ICMP errors reported on the socket: not our failure
                 log.debug("udp socket error: %s", exc)
-                return
+                break
             if not responder.log_queries:
                 cached = fast.get(data[2:])
                 if cached is not None:
                     self._send(data[:2] + cached[0], addr)
+                    cached[2][0] += 1
+                    hits += 1
                     continue
+            if hits:
+                fast_run(hits, _clock() - started)
+                hits = 0
             result = responder.respond(data, addr, "udp")
-            if result is None:
-                continue
             if type(result) is bytes:
                 self._send(result, addr)
-                continue
-            self.owed += 1
-            if type(result) is Later:   # (a recursive answer: sent from the callback that settles it)
-                result.then(functools.partial(self._reply, addr))
-                continue
-            task = asyncio.ensure_future(self._send_later(result, addr))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            elif result is not None:
+                self.owed += 1
+                if type(result) is Later:   # (a recursive answer: sent from the callback that settles it)
+                    result.then(functools.partial(self._reply, addr))
+                else:
+                    task = asyncio.ensure_future(self._send_later(result, addr))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            started = _clock()
+        if hits:
+            fast_run(hits, _clock() - started)
 
     def _send(self, wire: bytes, addr) -> None:
         try:
@@ -190,17 +204,34 @@ class TcpServerProtocol(asyncio.Protocol):
         self._buffer += data
         self._arm_idle()
         buffer = self._buffer
+        # Fast-path answers are sent and counted here, timed by the run (as UdpServer does).
+        responder = self.server.responder
+        fast = None if responder.log_queries else responder.fast_tcp
+        hits = 0
+        started = _clock()
         while len(buffer) >= 2:
             (length,) = struct.unpack_from("!H", buffer, 0)
             if len(buffer) < 2 + length:
                 break
             message = bytes(buffer[2 : 2 + length])
             del buffer[: 2 + length]
-            self._query(message)
+            cached = fast.get(message[2:]) if fast is not None else None
+            if cached is not None:
+                self._send(message[:2] + cached[0])
+                cached[2][0] += 1
+                hits += 1
+            else:
+                if hits:
+                    responder.counters.fast_run(hits, _clock() - started)
+                    hits = 0
+                self._query(message)
+                started = _clock()
             if self.transport is None or self.transport.is_closing():
-                return
+                break
             if self._finishing:   # (more queries in the same segment: not read, as for a paused reader)
                 break
+        if hits:
+            responder.counters.fast_run(hits, _clock() - started)
         self._update_reading()
 
     def eof_received(self):

@@ -22,6 +22,8 @@ Live operation (the runtime's reload contract, docs/operations.md):
   reload_keep_cache); otherwise a new one serves new questions and the old one finishes the
   resolutions it has in flight before it closes.
 - `drain(deadline)`: no new question, owed answers sent, until none is left or the deadline.
+- The metrics' counts (`counters`, `resolver_counters`; edgeway.dns.metrics) belong to the
+  service: every responder and every resolver a reload builds counts into the same objects.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from pathlib import Path
 import dns.name
 
 from edgeway.config.model import DnsConfig, ZoneConfig
+from edgeway.dns.counters import DnsCounters
 from edgeway.dns.handlers.zones import ZonesHandler
+from edgeway.dns.resolver.aio import Counters
 from edgeway.dns.responder import Responder
 from edgeway.dns.server import (DnsTcpServer, TcpServerProtocol, UdpServer, bind_tcp, bind_udp,
                                 serve_tcp)
@@ -125,16 +129,14 @@ def _resolver_of(handlers: list):
     return next((h.resolver for h in handlers if getattr(h, "name", "") == "recursion"), None)
 
 
-def _build_responder(config: DnsConfig, handlers: list, stats=None) -> Responder:
-    responder = Responder(
+def _build_responder(config: DnsConfig, handlers: list, counters: DnsCounters) -> Responder:
+    return Responder(
         handlers,
         udp_payload_size=config.udp_payload_size,
         recursion_available=config.recursion.enabled,
         log_queries=config.query_log,
+        counters=counters,      # (the service's: the counts run on across reloads)
     )
-    if stats is not None:
-        responder.stats = stats    # (the counters run on across reloads)
-    return responder
 
 
 class _Listen:
@@ -231,7 +233,11 @@ class DnsService:
         self.zones = zones
         self.handlers = build_handlers(config, self.zones)
         self.resolver = _resolver_of(self.handlers)
-        self.responder = _build_responder(config, self.handlers)
+        # The metrics' counts (edgeway.dns.metrics) live as long as the service: every responder
+        # and every resolver a reload builds counts into these.
+        self.counters = DnsCounters()
+        self.resolver_counters = self.resolver.counters if self.resolver is not None else Counters()
+        self.responder = _build_responder(config, self.handlers, self.counters)
         self.tcp = DnsTcpServer(
             self.responder,
             idle_timeout=config.tcp.idle_timeout,
@@ -355,6 +361,9 @@ class DnsService:
         resolver = self.resolver if keep_resolver else None
         handlers = build_handlers(config, zones, resolver)   # (reads the hosts file again)
         new_resolver = _resolver_of(handlers) if not keep_resolver else None
+        if new_resolver is not None:
+            # Shared, not copied: the replaced resolver still counts what it finishes.
+            new_resolver.counters = self.resolver_counters
         added: list[_Listen] = []
         try:
             if new_resolver is not None:
@@ -421,7 +430,7 @@ class DnsService:
     def _commit(self, plan: DnsReloadPlan) -> None:
         # Nothing here awaits: the swap is one block of assignments on the loop's thread.
         config = plan.config
-        responder = _build_responder(config, plan.handlers, self.responder.stats)
+        responder = _build_responder(config, plan.handlers, self.counters)
         old_resolver = self.resolver
         self.tcp.responder = responder
         self.tcp.idle_timeout = config.tcp.idle_timeout

@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import dns.name
 import dns.rcode
@@ -46,6 +46,13 @@ class Counters:
     stale_answers: int = 0
     limited: int = 0          # refused work: max_outstanding reached
     scrubbed: int = 0         # out-of-bailiwick RRsets dropped, never cached
+    # servfail by cause (resolution.SERVFAIL_CAUSES): one per failed resolution, not per asker
+    servfail_causes: dict[str, int] = field(default_factory=dict)
+
+    def failed(self, cause: str) -> None:
+        self.servfail += 1
+        causes = self.servfail_causes
+        causes[cause] = causes.get(cause, 0) + 1
 
 
 class Resolver:
@@ -154,8 +161,9 @@ class Resolver:
         else:
             if self._closed or len(self._inflight) >= self.max_outstanding:
                 c.limited += 1
-                c.servfail += 1
-                return Result(dns.rcode.SERVFAIL, reason=f"more than {self.max_outstanding} outstanding resolutions")
+                c.failed("max_outstanding")
+                return Result(dns.rcode.SERVFAIL, reason=f"more than {self.max_outstanding} outstanding resolutions",
+                              cause="max_outstanding")
             c.resolutions += 1
             resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
             loop = asyncio.get_running_loop()
@@ -194,7 +202,8 @@ class Resolver:
         qname, rdtype, rdclass = resolution.original, resolution.rdtype, resolution.rdclass
         if result is None:
             result = Result(dns.rcode.SERVFAIL, reason=f"no answer within {self.resolution_timeout:g}s "
-                                                       f"({'; '.join(resolution.errors[-3:])})")
+                                                       f"({'; '.join(resolution.errors[-3:])})",
+                            cause="resolution_timeout")
         c.scrubbed += resolution.budget.scrubbed
         if result.rcode == dns.rcode.SERVFAIL:
             if self.cache.serve_stale:
@@ -203,7 +212,7 @@ class Resolver:
                     c.stale_answers += 1
                     log.info("serving stale answer for %s %s: %s", qname, dns.rdatatype.to_text(rdtype), result.reason)
                     return Result(stale.rcode, stale.answer, stale.authority, stale=True, from_cache=True)
-            c.servfail += 1
+            c.failed(result.cause or "internal")
             log.info("SERVFAIL for %s %s: %s", qname, dns.rdatatype.to_text(rdtype), result.reason)
         return result
 
@@ -371,6 +380,7 @@ class _Driver:
 
     def _fail(self, exc: BaseException) -> None:
         if self._done():
+            self.resolver.counters.failed("internal")   # (the responder answers each asker SERVFAIL)
             for waiter in self.waiters:
                 waiter.settle(None, exc)
 

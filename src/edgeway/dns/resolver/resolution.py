@@ -56,12 +56,29 @@ class Request:
     zone: dns.name.Name          # the zone we believe the server serves (root for forwarders)
 
 
+# Why a resolution ended in SERVFAIL, in one word each (the `cause` label of
+# edgeway_resolver_servfail_total; the `reason` beside it is the sentence that is logged).
+# The resolver adds the three that happen outside a Resolution: resolution_timeout,
+# max_outstanding (too many resolutions at once) and internal (a bug).
+SERVFAIL_CAUSES = (
+    "no_answer",              # no server (or forwarder) of the zone gave a usable answer
+    "max_upstream_queries",   # the resolution's query budget ran out
+    "max_depth",              # more referrals than recursion.max_depth
+    "no_address",             # a referral to name servers without a usable address
+    "cname_chain",            # a CNAME loop, or more CNAME/DNAME links than MAX_LINKS
+    "resolution_timeout",
+    "max_outstanding",
+    "internal",
+)
+
+
 @dataclass(slots=True)
 class Result:
     rcode: int
     answer: list[dns.rrset.RRset] = field(default_factory=list)
     authority: list[dns.rrset.RRset] = field(default_factory=list)
     reason: str = ""             # why, for SERVFAIL (logged, not sent)
+    cause: str = ""              # the same as one word of SERVFAIL_CAUSES (a metric's label)
     stale: bool = False
     from_cache: bool = False
 
@@ -156,7 +173,8 @@ class Resolution:
             address = self._pick(now)
             if address is not None:
                 if self.budget.queries >= self.settings.max_upstream_queries:
-                    return self._fail(f"more than {self.settings.max_upstream_queries} upstream queries")
+                    return self._fail("max_upstream_queries",
+                                      f"more than {self.settings.max_upstream_queries} upstream queries")
                 self.budget.queries += 1
                 self.tried.add(address)
                 self.answered_from_cache = False
@@ -169,8 +187,8 @@ class Resolution:
             if not self._sub_resolve():
                 what = "forwarder" if self.settings.forwarders else f"server for zone {self.zone}"
                 detail = "; ".join(self.errors[-4:]) or "no usable address"
-                return self._fail(f"no {what} answered ({detail})")
-        return self._fail("internal error: resolution made no progress")
+                return self._fail("no_answer", f"no {what} answered ({detail})")
+        return self._fail("internal", "internal error: resolution made no progress")
 
     def query_result(self, request: Request, response: dns.message.Message | None, error: str | None,
                      rtt: float, now: float) -> None:
@@ -286,13 +304,13 @@ class Resolution:
         if rrset.rdtype in (dns.rdatatype.CNAME, dns.rdatatype.DNAME) and rrset.rdtype != self.rdtype:
             self.links += 1
             if self.links > MAX_LINKS:
-                self._fail(f"more than {MAX_LINKS} CNAME/DNAME links")
+                self._fail("cname_chain", f"more than {MAX_LINKS} CNAME/DNAME links")
                 return False
             if rrset.rdtype == dns.rdatatype.CNAME:
                 target = rrset[0].target
                 key = name_key(target)
                 if key in self.seen:
-                    self._fail(f"CNAME loop at {target}")
+                    self._fail("cname_chain", f"CNAME loop at {target}")
                     return False
                 self.seen.add(key)
         return True
@@ -300,8 +318,8 @@ class Resolution:
     def _finish(self, rcode: int, authority=()) -> None:
         self.result = Result(rcode, list(self.chain), list(authority), from_cache=self.answered_from_cache)
 
-    def _fail(self, reason: str) -> Result:
-        self.result = Result(dns.rcode.SERVFAIL, [], [], reason)
+    def _fail(self, cause: str, reason: str) -> Result:
+        self.result = Result(dns.rcode.SERVFAIL, [], [], reason, cause=cause)
         return self.result
 
     def _follow(self, answer, start: dns.name.Name, rank: int, now: float) -> tuple[dns.name.Name, bool]:
@@ -352,7 +370,7 @@ class Resolution:
             if not self._add_link(cname):
                 return name, False
             name = cname[0].target
-        self._fail(f"more than {MAX_LINKS} CNAME/DNAME links")
+        self._fail("cname_chain", f"more than {MAX_LINKS} CNAME/DNAME links")
         return name, False
 
     def _scrub(self, rrsets, zone: dns.name.Name) -> list[dns.rrset.RRset]:
@@ -414,7 +432,7 @@ class Resolution:
     def _referral(self, ns: dns.rrset.RRset, additional, now: float) -> None:
         self.referrals += 1
         if self.referrals > self.settings.max_depth:
-            self._fail(f"more than {self.settings.max_depth} referrals")
+            self._fail("max_depth", f"more than {self.settings.max_depth} referrals")
             return
         self.cache.put_rrset(ns, now, RANK_GLUE)
         # Name servers and their glue matched on lower-cased labels (cache.name_key), not by
@@ -435,7 +453,7 @@ class Resolution:
             elif not target.is_subdomain(ns.name):
                 missing.append(target)
         if not addresses and not missing:
-            self._fail(f"referral to {ns.name} without usable name server addresses")
+            self._fail("no_address", f"referral to {ns.name} without usable name server addresses")
             return
         self._set_cut(ns.name, addresses, sorted(missing))
 

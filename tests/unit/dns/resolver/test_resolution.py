@@ -77,11 +77,13 @@ def test_timeout_and_refused_move_to_the_next_server():
 def test_all_servers_down_is_servfail():
     result, _ = drive(resolution("www.example.com."), world(**{"10.0.0.3": TIMEOUT, "10.0.0.4": "unreachable"}))
     assert result.rcode == dns.rcode.SERVFAIL and "example.com" in result.reason
+    assert result.cause == "no_answer"
 
 
 def test_upstream_query_limit():
     result, sent = drive(resolution("www.example.com.", max_upstream_queries=2), world())
     assert result.rcode == dns.rcode.SERVFAIL and len(sent) == 2 and "upstream queries" in result.reason
+    assert result.cause == "max_upstream_queries"
 
 
 def test_referral_depth_limit():
@@ -101,6 +103,7 @@ def test_referral_depth_limit():
     result, sent = drive(resolution(name, max_depth=5, hints=". 1 NS a.root.\na.root. 1 A 10.0.0.9\n"),
                          {"10.0.0.9": deep})
     assert result.rcode == dns.rcode.SERVFAIL and "referrals" in result.reason and len(sent) == 6
+    assert result.cause == "max_depth"
 
 
 def test_real_root_hints_never_query_loopback():
@@ -137,6 +140,7 @@ def test_cname_chain_bound(links, rcode):
     auth = FakeAuth(zone)
     result, _ = drive(resolution("c0.example.com."), world(**{"10.0.0.3": auth, "10.0.0.4": auth}))
     assert result.rcode == rcode
+    assert result.cause == ("cname_chain" if rcode == dns.rcode.SERVFAIL else "")
 
 
 def test_any_is_passed_on_not_treated_as_lame():
