@@ -155,11 +155,14 @@ class RequestReader:
 
 def render(response: Response, keep_alive: bool, head: bool = False) -> bytes:
     """The response's bytes: JSON body, its length, and whether the connection stays open."""
-    body = json.dumps(response.body, default=str).encode() + b"\n"
+    if isinstance(response.body, bytes):
+        body = response.body
+    else:
+        body = json.dumps(response.body, default=str).encode() + b"\n"
     reason = HTTPStatus(response.status).phrase
     lines = [
         f"HTTP/1.1 {response.status} {reason}",
-        "Content-Type: application/json",
+        f"Content-Type: {response.content_type}",
         f"Content-Length: {len(body)}",
         "Cache-Control: no-store",
         "X-Content-Type-Options: nosniff",
@@ -213,7 +216,7 @@ class AdminService:
         self.runtime = runtime
         self.config = config
         self._token = _read(config.token_file)
-        self.api = AdminApi(runtime, self._token)
+        self.api = AdminApi(runtime, self._token, getattr(config, "metrics_without_token", False))
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -353,6 +356,7 @@ class _ReloadPlan:
         service.config = self.config
         service._token = self.token
         service.api.token = TokenCheck(self.token)
+        service.api.metrics_without_token = getattr(self.config, "metrics_without_token", False)
         if self.server is not None:
             old, service._server = service._server, self.server
             # start_serving is a coroutine and commit may not await: it runs on the next turn
