@@ -256,6 +256,23 @@ def test_udp_flows_and_bytes(stack):
     assert key("edgeway_l4_active_connections", {"listener": "udp"}) not in after   # tcp only
 
 
+def test_counters_survive_a_reload(stack):
+    tcp_exchange(stack.ports["tcp"])
+    server = stack.serve.config["upstreams"]["tcpweb"]["servers"][0]["address"]
+    names = [("edgeway_l4_connections_total", {"listener": "tcp"}),
+             ("edgeway_l4_bytes_total", {"listener": "tcp", "direction": "in"}),
+             ("edgeway_upstream_server_requests_total", {"upstream": "tcpweb", "server": server})]
+    before = stack.wait_for("edgeway_l4_active_connections", {"listener": "tcp"}, 0)
+    assert all(before[key(*n)] > 0 for n in names)
+    status, _, body = stack.serve.curl("POST", "/api/v1/reload")
+    assert status == 200 and body["ok"], body
+    after = stack.scrape()
+    assert [after[key(*n)] for n in names] == [before[key(*n)] for n in names]
+    tcp_exchange(stack.ports["tcp"])
+    after = stack.wait_for("edgeway_l4_active_connections", {"listener": "tcp"}, 0)
+    assert after[key(*names[0])] == before[key(*names[0])] + 1
+
+
 def state_series(got: dict, upstream: str, server: str) -> dict:
     return {state: got[key("edgeway_upstream_server_state", {"upstream": upstream, "server": server,
                                                                "state": state})]
