@@ -75,8 +75,9 @@ class Request:
 @dataclass(frozen=True)
 class Response:
     status: int
-    body: dict | bytes                 # a dict is sent as JSON; bytes as they are, typed content_type
+    body: dict
     headers: tuple[tuple[str, str], ...] = ()
+    raw: bytes | None = None               # sent instead of the JSON body (the dashboard's files)
     content_type: str = "application/json"
 
 
@@ -247,7 +248,7 @@ class AdminApi:
 
         if self._metrics_registry is None:
             self._metrics_registry = metrics_registry(self.runtime)
-        return Response(200, render(self._metrics_registry), content_type=CONTENT_TYPE)
+        return Response(200, {}, raw=render(self._metrics_registry), content_type=CONTENT_TYPE)
 
     # ------------------------------------------------------------------ dns
 

@@ -154,17 +154,20 @@ class RequestReader:
 
 
 def render(response: Response, keep_alive: bool, head: bool = False) -> bytes:
-    """The response's bytes: JSON body, its length, and whether the connection stays open."""
-    if isinstance(response.body, bytes):
-        body = response.body
+    """The response's bytes: JSON body (or the raw one), its length, and whether the
+    connection stays open."""
+    if response.raw is not None:
+        body = response.raw
     else:
         body = json.dumps(response.body, default=str).encode() + b"\n"
     reason = HTTPStatus(response.status).phrase
+    own = {name.lower() for name, _ in response.headers}
     lines = [
         f"HTTP/1.1 {response.status} {reason}",
         f"Content-Type: {response.content_type}",
         f"Content-Length: {len(body)}",
-        "Cache-Control: no-store",
+        # data is never cached; a response may say otherwise (the dashboard's files: no-cache)
+        *(["Cache-Control: no-store"] if "cache-control" not in own else []),
         "X-Content-Type-Options: nosniff",
         f"Connection: {'keep-alive' if keep_alive else 'close'}",
         *(f"{name}: {value}" for name, value in response.headers),
