@@ -158,6 +158,9 @@ def stack(tmp_path_factory):
                     "web": {"servers": [{"address": f"127.0.0.1:{p}"} for p in web]},
                     "tcpweb": {"servers": [{"address": f"127.0.0.1:{web[0]}"}], "passive": {"max_fails": 0}},
                     "echo": {"servers": [{"address": f"127.0.0.1:{echo.port}"}]},
+                    # a refused server before a live one: the L7 error and retry families get samples
+                    "flaky": {"balance": "round_robin",
+                              "servers": [{"address": f"127.0.0.1:{ports['dead']}"}, {"address": f"127.0.0.1:{web[0]}"}]},
                     # nothing listens there: its active check fails once and takes it down
                     "dead": {"servers": [{"address": f"127.0.0.1:{ports['dead']}"}],
                              "health_check": {"type": "tcp", "interval": "0.2s", "timeout": "0.5s",
@@ -165,7 +168,7 @@ def stack(tmp_path_factory):
                 },
                 "listeners": [
                     {"name": "web", "protocol": "http", "listen": f"127.0.0.1:{ports['http']}",
-                     "routes": [{"upstream": "web"}]},
+                     "routes": [{"match": {"path_prefix": "/flaky/"}, "upstream": "flaky"}, {"upstream": "web"}]},
                     {"name": "secure", "protocol": "https", "listen": f"127.0.0.1:{ports['https']}",
                      "routes": [{"upstream": "web"}], "tls": {"cert": str(cert), "key": str(cert_key)}},
                     {"name": "tcp", "protocol": "tcp", "listen": f"127.0.0.1:{ports['tcp']}", "upstream": "tcpweb"},
@@ -337,7 +340,9 @@ def traffic_for_every_family(stack) -> None:
     assert dig(stack.ports["dns"], "www.example.test") == "192.0.2.1"
     assert dig(stack.ports["dns"], "nope.example.test") == ""
     curl = require_tool("curl")
-    for url in (f"http://127.0.0.1:{stack.ports['http']}/a", f"http://127.0.0.1:{stack.ports['http']}/b"):
+    # two through "flaky": round robin sends one of them to the refused server first, then retries
+    for path in ("/a", "/b", "/flaky/1", "/flaky/2"):
+        url = f"http://127.0.0.1:{stack.ports['http']}{path}"
         out = subprocess.run([curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", url],
                              capture_output=True, text=True, timeout=20)
         assert out.stdout == "200", out.stderr
