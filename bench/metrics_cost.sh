@@ -49,9 +49,15 @@ taskset -c 0 nginx -p $D -c $D/nginx.conf & PIDS+=($!)
     >$D/off.log 2>&1 & POFF=$!; PIDS+=($POFF)
 (cd $D && PYTHONPATH=$ON exec taskset -c 1 $PY -m edgeway serve --config $D/on.yaml --log-level warning) \
     >$D/on.log 2>&1 & PON=$!; PIDS+=($PON)
-sleep 3
+for _ in $(seq 150); do      # up to 15 s: both answer (a loaded machine starts Python slowly)
+  curl -sf -o /dev/null -H "Authorization: Bearer $(cat $D/token)" http://127.0.0.1:18199/metrics \
+    && curl -sf -o /dev/null http://127.0.0.1:18196/ && break
+  sleep 0.1
+done
 curl -sf -o /dev/null -H "Authorization: Bearer $(cat $D/token)" http://127.0.0.1:18199/metrics \
   || { echo "no /metrics on the 'on' side (see $D/on.log)" >&2; cat $D/on.log >&2; exit 1; }
+curl -sf -o /dev/null http://127.0.0.1:18196/ \
+  || { echo "the 'off' side does not answer (see $D/off.log)" >&2; cat $D/off.log >&2; exit 1; }
 curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer x" http://127.0.0.1:18199/metrics | grep -q 401
 ( while sleep 1; do curl -s -o /dev/null -H "Authorization: Bearer $(cat $D/token)" \
     http://127.0.0.1:18199/metrics; done ) & PIDS+=($!)
@@ -90,7 +96,7 @@ for r in $(seq $R); do
   run_l7
   run_dns
 done
-echo "# medians of $R x ${DUR}s; off = $BASE (no counting), on = $ON ($(git -C $REPO rev-parse --short HEAD)$(git -C $REPO diff --quiet || echo +dirty)) with /metrics scraped every 1s"
+echo "# medians of $R x ${DUR}s; off = $BASE (default da73e86: no counting), on = $ON ($(git -C $REPO rev-parse --short HEAD)$(git -C $REPO diff --quiet || echo +dirty)) with /metrics scraped every 1s"
 for t in l7-ka dns; do
   python3 - $t "${RES[$t-off]}" "${RES[$t-on]}" "${RES[$t-off-n]}" "${RES[$t-on-n]}" <<'PY'
 import statistics, sys
