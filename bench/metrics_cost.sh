@@ -13,9 +13,10 @@
 # and the request counts are printed too (both share CPU 1, so they compare when the core is
 # the limit). No cgroup quota is needed, which this machine (no cpu controller) cannot give.
 #   bench/metrics_cost.sh [R=5 DUR=5 BASE=rev QPS=8000 CONNS=20 PYTHON=...]
+#   SCRAPE=N scrapes every N seconds (0: never).
 #   ON=/path/to/src measures another tree as "on" (say, a merge of the metrics branches, its
 #   extensions built) instead of this one.
-# Ports: nginx 19001-19003 (bench/http_l7_backends.sh), L7 off/on 18196/18197, DNS 18253/18254,
+# Ports: nginx 19101-19103 (bench/http_l7_backends.sh's, moved), L7 off/on 18196/18197, DNS 18253/18254,
 # admin 18199.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,14 +37,15 @@ openssl rand -hex 32 > $D/token && chmod 600 $D/token
 # the same config for both, the benchmark's L7 one (access log off: it is not what is measured)
 for side in off:18196:18253 on:18197:18254; do
   IFS=: read -r name http dns <<< "$side"
-  sed -e 's/127.0.0.1:900\([123]\)/127.0.0.1:1900\1/g' -e "s/127.0.0.1:8090/127.0.0.1:$http/" \
+  sed -e 's/127.0.0.1:900\([123]\)/127.0.0.1:1910\1/g' -e "s/127.0.0.1:8090/127.0.0.1:$http/" \
       -e "s/access_log: true/access_log: false/" "$HERE/http_l7.yaml" > $D/$name.yaml
   printf 'dns:\n  listen: ["127.0.0.1:%s"]\n  zones: [{file: "%s", origin: "example.com."}]\n' \
       $dns $D/data/zones/example.com.zone >> $D/$name.yaml
 done
 printf 'admin: {listen: "127.0.0.1:18199", token_file: "%s"}\n' $D/token >> $D/on.yaml
 
-source "$HERE/http_l7_backends.sh"; backend_nginx_conf $D
+# the L7 benches' nginx, on ports of its own (bench/http_l7_cpu_ab.sh may run at the same time)
+source "$HERE/http_l7_backends.sh"; backend_nginx_conf $D; sed -i 's/127.0.0.1:1900/127.0.0.1:1910/' $D/nginx.conf
 taskset -c 0 nginx -p $D -c $D/nginx.conf & PIDS+=($!)
 (cd $D && PYTHONPATH=$D/off/src exec taskset -c 1 $PY -m edgeway serve --config $D/off.yaml --log-level warning) \
     >$D/off.log 2>&1 & POFF=$!; PIDS+=($POFF)
@@ -59,7 +61,8 @@ curl -sf -o /dev/null -H "Authorization: Bearer $(cat $D/token)" http://127.0.0.
 curl -sf -o /dev/null http://127.0.0.1:18196/ \
   || { echo "the 'off' side does not answer (see $D/off.log)" >&2; cat $D/off.log >&2; exit 1; }
 curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer x" http://127.0.0.1:18199/metrics | grep -q 401
-( while sleep 1; do curl -s -o /dev/null -H "Authorization: Bearer $(cat $D/token)" \
+# SCRAPE=0: no scraping (to tell the cost of counting from the cost of rendering)
+[ "${SCRAPE:-1}" = 0 ] || ( while sleep ${SCRAPE:-1}; do curl -s -o /dev/null -H "Authorization: Bearer $(cat $D/token)" \
     http://127.0.0.1:18199/metrics; done ) & PIDS+=($!)
 
 tick=$(getconf CLK_TCK)
@@ -96,7 +99,7 @@ for r in $(seq $R); do
   run_l7
   run_dns
 done
-echo "# medians of $R x ${DUR}s; off = $BASE (default da73e86: no counting), on = $ON ($(git -C $REPO rev-parse --short HEAD)$(git -C $REPO diff --quiet || echo +dirty)) with /metrics scraped every 1s"
+echo "# medians of $R x ${DUR}s; off = $BASE (default da73e86: no counting), on = $ON ($(git -C $REPO rev-parse --short HEAD)$(git -C $REPO diff --quiet || echo +dirty)) with /metrics scraped every ${SCRAPE:-1}s (0: never)"
 for t in l7-ka dns; do
   python3 - $t "${RES[$t-off]}" "${RES[$t-on]}" "${RES[$t-off-n]}" "${RES[$t-on-n]}" <<'PY'
 import statistics, sys
