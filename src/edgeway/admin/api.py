@@ -4,9 +4,9 @@
 
 Every request needs the bearer token (checked before anything else, so that a client without
 it learns nothing, not even which paths exist); the one exception is `GET /metrics` when
-admin.metrics_without_token says so (a scraper that cannot send a token). Reads are GET and changes are POST; the other
-method on a known path gets 405 with `Allow` (Envoy's admin does the same: a GET that changes
-state is one <img src> away from being triggered by a web page). Names in the path are
+admin.metrics_without_token says so (a scraper that cannot send a token). Reads are GET and
+changes are POST; the other method on a known path gets 405 with `Allow` (Envoy's admin does
+the same: a GET that changes state is one <img src> away from being triggered by a web page). Names in the path are
 percent-decoded per segment and only ever used as keys of the runtime's maps, never as file
 names. Every error is a JSON object {"error": "why"}.
 

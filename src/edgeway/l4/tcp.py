@@ -105,8 +105,9 @@ class TcpListenerService:
         self.connections: set[Relay] = set()      # admitted (connecting or relaying)
         self.waiting: deque[Relay] = deque()       # on_limit: wait
         self.stats: Counter = Counter()
-        # bytes read from clients (in) and from servers (out) by connections already closed;
-        # bytes_relayed() adds the open ones': one addition per connection, not per read
+        # bytes read from clients (in) and from servers (out) by connections already closed:
+        # each relay half counts its own reads, the listener adds them up once, at close;
+        # bytes_relayed() adds the open connections' on scrape
         self.bytes_in = 0
         self.bytes_out = 0
         self._loop: asyncio.AbstractEventLoop | None = None
