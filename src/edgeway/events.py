@@ -19,6 +19,12 @@ class EventLog:
         self._items.append(event)
         return event
 
+    @property
+    def last(self) -> int:
+        """The sequence number of the newest event (0: none yet); a poller that holds a larger
+        one is talking to a restarted process and starts again from 0."""
+        return self._seq
+
     def since(self, seq: int = 0) -> list[dict]:
         """Events with a sequence number above `seq`, oldest first."""
         return [e for e in self._items if e["seq"] > seq]

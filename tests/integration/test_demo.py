@@ -37,6 +37,10 @@ def test_demo_once_traces_the_whole_path(tmp_path):
     assert "/sticky/hello" in out and "/api/hello" in out
     assert "stopped every process the demo started" in out
     assert "Traceback" not in out + result.stderr
+    # the dashboard's URL, the token in its fragment, the token in a file only we may read
+    token = (tmp_path / "demo" / "admin.token").read_text().strip()
+    assert f"  http://{probe.role('lb-admin').address}/dashboard#token={token}\n" in out, out
+    assert (tmp_path / "demo" / "admin.token").stat().st_mode & 0o777 == 0o600
 
 
 def test_demo_prints_health_changes_until_ctrl_c(tmp_path):
@@ -83,6 +87,17 @@ def test_demo_prints_health_changes_until_ctrl_c(tmp_path):
         assert balancer["server"] in {probe.role(f"api-{i}").address for i in (1, 2, 3)}
         assert balancer["reason"]
         assert first["response"]["status"] == 200 and first["error"] is None
+        # the balancer's admin listener is on, and the printed dashboard URL works: the page
+        # without the token, the API with the one in the fragment
+        url = next(line.strip() for line in lines if "/dashboard#token=" in line)
+        page, _, token = url.partition("#token=")
+        with urllib.request.urlopen(page, timeout=5) as response:
+            assert response.status == 200 and b"dashboard.js" in response.read()
+        admin = page.removesuffix("/dashboard")
+        request = urllib.request.Request(admin + "/api/v1/upstreams", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            names = [u["name"] for u in json.loads(response.read())["upstreams"]]
+        assert names == ["api", "api_sticky", "static", "admin"]
         api2 = probe.role("api-2").address
         urllib.request.urlopen(urllib.request.Request(f"http://{api2}/health/fail", method="POST"), timeout=5)
         # interval 2s x fall 2: DOWN within about 4-6 s.

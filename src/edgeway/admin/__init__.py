@@ -4,8 +4,9 @@
     server.AdminService   the asyncio HTTP/1.1 listener around it (start/stop/reload/drain)
     token             reading the token file; constant-time comparison
     ctl               `edgeway ctl`: the API from the terminal
+    dashboard         `GET /dashboard`: the page and its files (dashboard/), no token needed
 
-docs/operations.md ("Runtime API", "edgeway ctl") lists the endpoints.
+docs/operations.md ("Runtime API", "edgeway ctl", "Dashboard") lists the endpoints.
 """
 
 from __future__ import annotations

@@ -3,16 +3,18 @@
     AdminApi(runtime, token).handle(Request) -> Response
 
 Every request needs the bearer token (checked before anything else, so that a client without
-it learns nothing, not even which paths exist); the one exception is `GET /metrics` when
-admin.metrics_without_token says so (a scraper that cannot send a token). Reads are GET and
-changes are POST; the other method on a known path gets 405 with `Allow` (Envoy's admin does
-the same: a GET that changes state is one <img src> away from being triggered by a web page). Names in the path are
-percent-decoded per segment and only ever used as keys of the runtime's maps, never as file
-names. Every error is a JSON object {"error": "why"}.
+it learns nothing, not even which paths exist), except the dashboard's files (below) and
+`GET /metrics` when admin.metrics_without_token says so (a scraper that cannot send a token).
+Reads are GET and changes are POST; the other method on a known path gets 405 with `Allow`
+(Envoy's admin does the same: a GET that changes state is one <img src> away from being
+triggered by a web page). Names in the path are percent-decoded per segment and only ever
+used as keys of the runtime's maps, never as file names. Every error is a JSON object
+{"error": "why"}.
 
 The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
 
     GET  /api/v1/status
+    GET  /api/v1/events?since=N                 recent health transitions, reloads
     GET  /api/v1/upstreams                      GET /api/v1/upstreams/{name}
     POST /api/v1/upstreams/{name}/servers/{address}/state    {"state": "ready"|"drain"|"maint"}
     POST /api/v1/upstreams/{name}/servers/{address}/weight   {"weight": 1..1000}
@@ -21,6 +23,9 @@ The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
     GET  /api/v1/dns/cache?name=NAME
     POST /api/v1/dns/zones/{origin}/reload
     GET  /metrics                               Prometheus text; no token with admin.metrics_without_token
+
+`/dashboard` and its files (edgeway.admin.dashboard) are the exception to the token: the page
+holds no data, and asks the endpoints above for it with the token.
 
 The runtime is duck-typed (edgeway.runtime.Runtime; contract in docs/operations.md), so the
 API reads live objects and holds no state of its own except the token.
@@ -44,12 +49,14 @@ from edgeway.errors import EdgewayError
 log = logging.getLogger("edgeway.admin")
 
 STATES = ("ready", "drain", "maint")
+MAX_EVENTS = 200                     # one answer of /api/v1/events at most (the ring holds 200)
 MIN_WEIGHT, MAX_WEIGHT = 1, 1000     # the config's bounds for servers[].weight
 
 # (path pattern, {method: handler}); "{x}" is one path segment bound to x. Literal segments
 # never collide with a placeholder at the same depth, so the order does not matter.
 ROUTES: list[tuple[tuple[str, ...], dict[str, str]]] = [
     (("api", "v1", "status"), {"GET": "status"}),
+    (("api", "v1", "events"), {"GET": "events"}),
     (("api", "v1", "upstreams"), {"GET": "upstreams"}),
     (("api", "v1", "upstreams", "{name}"), {"GET": "upstream"}),
     (("api", "v1", "upstreams", "{name}", "servers", "{address}", "state"), {"POST": "set_state"}),
@@ -112,6 +119,10 @@ class AdminApi:
             return Response(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
 
     async def _handle(self, request: Request) -> Response:
+        from edgeway.admin import dashboard   # here: it imports Request and Response from us
+
+        if dashboard.handles(request.path):
+            return dashboard.serve(request)
         authorization = request.headers.get("authorization")
         open_metrics = self.metrics_without_token and request.path == "/metrics"
         if not open_metrics and not self.token.authorized(authorization):
@@ -165,6 +176,17 @@ class AdminApi:
             "services": rt.services_summary(),
         }
 
+    async def _events(self, request: Request) -> tuple[int, dict]:
+        _no_body(request)
+        query = _query(request, allowed=("since",))
+        text = query.get("since", "0")
+        # digits only: int() would also take "+1", " 1", "1_0" and "١"
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            raise ApiError(400, f"since={text!r}: expected the seq of the last event seen (0 for all)")
+        events = self.runtime.events
+        # `last` lets a poller that holds a seq above it (edgeway restarted) start again from 0
+        return 200, {"last": events.last, "events": events.since(int(text))[-MAX_EVENTS:]}
+
     async def _upstreams(self, request: Request) -> tuple[int, dict]:
         _no_query(request)
         _no_body(request)
@@ -189,6 +211,9 @@ class AdminApi:
         self.runtime.state_changed()
         log.info("admin: %s: upstream %s server %s state %s -> %s", request.client, upstream.name,
                  server, previous, state)
+        self.runtime.events.add("admin", f"upstream {upstream.name}: server {server} state {previous} -> {state} "
+                                         f"(by {request.client})", upstream=upstream.name, server=str(server),
+                                state=state)
         return 200, {"upstream": upstream.name, "address": str(server), "state": state,
                      "previous": previous, "server": _server_row(upstream, server)}
 
@@ -206,6 +231,9 @@ class AdminApi:
         self.runtime.state_changed()
         log.info("admin: %s: upstream %s server %s weight %s -> %s", request.client, upstream.name,
                  server, previous, weight)
+        self.runtime.events.add("admin", f"upstream {upstream.name}: server {server} weight {previous} -> {weight} "
+                                         f"(by {request.client})", upstream=upstream.name, server=str(server),
+                                weight=weight)
         return 200, {"upstream": upstream.name, "address": str(server), "weight": weight,
                      "previous": previous, "server": _server_row(upstream, server)}
 

@@ -50,6 +50,8 @@ def start_everything(sup: Supervisor, p: demo_plan.DemoPlan, on_health) -> None:
         host, port = role.address.rsplit(":", 1)
         if role.kind == "dns" and role.name != "resolver":
             sup.wait_dns(role.name, host, int(port), {"root": ".", "tld": "com.", "auth": "example.com."}[role.name])
+        elif role.kind == "admin":   # the balancer's own listener: the lb process must stay up
+            sup.wait_tcp("lb", host, int(port))
         elif role.kind != "redis":
             sup.wait_tcp(role.name, host, int(port))
 
@@ -93,10 +95,14 @@ def print_howto(p: demo_plan.DemoPlan) -> None:
         f"edgeway trace {p.url} --resolver {resolver}",
         f"curl -H 'Host: api.example.com' http://{p.role('lb').address}/api/hello",
         f"curl -X POST http://{api2}/health/fail       # make api-2 unhealthy; /health/recover brings it back",
+        f"edgeway ctl --config {p.role('lb').config} status   # the balancer's runtime API",
     ]
     console.print("\nTry it:")
     for line in lines:
         console.print(f"  {line}")
+    # soft_wrap: the URL must stay one line, whatever the terminal's width, to be copied whole
+    console.print("\nDashboard (the token is in the URL's fragment, which the browser never sends):")
+    console.print(f"  {p.dashboard_url}", soft_wrap=True)
 
 
 @click.command("demo")

@@ -1,7 +1,8 @@
 """What `edgeway demo` runs: the seed's "AWS ALB + EC2" architecture on loopback.
 
     client -> resolver 127.0.53.4 -> root 127.0.53.1 -> .com 127.0.53.2 -> example.com 127.0.53.3
-           -> load balancer 127.0.80.1 (/api/ /sticky/ /static/ /admin/, health checks)
+           -> load balancer 127.0.80.1 (/api/ /sticky/ /static/ /admin/, health checks;
+              its runtime API and dashboard on 127.0.80.1:9901)
            -> backends api-1..3 127.0.80.11-13, static 127.0.80.21, admin 127.0.80.31
            -> sessions in redis 127.0.80.40 (or a shared SQLite file)
 
@@ -13,6 +14,8 @@ it would on its own machine.
 from __future__ import annotations
 
 import errno
+import os
+import secrets
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +28,13 @@ BACKEND_PORT = 8080
 REDIS_PORT = 6379
 UNPRIVILEGED_DNS_PORT = 10053
 UNPRIVILEGED_HTTP_PORT = 8080
+ADMIN_PORT = 9901                  # the admin listener's default port, on the balancer's address
 
 
 @dataclass
 class Role:
     name: str          # "root", "api-1", ...
-    kind: str          # "dns" | "lb" | "backend" | "redis"
+    kind: str          # "dns" | "lb" | "admin" | "backend" | "redis"
     address: str       # host:port shown in the table
     what: str          # one line for the table
     config: Path | None = None
@@ -45,6 +49,17 @@ class DemoPlan:
     folder: Path
     redis: bool
     roles: list[Role] = field(default_factory=list)
+    token: str = ""    # the balancer's admin token, made by write()
+
+    @property
+    def token_file(self) -> Path:
+        return self.folder / "admin.token"
+
+    @property
+    def dashboard_url(self) -> str:
+        # the token rides in the fragment: the browser never sends it, the page reads it and
+        # wipes it from the address bar
+        return f"http://{self.role('lb-admin').address}/dashboard#token={self.token}"
 
     @property
     def root_hints(self) -> Path:
@@ -105,6 +120,7 @@ def plan(folder: Path, redis: bool, privileged: bool | None = None) -> DemoPlan:
         Role("auth", "dns", dns(AUTH_IP), "example.com authoritative (Route 53's role)", udp=True),
         Role("resolver", "dns", dns(RESOLVER_IP), "caching resolver (root hints: the demo's root)", udp=True),
         Role("lb", "lb", f"{LB_IP}:{http_port}", "L7 load balancer: /api/ /sticky/ /static/ /admin/"),
+        Role("lb-admin", "admin", f"{LB_IP}:{ADMIN_PORT}", "the balancer's runtime API and dashboard"),
     ]
     for i, ip in enumerate(API_IPS, 1):
         p.roles.append(Role(f"api-{i}", "backend", f"{ip}:{BACKEND_PORT}", "API server (EC2)"))
@@ -167,6 +183,7 @@ def write(p: DemoPlan) -> None:
     (f / "root.zone").write_text(ROOT_ZONE.format(**ips))
     (f / "com.zone").write_text(COM_ZONE.format(**ips))
     (f / "example.com.zone").write_text(EXAMPLE_ZONE.format(**ips))
+    write_token(p)
     p.root_hints.write_text(f".  3600000  NS  a.root-servers.net.\na.root-servers.net.  3600000  A  {ROOT_IP}\n")
     files = {
         "root": _dns_config(p.role("root").address, "root.zone", "."),
@@ -185,10 +202,23 @@ def write(p: DemoPlan) -> None:
         p.role(name).config = path
 
 
+def write_token(p: DemoPlan) -> None:
+    """A fresh random admin token in a file only this user may read (edgeway refuses one that
+    every user may: the token is all that stands between a local user and draining servers)."""
+    p.token = secrets.token_urlsafe(32)   # URL-safe: it goes into the dashboard URL as it is
+    fd = os.open(p.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)      # a file left by an earlier run keeps its mode otherwise
+        f.write(p.token + "\n")
+
+
 def _lb_config(p: DemoPlan) -> str:
     api = "\n".join(f"      - {{address: \"{ip}:{BACKEND_PORT}\"}}" for ip in API_IPS)
     check = "{path: /health, interval: 2s, timeout: 1s, rise: 2, fall: 2}"
     return f"""\
+admin:                      # the runtime API, `edgeway ctl --config lb.yaml` and /dashboard
+  listen: "{p.role('lb-admin').address}"
+  token_file: {p.token_file.name}
 upstreams:
   api:                      # stateless: sessions live in the shared store
     balance: least_conn

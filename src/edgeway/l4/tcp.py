@@ -34,6 +34,7 @@ from edgeway.errors import EdgewayError
 from edgeway.l4 import proxy_protocol
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import ReadBuffer, Relay
+from edgeway.l4.reload import L4ReloadPlan
 from edgeway.listening import listening_sockets, raise_fd_limit, unique_addresses
 
 _ACCEPTS_PER_WAKEUP = 16
@@ -196,12 +197,12 @@ class TcpListenerService:
 
     # ------------------------------------------------------------------ reload, drain
 
-    async def prepare_reload(self, config: ListenerConfig, upstream) -> "TcpReloadPlan":
+    async def prepare_reload(self, config: ListenerConfig, upstream) -> L4ReloadPlan:
         """Nothing here can fail but a wrong protocol: the socket stays, the rest is settings.
         `upstream`: the one the new config names (the same object when its name stays)."""
         if config.protocol != "tcp":
             raise EdgewayError(f"listener {self.name}: a reload keeps the protocol (tcp); got {config.protocol}")
-        return TcpReloadPlan(self, config, upstream)
+        return L4ReloadPlan(self, config, upstream)
 
     def _commit(self, config: ListenerConfig, upstream) -> None:
         """New connections use `config` and `upstream`; open ones keep their server (and
@@ -511,23 +512,6 @@ class TcpListenerService:
                 self.stats["resets"] += 1
         if self.waiting and not self._stopping and not self._draining:
             self._admit_waiting()
-
-
-class TcpReloadPlan:
-    """prepare_reload's result: commit() applies it (cannot fail), abort() forgets it."""
-
-    def __init__(self, service: TcpListenerService, config: ListenerConfig, upstream):
-        self.service, self.config, self.upstream = service, config, upstream
-        self.changes: list[str] = []
-        self.done = False
-
-    def commit(self) -> None:
-        if not self.done:
-            self.done = True
-            self.service._commit(self.config, self.upstream)
-
-    def abort(self) -> None:
-        self.done = True
 
 
 def _numeric_target(address) -> tuple[int, tuple] | None:

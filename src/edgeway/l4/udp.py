@@ -39,6 +39,7 @@ from collections import Counter
 from edgeway.config.model import ListenerConfig
 from edgeway.errors import EdgewayError
 from edgeway.l4.flows import Flow, FlowTable
+from edgeway.l4.reload import L4ReloadPlan
 from edgeway.listening import raise_fd_limit
 
 log = logging.getLogger("edgeway.l4.udp")
@@ -105,12 +106,12 @@ class UdpListenerService:
 
     # ------------------------------------------------------------------ reload, drain
 
-    async def prepare_reload(self, config: ListenerConfig, upstream) -> "UdpReloadPlan":
+    async def prepare_reload(self, config: ListenerConfig, upstream) -> L4ReloadPlan:
         """Nothing here can fail but a wrong protocol: the socket and the flows stay.
         `upstream`: the one the new config names (the same object when its name stays)."""
         if config.protocol != "udp":
             raise EdgewayError(f"listener {self.name}: a reload keeps the protocol (udp); got {config.protocol}")
-        return UdpReloadPlan(self, config, upstream)
+        return L4ReloadPlan(self, config, upstream)
 
     def _commit(self, config: ListenerConfig, upstream) -> None:
         self.config = config
@@ -269,20 +270,3 @@ class UdpListenerService:
             self.stats["expired"] += 1
             self._end(flow)
         self._schedule_expiry()
-
-
-class UdpReloadPlan:
-    """prepare_reload's result: commit() applies it (cannot fail), abort() forgets it."""
-
-    def __init__(self, service: UdpListenerService, config: ListenerConfig, upstream):
-        self.service, self.config, self.upstream = service, config, upstream
-        self.changes: list[str] = []
-        self.done = False
-
-    def commit(self) -> None:
-        if not self.done:
-            self.done = True
-            self.service._commit(self.config, self.upstream)
-
-    def abort(self) -> None:
-        self.done = True

@@ -29,3 +29,19 @@ def test_zones_hold_the_seeds_records(tmp_path):
                    "dev.example.com. 300 IN A"):
         assert record in text
     assert p.url == "http://api.example.com/api/hello"
+
+
+def test_the_balancer_has_its_admin_listener_and_a_private_random_token(tmp_path):
+    p = demo_plan.plan(tmp_path, redis=False, privileged=False)
+    demo_plan.write(p)
+    lb = load_config(p.role("lb").config)
+    assert str(lb.admin.listen) == p.role("lb-admin").address == f"{demo_plan.LB_IP}:{demo_plan.ADMIN_PORT}"
+    assert lb.admin.token_file == p.token_file
+    assert p.token_file.read_text() == p.token + "\n" and len(p.token) >= 32
+    assert p.token_file.stat().st_mode & 0o777 == 0o600
+    assert p.dashboard_url == f"http://{demo_plan.LB_IP}:{demo_plan.ADMIN_PORT}/dashboard#token={p.token}"
+    # a second run makes a new token, and a file left readable by others is made private again
+    first = p.token
+    p.token_file.chmod(0o644)
+    demo_plan.write(p)
+    assert p.token != first and p.token_file.stat().st_mode & 0o777 == 0o600
