@@ -99,4 +99,6 @@ def parse_response(raw: bytes) -> tuple[int, dict[str, str], dict]:
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+    if not headers.get("content-type", "application/json").startswith("application/json"):
+        return status, headers, body.decode()      # GET /metrics: Prometheus text
     return status, headers, json.loads(body) if body.strip() else {}

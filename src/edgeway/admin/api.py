@@ -3,11 +3,13 @@
     AdminApi(runtime, token).handle(Request) -> Response
 
 Every request needs the bearer token (checked before anything else, so that a client without
-it learns nothing, not even which paths exist). Reads are GET and changes are POST; the other
-method on a known path gets 405 with `Allow` (Envoy's admin does the same: a GET that changes
-state is one <img src> away from being triggered by a web page). Names in the path are
-percent-decoded per segment and only ever used as keys of the runtime's maps, never as file
-names. Every error is a JSON object {"error": "why"}.
+it learns nothing, not even which paths exist), except the dashboard's files (below) and
+`GET /metrics` when admin.metrics_without_token says so (a scraper that cannot send a token).
+Reads are GET and changes are POST; the other method on a known path gets 405 with `Allow`
+(Envoy's admin does the same: a GET that changes state is one <img src> away from being
+triggered by a web page). Names in the path are percent-decoded per segment and only ever
+used as keys of the runtime's maps, never as file names. Every error is a JSON object
+{"error": "why"}.
 
 The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
 
@@ -20,6 +22,7 @@ The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
     POST /api/v1/dns/cache/flush                {"name": "example.com."} optional
     GET  /api/v1/dns/cache?name=NAME
     POST /api/v1/dns/zones/{origin}/reload
+    GET  /metrics                               Prometheus text; no token with admin.metrics_without_token
 
 `/dashboard` and its files (edgeway.admin.dashboard) are the exception to the token: the page
 holds no data, and asks the endpoints above for it with the token.
@@ -62,6 +65,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, str]]] = [
     (("api", "v1", "dns", "cache"), {"GET": "cache"}),
     (("api", "v1", "dns", "cache", "flush"), {"POST": "flush"}),
     (("api", "v1", "dns", "zones", "{origin}", "reload"), {"POST": "zone_reload"}),
+    (("metrics",), {"GET": "metrics"}),
 ]
 
 
@@ -95,9 +99,11 @@ class ApiError(Exception):
 
 
 class AdminApi:
-    def __init__(self, runtime: Any, token: str):
+    def __init__(self, runtime: Any, token: str, metrics_without_token: bool = False):
         self.runtime = runtime
         self.token = TokenCheck(token)
+        self.metrics_without_token = metrics_without_token   # admin.metrics_without_token
+        self._metrics_registry = None                         # made at the first scrape
 
     async def handle(self, request: Request) -> Response:
         """The response to one request; never raises (a bug answers 500 and is logged)."""
@@ -118,14 +124,18 @@ class AdminApi:
         if dashboard.handles(request.path):
             return dashboard.serve(request)
         authorization = request.headers.get("authorization")
-        if not self.token.authorized(authorization):
+        open_metrics = self.metrics_without_token and request.path == "/metrics"
+        if not open_metrics and not self.token.authorized(authorization):
             why = "no bearer token" if authorization is None else "wrong bearer token"
             challenge = 'Bearer realm="edgeway"' + ("" if authorization is None else ', error="invalid_token"')
             raise ApiError(401, f"{why}: send Authorization: Bearer TOKEN, TOKEN being the content "
                                 "of admin.token_file", (("WWW-Authenticate", challenge),))
         handler_name, params = self._route(request)
         handler = getattr(self, "_" + handler_name)
-        status, body = await handler(request, **params)
+        result = await handler(request, **params)
+        if isinstance(result, Response):
+            return result
+        status, body = result
         return Response(status, body)
 
     # ------------------------------------------------------------------ routing
@@ -255,6 +265,18 @@ class AdminApi:
         result = await self.runtime.reload()
         # 422: the request was fine, the config it made us read is not; nothing changed.
         return (200 if result.get("ok") else 422), result
+
+    # ------------------------------------------------------------------ metrics
+
+    async def _metrics(self, request: Request) -> Response:
+        """Prometheus text format, rendered from the live objects now (edgeway.metrics)."""
+        _no_query(request)
+        _no_body(request)
+        from edgeway.metrics.collector import CONTENT_TYPE, metrics_registry, render
+
+        if self._metrics_registry is None:
+            self._metrics_registry = metrics_registry(self.runtime)
+        return Response(200, {}, raw=render(self._metrics_registry), content_type=CONTENT_TYPE)
 
     # ------------------------------------------------------------------ dns
 

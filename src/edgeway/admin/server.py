@@ -219,7 +219,7 @@ class AdminService:
         self.runtime = runtime
         self.config = config
         self._token = _read(config.token_file)
-        self.api = AdminApi(runtime, self._token)
+        self.api = AdminApi(runtime, self._token, getattr(config, "metrics_without_token", False))
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -363,6 +363,7 @@ class _ReloadPlan:
         service.config = self.config
         service._token = self.token
         service.api.token = TokenCheck(self.token)
+        service.api.metrics_without_token = getattr(self.config, "metrics_without_token", False)
         if self.server is not None:
             old, service._server = service._server, self.server
             # start_serving is a coroutine and commit may not await: it runs on the next turn

@@ -358,6 +358,9 @@ class AdminConfig(Model):
     # where servers' admin state and runtime weight are kept across restarts (HAProxy's
     # server-state-file); none: they survive reloads but not a restart
     state_file: ConfigPath | None = None
+    # GET /metrics without the bearer token (Prometheus scrapers that cannot send one); the
+    # metrics show names and addresses, so the default keeps them behind the token too
+    metrics_without_token: bool = False
 
 
 # --------------------------------------------------------------------------- root

@@ -81,7 +81,7 @@ class _Half:
     """One socket of the pair. `peer` is the other half (set once both are connected)."""
 
     __slots__ = ("relay", "sock", "fd", "peer", "born", "readable", "fin", "hup", "eof", "paused",
-                 "connecting", "pending", "lent", "shut_pending", "early", "early_size", "lost")
+                 "connecting", "pending", "lent", "shut_pending", "early", "early_size", "lost", "nread")
 
     def __init__(self, relay: "Relay", sock: socket.socket, connecting: bool = False):
         self.relay = relay
@@ -101,6 +101,7 @@ class _Half:
         self.early: list[bytes] = []   # read before join (the client's first bytes)
         self.early_size = 0
         self.lost = False              # our socket is closed
+        self.nread = 0                 # bytes read from this socket (metrics: one add per read)
 
     @property
     def buffered(self) -> int:
@@ -150,6 +151,7 @@ class _Half:
                 self._eof()
                 return
             relay.active = True
+            self.nread += n
             peer = self.peer
             if peer is None:
                 self.early.append(bytes(view[:n]))

@@ -106,6 +106,11 @@ class TcpListenerService:
         self.connections: set[Relay] = set()      # admitted (connecting or relaying)
         self.waiting: deque[Relay] = deque()       # on_limit: wait
         self.stats: Counter = Counter()
+        # bytes read from clients (in) and from servers (out) by connections already closed:
+        # each relay half counts its own reads, the listener adds them up once, at close;
+        # bytes_relayed() adds the open connections' on scrape
+        self.bytes_in = 0
+        self.bytes_out = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poller: Poller | None = None
         self._listening: list[socket.socket] = []
@@ -126,6 +131,15 @@ class TcpListenerService:
     def address(self) -> tuple[str, int]:
         """The bound address (useful with port 0)."""
         return self._listening[0].getsockname()[:2]
+
+    def bytes_relayed(self) -> tuple[int, int]:
+        """(in, out) bytes since start: read from clients, read from servers (metrics)."""
+        received, sent = self.bytes_in, self.bytes_out
+        for relay in self.connections:
+            received += relay.client.nread
+            if relay.server is not None:
+                sent += relay.server.nread
+        return received, sent
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -490,6 +504,9 @@ class TcpListenerService:
             ctx.server = None
         if relay in self.connections:
             self.connections.discard(relay)
+            self.bytes_in += relay.client.nread
+            if relay.server is not None:
+                self.bytes_out += relay.server.nread
             self.stats["closed"] += 1
             if error is not None and not isinstance(error, TimeoutError):
                 self.stats["resets"] += 1

@@ -70,6 +70,8 @@ class UdpListenerService:
         self.name = config.name
         self.flows = FlowTable(config.session_timeout, config.max_connections)
         self.stats: Counter = Counter()
+        self.bytes_in = 0                 # datagram bytes from clients relayed to servers (metrics)
+        self.bytes_out = 0                # and from servers to clients
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -167,6 +169,7 @@ class UdpListenerService:
             if flow is None:
                 return
         flow.datagrams_in += 1
+        self.bytes_in += len(data)
         try:
             flow.endpoint.send(data)
         except BlockingIOError:
@@ -230,6 +233,7 @@ class UdpListenerService:
                 self._server_error(flow, exc)
                 return
             flow.datagrams_out += 1
+            self.bytes_out += len(data)
             transport.sendto(data, flow.client)
         self.flows.touch(flow, time.monotonic())
 

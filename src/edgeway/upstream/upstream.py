@@ -43,6 +43,19 @@ from edgeway.upstream.server import Server
 ADMIN_STATES = ("ready", "drain", "maint")
 
 
+def server_state(s: Server, now: float) -> str:
+    """What the API, the dashboard and the metrics call the server's state: its admin state
+    when an operator set one, else "checking" (a reload added it; waiting for its first
+    check), "down" (active check or passive ejection) or "up"."""
+    if s.state != "ready":
+        return s.state
+    if s.pending:
+        return "checking"
+    if not s.healthy or now < s.ejected_until:
+        return "down"
+    return "up"
+
+
 class UpstreamError(EdgewayError):
     """A runtime change the upstream refuses: unknown server, bad state or weight."""
 
@@ -258,14 +271,7 @@ class Upstream:
             now = time.monotonic()
         servers = []
         for s in self.servers:
-            if s.state != "ready":
-                state = s.state
-            elif s.pending:
-                state = "checking"
-            elif not s.healthy or now < s.ejected_until:
-                state = "down"
-            else:
-                state = "up"
+            state = server_state(s, now)
             why = s.why_unavailable(now)   # None for a server in rotation with room
             servers.append({
                 "address": s.label, "weight": s.weight, "config_weight": s.config_weight,

@@ -197,7 +197,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 WORDS = ["api", "v1", "upstreams", "servers", "state", "weight", "dns", "cache", "flush", "zones", "reload",
-         "status", "127.0.0.1:1", "%5B%3A%3A1%5D%3A2", "..", ".", "%2F", "%00", "%ff", ""]
+         "status", "metrics", "127.0.0.1:1", "%5B%3A%3A1%5D%3A2", "..", ".", "%2F", "%00", "%ff", ""]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -210,5 +210,8 @@ def test_no_request_makes_the_api_fail(api, method, segments, query, body):
     # needs the upstream part (snapshot, set_state) for paths that reach a real upstream
     response = call(api, method, "/" + "/".join(segments), body=body, query=query)
     assert response.status in (200, 400, 404, 405, 422), response
+    if response.raw is not None:                # GET /metrics: Prometheus text
+        assert response.content_type.startswith("text/plain") and response.status == 200
+        return
     assert isinstance(response.body.get("error", ""), str)
     json.dumps(response.body)
