@@ -87,6 +87,8 @@ def set_format(fmt: str) -> None:
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)
+    # Python's warnings (a DeprecationWarning of a library) would otherwise be raw text lines
+    logging.captureWarnings(fmt == "json")
 
 
 def setup(level: str, fmt: str = "text") -> None:
