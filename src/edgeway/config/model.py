@@ -328,7 +328,7 @@ class ListenerConfig(Model):
                 raise ValueError(f"a {self.protocol} listener has no routes (it sees no HTTP)")
         if self.underscores_in_headers and self.protocol not in ("http", "https"):
             raise ValueError("underscores_in_headers: is only for http and https listeners")
-        if not self.request_id and self.protocol not in ("http", "https"):
+        if "request_id" in self.model_fields_set and self.protocol not in ("http", "https"):
             raise ValueError("request_id: is only for http and https listeners")
         if self.proxy_protocol is not None and self.protocol != "tcp":
             raise ValueError("proxy_protocol: is only for protocol: tcp listeners")
