@@ -14,6 +14,7 @@ from edgeway.http import forward as forward_module
 from edgeway.http import pool as pool_module
 from edgeway.http import proxy as proxy_module
 from edgeway.http import request_id as request_id_module
+from tests.unit.http.test_request_id import counted_id
 from edgeway.http.listener import ListenerContext
 from edgeway.http.pool import UpstreamConnection
 from edgeway.http.proxy import ClientConnection
@@ -117,7 +118,7 @@ def exchange(request: bytes, response: bytes, fast: bool, trace: bool, forwarded
     if not fast:
         proxy_module.scan_request = pool_module.forward_response = None
     ids = itertools.count(1)
-    request_id_module.new_id = lambda: (lambda rid: (rid, b"X-Request-ID: %s\r\n" % rid.encode()))(f"{next(ids):032x}")
+    request_id_module.new_id = lambda: counted_id(next(ids))
     try:
         config = load_config_text(CONFIG % {"trace": str(trace).lower(), "forwarded": str(forwarded).lower(),
                                             "request_id": str(request_id).lower()})

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from edgeway.config import load_config_text
 from edgeway.http import proxy as proxy_module
 from edgeway.http import request_id as request_id_module
+from tests.unit.http.test_request_id import counted_id
 from edgeway.http.listener import ListenerContext
 from edgeway.http.pool import UpstreamConnection
 from edgeway.http.proxy import ClientConnection
@@ -95,7 +96,7 @@ def run(packets: list[bytes], fast: bool = True) -> tuple[list, bytes, bool]:
     if not fast:
         proxy_module.scan_request = None
     ids = itertools.count(1)
-    request_id_module.new_id = lambda: (lambda rid: (rid, b"X-Request-ID: %s\r\n" % rid.encode()))(f"{next(ids):032x}")
+    request_id_module.new_id = lambda: counted_id(next(ids))
     try:
         config = load_config_text(CONFIG)
         upstreams = build_upstreams(config.upstreams)

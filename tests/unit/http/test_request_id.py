@@ -14,6 +14,14 @@ from edgeway.http.messages import analyze_request, upstream_request_head
 CLIENT = ("192.0.2.5", "http")
 
 
+def counted_id(n: int) -> tuple[str, bytes, bytes]:
+    """What request_id.new_id returns, for the id n in hex: tests that compare two runs count
+    their ids rather than draw them."""
+    rid = f"{n:032x}"
+    line = b"X-Request-ID: " + rid.encode() + b"\r\n"
+    return rid, line, b"\r\n" + line + b"X-Real-IP: "
+
+
 def request(*fields: bytes) -> bytes:
     return b"GET /p?q=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n" + b"".join(fields) + b"\r\n"
 
@@ -86,8 +94,11 @@ def test_generated_or_kept_the_server_sees_exactly_one_sane_id(names, value):
 
 
 def test_new_ids_are_32_hex_digits_and_do_not_repeat():
-    ids = [request_id.new_id()[0] for _ in range(1000)]
+    made = [request_id.new_id() for _ in range(1000)]   # several batches
+    assert made[0] == counted_id(int(made[0][0], 16))   # id, line and splice agree
+    ids = [rid for rid, _, _ in made]
     assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == 1000
+    assert all((rid, line, splice) == counted_id(int(rid, 16)) for rid, line, splice in made)
 
 
 def test_our_own_answers_carry_the_id():
