@@ -4,6 +4,8 @@
 # both runs see the same noise, which alternating runs of bench/http_l7_cpu.sh do not.
 #   A=/path/to/main/src B=src bench/http_l7_cpu_ab.sh [R=5 DUR=5 PYTHON=...]
 # Backends: one nginx on 127.0.0.1:19001-19003; A on :18096, B on :18097.
+# B_REQUEST_ID=false and B_LOG_FORMAT=json set B's listener request_id and log format (A keeps
+# the config as it is, so that A can be a tree from before those keys).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
@@ -15,6 +17,8 @@ for side in a:18096 b:18097; do
   sed -e 's/127.0.0.1:900\([123]\)/127.0.0.1:1900\1/g' -e "s/127.0.0.1:8090/127.0.0.1:${side#*:}/" \
       -e "s/access_log: true/access_log: ${ACCESS_LOG:-true}/" "$HERE/http_l7.yaml" > $D/${side%%:*}.yaml
 done
+[ -z "${B_REQUEST_ID:-}" ] || sed -i "s/access_log: \(.*\)/access_log: \1\n    request_id: $B_REQUEST_ID/" $D/b.yaml
+[ -z "${B_LOG_FORMAT:-}" ] || echo "log: {format: $B_LOG_FORMAT}" >> $D/b.yaml
 source "$HERE/http_l7_backends.sh"; backend_nginx_conf $D
 nginx -p $D -c $D/nginx.conf & NG=$!
 PYTHONPATH=$A $PY -m edgeway serve --config $D/a.yaml --log-level warning 2>/dev/null & PA=$!

@@ -2,7 +2,9 @@
 transports (no sockets, no kernel): a deterministic figure to compare changes with on a
 shared machine, where req/s and even utime under wrk vary by 10-20% between runs.
 
-    PYTHONPATH=src python bench/http_l7_inproc.py [N]
+    PYTHONPATH=src python bench/http_l7_inproc.py [N] [json] [no-request-id]
+
+`json`: the access log in log.format json; `no-request-id`: the listener's request_id: false.
 
 Config: the benchmark's, bench/http_l7.yaml (least_conn, sticky, four routes; the access log
 goes to /dev/null; health checks are not started). Each request: the client's head in, the server's response (nginx's five fields)
@@ -60,13 +62,15 @@ class FakeTransport:
         pass
 
 
-def main(n: int) -> None:
+def main(n: int, json: bool = False, request_id: bool = True) -> None:
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     config = load_config(CONFIG)
     upstreams = build_upstreams(config.upstreams)
     ctx = ListenerContext(config.listeners[0], upstreams, "http", loop)
     ctx.access.fd = os.open(os.devnull, os.O_WRONLY)
+    ctx.access.json = json
+    ctx.request_id = request_id
     servers = {}
     for up in upstreams.values():
         for server in up.servers:
@@ -104,4 +108,5 @@ def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20000, "json" in sys.argv,
+         "no-request-id" not in sys.argv)

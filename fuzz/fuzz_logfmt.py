@@ -3,7 +3,7 @@ entries made from the input, the C formatter must give exactly
 "".join(log.format(e) for e in entries).encode("utf-8", "replace"), or raise where format
 raises (a field of a type the access log never records, as None for the total).
 
-Entries are what AccessLog records: (when, line) or the 12-tuple of a request, their fields of
+Entries are what AccessLog records: (when, line) or the 14-tuple of a request, their fields of
 the types they have in the proxy and now and then another (any int, float or text, lone
 surrogates, NaN and infinities, None where a time may be missing, or where it may not).
 
@@ -63,7 +63,9 @@ def entry(fdp) -> tuple:
             text(fdp), fdp.PickValueInList(["1.1", "1.0"]), integer(fdp), text(fdp), integer(fdp),
             seconds(fdp, True), seconds(fdp, True), seconds(fdp, False),
             fdp.PickValueInList(["", "connection refused by 127.0.0.1:9001 (port closed)"])
-            if fdp.ConsumeBool() else text(fdp))
+            if fdp.ConsumeBool() else text(fdp),
+            None,   # the route: not in the text line
+            fdp.PickValueInList([None, "", "0123456789abcdef0123456789abcdef"]) if fdp.ConsumeBool() else text(fdp))
 
 
 def one_input(data: bytes) -> None:

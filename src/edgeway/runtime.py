@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import click
 
-from edgeway import __version__
+from edgeway import __version__, logs
 from edgeway.config import Config, ConfigError, load_config
 from edgeway.config.model import ListenerConfig
 from edgeway.errors import EdgewayError
@@ -218,10 +218,16 @@ class Runtime:
                 # servers left or came back (as new ones), config weights dropped runtime
                 # weights: the state file says what runs now, or a restart would undo the reload
                 self.state_changed()
-                log.info("reload of %s done: %s", self.config_path, "; ".join(result["changes"]) or "no change")
+                if self.config.log.format != logs.current_format():
+                    logs.set_format(self.config.log.format)
+                log.info("reload of %s done: %s", self.config_path, "; ".join(result["changes"]) or "no change",
+                         extra={"event": "reload", "ok": True, "config": str(self.config_path),
+                                "changes": result["changes"]})
             else:
                 log.error("reload of %s failed, the running config keeps serving:\n%s",
-                          self.config_path, result["error"])
+                          self.config_path, result["error"],
+                          extra={"event": "reload", "ok": False, "config": str(self.config_path),
+                                 "error": result["error"]})
             self.last_reload = result
             if result["ok"]:
                 self.events.add("reload", f"reload done: {'; '.join(result['changes']) or 'no change'}", ok=True)
@@ -568,16 +574,16 @@ def run(coro, loop_name: str = "uvloop"):
         return runner.run(coro)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, fmt: str = "text") -> None:
+    logs.setup(level, fmt)
 
 
 def fail(message: str) -> None:
-    click.echo(f"edgeway: error: {message}", err=True)
+    if logs.current_format() == "json":   # every line of a json log is an object, this one too
+        click.echo(logs.dumps({"time": logs.rfc3339(time.time()), "level": "error", "logger": "edgeway",
+                               "message": f"error: {message}"}), err=True)
+    else:
+        click.echo(f"edgeway: error: {message}", err=True)
     sys.exit(1)
 
 
@@ -615,6 +621,7 @@ def serve_command(config_path: Path, log_level: str, loop_name: str) -> None:
     setup_logging(log_level)
     early = catch_early_signals()
     config = load_or_exit(config_path)
+    logs.set_format(config.log.format)
     try:
         runtime = Runtime(config, config_path)
         run(run_until_signal(runtime, early_signals=early), loop_name)

@@ -302,6 +302,9 @@ class ListenerConfig(Model):
     # dropped, since CGI-style servers read X_Forwarded_For as X-Forwarded-For)
     underscores_in_headers: bool = False
     access_log: bool = True
+    # http/https: keep the client's X-Request-ID when sane, else make one; sent to the
+    # server, returned to the client, logged (on by default, as Envoy's x-request-id)
+    request_id: bool = True
     proxy_protocol: Literal["v1", "v2"] | None = None           # tcp: sent to the server
     session_timeout: Duration = 30                             # udp flows
     idle_timeout: Duration = 300                               # tcp
@@ -325,6 +328,8 @@ class ListenerConfig(Model):
                 raise ValueError(f"a {self.protocol} listener has no routes (it sees no HTTP)")
         if self.underscores_in_headers and self.protocol not in ("http", "https"):
             raise ValueError("underscores_in_headers: is only for http and https listeners")
+        if "request_id" in self.model_fields_set and self.protocol not in ("http", "https"):
+            raise ValueError("request_id: is only for http and https listeners")
         if self.proxy_protocol is not None and self.protocol != "tcp":
             raise ValueError("proxy_protocol: is only for protocol: tcp listeners")
         if self.protocol == "https" and self.tls is None:
@@ -363,11 +368,22 @@ class AdminConfig(Model):
     metrics_without_token: bool = False
 
 
+# --------------------------------------------------------------------------- logs
+
+
+class LogConfig(Model):
+    """How edgeway writes its lines on stderr: text for people, json (one object a line) for
+    a log shipper (docs/operations.md, "Logs")."""
+
+    format: Literal["text", "json"] = "text"
+
+
 # --------------------------------------------------------------------------- root
 
 
 class Config(Model):
     admin: AdminConfig | None = None    # the runtime API; off when absent
+    log: LogConfig = LogConfig()
     dns: DnsConfig | None = None
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     listeners: list[ListenerConfig] = Field(default_factory=list)

@@ -318,16 +318,12 @@ class Responder:
     # ------------------------------------------------------------------ query log
 
     def _log(self, client, transport, name, rdtype, rcode, count, seconds) -> None:
-        query_log.info(
-            "%s %s %s %s %s answers=%d %dus",
-            _host(client),
-            transport,
-            name,
-            dns.rdatatype.to_text(rdtype),
-            dns.rcode.to_text(rcode),
-            count,
-            int(seconds * 1e6),
-        )
+        host, qtype, rcode_text, us = _host(client), dns.rdatatype.to_text(rdtype), dns.rcode.to_text(rcode), \
+            int(seconds * 1e6)
+        # (the extra fields are the JSON log's: docs/operations.md, "Logs")
+        query_log.info("%s %s %s %s %s answers=%d %dus", host, transport, name, qtype, rcode_text, count, us,
+                       extra={"client": host, "proto": transport, "qname": str(name), "qtype": qtype,
+                              "rcode": rcode_text, "answers": count, "duration_us": us})
 
 
 def _host(client: Any) -> str:

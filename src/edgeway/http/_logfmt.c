@@ -140,8 +140,8 @@ static PyObject *format_entries(PyObject *self, PyObject *const *args, Py_ssize_
     Py_ssize_t i, count = PyList_GET_SIZE(entries);
     for (i = 0; i < count; i++) {
         PyObject *e = PyList_GET_ITEM(entries, i);
-        if (!PyTuple_Check(e) || (PyTuple_GET_SIZE(e) != 2 && PyTuple_GET_SIZE(e) != 12)) {
-            PyErr_SetString(PyExc_TypeError, "an access-log entry is a tuple of 2 or 12 items");
+        if (!PyTuple_Check(e) || (PyTuple_GET_SIZE(e) != 2 && PyTuple_GET_SIZE(e) != 14)) {
+            PyErr_SetString(PyExc_TypeError, "an access-log entry is a tuple of 2 or 14 items");
             goto done;
         }
         double when = PyFloat_AsDouble(PyTuple_GET_ITEM(e, 0));
@@ -160,7 +160,8 @@ static PyObject *format_entries(PyObject *self, PyObject *const *args, Py_ssize_
             continue;
         }
         PyObject **f = &PyTuple_GET_ITEM(e, 0);
-        /* when, client, method, target, version, status, server, sent, connect, header, total, cause */
+        /* when, client, method, target, version, status, server, sent, connect, header, total, cause,
+         * route, request_id (the route is for the json format only) */
         if (put_esc(&o, f[1]) < 0 || out_put(&o, " \"", 2) < 0 || put_esc(&o, f[2]) < 0 || out_put(&o, " ", 1) < 0 ||
             put_esc(&o, f[3]) < 0 || put_c(&o, " HTTP/") < 0 || put_esc(&o, f[4]) < 0 || out_put(&o, "\" ", 2) < 0 ||
             put_int(&o, f[5]) < 0 || put_c(&o, " upstream=") < 0 || put_esc(&o, f[6]) < 0 ||
@@ -170,6 +171,9 @@ static PyObject *format_entries(PyObject *self, PyObject *const *args, Py_ssize_
             (f[9] == Py_None ? out_put(&o, "-", 1) : put_ms(&o, f[9])) < 0 || put_c(&o, " total_ms=") < 0 ||
             put_ms(&o, f[10]) < 0)
             goto done;
+        int has_id = PyObject_IsTrue(f[13]);
+        if (has_id < 0) goto done;
+        if (has_id && (put_c(&o, " request_id=") < 0 || put_esc(&o, f[13]) < 0)) goto done;
         int has_cause = PyObject_IsTrue(f[11]);
         if (has_cause < 0) goto done;
         if (has_cause && (put_c(&o, " cause=\"") < 0 || put_esc(&o, f[11]) < 0 || out_put(&o, "\"", 1) < 0)) goto done;

@@ -49,6 +49,8 @@ class Exchange:
     target = ""
     key: str | None = None
     fail_status = 502
+    request_id: str | None = None        # X-Request-ID (request_id.py), when the listener has it on
+    request_id_line = b""                # its header line, for the response
 
     def __init__(self, client: "ClientConnection", head: RequestHead | None, started: float):
         self.client = client

@@ -17,6 +17,7 @@ from edgeway.http.exchange import Exchange
 from edgeway.http.messages import (IDEMPOTENT, ResponseHead, client_response_head, forward_response,
                                    upstream_request_head)
 from edgeway.http.pool import TunnelEnd, UpstreamConnection
+from edgeway.http.request_id import add_to_response
 from edgeway.http.responses import error_response
 
 
@@ -169,13 +170,13 @@ class Forwarding:
             ex.upstream.report_success(server, self.loop.time())
 
     def _extra_fields(self, ex: Exchange) -> bytes:
-        """The fields we add to the response: the sticky cookie, the trace."""
-        extra = b""
+        """The fields we add to the response: the sticky cookie, the trace, X-Request-ID."""
+        extra = ex.request_id_line
         if ex.sticky_cookie is not None:
             entry = self.ctx.sticky_lines.get(ex.server)
             server_id, line = entry if entry is not None else self.ctx.sticky_entry(ex.upstream, ex.server)
             if ex.sticky_cookie != server_id:
-                extra = line
+                extra += line
         if ex.trace is not None:
             extra += b"X-Edgeway-Trace: " + json.dumps(ex.trace).encode() + b"\r\n"
         return extra
@@ -187,7 +188,8 @@ class Forwarding:
 
         For a request alone on its connection (the usual case), _after_response and _finish
         are done in line as well."""
-        extra = self._extra_fields(ex) if ex.sticky_cookie is not None or ex.trace is not None else b""
+        extra = self._extra_fields(ex) if ex.sticky_cookie is not None or ex.trace is not None \
+            else ex.request_id_line
         found = forward_response(data, extra, not ex.close_after, ex.head.version == "1.0", conn.max_head)
         if found is None:
             return False
@@ -343,6 +345,8 @@ class Forwarding:
         if ex.trace is not None:
             data = data.replace(b"\r\n\r\n", b"\r\nX-Edgeway-Trace: " + json.dumps(ex.trace).encode()
                                 + b"\r\n\r\n", 1)
+        if ex.request_id is not None:
+            data = add_to_response(data, ex.request_id_line)
         self._write(data)
         ex.response_started = True
         ex.done = True

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii as encode_json_text
 
+from edgeway import logs
 from edgeway.config.model import ListenerConfig
 from edgeway.http._logfmt import format_entries   # the same bytes as AccessLog.format, a tenth of the cost
 from edgeway.http.pool import Pool
@@ -47,17 +50,44 @@ def log_escape(value) -> str:
     return "".join(out)
 
 
+class Rejected(str):
+    """The text line of a request refused before it was read whole (AccessLog.rejected), which
+    carries its fields for the json format; a str, so the C formatter writes it as any line."""
+
+    fields: dict
+
+
+def _json_text(value) -> str:
+    return "null" if value is None else encode_json_text(value if isinstance(value, str) else str(value))
+
+
+def _json_int(value) -> str:
+    return str(value) if type(value) is int else logs.dumps(value)
+
+
+def _json_ms(seconds) -> str:
+    if seconds is None:
+        return "null"
+    value = round(seconds * 1000, 2)
+    return repr(value) if math.isfinite(value) else "null"   # (NaN is not JSON)
+
+
 class AccessLog:
     """One line per request, buffered and flushed by the sweeper (or when 256 lines wait).
 
     Writes go straight to the file descriptor: the logging module costs more per line than
     a whole proxied request does on the fast path. A proxied request is recorded as a tuple
-    and formatted at flush, the batch in one C call, rather than on its own request's path."""
+    and formatted at flush, the batch in one C call, rather than on its own request's path.
 
-    def __init__(self, name: str, fd: int | None = None, enabled: bool = True):
+    In the json format (`log: {format: json}`, or `json=True` here) the batch is formatted by
+    format_json, in Python with the json module: measured, it costs a little (docs/operations.md,
+    "Logs"), and a JSON encoder of our own in C would be one more thing to fuzz."""
+
+    def __init__(self, name: str, fd: int | None = None, enabled: bool = True, json: bool | None = None):
         self.name = name
         self.fd = sys.stderr.fileno() if fd is None else fd
         self.enabled = enabled
+        self.json = json   # None: as log.format says (edgeway.logs)
         self.lines: list[str | tuple] = []
         self._second = -1
         self._prefix = ""
@@ -70,16 +100,23 @@ class AccessLog:
             self.enabled = enabled
             self._second = -1   # the cached line prefix holds the name
 
-    def write(self, line: str) -> None:
-        """A line formatted by the caller (rejected requests: rare), its fields escaped with
-        log_escape."""
+    def rejected(self, client: str, status: int | None, cause: str) -> None:
+        """A request refused before it was read whole, or a connection cut (rare): no method,
+        target or server to say."""
+        line = Rejected(f'{client} "-" {"-" if status is None else status} upstream=- bytes=0 '
+                        f'cause="{log_escape(cause)}"')
+        line.fields = {"client": client, "method": None, "path": None, "version": None, "status": status,
+                       "route": None, "upstream": None, "server": None, "bytes": 0, "connect_ms": None,
+                       "header_ms": None, "total_ms": None, "cause": cause, "request_id": None}
         self.lines.append((time.time(), line))
         if len(self.lines) >= 256:
             self.flush()
 
     def request(self, entry: tuple) -> None:
         """A proxied or answered request: (wall time, client, method, target, version, status,
-        server, body bytes, connect s or None, header s or None, total s, cause); see format()."""
+        server, body bytes, connect s or None, header s or None, total s, cause, route or None,
+        request id or None); see format(). (The route, not its label and upstream's name: those
+        are looked up only by the json format, at flush.)"""
         lines = self.lines
         lines.append(entry)
         if len(lines) >= 256:
@@ -99,17 +136,46 @@ class AccessLog:
         holds the two to the same bytes)."""
         if len(entry) == 2:
             return f"{self._stamp(entry[0])}{entry[1]}\n"
-        when, client, method, target, version, status, server, sent, connect, header, total, cause = entry
+        when, client, method, target, version, status, server, sent, connect, header, total, cause, \
+            _route, request_id = entry
         esc = log_escape
         return (f'{self._stamp(when)}{esc(client)} "{esc(method)} {esc(target)} HTTP/{esc(version)}" {status} '
                 f'upstream={esc(server)} '
                 f'bytes={sent} connect_ms={"-" if connect is None else format(connect * 1000, ".2f")} '
                 f'header_ms={"-" if header is None else format(header * 1000, ".2f")} total_ms={total * 1000:.2f}'
+                + (f' request_id={esc(request_id)}' if request_id else "")
                 + (f' cause="{esc(cause)}"\n' if cause else "\n"))
+
+    def format_json(self, entry: tuple) -> str:
+        """One buffered entry as a JSON line: the same fields as the text line, and route and
+        upstream; a field with nothing to say is null. Client text (method, target) is shown as
+        the UTF-8 it usually is (logs.client_text); the json module's escaping makes any of it
+        valid JSON. Written field by field with that escaping rather than with json.dumps of
+        a dict, which costs three times as much (tests/unit/http/test_listener.py holds the two
+        to the same objects)."""
+        if len(entry) == 2:
+            line = entry[1]
+            fields = line.fields if isinstance(line, Rejected) else {"message": str(line)}
+            return logs.dumps({"time": logs.rfc3339(entry[0]), "level": "info", "logger": "edgeway.access",
+                               "listener": self.name, **fields}) + "\n"
+        when, client, method, target, version, status, server, sent, connect, header, total, cause, \
+            route, request_id = entry
+        text = _json_text
+        return (f'{{"time":"{logs.rfc3339(when)}","level":"info","logger":"edgeway.access",'
+                f'"listener":{text(self.name)},"client":{text(client)},"method":{text(logs.client_text(method))},'
+                f'"path":{text(logs.client_text(target))},"version":{text(version)},"status":{_json_int(status)},'
+                f'"route":{"null" if route is None else text(route.label)},'
+                f'"upstream":{"null" if route is None else text(route.upstream.name)},'
+                f'"server":{"null" if server == "-" else text(server)},"bytes":{_json_int(sent)},'
+                f'"connect_ms":{_json_ms(connect)},"header_ms":{_json_ms(header)},"total_ms":{_json_ms(total)},'
+                f'"cause":{text(cause) if cause else "null"},"request_id":{text(request_id)}}}\n')
 
     def flush(self) -> None:
         if self.lines:
-            data = format_entries(self.lines, self._stamp)
+            if self.json if self.json is not None else logs.current_format() == "json":
+                data = "".join(map(self.format_json, self.lines)).encode()
+            else:
+                data = format_entries(self.lines, self._stamp)
             self.lines.clear()
             try:
                 os.write(self.fd, data)
@@ -166,6 +232,7 @@ class ListenerContext:
         self.max_header_size = config.limits.max_header_size
         self.upstream_header_timeout = config.timeouts.upstream_header
         self.forwarded = config.forwarded
+        self.request_id = config.request_id
         self.underscores_in_headers = config.underscores_in_headers
         for route in router.routes:
             up = route.upstream

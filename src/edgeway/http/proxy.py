@@ -36,10 +36,11 @@ import httptools
 
 from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
-from edgeway.http.listener import log_escape
 from edgeway.http.messages import RequestError, analyze_request, method_text, scan_request
 from edgeway.http.lingering import Lingering
 from edgeway.http.pool import TunnelEnd, half_close
+from edgeway.http.request_id import add_to_response as add_request_id
+from edgeway.http.request_id import assign as assign_request_id
 from edgeway.http.responses import error_response, health_response, redirect_response
 from edgeway.http.routing import RequestView
 
@@ -301,6 +302,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             self._error = exc
             raise
         ex = Exchange(self, head, perf_counter())
+        if self.ctx.request_id:
+            ex.request_id, ex.request_id_line = assign_request_id(head)
         self.receiving = ex
         queue = self.queue
         queue.append(ex)
@@ -321,11 +324,13 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self._in_head = False
         ex = Exchange(self, head, perf_counter())
         ex.request_complete = True
+        ctx = self.ctx
+        if ctx.request_id:   # (before the head is sent as it is, below: assign adds the field to it)
+            ex.request_id, ex.request_id_line = assign_request_id(head)
         self.receiving = ex
         self.queue.append(ex)
         if not head.keep_alive:
             ex.close_after = True
-        ctx = self.ctx
         target = head.target
         path = target.split("?", 1)[0] if "?" in target else target
         route = ctx.plain_routes.get(path)
@@ -460,6 +465,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             ex.key = route.key(view or make_view())
 
     def _local(self, ex: Exchange, response: bytes, status: int, cause: str, close: bool = False) -> None:
+        if ex.request_id is not None:
+            response = add_request_id(response, ex.request_id_line)
         ex.local = response
         ex.status = status
         ex.cause = cause
@@ -512,7 +519,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         server = ex.server
         access.request((time(), self.client_ip, head.method, head.target, head.version, ex.status,
                         server.label if server is not None else (ex.tried[-1].label if ex.tried else "-"),
-                        ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause))
+                        ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause, ex.route,
+                        ex.request_id))
 
     def _abandon(self, ex: Exchange) -> None:
         """The client went away: let go of the server side."""
@@ -599,7 +607,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def _log_rejected(self, status: int, cause: str) -> None:
         if self.ctx.access.enabled:
-            self.ctx.access.write(f'{self.client_ip} "-" {status} upstream=- bytes=0 cause="{log_escape(cause)}"')
+            self.ctx.access.rejected(self.client_ip, status, cause)
 
     def _on_parser_upgrade(self, rest: bytes) -> None:
         ex = self.receiving
@@ -705,7 +713,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             self._log(ex)        # (and _abandon, seeing a status, does not log it again)
             self._abandon(ex)
         elif self.ctx.access.enabled:   # the response was complete (and logged) or our own
-            self.ctx.access.write(f'{self.client_ip} "-" - upstream=- bytes=0 cause="{cause}"')
+            self.ctx.access.rejected(self.client_ip, None, cause)
         # abort, not close: a close would wait for the buffer to drain, and that is the point
         self.closed = self._diverted = True
         self.transport.abort()   # connection_lost frees the rest: the slot, a tunnel, queued requests
@@ -721,8 +729,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             self._tunnel_since = now
         elif now - self._tunnel_since > limit:
             if self.ctx.access.enabled:
-                self.ctx.access.write(f'{self.client_ip} "-" - upstream=- bytes=0 '
-                                      f'cause="tunnel idle: no bytes either way for {limit:g}s"')
+                self.ctx.access.rejected(self.client_ip, None, f"tunnel idle: no bytes either way for {limit:g}s")
             self._close()   # and connection_lost closes the server's side
 
     def shutdown(self) -> None:

@@ -116,7 +116,8 @@ class HealthChecker:
     def _transition(self, server: Server, up: bool, message: str) -> None:
         to = "up" if up else "down"
         server.transitions[to] += 1
-        log.warning("upstream %s: %s", self.upstream.name, message)
+        log.warning("upstream %s: %s", self.upstream.name, message,
+                    extra={"event": "health", "upstream": self.upstream.name, "server": str(server), "to": to})
         if self.events is not None:
             self.events.add("health", f"upstream {self.upstream.name}: {message}", upstream=self.upstream.name,
                             server=str(server), to=to)

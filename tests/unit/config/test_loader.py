@@ -140,6 +140,11 @@ def test_issue_3_shape_works_as_written(tmp_path):
          "    protocol: tcp\n    listen: \"127.0.0.1:2\"\n    upstream: a\n    underscores_in_headers: true\n",
          "edgeway.yaml:4: listeners.0: underscores_in_headers: is only for http and https listeners"),
         ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
+         "    protocol: tcp\n    listen: \"127.0.0.1:2\"\n    upstream: a\n    request_id: true\n",
+         "edgeway.yaml:4: listeners.0: request_id: is only for http and https listeners"),
+        ("dns:\n  listen: [\"127.0.0.1:53\"]\nlog:\n  format: jsonl\n",
+         "edgeway.yaml:4: log.format: Input should be 'text' or 'json'"),
+        ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
          "    protocol: http\n    listen: \"127.0.0.1:2\"\n    routes: [{upstream: a}]\n"
          "    limits: {max_response_header_size: 100}\n",
          "listeners.0.limits.max_response_header_size: Input should be greater than or equal to 1024"),
@@ -177,3 +182,11 @@ def test_config_is_frozen(tmp_path):
 def test_unreadable_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_log_format_and_request_id_defaults(tmp_path):
+    config = load_config(write(tmp_path, ISSUE_4_EXAMPLE))
+    assert config.log.format == "text"
+    assert all(listener.request_id for listener in config.listeners)   # on, as Envoy's x-request-id
+    config = load_config(write(tmp_path, "dns:\n  listen: [\"127.0.0.1:53\"]\nlog: {format: json}\n"))
+    assert config.log.format == "json"

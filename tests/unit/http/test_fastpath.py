@@ -4,6 +4,7 @@ client, whether the server connection goes back to the pool, and the access-log 
 be the same. Driven in-process through fake transports (as bench/http_l7_inproc.py)."""
 
 import asyncio
+import itertools
 import os
 
 import pytest
@@ -12,6 +13,8 @@ from edgeway.config import load_config_text
 from edgeway.http import forward as forward_module
 from edgeway.http import pool as pool_module
 from edgeway.http import proxy as proxy_module
+from edgeway.http import request_id as request_id_module
+from tests.unit.http.test_request_id import counted_id
 from edgeway.http.listener import ListenerContext
 from edgeway.http.pool import UpstreamConnection
 from edgeway.http.proxy import ClientConnection
@@ -31,6 +34,7 @@ listeners:
     listen: "127.0.0.1:8080"
     trace_header: %(trace)s
     forwarded: %(forwarded)s
+    request_id: %(request_id)s
     routes:
       - match: {path_prefix: /static/}
         upstream: plain
@@ -58,6 +62,10 @@ REQUESTS = [
     b"POST /api/z HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi",
     b"GET / HTTP/1.1\r\nHost: example.com\r\nProxy-Connection: close\r\nX-Forwarded-For: \r\n\r\n",
     b"GET /api/x HTTP/1.1\r\nHost: example.com\r\nX_Forwarded_For: 6.6.6.6\r\nX-Ok: 1\r\nx_real_ip: a\r\n\r\n",
+    # X-Request-ID: a sane one kept, an insane one and two of them replaced (request_id.py)
+    b"GET /api/x HTTP/1.1\r\nHost: example.com\r\nX-Request-ID: client-1.2:3\r\nX-Ok: 1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: example.com\r\nx-request-id: bad id\r\nX-Ok: 1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Request-Id: a\r\nX-Request-Id: b\r\n\r\n",
 ]
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
@@ -98,17 +106,22 @@ class FakeTransport:
         pass
 
 
-def exchange(request: bytes, response: bytes, fast: bool, trace: bool, forwarded: bool, times: int = 2):
+def exchange(request: bytes, response: bytes, fast: bool, trace: bool, forwarded: bool, times: int = 2,
+             request_id: bool = True):
     """The request and its response `times` times through one listener, each on a new client
     connection: for each, what the server got, what the client got, whether the connection
     was pooled, and the access-log entry (times left out). The first time also teaches the
-    listener the request's route (ListenerContext.plain_routes), the second goes the short way."""
+    listener the request's route (ListenerContext.plain_routes), the second goes the short way.
+    New request ids are counted from 1, so that both paths make the same ones."""
     loop = asyncio.new_event_loop()
-    saved = proxy_module.scan_request, pool_module.forward_response
+    saved = proxy_module.scan_request, pool_module.forward_response, request_id_module.new_id
     if not fast:
         proxy_module.scan_request = pool_module.forward_response = None
+    ids = itertools.count(1)
+    request_id_module.new_id = lambda: counted_id(next(ids))
     try:
-        config = load_config_text(CONFIG % {"trace": str(trace).lower(), "forwarded": str(forwarded).lower()})
+        config = load_config_text(CONFIG % {"trace": str(trace).lower(), "forwarded": str(forwarded).lower(),
+                                            "request_id": str(request_id).lower()})
         upstreams = build_upstreams(config.upstreams)
         ctx = ListenerContext(config.listeners[0], upstreams, "http", loop)
         ctx.access.fd = os.open(os.devnull, os.O_WRONLY)
@@ -135,23 +148,24 @@ def exchange(request: bytes, response: bytes, fast: bool, trace: bool, forwarded
                 pooled = conn in ctx.pool.idle.get(conn.server, [])
             else:
                 pooled = None
-            log = [entry[1:8] + entry[11:] for entry in ctx.access.lines]
+            log = [entry[1:8] + (entry[11], entry[12] and entry[12].label, entry[13]) for entry in ctx.access.lines]
             ctx.access.lines.clear()
             results.append((sent_to, transport.out, transport.closing, pooled, log, client.queue and True,
                             client.receiving is None))
         os.close(ctx.access.fd)
         return results
     finally:
-        proxy_module.scan_request, pool_module.forward_response = saved
+        proxy_module.scan_request, pool_module.forward_response, request_id_module.new_id = saved
         loop.close()
 
 
-@pytest.mark.parametrize("trace,forwarded", [(False, False), (True, True)])
+@pytest.mark.parametrize("trace,forwarded,request_id", [(False, False, True), (True, True, True),
+                                                      (False, False, False)])
 @pytest.mark.parametrize("response", RESPONSES)
 @pytest.mark.parametrize("request_", REQUESTS)
-def test_the_fast_path_changes_nothing_anyone_can_see(request_, response, trace, forwarded):
-    slow = exchange(request_, response, False, trace, forwarded)
-    fast = exchange(request_, response, True, trace, forwarded)
+def test_the_fast_path_changes_nothing_anyone_can_see(request_, response, trace, forwarded, request_id):
+    slow = exchange(request_, response, False, trace, forwarded, request_id=request_id)
+    fast = exchange(request_, response, True, trace, forwarded, request_id=request_id)
     assert fast == slow
     assert all(result[1].startswith(b"HTTP/1.1 ") for result in slow)   # answered (not a test of nothing)
 

@@ -14,6 +14,7 @@ arrive, so its framing (not its content) depends on the packets."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 
 from edgeway.config import load_config_text
 from edgeway.http import proxy as proxy_module
+from edgeway.http import request_id as request_id_module
+from tests.unit.http.test_request_id import counted_id
 from edgeway.http.listener import ListenerContext
 from edgeway.http.pool import UpstreamConnection
 from edgeway.http.proxy import ClientConnection
@@ -86,11 +89,14 @@ class Transport:
 
 def run(packets: list[bytes], fast: bool = True) -> tuple[list, bytes, bool]:
     """The packets through one client connection: the complete requests the server got (head,
-    body without chunked framing), the bytes the client got, and whether it was closed."""
+    body without chunked framing), the bytes the client got, and whether it was closed. New
+    request ids are counted from 1, so that two runs make the same ones."""
     loop = asyncio.new_event_loop()
-    saved = proxy_module.scan_request
+    saved = proxy_module.scan_request, request_id_module.new_id
     if not fast:
         proxy_module.scan_request = None
+    ids = itertools.count(1)
+    request_id_module.new_id = lambda: counted_id(next(ids))
     try:
         config = load_config_text(CONFIG)
         upstreams = build_upstreams(config.upstreams)
@@ -137,7 +143,7 @@ def run(packets: list[bytes], fast: bool = True) -> tuple[list, bytes, bool]:
         requests = [req for conn in conns for req in complete_requests(conn.transport.out)]
         return requests, transport.out, transport.closing
     finally:
-        proxy_module.scan_request = saved
+        proxy_module.scan_request, request_id_module.new_id = saved
         for task in asyncio.all_tasks(loop):
             task.cancel()
         loop.close()

@@ -9,6 +9,7 @@ import pytest
 
 from edgeway.config.model import HttpTimeouts
 from edgeway.http.lingering import Lingering
+from edgeway.http.listener import AccessLog
 from edgeway.http.pool import TunnelEnd
 from edgeway.http.proxy import ClientConnection
 
@@ -54,17 +55,8 @@ class FakeTransport:
         self.calls.append("abort")
 
 
-class Access:
-    enabled = True
-
-    def __init__(self):
-        self.lines = []
-
-    def write(self, line):
-        self.lines.append(line)
-
-    def request(self, entry):
-        self.lines.append(entry)
+def Access():   # the real access log, its buffered entries read before any flush
+    return AccessLog("web", fd=-1)
 
 
 def context(**timeouts):
@@ -152,7 +144,7 @@ def test_client_send(sizes, drained_at, cut_at):
     conn._idle_since = 0.0
     assert sweep(conn, transport, sizes, drained_at=drained_at) == cut_at
     if cut_at is not None:
-        assert conn.closed and 'cause="client stopped reading: ' in ctx.access.lines[0]
+        assert conn.closed and 'cause="client stopped reading: ' in ctx.access.lines[0][1]
 
 
 def test_client_send_logs_and_lets_go_of_the_exchange_in_flight():
@@ -164,13 +156,15 @@ def test_client_send_logs_and_lets_go_of_the_exchange_in_flight():
     ex = SimpleNamespace(done=False, head=SimpleNamespace(method="GET", target="/big", version="1.1"), status=200,
                          server=server, upstream=SimpleNamespace(release=released.append),
                          conn=SimpleNamespace(close=lambda: closed.append(1)), connect_task=None, tried=(),
-                         sent=70000, response_started=True, t_connect=None, t_header=0.001, started=0.0, cause="", header_deadline=0.0)
+                         sent=70000, response_started=True, t_connect=None, t_header=0.001, started=0.0, cause="",
+                         header_deadline=0.0, route=None, request_id="r1")
     conn.queue.append(ex)
     conn._write_paused = True
     assert sweep(conn, transport, [70000] * 10) == 1.5
     assert released == [server] and closed == [1] and ex.done and ex.conn is None
     entry = ctx.access.lines[0]
-    assert entry[5] == 200 and entry[-1].startswith("client stopped reading: 70000 bytes unsent for 1s")
+    assert entry[5] == 200 and entry[11].startswith("client stopped reading: 70000 bytes unsent for 1s")
+    assert entry[13] == "r1"
 
 
 # ---------------------------------------------------------------------------- tunnel_idle
@@ -192,4 +186,4 @@ def test_tunnel_idle_counts_bytes_either_way():
         now += 0.25
         conn.check_timeouts(now)
     assert now == 3.0 + 1.25 and "close" in transport.calls
-    assert 'cause="tunnel idle: no bytes either way for 1s"' in ctx.access.lines[0]
+    assert 'cause="tunnel idle: no bytes either way for 1s"' in ctx.access.lines[0][1]
