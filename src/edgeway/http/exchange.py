@@ -49,6 +49,7 @@ class Exchange:
     target = ""
     key: str | None = None
     fail_status = 502
+    counted = False                      # in the metrics already (set only off the hot path: ClientConnection._count)
 
     def __init__(self, client: "ClientConnection", head: RequestHead | None, started: float):
         self.client = client
