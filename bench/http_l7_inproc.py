@@ -77,6 +77,7 @@ def main(n: int) -> None:
 
     # what the listener's sweeper does once a tick besides the timeouts (flush the log, fold the
     # metrics): here every 256 requests, as the access log flushes itself at 256 lines anyway
+    # (a tree from before the metrics has no stats: the same file measures both, for A/B)
     fold = ctx.stats.fold if hasattr(ctx, "stats") else (lambda: None)
     count = [0]
 

@@ -21,8 +21,8 @@ Labels:
   response), invalid (not HTTP, head too large, a 101 not asked for), "no server" (no server
   available to pick: answered 503).
 
-Everything here runs on the event loop's thread (the sweeper, the admin listener's scrape):
-the hot path's list is swapped, never locked.
+Everything here runs on the event loop's thread (the sweeper, the admin listener's scrape),
+as the request path does: a fold swaps a route's list for a new one, nothing is locked.
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ from edgeway.metrics.histogram import Histogram
 # proxied request on loopback takes well under 5 ms) and up to 60 s (timeouts.upstream_header's
 # default, nginx's proxy_read_timeout).
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-CAUSES = ("refused", "timeout", "reset", "invalid", "no server")
-
 
 class RouteStats:
     """One (route, upstream) pair of one listener: requests by status, and their durations.
