@@ -35,8 +35,9 @@ class FakeClient:
     def upstream_upgraded(self, ex, conn, rest):
         self.upgraded = rest
 
-    def upstream_failed(self, ex, cause, status=502, retryable=True):
+    def upstream_failed(self, ex, cause, status=502, retryable=True, *, kind):
         self.failed = cause
+        self.failed_kind = kind
 
 
 def feed_httptools(*packets: bytes, max_head: int = 65536) -> FakeClient:

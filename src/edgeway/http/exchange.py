@@ -51,6 +51,7 @@ class Exchange:
     fail_status = 502
     request_id: str | None = None        # X-Request-ID (request_id.py), when the listener has it on
     request_id_line = b""                # its header line, for the response
+    counted = False                      # in the metrics already (set only off the hot path: ClientConnection._count)
 
     def __init__(self, client: "ClientConnection", head: RequestHead | None, started: float):
         self.client = client

@@ -45,6 +45,7 @@ class Forwarding:
             if ex.tried:   # retrying, and nothing is left: the last failure is the answer
                 self._fail_local(ex, ex.fail_status, ex.cause)
             else:
+                self.ctx.stats.upstream_error(up.name, "no server")
                 self._fail_local(ex, 503, f"no healthy server in upstream {up.name} ({up.down_reason(now)})")
             return
         if ex.trace is not None:
@@ -70,15 +71,17 @@ class Forwarding:
                                             server.address.host, server.address.port), timeout)
         except (asyncio.TimeoutError, TimeoutError):
             ex.connect_task = None
-            self.upstream_failed(ex, f"server down: connect to {server} timed out after {timeout:g}s")
+            self.upstream_failed(ex, f"server down: connect to {server} timed out after {timeout:g}s", kind="timeout")
             return
         except ConnectionRefusedError:
             ex.connect_task = None
-            self.upstream_failed(ex, f"connection refused by {server} (port closed)")
+            self.upstream_failed(ex, f"connection refused by {server} (port closed)", kind="refused")
             return
         except OSError as exc:
             ex.connect_task = None
-            self.upstream_failed(ex, f"server down: cannot connect to {server} ({exc.strerror or exc})")
+            # (unreachable, no route to host...: no connection either, counted as refused)
+            self.upstream_failed(ex, f"server down: cannot connect to {server} ({exc.strerror or exc})",
+                                 kind="refused")
             return
         ex.connect_task = None
         ex.t_connect = perf_counter() - started
@@ -114,7 +117,8 @@ class Forwarding:
         ex.header_deadline = 0.0
         if ex.conn is conn and not ex.response_started and not ex.done:
             self.upstream_failed(ex, f"upstream timed out: no response head from {ex.server} within "
-                                     f"{self.ctx.timeouts.upstream_header:g}s", status=504, retryable=False)
+                                     f"{self.ctx.timeouts.upstream_header:g}s", status=504, retryable=False,
+                                 kind="timeout")
 
     # ================================================================== server events
 
@@ -131,7 +135,7 @@ class Forwarding:
         if status == 101:
             if not ex.upgrade:
                 self.upstream_failed(ex, f"invalid response from {server} (101 to a request without Upgrade)",
-                                     retryable=False)
+                                     retryable=False, kind="invalid")
                 return
             lines = [b"HTTP/1.1 101 " + head.reason + b"\r\n", *head.lines]
             if head.upgrade is not None:
@@ -223,7 +227,11 @@ class Forwarding:
         else:
             self.transport.write(out)
         queue.popleft()
-        if self.ctx.access.enabled:
+        ctx = self.ctx
+        stats = ex.route.stats   # ClientConnection._count, in line
+        stats.codes[status] += 1
+        stats.durations.append(perf_counter() - ex.started)
+        if ctx.access.enabled:
             self._log(ex)
         if ex.close_after:
             self._close()
@@ -284,7 +292,7 @@ class Forwarding:
             if ex.head.method in IDEMPOTENT and not ex.head.has_body:
                 self._start_proxy(ex)
                 return
-        self.upstream_failed(ex, f"connection {what} by {conn.server} before a complete response")
+        self.upstream_failed(ex, f"connection {what} by {conn.server} before a complete response", kind="reset")
 
     def upstream_upgraded(self, ex: Exchange, conn: UpstreamConnection, rest: bytes) -> None:
         """The server answered 101: from now on both connections are a byte tunnel."""
@@ -300,13 +308,17 @@ class Forwarding:
         if pending:
             conn.transport.write(pending)
         self._log(ex)
+        self._count(ex)
         self._paused = frozenset()
         self.transport.resume_reading()
 
-    def upstream_failed(self, ex: Exchange, cause: str, status: int = 502, retryable: bool = True) -> None:
-        """Anything that went wrong with the server before the response was complete."""
+    def upstream_failed(self, ex: Exchange, cause: str, status: int = 502, retryable: bool = True, *,
+                        kind: str) -> None:
+        """Anything that went wrong with the server before the response was complete; `kind`:
+        the cause's class for the metrics (refused, timeout, reset, invalid: http/metrics.py)."""
         if ex.done:
             return
+        self.ctx.stats.upstream_error(ex.upstream.name, kind)
         now = self.loop.time()
         server = ex.server
         ex.header_deadline = 0.0
@@ -323,12 +335,15 @@ class Forwarding:
         if ex.response_started:
             ex.done = True
             self._log(ex)
+            self._count(ex)
             self._close()
             return
         can_retry = (retryable and ex.head.method in IDEMPOTENT and not ex.head.has_body and not ex.upgrade
                      and len(ex.tried) <= self.ctx.limits.max_retries)
         if can_retry and not self.closed:
             self._start_proxy(ex)   # another server, or the failure answered when none is left
+            if ex.server is not None:   # (a retry is counted when a server was there to take it)
+                self.ctx.stats.retry(ex.upstream.name)
             return
         self._fail_local(ex, status, cause)
 

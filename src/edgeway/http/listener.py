@@ -21,6 +21,7 @@ from json.encoder import encode_basestring_ascii as encode_json_text
 from edgeway import logs
 from edgeway.config.model import ListenerConfig
 from edgeway.http._logfmt import format_entries   # the same bytes as AccessLog.format, a tenth of the cost
+from edgeway.http.metrics import HttpStats
 from edgeway.http.pool import Pool
 from edgeway.http.routing import Router, compile_hash_key
 
@@ -217,6 +218,7 @@ class ListenerContext:
         self.pool = Pool(loop, config.timeouts.upstream_idle, config.limits.max_response_header_size)
         self.access = AccessLog(config.name, enabled=config.access_log)
         self.connections: set = set()
+        self.stats = HttpStats()   # the metrics (http/metrics.py): a reload keeps them
         self._sweeper: asyncio.TimerHandle | None = None
         self.apply(config, Router(config.routes, upstreams))
 
@@ -239,6 +241,7 @@ class ListenerContext:
             sticky = up.config.sticky
             route.sticky_cookie = sticky.cookie if sticky is not None else None
             route.key = _hash_key(up) if up.algorithm in ("hash", "ip_hash") else None
+            route.stats = self.stats.for_route(route)
         self.router = router
         self.trace_header = config.trace_header
         # sticky upstreams: server -> (its id as the cookie carries it, the Set-Cookie line)
@@ -292,6 +295,7 @@ class ListenerContext:
                 conn.check_timeouts(now)
             self.pool.sweep(now)
             self.access.flush()
+            self.stats.fold()
         except Exception:  # a bug here must not stop the timeouts of every other connection
             log.exception("http listener %s: sweeper error", self.config.name)
         self._sweeper = self.loop.call_later(self.tick, self._sweep)

@@ -156,7 +156,7 @@ class UpstreamConnection(asyncio.Protocol):
             ex = self.ex
             if ex is not None:
                 ex.client.upstream_failed(ex, f"invalid response from {self.server} ({exc})",
-                                          retryable=False)
+                                          retryable=False, kind="invalid")
             else:
                 self._extra = True   # garbage after a complete response (or after a failure)
         finally:
@@ -278,7 +278,7 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is not None:
             ex.client.upstream_failed(
                 ex, f"response head from {self.server} larger than max_response_header_size "
-                    f"({self.max_head} bytes)", retryable=False)
+                    f"({self.max_head} bytes)", retryable=False, kind="invalid")
         self.close()   # (done by upstream_failed already; the parser must not go on either way)
 
     # ------------------------------------------------------------------ ours

@@ -108,6 +108,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         ctx = self.ctx
         if len(ctx.connections) >= ctx.max_connections:
             transport.write(error_response(503, "too many connections to this listener", close=True))
+            ctx.stats.no_route.codes[503] += 1   # an answer sent, though to no request read
+            ctx.stats.no_route.durations.append(0.0)
             transport.close()
             self.closed = self._diverted = True
             return
@@ -499,6 +501,9 @@ class ClientConnection(Forwarding, asyncio.Protocol):
 
     def _finish(self, ex: Exchange) -> None:
         self.queue.popleft()
+        stats = ex.route.stats if ex.route is not None else self.ctx.stats.no_route   # _count, in line
+        stats.codes[ex.status] += 1
+        stats.durations.append(perf_counter() - ex.started)
         if self.ctx.access.enabled:
             self._log(ex)
         if ex.close_after or (not ex.request_complete and ex.local is not None):
@@ -522,8 +527,20 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                         ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause, ex.route,
                         ex.request_id))
 
-    def _abandon(self, ex: Exchange) -> None:
-        """The client went away: let go of the server side."""
+    def _count(self, ex: Exchange) -> None:
+        """Count `ex` in the metrics (http/metrics.py), for the ways a request ends other than
+        _finish and whole_response, which do this in line. Only these mark the exchange counted:
+        one that ends off the usual path may still be in the queue when the connection goes
+        (and _abandon counts what was not)."""
+        ex.counted = True
+        stats = ex.route.stats if ex.route is not None else self.ctx.stats.no_route
+        stats.codes[ex.status] += 1
+        stats.durations.append(perf_counter() - ex.started)
+
+    def _abandon(self, ex: Exchange, count: bool = True) -> None:
+        """The client went away, or the request is cut short: let go of the server side. The
+        request is counted in the metrics here unless `count` is false or it was already
+        (with 499 if nothing of its answer was under way, as in the access log)."""
         if ex.connect_task is not None:
             ex.connect_task.cancel()
             ex.connect_task = None
@@ -538,6 +555,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 ex.cause = "client closed the connection"
                 self._log(ex)
             ex.done = True
+        if count and not ex.counted:
+            self._count(ex)
 
     def _write(self, data: bytes) -> None:
         if self._wbuf is not None:
@@ -582,13 +601,13 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self._partial = True   # the parser is done for: no packet may look like a fresh request now
         ex = self.receiving if (self.receiving is not None and not self.receiving.request_complete) else None
         if ex is not None and (ex.conn is not None or ex.connect_task is not None or ex.server is not None):
-            ex.status, ex.cause = status, cause    # logged once, by _log_rejected
-            self._abandon(ex)
+            ex.status, ex.cause = status, cause    # logged once, by _log_rejected (and counted once, as `bad`)
+            self._abandon(ex, count=False)
             if ex in self.queue:
                 self.queue.remove(ex)
         elif ex is not None and ex in self.queue:
             self.queue.remove(ex)
-        bad = Exchange(self, None, perf_counter())
+        bad = Exchange(self, None, ex.started if ex is not None else perf_counter())
         bad.local = error_response(status, cause, close=True)
         bad.status = status
         bad.cause = cause
@@ -599,6 +618,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self._log_rejected(status, cause)
         if self.queue[0] is bad:
             self._write(bad.local)
+            self._count(bad)
             self.queue.clear()
             self._close(linger=True)
         else:   # earlier requests of the same packet are answered first, then this
@@ -652,7 +672,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                     and now - conn.last_read > timeouts.upstream_idle:
                 # (while the client is the slow side, reading the server is paused on purpose)
                 self.upstream_failed(ex, f"upstream timed out: {conn.server} sent nothing for "
-                                         f"{timeouts.upstream_idle:g}s in the middle of the response", status=504)
+                                         f"{timeouts.upstream_idle:g}s in the middle of the response", status=504,
+                                     kind="timeout")
             return
         if self._in_head and not self.queue:
             if now - self._head_started > timeouts.client_header:
@@ -660,6 +681,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                     self._write(error_response(408, f"request head not received within {timeouts.client_header:g}s",
                                                close=True))
                     self._log_rejected(408, "client too slow sending the request head")
+                    self.ctx.stats.no_route.codes[408] += 1
+                    self.ctx.stats.no_route.durations.append(now - self._head_started)
                 self._close(linger=self._partial)
         elif not self.queue and now - self._idle_since > timeouts.client_idle:
             self._close()

@@ -15,7 +15,7 @@ from edgeway.config.model import RouteConfig
 
 class Route:
     __slots__ = ("index", "config", "upstream", "upstream_name", "prefix", "_tests", "strip", "set_host",
-                 "label", "sticky_cookie", "key", "_others")
+                 "label", "match_text", "sticky_cookie", "key", "stats", "_others")
 
     def __init__(self, index: int, config: RouteConfig, upstream: object):
         self.index = index
@@ -29,6 +29,7 @@ class Route:
         sticky = getattr(getattr(upstream, "config", None), "sticky", None)
         self.sticky_cookie: str | None = sticky.cookie if sticky is not None else None
         self.key = None   # request -> hash key, set by the listener for hash/ip_hash upstreams
+        self.stats = None  # its counters (http/metrics.py RouteStats), set by the listener
         tests: list[Callable[[RequestView], bool]] = []
         if m.path_prefix is not None:
             prefix = m.path_prefix
@@ -52,7 +53,10 @@ class Route:
         # Router.match tests the prefix itself (most routes have one) and then these
         self._others = self._tests[1:] if m.path_prefix is not None else self._tests
         parts = [f"{k}={v}" for k, v in m.model_dump(exclude_defaults=True).items()]
-        self.label = f"#{index} ({', '.join(parts) or 'any'})"
+        # the metrics' route label: the conditions without the index, which a reload that
+        # inserts a route before this one would change
+        self.match_text = ", ".join(parts) or "any"
+        self.label = f"#{index} ({self.match_text})"
 
     def matches(self, request: "RequestView") -> bool:
         for test in self._tests:

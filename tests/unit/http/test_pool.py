@@ -149,11 +149,13 @@ def test_a_response_head_over_the_limit_fails_the_exchange():
     assert client.failed is None and client.complete == 1
     client = feed(head, max_head=1018)
     assert "larger than max_response_header_size (1018 bytes)" in client.failed and not client.heads
+    assert client.failed_kind == "invalid"   # the metrics' cause
 
 
 def test_one_endless_field_is_cut_while_it_arrives():
     client = feed(b"HTTP/1.1 200 OK\r\nX-Big: ", *[b"a" * 1000] * 10, max_head=4096)
     assert "larger than max_response_header_size (4096 bytes)" in client.failed and not client.heads
+    assert client.failed_kind == "invalid"
 
 
 def test_the_whole_response_scanner_counts_the_head_as_the_parser_does():

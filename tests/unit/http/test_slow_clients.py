@@ -10,6 +10,7 @@ import pytest
 from edgeway.config.model import HttpTimeouts
 from edgeway.http.lingering import Lingering
 from edgeway.http.listener import AccessLog
+from edgeway.http.metrics import HttpStats
 from edgeway.http.pool import TunnelEnd
 from edgeway.http.proxy import ClientConnection
 
@@ -61,7 +62,7 @@ def Access():   # the real access log, its buffered entries read before any flus
 
 def context(**timeouts):
     return SimpleNamespace(timeouts=HttpTimeouts(**timeouts), connections=set(), access=Access(),
-                           loop=SimpleNamespace(time=lambda: 0.0), max_connections=10)
+                           loop=SimpleNamespace(time=lambda: 0.0), max_connections=10, stats=HttpStats())
 
 
 # ---------------------------------------------------------------------------- lingering
@@ -157,7 +158,7 @@ def test_client_send_logs_and_lets_go_of_the_exchange_in_flight():
                          server=server, upstream=SimpleNamespace(release=released.append),
                          conn=SimpleNamespace(close=lambda: closed.append(1)), connect_task=None, tried=(),
                          sent=70000, response_started=True, t_connect=None, t_header=0.001, started=0.0, cause="",
-                         header_deadline=0.0, route=None, request_id="r1")
+                         header_deadline=0.0, route=None, request_id="r1", counted=False)
     conn.queue.append(ex)
     conn._write_paused = True
     assert sweep(conn, transport, [70000] * 10) == 1.5
@@ -165,6 +166,7 @@ def test_client_send_logs_and_lets_go_of_the_exchange_in_flight():
     entry = ctx.access.lines[0]
     assert entry[5] == 200 and entry[11].startswith("client stopped reading: 70000 bytes unsent for 1s")
     assert entry[13] == "r1"
+    assert ctx.stats.no_route.codes[200] == 1 and len(ctx.stats.no_route.durations) == 1   # counted once, as sent
 
 
 # ---------------------------------------------------------------------------- tunnel_idle
