@@ -303,8 +303,9 @@ class ListenerConfig(Model):
     underscores_in_headers: bool = False
     access_log: bool = True
     # http/https: keep the client's X-Request-ID when sane, else make one; sent to the
-    # server, returned to the client, logged (on by default, as Envoy's x-request-id)
-    request_id: bool = True
+    # server, returned to the client, logged (on by default, as Envoy's x-request-id). None is
+    # that default, so that a tcp/udp listener's config, dumped and read back, stays valid
+    request_id: bool | None = None
     proxy_protocol: Literal["v1", "v2"] | None = None           # tcp: sent to the server
     session_timeout: Duration = 30                             # udp flows
     idle_timeout: Duration = 300                               # tcp
@@ -328,7 +329,7 @@ class ListenerConfig(Model):
                 raise ValueError(f"a {self.protocol} listener has no routes (it sees no HTTP)")
         if self.underscores_in_headers and self.protocol not in ("http", "https"):
             raise ValueError("underscores_in_headers: is only for http and https listeners")
-        if "request_id" in self.model_fields_set and self.protocol not in ("http", "https"):
+        if self.request_id is not None and self.protocol not in ("http", "https"):
             raise ValueError("request_id: is only for http and https listeners")
         if self.proxy_protocol is not None and self.protocol != "tcp":
             raise ValueError("proxy_protocol: is only for protocol: tcp listeners")

@@ -234,7 +234,7 @@ class ListenerContext:
         self.max_header_size = config.limits.max_header_size
         self.upstream_header_timeout = config.timeouts.upstream_header
         self.forwarded = config.forwarded
-        self.request_id = config.request_id
+        self.request_id = config.request_id is not False   # None: the default, on
         self.underscores_in_headers = config.underscores_in_headers
         for route in router.routes:
             up = route.upstream

@@ -187,6 +187,7 @@ def test_unreadable_file_is_a_config_error(tmp_path):
 def test_log_format_and_request_id_defaults(tmp_path):
     config = load_config(write(tmp_path, ISSUE_4_EXAMPLE))
     assert config.log.format == "text"
-    assert all(listener.request_id for listener in config.listeners)   # on, as Envoy's x-request-id
+    # unset (None) means on for http/https, as Envoy's x-request-id; ListenerContext reads it so
+    assert all(listener.request_id is None for listener in config.listeners)
     config = load_config(write(tmp_path, "dns:\n  listen: [\"127.0.0.1:53\"]\nlog: {format: json}\n"))
     assert config.log.format == "json"
