@@ -70,8 +70,14 @@ def test_a_closed_connection_leaves_the_epoll_set_even_when_its_socket_is_shared
     # close() takes a descriptor out of an epoll set only with the last descriptor of its
     # socket; a dup (or a forked child's copy) would keep it there, naming a freed Transport
     l7.start(simple_config(l7.servers()[:1]))
-    plain = http_service(l7).plain
+    service = http_service(l7)
+    plain = service.plain
     epfd = plain.poller.fileno()
+    # wait_for_port's probe connection may still be registered: its descriptor number, freed,
+    # could then come back as this test's connection and hide it from the set difference
+    deadline = time.monotonic() + 5
+    while service.ctx.connections and time.monotonic() < deadline:
+        time.sleep(0.01)
     before = registered_fds(epfd)
     with socket.create_connection(("127.0.0.1", l7.port), timeout=3) as c:
         for _ in range(100):
