@@ -140,8 +140,7 @@ class Runtime:
                 log.error("error while draining %r: %s", service, result)
         if self._retiring:
             await asyncio.wait(self._retiring, timeout=max(0.0, deadline - loop.time()))
-        left = loop.time() - deadline
-        if left >= 0:
+        if loop.time() >= deadline:
             log.warning("shutdown_timeout (%gs) reached: closing what is still open", timeout)
 
     # ------------------------------------------------------------------ introspection

@@ -108,8 +108,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         ctx = self.ctx
         if len(ctx.connections) >= ctx.max_connections:
             transport.write(error_response(503, "too many connections to this listener", close=True))
-            ctx.stats.no_route.codes[503] += 1   # an answer sent, though to no request read
-            ctx.stats.no_route.durations.append(0.0)
+            ctx.stats.no_route.count(503, 0.0)   # an answer sent, though to no request read
             transport.close()
             self.closed = self._diverted = True
             return
@@ -534,8 +533,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         (and _abandon counts what was not)."""
         ex.counted = True
         stats = ex.route.stats if ex.route is not None else self.ctx.stats.no_route
-        stats.codes[ex.status] += 1
-        stats.durations.append(perf_counter() - ex.started)
+        stats.count(ex.status, perf_counter() - ex.started)
 
     def _abandon(self, ex: Exchange, count: bool = True) -> None:
         """The client went away, or the request is cut short: let go of the server side. The
@@ -681,8 +679,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                     self._write(error_response(408, f"request head not received within {timeouts.client_header:g}s",
                                                close=True))
                     self._log_rejected(408, "client too slow sending the request head")
-                    self.ctx.stats.no_route.codes[408] += 1
-                    self.ctx.stats.no_route.durations.append(now - self._head_started)
+                    self.ctx.stats.no_route.count(408, now - self._head_started)
                 self._close(linger=self._partial)
         elif not self.queue and now - self._idle_since > timeouts.client_idle:
             self._close()
