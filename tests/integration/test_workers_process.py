@@ -293,3 +293,112 @@ def test_a_worker_that_keeps_dying_is_restarted_with_backoff(tmp_path, backends)
         assert "restarting in 0.4s" in group.text() or "restarting in 0.8s" in group.text(), group.text()[-3000:]
     finally:
         assert group.stop() == 0
+
+
+def each_worker_alone(group: Group, check) -> None:
+    """`check()` passes with each worker serving alone (the others stopped with SIGSTOP)."""
+    pids = group.workers()
+    for serving in pids:
+        stopped = [p for p in pids if p != serving]
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            check()
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_a_reload_adding_a_listener_serves_it_from_every_worker(tmp_path, backends):
+    http_port, dns_port, new_port = free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    group = Group(tmp_path, config)
+    try:
+        pids = group.wait_running()
+        config["listeners"].append({"name": "more", "protocol": "http", "listen": f"127.0.0.1:{new_port}",
+                                    "routes": [{"match": {"path_prefix": "/"}, "upstream": "app"}]})
+        group.write(config)
+        tail = group.reload()
+        assert tail.startswith(f"{group.path} done"), tail
+        assert "listener more: http on" in tail, tail
+        assert group.workers() == pids       # applied in place: the same processes
+
+        def both_ports() -> None:
+            for _ in range(5):
+                assert http_get(new_port, "/new") == 200
+                assert http_get(http_port, "/old") == 200
+                assert dns_query(dns_port) == "192.0.2.1"
+
+        each_worker_alone(group, both_ports)
+        # and a reload removing it closes it everywhere
+        config["listeners"].pop()
+        group.write(config)
+        assert group.reload().startswith(f"{group.path} done")
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", new_port), timeout=2).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        # (as in a single process, the removed listener closes just after the reload's result)
+        wait_for(refused, 2, f"port {new_port} closed")
+        assert http_get(http_port) == 200
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()
+
+
+def test_a_bad_reload_changes_nothing(tmp_path, backends):
+    http_port, dns_port = free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    group = Group(tmp_path, config)
+    try:
+        pids = group.wait_running()
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        try:
+            for broken, where in [
+                ("workers: 2\nlisteners: [\n", "invalid YAML"),
+                ({**config, "upstreams": {"app": {"servers": [{"address": "127.0.0.1:1", "weight": 0}]}}},
+                 "upstreams.app.servers.0.weight"),
+                ({**config, "listeners": config["listeners"] + [{
+                    "name": "taken", "protocol": "http", "listen": f"127.0.0.1:{busy.getsockname()[1]}",
+                    "routes": [{"upstream": "app"}]}]}, "cannot listen on"),
+                ({**config, "workers": 1}, "workers: changing between 1 and N needs a restart"),
+            ]:
+                group.write(broken)
+                tail = group.reload()
+                assert tail.startswith(f"{group.path} failed"), tail
+                assert where in tail, tail
+                assert group.workers() == pids
+                each_worker_alone(group, lambda: http_get(http_port) == 200 or pytest.fail("not 200"))
+        finally:
+            busy.close()
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()
+
+
+def test_a_reload_changing_the_number_of_workers_starts_and_stops_them(tmp_path, backends):
+    http_port, dns_port = free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    group = Group(tmp_path, config)
+    try:
+        pids = group.wait_running()
+        group.write({**config, "workers": 3})
+        tail = group.reload()
+        assert "workers: 2 -> 3" in tail, tail
+        three = wait_for(lambda: len(w := group.workers()) == 3 and w, 10, "3 workers")
+        assert set(pids) < set(three)
+        wait_for(lambda: group.text().count("serving generation 2") >= 1, 10, "the third worker serving")
+        group.write({**config, "workers": 2})
+        tail = group.reload()
+        assert "workers: 3 -> 2" in tail, tail
+        wait_for(lambda: len(group.workers()) == 2, 10, "2 workers")
+        each_worker_alone(group, lambda: http_get(http_port) == 200 or pytest.fail("not 200"))
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()
