@@ -402,3 +402,74 @@ def test_a_reload_changing_the_number_of_workers_starts_and_stops_them(tmp_path,
     finally:
         assert group.stop() == 0
     assert "Traceback" not in group.text()
+
+
+class UdpEcho:
+    """A UDP server that answers each datagram with its name and the sender's port."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (TimeoutError, socket.timeout):
+                continue
+            self.sock.sendto(f"{self.name} {addr[1]} ".encode() + data, addr)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+def udp_owner(port: int) -> int | None:
+    """The pid of the process with a UDP socket on local port `port` (ss -p)."""
+    out = subprocess.run(["ss", "-uanpH", "sport", f"= :{port}"], capture_output=True, text=True).stdout
+    m = re.search(r"pid=(\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+def test_udp_flows_stay_on_one_worker_and_one_server(tmp_path, backends):
+    require_tool("ss")
+    echoes = [UdpEcho(f"u{i}") for i in (1, 2)]
+    udp_port, http_port, dns_port = free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    config["upstreams"]["udp"] = {"servers": [{"address": f"127.0.0.1:{e.port}"} for e in echoes]}
+    config["listeners"].append({"name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{udp_port}",
+                                "upstream": "udp", "session_timeout": "30s"})
+    group = Group(tmp_path, config)
+    clients = []
+    try:
+        pids = group.wait_running()
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+        seen: dict[int, set[tuple[str, str]]] = {i: set() for i in range(len(clients))}
+        for client in clients:
+            client.settimeout(2)
+        for round_ in range(10):
+            for i, client in enumerate(clients):
+                client.sendto(f"c{i} r{round_}".encode(), ("127.0.0.1", udp_port))
+                server, source, payload = client.recv(2048).decode().split(" ", 2)
+                assert payload == f"c{i} r{round_}"
+                seen[i].add((server, source))
+        # each client's datagrams went out of one flow socket (one worker) to one server
+        assert all(len(s) == 1 for s in seen.values()), seen
+        owners = {udp_owner(int(next(iter(s))[1])) for s in seen.values()}
+        assert owners <= set(pids), (owners, pids)
+        assert len(owners) == 2, owners   # (16 clients hashed over 2 sockets: both get some)
+        assert {next(iter(s))[0] for s in seen.values()} == {"u1", "u2"}
+    finally:
+        for client in clients:
+            client.close()
+        assert group.stop() == 0
+        for echo in echoes:
+            echo.close()
+    assert "Traceback" not in group.text()
