@@ -155,6 +155,7 @@ class Channel:
                 data = b""
             if not data:
                 self._fail_waiters(f"control channel to {self.name} closed (EOF)")
+                self.close()
                 raise StopAsyncIteration
             try:
                 self._ready.extend(self._decoder.feed(data))
