@@ -473,3 +473,35 @@ def test_udp_flows_stay_on_one_worker_and_one_server(tmp_path, backends):
         for echo in echoes:
             echo.close()
     assert "Traceback" not in group.text()
+
+
+def test_a_group_that_cannot_start_exits_1_and_says_why(tmp_path, backends):
+    http_port, dns_port, udp_port = free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    # the supervisor's own sockets: a port in use is its error, at once
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        config["listeners"][0]["listen"] = f"127.0.0.1:{busy.getsockname()[1]}"
+        group = Group(tmp_path, config)
+        assert group.proc.wait(20) == 1
+        assert "cannot listen on" in group.text(), group.text()
+    finally:
+        busy.close()
+    # a worker's: an L4 udp port taken (workers bind those themselves): no restart loop
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    config["upstreams"]["udp"] = {"servers": [{"address": "127.0.0.1:9"}]}
+    config["listeners"].append({"name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{udp_port}",
+                                "upstream": "udp"})
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", udp_port))
+    try:
+        group = Group(tmp_path, config)
+        assert group.proc.wait(30) == 1
+        text = group.text()
+        assert "exited before it served (exit status 1)" in text, text[-3000:]
+        assert "udp listener dgram: cannot listen on" in text and "Address already in use" in text, text[-3000:]
+        assert text.count("started (pid") == 2, text[-3000:]
+    finally:
+        taken.close()
