@@ -359,6 +359,8 @@ def test_a_bad_reload_changes_nothing(tmp_path, backends):
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
         busy.listen()
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        taken.bind(("127.0.0.1", 0))
         try:
             for broken, where in [
                 ("workers: 2\nlisteners: [\n", "invalid YAML"),
@@ -368,6 +370,11 @@ def test_a_bad_reload_changes_nothing(tmp_path, backends):
                     "name": "taken", "protocol": "http", "listen": f"127.0.0.1:{busy.getsockname()[1]}",
                     "routes": [{"upstream": "app"}]}]}, "cannot listen on"),
                 ({**config, "workers": 1}, "workers: changing between 1 and N needs a restart"),
+                # every worker's own bind fails (L4 udp sockets are not shared)
+                ({**config, "upstreams": {**config["upstreams"], "udp": {"servers": [{"address": "127.0.0.1:9"}]}},
+                  "listeners": config["listeners"] + [{
+                      "name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{taken.getsockname()[1]}",
+                      "upstream": "udp"}]}, "udp listener dgram: cannot listen on"),
             ]:
                 group.write(broken)
                 tail = group.reload()
@@ -377,6 +384,35 @@ def test_a_bad_reload_changes_nothing(tmp_path, backends):
                 each_worker_alone(group, lambda: http_get(http_port) == 200 or pytest.fail("not 200"))
         finally:
             busy.close()
+            taken.close()
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()
+
+
+def test_a_worker_whose_reload_fails_is_replaced_by_one_on_the_new_config(tmp_path, backends):
+    import resource
+
+    http_port, dns_port, udp_port = free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    group = Group(tmp_path, config)
+    try:
+        pids = group.wait_running()
+        # worker pids[0] can open no more descriptors: its reload (a new udp listener binds a
+        # socket in each worker) fails, the other's works
+        open_fds = len(os.listdir(f"/proc/{pids[0]}/fd"))
+        resource.prlimit(pids[0], resource.RLIMIT_NOFILE, (open_fds, open_fds))
+        config["upstreams"]["udp"] = {"servers": [{"address": "127.0.0.1:9"}]}
+        config["listeners"].append({"name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{udp_port}",
+                                    "upstream": "udp"})
+        group.write(config)
+        tail = group.reload()
+        assert tail.startswith(f"{group.path} done"), tail
+        assert re.search(r"worker \d: reload failed \(.*\): replaced", tail), tail
+        new = wait_for(lambda: [p for p in group.workers() if p not in pids], 10, "a new worker")
+        wait_for(lambda: not alive(pids[0]), 10, "the failed worker gone")
+        assert pids[1] in group.workers() and len(group.workers()) == 2
+        wait_for(lambda: f"(pid {new[0]}) serving generation 2" in group.text(), 10, "the new one on generation 2")
     finally:
         assert group.stop() == 0
     assert "Traceback" not in group.text()
