@@ -541,3 +541,35 @@ def test_a_group_that_cannot_start_exits_1_and_says_why(tmp_path, backends):
         assert text.count("started (pid") == 2, text[-3000:]
     finally:
         taken.close()
+
+
+def test_the_api_and_ctl_reload_every_worker(tmp_path, backends):
+    from tests.support.admin import AdminServe
+
+    http_port = free_port()
+    config = {"workers": 2,
+              "upstreams": {"app": {"servers": [{"address": f"127.0.0.1:{b.port}"} for b in backends]}},
+              "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{http_port}",
+                             "access_log": False, "routes": [{"upstream": "app"}]}]}
+    with AdminServe(tmp_path, config) as serve:
+        wait_for_port("127.0.0.1", http_port)
+        assert http_get(http_port) == 200
+        serve.config["listeners"][0]["timeouts"] = {"connect": "3s"}
+        serve.write(serve.config)
+        status, _, result = serve.curl("POST", "/api/v1/reload")
+        assert status == 200 and result["ok"], result
+        assert "listener web: updated" in result["changes"], result
+        status, _, info = serve.curl("GET", "/api/v1/status")
+        assert status == 200 and info["last_reload"]["ok"], info
+        assert info["services"] == [s for s in info["services"] if s["kind"] == "admin"]   # the supervisor's
+        done = serve.ctl("reload")
+        assert done.returncode == 0, done.stderr
+        serve.write({**serve.config, "workers": 1})
+        refused = serve.ctl("reload")
+        assert refused.returncode == 1 and "changing between 1 and N needs a restart" in refused.stderr, refused
+        assert http_get(http_port) == 200
+        code, out = serve.stop()
+    assert code == 0, out[-3000:]
+    for index in (0, 1):
+        assert f"[w{index}] " in out and re.search(rf"\[w{index}\] .*generation 3 applied", out), out[-3000:]
+    assert out.count("reload of ") == 3 and "Traceback" not in out, out[-3000:]
