@@ -211,6 +211,34 @@ def test_sigterm_stops_the_group_with_exit_0_and_no_orphan(tmp_path, backends):
         assert f"(pid {pid}) exited: exit status 0" in text, text[-3000:]
 
 
+def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_clients(tmp_path, backends, bg):
+    slow = bg.call(HttpBackend("slow", mode="slow:2").start())
+    try:
+        http_port, dns_port = free_port(), free_port()
+        config = group_config(tmp_path, [slow], http_port, dns_port)
+        group = Group(tmp_path, config)
+        group.wait_running()
+        result: list = []
+        thread = threading.Thread(target=lambda: result.append(http_get(http_port, "/slow", timeout=10)))
+        thread.start()
+        wait_for(lambda: slow.requests, 5, "the request at the backend")
+        group.proc.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        wait_for(refused, 1.5, "new clients refused while the group drains")
+        thread.join(10)
+        assert result == [200]
+        assert group.proc.wait(15) == 0
+    finally:
+        bg.call(slow.stop())
+
+
 def test_a_killed_supervisor_takes_its_workers_within_2s(tmp_path, backends):
     http_port, dns_port = free_port(), free_port()
     group = Group(tmp_path, group_config(tmp_path, backends, http_port, dns_port))

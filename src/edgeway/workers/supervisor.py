@@ -167,6 +167,9 @@ class Supervisor:
             handle.retire = True
             handle.state = "stopping"
             self._signal(handle, signal.SIGINT if at_once else signal.SIGTERM)
+        # no worker will accept again: once the workers' copies close too (at their drain's
+        # start), a new client is refused, as with a single process, not left in a backlog
+        self.shared.close()
         limit = (KILL_GRACE if at_once else self.config.shutdown_timeout + KILL_GRACE)
         waiting = [asyncio.create_task(h.exited.wait()) for h in self.workers if h.proc is not None]
         interrupt = asyncio.create_task(self._at_once.wait()) if not at_once else None
@@ -420,6 +423,10 @@ class Supervisor:
                 return {"ok": False, "error": str(exc), "changes": []}
 
         answers = list(await asyncio.gather(*(one(h) for h in targets)))
+        if self._stopping:   # a SIGTERM came meanwhile: the group is going away
+            self.shared.abort(added)
+            result["error"] = "shutting down: reload abandoned"
+            return result
         worked = [a for a in answers if a.get("ok")]
         if targets and not worked:
             self.shared.abort(added)
