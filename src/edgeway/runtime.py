@@ -702,4 +702,6 @@ def check_command(config_path: Path) -> None:
         parts.append(f"{len(config.upstreams)} upstream(s)")
     if config.listeners:
         parts.append(f"{len(config.listeners)} listener(s)")
+    if config.worker_count > 1:
+        parts.append(f"{config.worker_count} workers")
     click.echo(f"{config_path}: OK: {'; '.join(parts)}")

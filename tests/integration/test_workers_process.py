@@ -11,6 +11,7 @@ sockets, curl and dig. Every load loop is bounded in count and time."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -601,3 +602,20 @@ def test_the_api_and_ctl_reload_every_worker(tmp_path, backends):
     for index in (0, 1):
         assert f"[w{index}] " in out and re.search(rf"\[w{index}\] .*generation 3 applied", out), out[-3000:]
     assert out.count("reload of ") == 3 and "Traceback" not in out, out[-3000:]
+
+
+def test_json_logs_of_a_group_say_which_worker_wrote_each_line(tmp_path, backends):
+    http_port, dns_port = free_port(), free_port()
+    group = Group(tmp_path, group_config(tmp_path, backends, http_port, dns_port, log={"format": "json"}))
+    try:
+        wait_for(lambda: "edgeway is running" in group.text(), 20, "the group running")
+        for i in range(20):
+            assert http_get(http_port, f"/json{i}") == 200
+    finally:
+        assert group.stop() == 0
+    lines = [json.loads(line) for line in group.text().splitlines()]   # every line is an object
+    access = [line for line in lines if line["logger"] == "edgeway.access"]
+    assert len(access) == 20 and all(line["worker"] in (0, 1) for line in access), access
+    serving = [line for line in lines if "serving generation" in line.get("message", "")]
+    assert sorted(line["worker"] for line in serving) == [0, 1]
+    assert all("worker" not in line for line in lines if line["logger"] == "edgeway.supervisor")
