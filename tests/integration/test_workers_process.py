@@ -240,6 +240,36 @@ def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_clients(tmp_pat
         bg.call(slow.stop())
 
 
+def test_a_second_sigterm_stops_the_group_at_once(tmp_path, backends, bg):
+    slow = bg.call(HttpBackend("slow", mode="slow:8").start())
+    try:
+        http_port, dns_port = free_port(), free_port()
+        config = {**group_config(tmp_path, [slow], http_port, dns_port), "shutdown_timeout": "20s"}
+        group = Group(tmp_path, config)
+        pids = group.wait_running()
+        thread = threading.Thread(target=_quietly, args=(http_get, http_port, "/slow"), kwargs={"timeout": 15})
+        thread.start()
+        wait_for(lambda: slow.requests, 5, "the request at the backend")
+        group.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert group.proc.poll() is None     # draining: the slow request is in flight
+        started = time.monotonic()
+        group.proc.send_signal(signal.SIGTERM)
+        assert group.proc.wait(10) == 0
+        assert time.monotonic() - started < 3
+        assert not [p for p in pids if alive(p)]
+        thread.join(15)
+    finally:
+        bg.call(slow.stop())
+
+
+def _quietly(func, *args, **kwargs):
+    try:
+        return func(*args, **kwargs)
+    except (OSError, ValueError):
+        return None
+
+
 def test_a_killed_supervisor_takes_its_workers_within_2s(tmp_path, backends):
     http_port, dns_port = free_port(), free_port()
     group = Group(tmp_path, group_config(tmp_path, backends, http_port, dns_port))

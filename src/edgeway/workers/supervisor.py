@@ -170,25 +170,32 @@ class Supervisor:
         # no worker will accept again: once the workers' copies close too (at their drain's
         # start), a new client is refused, as with a single process, not left in a backlog
         self.shared.close()
-        limit = (KILL_GRACE if at_once else self.config.shutdown_timeout + KILL_GRACE)
-        waiting = [asyncio.create_task(h.exited.wait()) for h in self.workers if h.proc is not None]
-        interrupt = asyncio.create_task(self._at_once.wait()) if not at_once else None
-        if waiting:
-            done, _ = await asyncio.wait(waiting + ([interrupt] if interrupt else []), timeout=limit,
-                                         return_when=asyncio.ALL_COMPLETED if interrupt is None
-                                         else asyncio.FIRST_COMPLETED)
-            if interrupt is not None and interrupt in done:   # a second SIGTERM, or SIGINT
-                await asyncio.wait(waiting, timeout=KILL_GRACE)
-            elif interrupt is not None and not all(t.done() for t in waiting):
-                await asyncio.wait(waiting, timeout=limit)
-        if interrupt is not None:
-            interrupt.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (KILL_GRACE if at_once else self.config.shutdown_timeout + KILL_GRACE)
+        pending = {asyncio.create_task(h.exited.wait()) for h in self.workers if h.proc is not None}
+        while pending and loop.time() < deadline:
+            interrupt = None
+            if not at_once:
+                if self._at_once.is_set():   # a second SIGTERM, or SIGINT: the workers got SIGINT
+                    at_once = True
+                    deadline = min(deadline, loop.time() + KILL_GRACE)
+                    continue
+                interrupt = asyncio.create_task(self._at_once.wait())
+            _, pending = await asyncio.wait(pending | ({interrupt} if interrupt else set()),
+                                            timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+            if interrupt is not None:
+                pending.discard(interrupt)
+                interrupt.cancel()
+        for task in pending:
+            task.cancel()
         for handle in self.workers:
             if handle.proc is not None and handle.proc.poll() is None:
                 log.warning("worker %d (pid %d) did not stop in time: SIGKILL", handle.index, handle.pid)
                 self._signal(handle, signal.SIGKILL)
-        for task in waiting:
-            task.cancel()
+                try:
+                    handle.proc.wait(1)
+                except subprocess.TimeoutExpired:
+                    pass
         log.info("stopping")
 
     # ------------------------------------------------------------------ workers
