@@ -234,7 +234,11 @@ class Supervisor:
         except (AttributeError, OSError):   # no pidfd (Linux < 5.3): look 10 times a second
             handle._pidfd = None
             self._poll_exit(handle, proc)
-        handle._reader = self._background(self._talk(handle, parent_ctl, proc))
+        # what this process inherited, said now: a reload may commit before the channel opens
+        init = {"t": "init", "index": handle.index, "generation": self.generation,
+                "config_path": str(self.config_path), "config_text": self.config_text,
+                "sockets": self.shared.describe()}
+        handle._reader = self._background(self._talk(handle, parent_ctl, proc, init))
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
 
     def _poll_exit(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
@@ -245,16 +249,14 @@ class Supervisor:
         else:
             asyncio.get_running_loop().call_later(0.1, self._poll_exit, handle, proc)
 
-    async def _talk(self, handle: WorkerHandle, sock: socket.socket, proc: subprocess.Popen) -> None:
+    async def _talk(self, handle: WorkerHandle, sock: socket.socket, proc: subprocess.Popen, init: dict) -> None:
         """`init`, then what the worker says, until its channel closes (after its exit too:
         its last words, `bye`, may still be unread when the exit is seen)."""
         channel = await Channel.open(sock, f"worker {handle.index}")
         if handle.proc is proc:
             handle.channel = channel
         try:
-            channel.send({"t": "init", "index": handle.index, "generation": self.generation,
-                          "config_path": str(self.config_path), "config_text": self.config_text,
-                          "sockets": self.shared.describe()})
+            channel.send(init)
             async for msg in channel:
                 self._on_message(handle, channel, msg)
         except ControlError as exc:
