@@ -649,3 +649,20 @@ def test_json_logs_of_a_group_say_which_worker_wrote_each_line(tmp_path, backend
     serving = [line for line in lines if "serving generation" in line.get("message", "")]
     assert sorted(line["worker"] for line in serving) == [0, 1]
     assert all("worker" not in line for line in lines if line["logger"] == "edgeway.supervisor")
+
+
+def test_a_reload_starting_dns_serves_it_from_every_worker(tmp_path, backends):
+    http_port, dns_port = free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    dns_section = config.pop("dns")
+    group = Group(tmp_path, config)
+    try:
+        group.wait_running()
+        group.write({**config, "dns": dns_section})
+        tail = group.reload()
+        assert tail.startswith(f"{group.path} done") and "dns: started" in tail and "failed" not in tail, tail
+        each_worker_alone(group, lambda: [dns_query(dns_port, tcp=tcp) == "192.0.2.1" or pytest.fail("answer")
+                                          for tcp in (False, True)])
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()
