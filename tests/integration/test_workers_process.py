@@ -666,3 +666,51 @@ def test_a_reload_starting_dns_serves_it_from_every_worker(tmp_path, backends):
     finally:
         assert group.stop() == 0
     assert "Traceback" not in group.text()
+
+
+def test_https_and_l4_tcp_listeners_serve_from_every_worker(tmp_path, backends):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("w.example.com")
+    cert_path, key_path = tmp_path / "w.crt", tmp_path / "w.key"
+    cert.private_key_pem.write_to_path(key_path)
+    cert.cert_chain_pems[0].write_to_path(cert_path)
+    http_port, dns_port, https_port, tcp_port = free_port(), free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    config["listeners"] += [
+        {"name": "secure", "protocol": "https", "listen": f"127.0.0.1:{https_port}",
+         "tls": {"cert": str(cert_path), "key": str(key_path)}, "routes": [{"upstream": "app"}]},
+        {"name": "l4", "protocol": "tcp", "listen": f"127.0.0.1:{tcp_port}", "upstream": "app"}]
+    group = Group(tmp_path, config)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+
+    def https_get() -> int:
+        with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="w.example.com") as s:
+            s.sendall(b"GET /tls HTTP/1.1\r\nHost: w.example.com\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return int(data.split(b" ", 2)[1])
+
+    def both() -> None:
+        for _ in range(3):
+            assert https_get() == 200
+            assert http_get(tcp_port, "/through-l4") == 200    # (the relay passes HTTP through)
+
+    try:
+        group.wait_running()
+        each_worker_alone(group, both)
+        # a reload keeps both sockets (and still serves from every worker)
+        config["listeners"][1]["timeouts"] = {"client_header": "5s"}
+        group.write(config)
+        tail = group.reload()
+        assert tail.startswith(f"{group.path} done") and "failed" not in tail, tail
+        each_worker_alone(group, both)
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()
