@@ -714,3 +714,44 @@ def test_https_and_l4_tcp_listeners_serve_from_every_worker(tmp_path, backends):
     finally:
         assert group.stop() == 0
     assert "Traceback" not in group.text()
+
+
+def test_udp_flows_of_a_killed_worker_move_on_and_lose_little(tmp_path, backends):
+    """The measure docs/operations.md quotes: L4 udp sockets are per worker (SO_REUSEPORT), so a
+    worker's kill -9 loses what was queued in its socket and the replies it had to relay."""
+    echoes = [UdpEcho(f"u{i}") for i in (1, 2)]
+    udp_port, http_port, dns_port = free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    config["upstreams"]["udp"] = {"servers": [{"address": f"127.0.0.1:{e.port}"} for e in echoes]}
+    config["listeners"].append({"name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{udp_port}",
+                                "upstream": "udp", "session_timeout": "30s"})
+    group = Group(tmp_path, config)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+    try:
+        pids = group.wait_running()
+        for client in clients:
+            client.settimeout(0.5)
+        sent = lost = 0
+        killed = False
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:           # 16 clients in turn: at most 4 s
+            if not killed and time.monotonic() > deadline - 3:
+                os.kill(pids[0], signal.SIGKILL)
+                killed = True
+            for i, client in enumerate(clients):
+                client.sendto(f"c{i} {sent}".encode(), ("127.0.0.1", udp_port))
+                sent += 1
+                try:
+                    while not client.recv(2048).decode().endswith(f"c{i} {sent - 1}"):
+                        pass   # (a late reply to an earlier datagram)
+                except (TimeoutError, socket.timeout):
+                    lost += 1
+        print(f"\nudp: kill -9 of a worker under {sent} datagrams from 16 clients: {lost} lost")
+        assert lost <= 16, lost      # at most about one in flight per client
+        assert sent > 200, sent
+    finally:
+        for client in clients:
+            client.close()
+        group.stop()
+        for echo in echoes:
+            echo.close()
