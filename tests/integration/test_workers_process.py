@@ -755,3 +755,35 @@ def test_udp_flows_of_a_killed_worker_move_on_and_lose_little(tmp_path, backends
         group.stop()
         for echo in echoes:
             echo.close()
+
+
+def test_a_killed_worker_under_wrk_fails_only_what_it_had_in_flight(tmp_path):
+    """wrk, 8 connections, each request on a new one (Connection: close), for 4 s; one worker
+    is killed after 1 s. Only requests that worker had accepted can fail: at most one per wrk
+    connection; the queue of connections not yet accepted is the shared socket's and is served
+    by the other worker."""
+    from tests.support.nginx_backends import nginx_backends
+
+    wrk = require_tool("wrk")
+    with nginx_backends(tmp_path / "nginx", 2) as ports:
+        http_port, dns_port = free_port(), free_port()
+        config = group_config(tmp_path, [], http_port, dns_port)
+        config["upstreams"]["app"]["servers"] = [{"address": f"127.0.0.1:{p}"} for p in ports]
+        config["listeners"][0]["access_log"] = False
+        group = Group(tmp_path, config)
+        try:
+            pids = group.wait_running()
+            load = subprocess.Popen([wrk, "-t1", "-c8", "-d4s", "-H", "Connection: close",
+                                     f"http://127.0.0.1:{http_port}/"], stdout=subprocess.PIPE, text=True)
+            time.sleep(1)
+            os.kill(pids[0], signal.SIGKILL)
+            out = load.communicate(timeout=30)[0]
+            wait_for(lambda: len(group.workers()) == 2, 5, "the worker restarted")
+        finally:
+            assert group.stop() == 0
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    print(f"\nwrk through 2 workers, one killed: {requests} requests, {errors} socket errors, {non_2xx} non-2xx")
+    assert requests > 1000, out
+    assert errors + non_2xx <= 8, out
