@@ -240,7 +240,8 @@ def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_clients(tmp_pat
         bg.call(slow.stop())
 
 
-def test_a_second_sigterm_stops_the_group_at_once(tmp_path, backends, bg):
+@pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT,)], ids=["sigterm-twice", "sigint"])
+def test_a_second_sigterm_or_sigint_stops_the_group_at_once(tmp_path, backends, bg, signals):
     slow = bg.call(HttpBackend("slow", mode="slow:8").start())
     try:
         http_port, dns_port = free_port(), free_port()
@@ -250,11 +251,12 @@ def test_a_second_sigterm_stops_the_group_at_once(tmp_path, backends, bg):
         thread = threading.Thread(target=_quietly, args=(http_get, http_port, "/slow"), kwargs={"timeout": 15})
         thread.start()
         wait_for(lambda: slow.requests, 5, "the request at the backend")
-        group.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert group.proc.poll() is None     # draining: the slow request is in flight
+        if len(signals) == 2:
+            group.proc.send_signal(signals[0])
+            time.sleep(0.5)
+            assert group.proc.poll() is None     # draining: the slow request is in flight
         started = time.monotonic()
-        group.proc.send_signal(signal.SIGTERM)
+        group.proc.send_signal(signals[-1])
         assert group.proc.wait(10) == 0
         assert time.monotonic() - started < 3
         assert not [p for p in pids if alive(p)]
