@@ -78,17 +78,12 @@ class Worker:
     def _adopt(self, entries: list[dict], fds: dict[int, int]) -> dict[int, tuple[str, str, socket.socket]]:
         """The sockets of `entries` ({id, kind, listen[, fd]}): those this worker holds, and
         the new ones whose descriptors came (`fds`: id -> descriptor)."""
-        out = {}
-        for entry in entries:
-            sid = entry["id"]
-            if sid in self.sockets:
-                out[sid] = self.sockets[sid]
-            elif sid in fds:
-                out[sid] = (entry["kind"], entry["listen"], socket.socket(fileno=fds[sid]))
-            else:
-                raise EdgewayError(f"the supervisor named socket {sid} ({entry['kind']} {entry['listen']}) "
-                                   "but did not send it")
-        return out
+        for entry in entries:   # (all checked before any descriptor is wrapped)
+            if entry["id"] not in self.sockets and entry["id"] not in fds:
+                raise EdgewayError(f"the supervisor named socket {entry['id']} ({entry['kind']} "
+                                   f"{entry['listen']}) but did not send it")
+        return {entry["id"]: self.sockets.get(entry["id"]) or
+                (entry["kind"], entry["listen"], socket.socket(fileno=fds[entry["id"]])) for entry in entries}
 
     # ------------------------------------------------------------------ life
 
@@ -194,8 +189,16 @@ class Worker:
         try:
             ids = msg.get("fds") or []
             fds = dict(zip(ids, recv_fds(self.fds_sock, len(ids)))) if ids else {}
-            self.sockets = self._adopt(msg["sockets"], fds)
+            try:
+                self.sockets = self._adopt(msg["sockets"], fds)
+            except BaseException:
+                for fd in fds.values():
+                    os.close(fd)
+                raise
             added = {sid: entry for sid, entry in self.sockets.items() if sid not in before}
+            for sid, fd in fds.items():   # (sent but not listed: not ours to keep)
+                if sid not in added:
+                    os.close(fd)
             self._publish()
             result = await self.runtime.apply_config(self._load(msg["config_text"]))
         except (EdgewayError, OSError, ValueError) as exc:
