@@ -235,9 +235,12 @@ class Supervisor:
             handle._pidfd = None
             self._poll_exit(handle, proc)
         # what this process inherited, said now: a reload may commit before the channel opens
+        # and the health view: the worker adopts it before it serves (a restarted worker must
+        # not send its first clients to a server the group knows is down)
         init = {"t": "init", "index": handle.index, "generation": self.generation,
                 "config_path": str(self.config_path), "config_text": self.config_text,
-                "sockets": self.shared.describe()}
+                "sockets": self.shared.describe(),
+                "state": self.sync.full_state(self.control.upstreams) if self.sync is not None else []}
         handle._reader = self._background(self._talk(handle, parent_ctl, proc, init))
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
 

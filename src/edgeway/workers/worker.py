@@ -97,6 +97,9 @@ class Worker:
         config = self._load(init["config_text"])
         logs.set_format(config.log.format)
         self.runtime = runtime = Runtime(config, self.config_path, role="worker")
+        if self.sync is not None:   # the group's health view, before the first client
+            for state in init.get("state") or ():
+                self.sync.apply_state(runtime.upstreams, state)
         await runtime.start()
         self.channel.send({"t": "ready", "index": self.index, "pid": os.getpid()})
         self._report_failures()
