@@ -795,7 +795,7 @@ def test_a_restarted_worker_serves_its_first_clients_with_the_groups_health_view
     """A worker starts with the supervisor's health view (in its init), so clients queued while
     no worker accepted are not sent to a server the group knows is down. (Without the view in
     init, the `state` messages the supervisor sends at `ready` arrive within about a
-    millisecond, and this test passed too in 3 runs: it holds the behaviour, it does not
+    millisecond, and this test passed too (2 runs): it holds the behaviour, it does not
     catch that narrow race.)"""
     pytest.importorskip("edgeway.workers.sync")   # (the health view travels with part B's sync)
     bad = bg.call(HttpBackend("bad", mode="status:503").start())
