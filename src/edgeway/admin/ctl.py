@@ -184,6 +184,8 @@ def print_status(data: dict) -> None:
     table.add_column()
     table.add_row("version", str(data.get("version")))
     table.add_row("pid", str(data.get("pid")))
+    if (data.get("workers") or 1) > 1:
+        table.add_row("workers", f"{data['workers']} (pid above: the supervisor; `edgeway ctl workers`)")
     table.add_row("uptime", _duration(data.get("uptime") or 0))
     table.add_row("config", f"{data.get('config_file')} (sha256 {str(data.get('config_hash'))[:12]})")
     last = data.get("last_reload")
@@ -223,6 +225,27 @@ def print_upstreams(upstreams: list[dict]) -> None:
                           str(s.get("in_flight", "")), str(s.get("requests", "")),
                           str(s.get("failures", "")), last, str(s.get("why") or ""))
         console.print(table)
+
+
+def print_workers(workers: list[dict]) -> None:
+    from rich.table import Table
+
+    if not workers:
+        click.echo("one process (workers: 1): no worker processes")
+        return
+    table = Table(title="workers", title_justify="left")
+    for column in ("worker", "pid", "state", "uptime", "restarts", "requests", "generation", "last exit"):
+        table.add_column(column, no_wrap=True,
+                         justify="right" if column in ("worker", "pid", "restarts", "requests", "generation")
+                         else "left")
+    for w in workers:
+        state = str(w.get("state"))
+        style = {"running": "green", "starting": "cyan", "stopping": "yellow"}.get(state, "default")
+        uptime = w.get("uptime")
+        table.add_row(str(w.get("index")), str(w.get("pid") or "-"), f"[{style}]{state}[/]",
+                      _duration(uptime) if uptime is not None else "-", str(w.get("restarts", 0)),
+                      str(w.get("requests", "")), str(w.get("generation", "")), str(w.get("last_exit") or ""))
+    _console().print(table)
 
 
 def print_cache(data: dict) -> None:
@@ -282,7 +305,7 @@ class _Ctx:
 @click.pass_context
 def command(ctx: click.Context, admin, token_file, config, as_json) -> None:
     """The runtime API from the terminal: status, upstreams, drain/ready/maint, weight, reload,
-    the DNS cache and zones (docs/operations.md, "edgeway ctl")."""
+    the DNS cache and zones, the worker processes (docs/operations.md, "edgeway ctl")."""
     ctx.obj = _Ctx(admin, token_file, config, as_json)
 
 
@@ -335,6 +358,13 @@ def weight(obj: _Ctx, upstream: str, address: str, weight: int) -> None:
         f"(was {d.get('previous')})"))
 
 
+@command.command("workers")
+@click.pass_obj
+def workers(obj: _Ctx) -> None:
+    """The worker processes (workers: N): pid, state, uptime, restarts, requests, last exit."""
+    obj.run("GET", "/api/v1/workers", show=lambda d: print_workers(d.get("workers") or []))
+
+
 @command.command("reload")
 @click.pass_obj
 def reload(obj: _Ctx) -> None:
@@ -380,6 +410,9 @@ def zone_reload(obj: _Ctx, origin: str) -> None:
         click.echo(line)
         if data.get("warning"):
             click.echo(f"warning: {data['warning']}", err=True)
+        for row in data.get("workers") or ():   # with worker processes: each re-read it
+            if row.get("error"):
+                click.echo(f"worker {row.get('worker')}: error: {row['error']}", err=True)
 
     obj.run("POST", f"/api/v1/dns/zones/{_segment(origin)}/reload", show=show)
 
