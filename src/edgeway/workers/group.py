@@ -246,6 +246,7 @@ class GroupView:
         answers = await self.supervisor.broadcast_op("snapshot", {"metrics": metrics}, timeout=OP_TIMEOUT)
         pids = {getattr(w, "index", None): getattr(w, "pid", None) for w in self.supervisor.workers}
         live: list[tuple[int, dict]] = []
+        answered: set[int] = set()
         for index, result in answers:
             if isinstance(result, dict) and "servers" in result:
                 pid = result.get("pid", pids.get(index))
@@ -254,11 +255,14 @@ class GroupView:
                     result = {**old[1], **result}    # keep the families for a worker lost later
                 self._last[pid] = (index, result)
                 live.append((index, result))
-                continue
-            log.warning("admin: worker %s did not give its counts: %s", index, result)
-            last = self._last.get(pids.get(index))
-            if last is not None:
-                live.append(last)
+                answered.add(pid)
+            else:
+                log.warning("admin: worker %s did not give its counts: %s", index, result)
+        # A worker that did not answer (busy, stopping, or dead and not yet restarted: its
+        # handle keeps its pid until then) counts with its last snapshot
+        for pid in set(pids.values()) - answered:
+            if pid in self._last:
+                live.append(self._last[pid])
         self._fold_retired()
         return live
 

@@ -222,9 +222,19 @@ class Group:
         self.handle(index).restarts = 1
         self.handle(index).last_exit = "killed by SIGKILL"
 
+    def die(self, index: int) -> None:
+        """Dead, not restarted yet: the handle keeps its pid and asks nothing (as the Supervisor's)."""
+        self.handle(index).state = "starting"
+
+    def respawn(self, index: int) -> None:
+        handle = self.handle(index)
+        self._pid += 1
+        self.runtimes[index] = self.make_runtime()
+        handle.pid, handle.state, handle.restarts = self._pid, "running", handle.restarts + 1
+
     async def broadcast_op(self, op, args, timeout=2.0):
         out = []
-        for handle in self.workers:
+        for handle in [h for h in self.workers if h.state == "running"]:
             if handle.index in self.silent:
                 out.append((handle.index, TimeoutError(f"worker {handle.index}: no answer within {timeout}s")))
                 continue
@@ -288,6 +298,18 @@ def test_counters_survive_a_worker_killed_and_one_that_said_bye(setup):
     workers.kill(2, bye=True)       # its final counts (20) arrive with its bye
     assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 51
     assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 51   # counted once
+
+
+def test_counters_hold_while_a_dead_worker_waits_for_its_restart(setup):
+    api, workers = setup
+    workers.pick(1, A, 9)
+    workers.pick(2, A, 1)
+    assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 10
+    workers.die(1)
+    assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 10
+    workers.respawn(1)
+    workers.pick(1, A, 2)
+    assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 12
 
 
 def test_a_worker_that_does_not_answer_counts_with_its_last_snapshot(setup):
