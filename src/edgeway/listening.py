@@ -1,6 +1,8 @@
 """Listening TCP sockets for the listeners that keep their sockets in an epoll set of their
-own (the L4 relay, the plain-HTTP listener): one per address the host name resolves to; and
-the descriptor limit every listener lifts before it listens."""
+own (the L4 relay, the plain-HTTP listener): one per address the host name resolves to; the
+descriptor limit every listener lifts before it listens; and, in a worker process, the
+sockets it inherited from the supervisor (`inherited`), which every service takes before it
+would bind one of its own (edgeway.workers.sockets)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,41 @@ import resource
 import socket
 
 log = logging.getLogger("edgeway.listening")
+
+# In a worker (edgeway.workers.worker): (kind, listen text) -> the inherited sockets; None in
+# a single process, where every service binds its own.
+_inherited: dict[tuple[str, str], list[socket.socket]] | None = None
+
+
+def set_inherited(sockets: dict[tuple[str, str], list[socket.socket]] | None) -> None:
+    """The worker's registry, from the supervisor's `init` and `reload` messages."""
+    global _inherited
+    _inherited = sockets
+
+
+def in_worker() -> bool:
+    """Whether this process is a worker of a group (an L4 udp listener then binds with
+    SO_REUSEPORT beside its siblings)."""
+    return _inherited is not None
+
+
+def inherited(kind: str, listen: str) -> list[socket.socket] | None:
+    """The sockets the supervisor opened for `listen` (the config's text of the address) as
+    `kind` ("tcp" or "udp"), or None when this process binds its own. Each call returns new
+    descriptors (dup) in non-blocking mode: the service owns and closes them, the registry
+    keeps its own, so a listener replaced by another on the same address (a reload) finds
+    the socket still there."""
+    if _inherited is None:
+        return None
+    sockets = _inherited.get((kind, listen))
+    if not sockets:
+        return None
+    out = []
+    for sock in sockets:
+        copy = sock.dup()
+        copy.setblocking(False)
+        out.append(copy)
+    return out
 
 
 def raise_fd_limit(wanted: int, name: str) -> None:

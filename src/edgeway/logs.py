@@ -55,6 +55,21 @@ def dumps(fields: dict) -> str:
     return json.dumps(fields, default=str, separators=(",", ":"))
 
 
+# A worker process (edgeway.workers): its index tags every line it writes, so that the lines of
+# a process group, all on the supervisor's stderr, say which worker wrote them.
+worker: int | None = None
+worker_prefix = ""          # text: "[w1] " before the line
+worker_json = ""            # json: '"worker":1,' among the fields
+
+
+def set_worker(index: int) -> None:
+    global worker, worker_prefix, worker_json
+    worker = index
+    worker_prefix = f"[w{index}] "
+    worker_json = f'"worker":{index},'
+    set_format(_format)
+
+
 class JsonFormatter(logging.Formatter):
     """A logging record as one JSON object: time, level, logger, message, then the fields the
     caller passed with `extra=` (e.g. the health checker's upstream, server and to), then
@@ -63,6 +78,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = {"time": rfc3339(record.created), "level": record.levelname.lower(), "logger": record.name,
                   "message": record.getMessage()}
+        if worker is not None:
+            fields["worker"] = worker
         for key, value in record.__dict__.items():
             if key not in _RECORD_KEYS and key not in fields:
                 fields[key] = value
@@ -84,7 +101,7 @@ def set_format(fmt: str) -> None:
     start and at a reload that changes it."""
     global _format
     _format = fmt
-    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(worker_prefix + TEXT_FORMAT)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)
     # Python's warnings (a DeprecationWarning of a library) would otherwise be raw text lines

@@ -11,6 +11,12 @@ contexts and routers built, sockets for new addresses bound) and only when all o
 does anything change; a failure aborts what was prepared and the old config keeps serving.
 Listeners whose protocol and address stay keep their sockets; upstreams keep their Server
 objects (health, counters, admin state); removed listeners drain. docs/operations.md.
+
+With `workers: N` (edgeway.workers) the same class plays two more roles: "supervisor" (the
+upstreams, their health checkers and the admin listener; no DNS, no listeners; `group` is the
+Supervisor, which reloads every worker) and "worker" (DNS and listeners on the sockets the
+supervisor shares; no checker: the supervisor's results arrive on the control channel; no
+admin listener; no state file).
 """
 
 from __future__ import annotations
@@ -59,7 +65,11 @@ class Runtime:
     """Every live object of one `edgeway serve`, and the ways to change them while serving:
     `reload()` (SIGHUP, the admin API, `edgeway ctl reload`) and `drain()` (SIGTERM)."""
 
-    def __init__(self, config: Config, config_path: Path | None = None):
+    def __init__(self, config: Config, config_path: Path | None = None, role: str = "single"):
+        if role not in ("single", "supervisor", "worker"):
+            raise ValueError(f"unknown runtime role {role!r}")
+        self.role = role
+        self.group = None                 # the Supervisor (role "supervisor"; edgeway.workers)
         self.config = config
         self.config_path = config_path
         self.config_hash = _file_hash(config_path)
@@ -86,13 +96,20 @@ class Runtime:
 
             self.upstreams = build_upstreams(config.upstreams)
             for name, upstream in self.upstreams.items():
-                if config.upstreams[name].health_check is not None:
+                if config.upstreams[name].health_check is None:
+                    continue
+                if self.role == "worker":
+                    upstream.checker = _remote_check()
+                else:
                     self.health_checkers[name] = _health_checker(upstream, self.events)
-        if config.dns is not None:
-            self.dns = _dns_service(config.dns)
-        for listener in config.listeners:
-            self.listeners[listener.name] = _listener_service(listener, self.upstreams)
-        if getattr(config, "admin", None) is not None:
+        if self.role == "supervisor":
+            pass                          # no DNS, no listeners: the workers serve them
+        else:
+            if config.dns is not None:
+                self.dns = _dns_service(config.dns)
+            for listener in config.listeners:
+                self.listeners[listener.name] = _listener_service(listener, self.upstreams)
+        if getattr(config, "admin", None) is not None and self.role != "worker":
             from edgeway.admin import AdminService
 
             self.admin = AdminService(self, config.admin)
@@ -160,6 +177,8 @@ class Runtime:
     # ------------------------------------------------------------------ runtime state
 
     def _state_file(self) -> Path | None:
+        if self.role == "worker":         # the supervisor keeps it; its states reach us as messages
+            return None
         admin = getattr(self.config, "admin", None)
         return getattr(admin, "state_file", None) if admin is not None else None
 
@@ -195,16 +214,31 @@ class Runtime:
     async def reload(self) -> dict:
         """Re-read the config file (and the zone, hosts and certificate files it names) and
         apply it in place. A config that fails to load or to prepare changes nothing; the
-        result says why (file, line, key). Never raises for a bad config."""
+        result says why (file, line, key). Never raises for a bad config. With workers, the
+        supervisor's group reloads every worker (Supervisor.reload), then this runtime."""
+        if self.group is not None:
+            return await self.group.reload()
+        result = await self.apply_config(None)
+        self.report_reload(result)
+        return result
+
+    async def apply_config(self, new_config: Config | None) -> dict:
+        """The reload itself, without its log line and event: `new_config` (a worker's, from
+        the supervisor's text), or the config file read again when None. Returns the result
+        dict ({time, ok, error, changes}); on failure nothing changed."""
         async with self._reload_lock:
             result: dict = {"time": time.time(), "ok": False, "error": None, "changes": []}
-            if self.config_path is None:
+            if self.config_path is None and new_config is None:
                 result["error"] = "this runtime was not started from a config file: nothing to re-read"
             elif self._draining:
                 result["error"] = "shutting down: reload refused"
             else:
                 try:
-                    new_config = load_config(self.config_path)
+                    if new_config is None:
+                        new_config = load_config(self.config_path)
+                    if self.role == "single" and new_config.worker_count != 1:
+                        raise EdgewayError(f"workers: changing between 1 and N needs a restart "
+                                           f"(this process runs 1; the config says {new_config.workers})")
                     result["changes"] = await self._apply(new_config)
                     result["ok"] = True
                 except (EdgewayError, OSError, ValueError) as exc:
@@ -219,20 +253,24 @@ class Runtime:
                 self.state_changed()
                 if self.config.log.format != logs.current_format():
                     logs.set_format(self.config.log.format)
-                log.info("reload of %s done: %s", self.config_path, "; ".join(result["changes"]) or "no change",
-                         extra={"event": "reload", "ok": True, "config": str(self.config_path),
-                                "changes": result["changes"]})
-            else:
-                log.error("reload of %s failed, the running config keeps serving:\n%s",
-                          self.config_path, result["error"],
-                          extra={"event": "reload", "ok": False, "config": str(self.config_path),
-                                 "error": result["error"]})
-            self.last_reload = result
-            if result["ok"]:
-                self.events.add("reload", f"reload done: {'; '.join(result['changes']) or 'no change'}", ok=True)
-            else:
-                self.events.add("reload", f"reload failed: {result['error']}", ok=False)
             return result
+
+    def report_reload(self, result: dict) -> None:
+        """The reload's log line and event, and `last_reload` (the API's status)."""
+        if result["ok"]:
+            log.info("reload of %s done: %s", self.config_path, "; ".join(result["changes"]) or "no change",
+                     extra={"event": "reload", "ok": True, "config": str(self.config_path),
+                            "changes": result["changes"]})
+        else:
+            log.error("reload of %s failed, the running config keeps serving:\n%s",
+                      self.config_path, result["error"],
+                      extra={"event": "reload", "ok": False, "config": str(self.config_path),
+                             "error": result["error"]})
+        self.last_reload = result
+        if result["ok"]:
+            self.events.add("reload", f"reload done: {'; '.join(result['changes']) or 'no change'}", ok=True)
+        else:
+            self.events.add("reload", f"reload failed: {result['error']}", ok=False)
 
     async def reload_zone(self, origin: str) -> dict:
         """Re-read one zone's file now (POST /api/v1/dns/zones/{origin}/reload). Under the
@@ -263,9 +301,12 @@ class Runtime:
         new_dns = self.dns
         listeners: dict[str, Service] = {}
         deferred: list[Service] = []      # a new listener on an address a retiring one frees
+        serving = self.role != "supervisor"   # (the supervisor's workers serve DNS and listeners)
         try:
             # 2. DNS
-            if new.dns is not None and self.dns is not None:
+            if not serving:
+                pass
+            elif new.dns is not None and self.dns is not None:
                 plans.append(await self.dns.prepare_reload(new.dns))
             elif new.dns is not None:
                 new_dns = _dns_service(new.dns)
@@ -279,7 +320,7 @@ class Runtime:
             self._refuse_if_draining()   # (zone files take a while: a SIGTERM may have come)
             # 3. listeners, matched by (protocol, address)
             running = {_listener_key(s.config): s for s in self.listeners.values()}
-            for listener in new.listeners:
+            for listener in new.listeners if serving else ():
                 service = running.pop(_listener_key(listener), None)
                 if service is not None:
                     target = upstreams if listener.protocol in ("http", "https") else upstreams[listener.upstream]
@@ -353,7 +394,7 @@ class Runtime:
     async def _prepare_admin(self, new: Config, started: list, retire: list):
         """The admin listener is reloaded like the others (AdminService, edgeway.admin).
         Returns (plan or None, the admin service after the commit)."""
-        new_admin = getattr(new, "admin", None)
+        new_admin = getattr(new, "admin", None) if self.role != "worker" else None
         if self.admin is not None and new_admin is not None:
             return await self.admin.prepare_reload(new_admin), self.admin
         if new_admin is not None:
@@ -368,6 +409,10 @@ class Runtime:
         return None, None
 
     async def _commit_health_checkers(self, upstreams: dict, new: Config) -> None:
+        if self.role == "worker":   # no checker here: the supervisor's results come as messages
+            for name, upstream in upstreams.items():
+                upstream.checker = _remote_check() if new.upstreams[name].health_check is not None else None
+            return
         checkers: dict[str, Service] = {}
         for name, upstream in upstreams.items():
             checker = self.health_checkers.pop(name, None)
@@ -443,6 +488,12 @@ def _is_checker(service) -> bool:
     from edgeway.upstream import HealthChecker
 
     return isinstance(service, HealthChecker)
+
+
+def _remote_check():
+    from edgeway.workers import REMOTE_CHECK
+
+    return REMOTE_CHECK
 
 
 def _health_checker(upstream, events: EventLog | None = None):
@@ -621,6 +672,10 @@ def serve_command(config_path: Path, log_level: str, loop_name: str) -> None:
     early = catch_early_signals()
     config = load_or_exit(config_path)
     logs.set_format(config.log.format)
+    if config.worker_count > 1:   # a supervisor of worker processes (edgeway.workers)
+        from edgeway.workers.supervisor import serve
+
+        serve(config, config_path, log_level, loop_name, early)
     try:
         runtime = Runtime(config, config_path)
         run(run_until_signal(runtime, early_signals=early), loop_name)

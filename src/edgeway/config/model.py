@@ -382,6 +382,17 @@ class LogConfig(Model):
 # --------------------------------------------------------------------------- root
 
 
+MAX_WORKERS = 256
+
+
+def worker_count(workers: int | str) -> int:
+    if workers == "auto":
+        import os
+
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    return int(workers)
+
+
 class Config(Model):
     admin: AdminConfig | None = None    # the runtime API; off when absent
     log: LogConfig = LogConfig()
@@ -392,6 +403,23 @@ class Config(Model):
     # before what is left is closed (nginx worker_shutdown_timeout, HAProxy hard-stop-after);
     # also how long a listener removed by a reload may drain
     shutdown_timeout: Duration = 10
+    # worker processes (docs/operations.md, "Workers"): 1 is one process, as before; N > 1 (or
+    # auto: the CPUs this process may run on) makes `edgeway serve` a supervisor of N workers
+    # that share the listening sockets and one health view. Changing between 1 and N needs a
+    # restart; from N to M a reload starts or stops workers.
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if value == "auto" or (type(value) is int and 1 <= value <= MAX_WORKERS):
+            return value
+        raise ValueError(f"workers must be auto or a number from 1 to {MAX_WORKERS}; got {value!r}")
+
+    @property
+    def worker_count(self) -> int:
+        """`workers` as a number: auto is the CPUs this process may run on (sched_getaffinity)."""
+        return worker_count(self.workers)
 
     def reference_errors(self) -> list[tuple[KeyPath, str]]:
         """Cross references a single field cannot check: names that must exist or be unique."""

@@ -47,6 +47,7 @@ from edgeway.dns.server import (DnsTcpServer, TcpServerProtocol, UdpServer, bind
 from edgeway.dns.zone import Zone, ZoneError, ZoneSet, load_zone, zone_fingerprint
 from edgeway.dns.zonereload import judge
 from edgeway.errors import ConfigError, EdgewayError
+from edgeway.listening import inherited
 
 log = logging.getLogger("edgeway.dns")
 
@@ -153,8 +154,10 @@ class _Listen:
     def bind(self) -> None:
         """Both sockets, bound (TCP listening), read by nobody yet; on failure nothing stays open."""
         try:
-            self.udp_sock = bind_udp(self.address)
-            self.tcp_sock = bind_tcp(self.address)
+            # a worker takes the sockets its supervisor shares (edgeway.workers.sockets)
+            udp, tcp = inherited("udp", self.key), inherited("tcp", self.key)
+            self.udp_sock = udp[0] if udp else bind_udp(self.address)
+            self.tcp_sock = tcp[0] if tcp else bind_tcp(self.address)
         except BaseException:
             self.close()
             raise

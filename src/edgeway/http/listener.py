@@ -127,7 +127,7 @@ class AccessLog:
         second = int(when)
         if second != self._second:
             self._second = second
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)) + \
+            self._prefix = logs.worker_prefix + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)) + \
                 f" INFO edgeway.access: {self.name} "
         return self._prefix
 
@@ -157,12 +157,13 @@ class AccessLog:
         if len(entry) == 2:
             line = entry[1]
             fields = line.fields if isinstance(line, Rejected) else {"message": str(line)}
+            worker = {"worker": logs.worker} if logs.worker is not None else {}
             return logs.dumps({"time": logs.rfc3339(entry[0]), "level": "info", "logger": "edgeway.access",
-                               "listener": self.name, **fields}) + "\n"
+                               **worker, "listener": self.name, **fields}) + "\n"
         when, client, method, target, version, status, server, sent, connect, header, total, cause, \
             route, request_id = entry
         text = _json_text
-        return (f'{{"time":"{logs.rfc3339(when)}","level":"info","logger":"edgeway.access",'
+        return (f'{{"time":"{logs.rfc3339(when)}","level":"info","logger":"edgeway.access",{logs.worker_json}'
                 f'"listener":{text(self.name)},"client":{text(client)},"method":{text(logs.client_text(method))},'
                 f'"path":{text(logs.client_text(target))},"version":{text(version)},"status":{_json_int(status)},'
                 f'"route":{"null" if route is None else text(route.label)},'

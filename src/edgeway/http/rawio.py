@@ -23,7 +23,7 @@ import logging
 import socket
 
 from edgeway.http import _rawio
-from edgeway.listening import listening_sockets
+from edgeway.listening import inherited, listening_sockets
 
 log = logging.getLogger("edgeway.http")
 
@@ -46,8 +46,11 @@ class PlainListener:
         loop.add_reader(self.poller.fileno(), self.poller.ready)
 
     def listen(self, host: str, port: int, where: str, backlog: int = 1024) -> None:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        self.sockets = listening_sockets(infos, f"http listener {self.name}", where, backlog)
+        # a worker takes the sockets its supervisor shares (edgeway.workers.sockets)
+        self.sockets = inherited("tcp", where) or []
+        if not self.sockets:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            self.sockets = listening_sockets(infos, f"http listener {self.name}", where, backlog)
         try:
             for sock in self.sockets:
                 self._listeners.append(self.poller.listen(sock.fileno(), self.protocol_factory))

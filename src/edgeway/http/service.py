@@ -23,7 +23,7 @@ from edgeway.http.proxy import ClientConnection
 from edgeway.http.rawio import PlainListener
 from edgeway.http.routing import Router, compile_hash_key
 from edgeway.http.tls import TlsSetup
-from edgeway.listening import raise_fd_limit
+from edgeway.listening import inherited, raise_fd_limit
 
 log = logging.getLogger("edgeway.http")
 
@@ -76,8 +76,13 @@ class HttpListenerService:
         # a client, and its server connection while a request is in flight
         raise_fd_limit(2 * config.limits.max_connections + 64, f"http listener {config.name}")
         if self.tls is not None:
-            self.server = await loop.create_server(factory, config.listen.host, config.listen.port,
-                                                   ssl=self.tls.context, reuse_address=True, backlog=1024)
+            shared = inherited("tcp", str(config.listen))   # a worker: the supervisor's sockets
+            if shared:
+                self.server = _Servers([await loop.create_server(factory, sock=sock, ssl=self.tls.context,
+                                                                 backlog=1024) for sock in shared])
+            else:
+                self.server = await loop.create_server(factory, config.listen.host, config.listen.port,
+                                                       ssl=self.tls.context, reuse_address=True, backlog=1024)
         else:
             self.plain = PlainListener(loop, config.name, factory)
             try:
@@ -186,6 +191,22 @@ class HttpListenerService:
             except asyncio.TimeoutError:
                 pass
             self.server = None
+
+
+class _Servers:
+    """asyncio servers of one listener on inherited sockets (one per address its host name
+    resolves to), closed as one."""
+
+    def __init__(self, servers: list) -> None:
+        self.servers = servers
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    async def wait_closed(self) -> None:
+        for server in self.servers:
+            await server.wait_closed()
 
 
 def _in_progress(conn) -> bool:

@@ -21,6 +21,7 @@ For each accepted connection:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -35,7 +36,7 @@ from edgeway.l4 import proxy_protocol
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import ReadBuffer, Relay
 from edgeway.l4.reload import L4ReloadPlan
-from edgeway.listening import listening_sockets, raise_fd_limit, unique_addresses
+from edgeway.listening import in_worker, inherited, listening_sockets, raise_fd_limit, unique_addresses
 
 _ACCEPTS_PER_WAKEUP = 16
 _ACCEPT_PAUSE = 0.1              # seconds without accepting after EMFILE and the like
@@ -147,8 +148,11 @@ class TcpListenerService:
         host, port = self.config.listen
         self._poller = Poller(self._loop)
         try:
-            infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            self._listening = listening_sockets(infos, f"tcp listener {self.name}", self.config.listen, 4096)
+            # a worker takes the sockets its supervisor shares (edgeway.workers.sockets)
+            self._listening = inherited("tcp", str(self.config.listen)) or []
+            if not self._listening:
+                infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+                self._listening = listening_sockets(infos, f"tcp listener {self.name}", self.config.listen, 4096)
             for sock in self._listening:
                 self._poller.register(sock.fileno(), _Acceptor(sock, self._make_accept(sock)),
                                       select.EPOLLIN)
@@ -165,6 +169,11 @@ class TcpListenerService:
     def _close_listening(self) -> None:
         for sock in self._listening:
             self._poller.forget(sock.fileno())
+            if in_worker():
+                # a shared socket stays open in the other processes, so closing ours would not
+                # take it out of the epoll set: its events would come under a reused number
+                with contextlib.suppress(OSError):
+                    self._poller._ep.unregister(sock.fileno())
             sock.close()
         self._listening = []
 

@@ -40,7 +40,7 @@ from edgeway.config.model import ListenerConfig
 from edgeway.errors import EdgewayError
 from edgeway.l4.flows import Flow, FlowTable
 from edgeway.l4.reload import L4ReloadPlan
-from edgeway.listening import raise_fd_limit
+from edgeway.listening import in_worker, raise_fd_limit
 
 log = logging.getLogger("edgeway.l4.udp")
 
@@ -87,8 +87,10 @@ class UdpListenerService:
         self._loop = asyncio.get_running_loop()
         raise_fd_limit(self.config.max_connections + 64, self.name)   # one socket per flow
         host, port = self.config.listen
+        # workers: each binds its own socket in one SO_REUSEPORT group; the kernel hashes a
+        # client's address to one of them, so a flow stays on one worker (and its server)
         self._transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _ListenerProtocol(self), local_addr=(host, port)
+            lambda: _ListenerProtocol(self), local_addr=(host, port), reuse_port=in_worker() or None
         )
         log.info("udp listener %s on %s -> upstream %s (session_timeout %gs)",
                  self.name, self.config.listen, self.upstream.name, self.config.session_timeout)
