@@ -327,3 +327,55 @@ def test_ctl_workers_and_status(tmp_path, backends):
         result = run_edgeway("ctl", "--config", str(group.path), "--json", "status", timeout=60)
         status = json.loads(result.stdout)
         assert status["workers"] == 2 and {s["kind"] for s in status["services"]} == {"http", "admin"}
+
+
+def test_an_admin_state_set_through_the_api_applies_in_every_worker(tmp_path, backends):
+    b1, b2 = backends
+    with Group(tmp_path, app(backends, passive={"max_fails": 0})) as group:
+        group.api(f"/api/v1/upstreams/app/servers/{b1.address}/state", "POST", '{"state": "maint"}')
+        time.sleep(0.1)
+        hits = b1.requests
+        assert {group.get(f"/m{i}")[0] for i in range(40)} == {"b2"} and b1.requests == hits
+        per = group.servers(per_worker=True)[b2.address]["workers"]
+        assert len([w for w in per if w["requests"] > 0]) == 2, per
+        group.api(f"/api/v1/upstreams/app/servers/{b1.address}/state", "POST", '{"state": "ready"}')
+        group.api(f"/api/v1/upstreams/app/servers/{b2.address}/weight", "POST", '{"weight": 3}')
+        time.sleep(0.1)
+        bodies = [group.get(f"/w{i}")[0] for i in range(80)]
+        # weight 3 to 1 in each worker: 60 to 20 over both, give or take each worker's position
+        assert 50 <= bodies.count("b2") <= 70, bodies.count("b2")
+
+
+ZONE = """$ORIGIN group.test.
+$TTL 60
+@    IN SOA ns1 admin {serial} 3600 600 86400 60
+@    IN NS  ns1
+ns1  IN A   127.0.0.1
+www  IN A   {address}
+"""
+
+
+def test_a_zone_reload_through_the_api_reaches_every_worker(tmp_path, backends):
+    import dns.message
+    import dns.query
+
+    zone = tmp_path / "group.test.zone"
+    zone.write_text(ZONE.format(serial=1, address="192.0.2.1"))
+    dns_port = free_port()
+    config = {"dns": {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(zone)}]}, **app(backends)}
+
+    def answers() -> set[str]:
+        out = set()
+        for _ in range(40):    # over UDP, whichever worker reads the shared socket first answers
+            query = dns.message.make_query("www.group.test", "A")
+            out.add(dns.query.udp(query, "127.0.0.1", port=dns_port, timeout=2).answer[0][0].to_text())
+        return out
+
+    with Group(tmp_path, config) as group:
+        assert answers() == {"192.0.2.1"}
+        zone.write_text(ZONE.format(serial=2, address="192.0.2.2"))
+        result = group.api("/api/v1/dns/zones/group.test./reload", "POST")
+        assert (result["serial"], result["changed"]) == (2, True)
+        assert [(w["worker"], w["serial"], w["changed"]) for w in result["workers"]] == [(0, 2, True), (1, 2, True)]
+        assert answers() == {"192.0.2.2"}
+        assert group.api("/api/v1/dns/cache/flush", "POST")["removed"] == 0     # no recursion: no cache
