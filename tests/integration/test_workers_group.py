@@ -379,3 +379,28 @@ def test_a_zone_reload_through_the_api_reaches_every_worker(tmp_path, backends):
         assert [(w["worker"], w["serial"], w["changed"]) for w in result["workers"]] == [(0, 2, True), (1, 2, True)]
         assert answers() == {"192.0.2.2"}
         assert group.api("/api/v1/dns/cache/flush", "POST")["removed"] == 0     # no recursion: no cache
+
+
+def test_promtool_accepts_the_groups_scrape_summed_and_per_worker(tmp_path, backends):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    promtool = require_tool("promtool")
+    zone = tmp_path / "group.test.zone"
+    zone.write_text(ZONE.format(serial=1, address="192.0.2.1"))
+    tcp = free_port()
+    config = {"dns": {"listen": [f"127.0.0.1:{free_port()}"], "zones": [{"file": str(zone)}]}, **app(backends)}
+    config["listeners"].append({"name": "t", "protocol": "tcp", "listen": f"127.0.0.1:{tcp}", "upstream": "app"})
+    with Group(tmp_path, config) as group:
+        for i in range(20):
+            group.get(f"/p{i}")
+        bodies = {query: group.api("/metrics" + query) for query in ("", "?per_worker=1")}
+    for query, body in bodies.items():
+        result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 0 and result.stdout == "" and result.stderr == "", \
+            (query, result.stdout + result.stderr)
+    names = {q: [f.name for f in text_string_to_metric_families(b)] for q, b in bodies.items()}
+    assert sorted(names[""]) == sorted(names["?per_worker=1"]) and len(set(names[""])) == len(names[""])
+    for family in ("edgeway_dns_requests", "edgeway_http_requests", "edgeway_l4_connections",
+                   "edgeway_upstream_server_up", "edgeway_resolver_cache_entries", "process_cpu_seconds"):
+        assert family in names[""], family
