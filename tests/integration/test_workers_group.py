@@ -404,3 +404,26 @@ def test_promtool_accepts_the_groups_scrape_summed_and_per_worker(tmp_path, back
     for family in ("edgeway_dns_requests", "edgeway_http_requests", "edgeway_l4_connections",
                    "edgeway_upstream_server_up", "edgeway_resolver_cache_entries", "process_cpu_seconds"):
         assert family in names[""], family
+
+
+def test_a_server_a_reload_adds_waits_for_the_supervisors_first_check_in_every_worker(tmp_path, backends):
+    b1, b2 = backends
+    b2.health = 503
+    check = {"interval": "300ms", "fall": 1, "rise": 1}
+    with Group(tmp_path, app([b1], health_check=check)) as group:
+        config = yaml.safe_load(group.path.read_text())
+        config["upstreams"]["app"]["servers"].append({"address": b2.address})
+        group.path.write_text(yaml.safe_dump(config))
+        result = group.api("/api/v1/reload", "POST")
+        assert result["ok"], result
+        # pending ("checking") in every worker, then down: no request reaches it either way
+        assert {group.get(f"/q{i}")[0] for i in range(20)} == {"b1"}
+        wait_for(lambda: group.servers()[b2.address]["state"] == "down", 5, "b2's first check: down")
+        time.sleep(0.1)
+        assert {group.get(f"/r{i}")[0] for i in range(40)} == {"b1"} and b2.requests == 0
+        b2.health = 200
+        wait_for(lambda: group.servers()[b2.address]["state"] == "up", 5, "b2 up")
+        time.sleep(0.1)
+        assert {group.get(f"/s{i}")[0] for i in range(40)} == {"b1", "b2"}
+        per = group.servers(per_worker=True)[b2.address]["workers"]
+        assert len([w for w in per if w["requests"] > 0]) == 2, per
