@@ -300,6 +300,14 @@ class Upstream:
             self._refresh()
             self.changed()
 
+    def await_check(self, server: Server) -> None:
+        """The server waits for its first check ("checking"): a worker following the
+        supervisor, whose reload decided so (the inverse of check_done)."""
+        if not server.pending:
+            server.pending = True
+            self._refresh()
+            self.changed()
+
     # ------------------------------------------------------------------ the API's view
 
     def snapshot(self, now: float | None = None) -> dict:

@@ -83,7 +83,6 @@ def apply_state(upstreams: Mapping[str, Any], msg: Mapping) -> bool:
         return False
     servers = _by_label(upstream.servers)
     changed = False
-    refresh = False
     for entry in msg.get("servers") or ():
         queue = servers.get(entry.get("address"))
         if not queue:
@@ -95,11 +94,7 @@ def apply_state(upstreams: Mapping[str, Any], msg: Mapping) -> bool:
             changed = True
         pending = bool(entry.get("pending", server.pending))
         if pending != server.pending:
-            if pending:
-                server.pending = True
-                refresh = True
-            else:
-                upstream.check_done(server)
+            (upstream.await_check if pending else upstream.check_done)(server)
             changed = True
         ejected_until = float(entry.get("ejected_until") or 0.0)
         if ejected_until > server.ejected_until:
@@ -113,17 +108,14 @@ def apply_state(upstreams: Mapping[str, Any], msg: Mapping) -> bool:
         if state is not None and state != server.state:
             upstream.set_state(server, state, quiet=True)
             changed = True
-        if entry.get("config_weight", server.config_weight) == server.config_weight:
-            runtime_weight = entry.get("runtime_weight")
-            if runtime_weight != server.runtime_weight or (
-                    runtime_weight is None and server.weight != server.config_weight):
-                if runtime_weight is None:
-                    upstream.reset_weight(server)
-                else:
-                    upstream.set_weight(server, runtime_weight, quiet=True)
-                changed = True
-    if refresh:
-        upstream._refresh()
+        runtime_weight = entry.get("runtime_weight")
+        if entry.get("config_weight", server.config_weight) == server.config_weight and \
+                runtime_weight != server.runtime_weight:
+            if runtime_weight is None:
+                upstream.reset_weight(server)
+            else:
+                upstream.set_weight(server, runtime_weight, quiet=True)
+            changed = True
     return changed
 
 

@@ -219,3 +219,11 @@ def test_failures_spread_beyond_fail_timeout_do_not_eject_the_group():
 def test_a_failure_on_something_removed_by_a_reload_is_ignored(msg):
     sup, _ = group(passive={"max_fails": 1})
     assert sync.apply_failure(sup, msg) is False
+
+
+def test_checking_decided_by_the_supervisors_reload_is_adopted():
+    sup, (w1, _) = group()
+    servers(sup)[B].pending = True
+    assert sync.apply_state(w1, wire(sync.state_message(sup["api"]))) is True
+    assert servers(w1)[B].pending
+    assert {w1["api"].pick(now=0.0).label for _ in range(4)} == {A}
