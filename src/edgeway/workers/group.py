@@ -244,12 +244,17 @@ class GroupView:
         """[(index, snapshot)] of every live worker, now. A worker that does not answer is
         counted with its last snapshot (so a busy worker does not make a counter go down)."""
         answers = await self.supervisor.broadcast_op("snapshot", {"metrics": metrics}, timeout=OP_TIMEOUT)
+        # first the workers that said goodbye or are gone: a worker's counts are either in
+        # `retired` or in `live`, never in both
+        self._fold_retired()
         pids = {getattr(w, "index", None): getattr(w, "pid", None) for w in self.supervisor.workers}
         live: list[tuple[int, dict]] = []
         answered: set[int] = set()
         for index, result in answers:
             if isinstance(result, dict) and "servers" in result:
                 pid = result.get("pid", pids.get(index))
+                if pid in self._folded:
+                    continue        # answered while draining, then said goodbye: counted there
                 old = self._last.get(pid)
                 if old is not None and not metrics and "metrics" in old[1]:
                     result = {**old[1], **result}    # keep the families for a worker lost later
@@ -261,9 +266,8 @@ class GroupView:
         # A worker that did not answer (busy, stopping, or dead and not yet restarted: its
         # handle keeps its pid until then) counts with its last snapshot
         for pid in set(pids.values()) - answered:
-            if pid in self._last:
+            if pid in self._last and pid not in self._folded:
                 live.append(self._last[pid])
-        self._fold_retired()
         return live
 
     def _fold_retired(self) -> None:

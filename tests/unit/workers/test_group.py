@@ -386,3 +386,18 @@ def test_a_single_process_has_no_workers(tmp_path):
     assert call(api, "GET", "/api/v1/status").body["workers"] == 1
     rt.upstreams["api"].acquire(rt.upstreams["api"].server(A))
     assert rows(call(api, "GET", "/api/v1/upstreams/api", "per_worker=1"))[A]["requests"] == 1
+
+
+def test_a_draining_worker_whose_goodbye_came_is_counted_once(setup):
+    api, workers = setup
+    workers.pick(1, A, 7)
+    workers.pick(2, A, 3)
+    assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 10
+    # worker 1 drains (asked nothing, its handle still listed) and its bye has come
+    workers.die(1)
+    final = workerops.snapshot(workers.runtimes[1])
+    final["pid"] = workers.handle(1).pid
+    workers.retired.append(json.loads(json.dumps(final)))
+    assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 10
+    workers.respawn(1)
+    assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 10
