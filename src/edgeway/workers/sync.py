@@ -137,13 +137,15 @@ def failure_message(upstream: Any, server: Any, now: float, cause: str) -> dict:
 
 def report_failures(upstreams: Mapping[str, Any], send: Callable[[dict], Any]) -> None:
     """A worker: every failure on live traffic (Upstream.report_failure) goes to `send` as a
-    failure_message. The worker still counts it itself (its own passive check). Called again
-    after each reload."""
+    failure_message. The worker still counts it itself (its own passive check). An upstream
+    whose passive checks are off (max_fails 0) sends nothing: the supervisor would not count
+    it (the failures counters come with the snapshots, edgeway.workers.workerops). Called
+    again after each reload, which may turn them on or off."""
     def on_failure(upstream: Any, server: Any, now: float, cause: str) -> None:
         send(failure_message(upstream, server, now, cause))
 
     for upstream in upstreams.values():
-        upstream.on_failure = on_failure
+        upstream.on_failure = on_failure if upstream.config.passive.max_fails > 0 else None
 
 
 def apply_failure(upstreams: Mapping[str, Any], msg: Mapping) -> bool:

@@ -227,3 +227,11 @@ def test_checking_decided_by_the_supervisors_reload_is_adopted():
     assert sync.apply_state(w1, wire(sync.state_message(sup["api"]))) is True
     assert servers(w1)[B].pending
     assert {w1["api"].pick(now=0.0).label for _ in range(4)} == {A}
+
+
+def test_without_passive_checks_a_worker_sends_no_failure():
+    _, (w1, _) = group(passive={"max_fails": 0})
+    sent = []
+    sync.report_failures(w1, sent.append)
+    w1["api"].report_failure(servers(w1)[A], 1.0, "refused")
+    assert sent == [] and servers(w1)[A].failures == 1
