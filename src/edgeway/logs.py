@@ -62,11 +62,12 @@ worker_prefix = ""          # text: "[w1] " before the line
 worker_json = ""            # json: '"worker":1,' among the fields
 
 
-def set_worker(index: int) -> None:
+def set_worker(index: int | None) -> None:
+    """Tag this process's lines with worker `index` (None: no tag, a single process)."""
     global worker, worker_prefix, worker_json
     worker = index
-    worker_prefix = f"[w{index}] "
-    worker_json = f'"worker":{index},'
+    worker_prefix = f"[w{index}] " if index is not None else ""
+    worker_json = f'"worker":{index},' if index is not None else ""
     set_format(_format)
 
 

@@ -1,6 +1,8 @@
 """The reload goal of issue 14, on a real `edgeway serve` process: 20 reloads in a row (SIGHUP),
 each changing an upstream's servers, a weight, a route and a zone file, while `wrk` (keep-alive
-and `Connection: close`) runs through the HTTP listener and `dnsperf` queries the DNS listener.
+and `Connection: close`) runs through the HTTP listener and `dnsperf` queries the DNS listener;
+with `workers: 1` (one process) and `workers: 2` (issue 16: the supervisor reloads each worker
+in place).
 
 Asserted: no failed request (wrk: no non-2xx response, no socket error),
 no lost query (dnsperf: 0 lost, every answer NOERROR), and every change visible right after its
@@ -15,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.support.nginx_backends import nginx_backends
@@ -43,8 +46,9 @@ def weight_of_first(gen: int) -> int:
     return gen % 3 + 1
 
 
-def config(gen: int, ports: list[int], http_port: int, dns_port: int, zone: Path) -> dict:
+def config(gen: int, ports: list[int], http_port: int, dns_port: int, zone: Path, workers: int = 1) -> dict:
     return {
+        "workers": workers,
         "dns": {"listen": [f"127.0.0.1:{dns_port}"], "zones": [{"file": str(zone)}]},
         "upstreams": {
             "app": {"servers": [{"address": f"127.0.0.1:{p}", "weight": 1 + (i == 0 and gen % 2)}
@@ -75,7 +79,8 @@ def dig_txt(port: int, name: str) -> str:
                            name, "TXT"], capture_output=True, text=True, timeout=10).stdout.strip()
 
 
-def test_twenty_reloads_under_wrk_and_dnsperf_lose_nothing(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_twenty_reloads_under_wrk_and_dnsperf_lose_nothing(tmp_path, workers):
     wrk, dnsperf = require_tool("wrk"), require_tool("dnsperf")
     with nginx_backends(tmp_path / "nginx", 5) as ports:
         names = {p: f"n{i}" for i, p in enumerate(ports, 1)}
@@ -83,7 +88,7 @@ def test_twenty_reloads_under_wrk_and_dnsperf_lose_nothing(tmp_path):
         zone = tmp_path / "reload.test.zone"
         zone.write_text(zone_text(0))
         cfg = tmp_path / "edgeway.yaml"
-        cfg.write_text(yaml.safe_dump(config(0, ports, http_port, dns_port, zone)))
+        cfg.write_text(yaml.safe_dump(config(0, ports, http_port, dns_port, zone, workers)))
         queries = tmp_path / "queries.txt"
         queries.write_text("www.reload.test A\ngen.reload.test TXT\nreload.test SOA\n")
         log = tmp_path / "edgeway.log"
@@ -93,6 +98,10 @@ def test_twenty_reloads_under_wrk_and_dnsperf_lose_nothing(tmp_path):
         load: list[subprocess.Popen] = []
         try:
             wait_for_port("127.0.0.1", http_port, proc=proc)
+            deadline = time.monotonic() + 20   # (with workers, the port is open before they serve)
+            while "edgeway is running" not in log.read_text():
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.05)
             url = f"http://127.0.0.1:{http_port}/load"
             load = [
                 subprocess.Popen([wrk, "-t1", "-c8", "-d90s", url], stdout=subprocess.PIPE, text=True),
@@ -108,7 +117,7 @@ def test_twenty_reloads_under_wrk_and_dnsperf_lose_nothing(tmp_path):
             slowest = 0.0
             for gen in range(1, RELOADS + 1):
                 zone.write_text(zone_text(gen))
-                cfg.write_text(yaml.safe_dump(config(gen, ports, http_port, dns_port, zone)))
+                cfg.write_text(yaml.safe_dump(config(gen, ports, http_port, dns_port, zone, workers)))
                 sent = time.monotonic()
                 proc.send_signal(signal.SIGHUP)
                 deadline = sent + 10
@@ -153,5 +162,5 @@ def test_twenty_reloads_under_wrk_and_dnsperf_lose_nothing(tmp_path):
     assert re.search(r"Response codes:\s+NOERROR \d+ \(100\.00%\)\n", perf), perf
     assert "Traceback" not in log.read_text()
     counts = [re.search(r"(\d+) requests in", out).group(1) for out in (wrk_keepalive, wrk_close)]
-    print(f"\n{RELOADS} reloads under load; slowest reload {slowest * 1000:.0f} ms; wrk keep-alive "
+    print(f"\nworkers: {workers}: {RELOADS} reloads under load; slowest reload {slowest * 1000:.0f} ms; wrk keep-alive "
           f"{counts[0]} and close {counts[1]} requests, dnsperf {completed.group(1)} queries, none failed or lost")

@@ -211,6 +211,34 @@ def test_sigterm_stops_the_group_with_exit_0_and_no_orphan(tmp_path, backends):
         assert f"(pid {pid}) exited: exit status 0" in text, text[-3000:]
 
 
+def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_clients(tmp_path, backends, bg):
+    slow = bg.call(HttpBackend("slow", mode="slow:2").start())
+    try:
+        http_port, dns_port = free_port(), free_port()
+        config = group_config(tmp_path, [slow], http_port, dns_port)
+        group = Group(tmp_path, config)
+        group.wait_running()
+        result: list = []
+        thread = threading.Thread(target=lambda: result.append(http_get(http_port, "/slow", timeout=10)))
+        thread.start()
+        wait_for(lambda: slow.requests, 5, "the request at the backend")
+        group.proc.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        wait_for(refused, 1.5, "new clients refused while the group drains")
+        thread.join(10)
+        assert result == [200]
+        assert group.proc.wait(15) == 0
+    finally:
+        bg.call(slow.stop())
+
+
 def test_a_killed_supervisor_takes_its_workers_within_2s(tmp_path, backends):
     http_port, dns_port = free_port(), free_port()
     group = Group(tmp_path, group_config(tmp_path, backends, http_port, dns_port))
@@ -359,6 +387,8 @@ def test_a_bad_reload_changes_nothing(tmp_path, backends):
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
         busy.listen()
+        taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        taken.bind(("127.0.0.1", 0))
         try:
             for broken, where in [
                 ("workers: 2\nlisteners: [\n", "invalid YAML"),
@@ -368,6 +398,11 @@ def test_a_bad_reload_changes_nothing(tmp_path, backends):
                     "name": "taken", "protocol": "http", "listen": f"127.0.0.1:{busy.getsockname()[1]}",
                     "routes": [{"upstream": "app"}]}]}, "cannot listen on"),
                 ({**config, "workers": 1}, "workers: changing between 1 and N needs a restart"),
+                # every worker's own bind fails (L4 udp sockets are not shared)
+                ({**config, "upstreams": {**config["upstreams"], "udp": {"servers": [{"address": "127.0.0.1:9"}]}},
+                  "listeners": config["listeners"] + [{
+                      "name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{taken.getsockname()[1]}",
+                      "upstream": "udp"}]}, "udp listener dgram: cannot listen on"),
             ]:
                 group.write(broken)
                 tail = group.reload()
@@ -377,6 +412,35 @@ def test_a_bad_reload_changes_nothing(tmp_path, backends):
                 each_worker_alone(group, lambda: http_get(http_port) == 200 or pytest.fail("not 200"))
         finally:
             busy.close()
+            taken.close()
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()
+
+
+def test_a_worker_whose_reload_fails_is_replaced_by_one_on_the_new_config(tmp_path, backends):
+    import resource
+
+    http_port, dns_port, udp_port = free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    group = Group(tmp_path, config)
+    try:
+        pids = group.wait_running()
+        # worker pids[0] can open no more descriptors: its reload (a new udp listener binds a
+        # socket in each worker) fails, the other's works
+        open_fds = len(os.listdir(f"/proc/{pids[0]}/fd"))
+        resource.prlimit(pids[0], resource.RLIMIT_NOFILE, (open_fds, open_fds))
+        config["upstreams"]["udp"] = {"servers": [{"address": "127.0.0.1:9"}]}
+        config["listeners"].append({"name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{udp_port}",
+                                    "upstream": "udp"})
+        group.write(config)
+        tail = group.reload()
+        assert tail.startswith(f"{group.path} done"), tail
+        assert re.search(r"worker \d: reload failed \(.*\): replaced", tail), tail
+        new = wait_for(lambda: [p for p in group.workers() if p not in pids], 10, "a new worker")
+        wait_for(lambda: not alive(pids[0]), 10, "the failed worker gone")
+        assert pids[1] in group.workers() and len(group.workers()) == 2
+        wait_for(lambda: f"(pid {new[0]}) serving generation 2" in group.text(), 10, "the new one on generation 2")
     finally:
         assert group.stop() == 0
     assert "Traceback" not in group.text()
@@ -402,3 +466,138 @@ def test_a_reload_changing_the_number_of_workers_starts_and_stops_them(tmp_path,
     finally:
         assert group.stop() == 0
     assert "Traceback" not in group.text()
+
+
+class UdpEcho:
+    """A UDP server that answers each datagram with its name and the sender's port."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (TimeoutError, socket.timeout):
+                continue
+            self.sock.sendto(f"{self.name} {addr[1]} ".encode() + data, addr)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+def udp_owner(port: int) -> int | None:
+    """The pid of the process with a UDP socket on local port `port` (ss -p)."""
+    out = subprocess.run(["ss", "-uanpH", "sport", f"= :{port}"], capture_output=True, text=True).stdout
+    m = re.search(r"pid=(\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+def test_udp_flows_stay_on_one_worker_and_one_server(tmp_path, backends):
+    require_tool("ss")
+    echoes = [UdpEcho(f"u{i}") for i in (1, 2)]
+    udp_port, http_port, dns_port = free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    config["upstreams"]["udp"] = {"servers": [{"address": f"127.0.0.1:{e.port}"} for e in echoes]}
+    config["listeners"].append({"name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{udp_port}",
+                                "upstream": "udp", "session_timeout": "30s"})
+    group = Group(tmp_path, config)
+    clients = []
+    try:
+        pids = group.wait_running()
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+        seen: dict[int, set[tuple[str, str]]] = {i: set() for i in range(len(clients))}
+        for client in clients:
+            client.settimeout(2)
+        for round_ in range(10):
+            for i, client in enumerate(clients):
+                client.sendto(f"c{i} r{round_}".encode(), ("127.0.0.1", udp_port))
+                server, source, payload = client.recv(2048).decode().split(" ", 2)
+                assert payload == f"c{i} r{round_}"
+                seen[i].add((server, source))
+        # each client's datagrams went out of one flow socket (one worker) to one server
+        assert all(len(s) == 1 for s in seen.values()), seen
+        owners = {udp_owner(int(next(iter(s))[1])) for s in seen.values()}
+        assert owners <= set(pids), (owners, pids)
+        assert len(owners) == 2, owners   # (16 clients hashed over 2 sockets: both get some)
+        assert {next(iter(s))[0] for s in seen.values()} == {"u1", "u2"}
+    finally:
+        for client in clients:
+            client.close()
+        assert group.stop() == 0
+        for echo in echoes:
+            echo.close()
+    assert "Traceback" not in group.text()
+
+
+def test_a_group_that_cannot_start_exits_1_and_says_why(tmp_path, backends):
+    http_port, dns_port, udp_port = free_port(), free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    # the supervisor's own sockets: a port in use is its error, at once
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        config["listeners"][0]["listen"] = f"127.0.0.1:{busy.getsockname()[1]}"
+        group = Group(tmp_path, config)
+        assert group.proc.wait(20) == 1
+        assert "cannot listen on" in group.text(), group.text()
+    finally:
+        busy.close()
+    # a worker's: an L4 udp port taken (workers bind those themselves): no restart loop
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    config["upstreams"]["udp"] = {"servers": [{"address": "127.0.0.1:9"}]}
+    config["listeners"].append({"name": "dgram", "protocol": "udp", "listen": f"127.0.0.1:{udp_port}",
+                                "upstream": "udp"})
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", udp_port))
+    try:
+        group = Group(tmp_path, config)
+        assert group.proc.wait(30) == 1
+        text = group.text()
+        assert "exited before it served (exit status 1)" in text, text[-3000:]
+        assert "udp listener dgram: cannot listen on" in text and "Address already in use" in text, text[-3000:]
+        assert text.count("started (pid") == 2, text[-3000:]
+    finally:
+        taken.close()
+
+
+def test_the_api_and_ctl_reload_every_worker(tmp_path, backends):
+    from tests.support.admin import AdminServe
+
+    http_port = free_port()
+    config = {"workers": 2,
+              "upstreams": {"app": {"servers": [{"address": f"127.0.0.1:{b.port}"} for b in backends]}},
+              "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{http_port}",
+                             "access_log": False, "routes": [{"upstream": "app"}]}]}
+    with AdminServe(tmp_path, config) as serve:
+        wait_for_port("127.0.0.1", http_port)
+        assert http_get(http_port) == 200
+        serve.config["listeners"][0]["timeouts"] = {"connect": "3s"}
+        serve.write(serve.config)
+        status, _, result = serve.curl("POST", "/api/v1/reload")
+        assert status == 200 and result["ok"], result
+        assert "listener web: updated" in result["changes"], result
+        status, _, info = serve.curl("GET", "/api/v1/status")
+        assert status == 200 and info["last_reload"]["ok"], info
+        assert info["services"] == [s for s in info["services"] if s["kind"] == "admin"]   # the supervisor's
+        done = serve.ctl("reload")
+        assert done.returncode == 0, done.stderr
+        serve.write({**serve.config, "workers": 1})
+        refused = serve.ctl("reload")
+        assert refused.returncode == 1 and "changing between 1 and N needs a restart" in refused.stderr, refused
+        assert http_get(http_port) == 200
+        code, out = serve.stop()
+    assert code == 0, out[-3000:]
+    for index in (0, 1):
+        assert f"[w{index}] " in out and re.search(rf"\[w{index}\] .*generation 3 applied", out), out[-3000:]
+    assert out.count("reload of ") == 3 and "Traceback" not in out, out[-3000:]

@@ -54,6 +54,7 @@ def start_everything(sup: Supervisor, p: demo_plan.DemoPlan, on_health) -> None:
             sup.wait_tcp("lb", host, int(port))
         elif role.kind != "redis":
             sup.wait_tcp(role.name, host, int(port))
+    sup.wait_line("lb", "edgeway is running")   # (its workers serve: the first request waits for none)
 
 
 def print_roles(p: demo_plan.DemoPlan) -> None:

@@ -216,6 +216,7 @@ def _lb_config(p: DemoPlan) -> str:
     api = "\n".join(f"      - {{address: \"{ip}:{BACKEND_PORT}\"}}" for ip in API_IPS)
     check = "{path: /health, interval: 2s, timeout: 1s, rise: 2, fall: 2}"
     return f"""\
+workers: 2                  # a supervisor (health checks, admin) and two worker processes
 admin:                      # the runtime API, `edgeway ctl --config lb.yaml` and /dashboard
   listen: "{p.role('lb-admin').address}"
   token_file: {p.token_file.name}

@@ -59,6 +59,18 @@ class Supervisor:
             time.sleep(0.05)
         raise StartError(f"{name} did not start listening on {host}:{port} within {timeout:g}s")
 
+    def wait_line(self, name: str, text: str, timeout: float = 15.0) -> None:
+        """Until a line of `name`'s output contains `text` (a balancer with workers listens
+        before its workers serve: its "edgeway is running" says they do)."""
+        path = self.folder / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            if path.exists() and text in path.read_text():
+                return
+            time.sleep(0.05)
+        raise StartError(f"{name} did not say {text!r} within {timeout:g}s:\n{self.log_tail(name, 8)}")
+
     def wait_dns(self, name: str, host: str, port: int, qname: str, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

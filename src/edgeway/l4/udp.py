@@ -87,13 +87,32 @@ class UdpListenerService:
         self._loop = asyncio.get_running_loop()
         raise_fd_limit(self.config.max_connections + 64, self.name)   # one socket per flow
         host, port = self.config.listen
-        # workers: each binds its own socket in one SO_REUSEPORT group; the kernel hashes a
-        # client's address to one of them, so a flow stays on one worker (and its server)
-        self._transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _ListenerProtocol(self), local_addr=(host, port), reuse_port=in_worker() or None
-        )
+        sock = self._bind(host, port)
+        self._transport, _ = await self._loop.create_datagram_endpoint(lambda: _ListenerProtocol(self), sock=sock)
         log.info("udp listener %s on %s -> upstream %s (session_timeout %gs)",
                  self.name, self.config.listen, self.upstream.name, self.config.session_timeout)
+
+    def _bind(self, host: str, port: int) -> socket.socket:
+        """The listening socket, bound here (an error then names the listener and the cause).
+        A worker binds its own in one SO_REUSEPORT group with its siblings: the kernel hashes
+        a client's address to one of them, so a flow stays on one worker (and its server)."""
+        try:
+            family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                                           flags=socket.AI_PASSIVE)[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise OSError(exc.errno, f"udp listener {self.name}: cannot listen on {self.config.listen}: "
+                                     f"{exc.strerror or exc}") from None
+        try:
+            if in_worker():
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(sockaddr)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"udp listener {self.name}: cannot listen on {self.config.listen}: "
+                                     f"{exc.strerror}") from None
+        sock.setblocking(False)
+        return sock
 
     async def stop(self) -> None:
         if self._timer is not None:

@@ -15,7 +15,9 @@ SCM_RIGHTS (`send_fds` / `recv_fds`), sent just before the JSON message that lis
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import socket
 import struct
 
@@ -155,6 +157,7 @@ class Channel:
                 data = b""
             if not data:
                 self._fail_waiters(f"control channel to {self.name} closed (EOF)")
+                self.close()
                 raise StopAsyncIteration
             try:
                 self._ready.extend(self._decoder.feed(data))
@@ -179,9 +182,17 @@ def recv_fds(sock: socket.socket, count: int) -> list[int]:
     """The `count` descriptors the peer sent with send_fds (they are queued before the message
     that names them, so this does not wait; a timeout on the socket bounds it anyway)."""
     fds: list[int] = []
-    while len(fds) < count:
-        data, got, _flags, _addr = socket.recv_fds(sock, 1, count - len(fds))
-        if not data:
-            raise ProtocolError("the fd channel closed before the descriptors came")
-        fds.extend(got)
+    try:
+        while len(fds) < count:
+            data, got, flags, _addr = socket.recv_fds(sock, 1, count - len(fds))
+            fds.extend(got)
+            if not data:
+                raise ProtocolError("the fd channel closed before the descriptors came")
+            if flags & socket.MSG_CTRUNC:   # the kernel dropped some: no descriptor left here
+                raise OSError(errno.EMFILE, "descriptors passed by the supervisor were lost "
+                                            "(too many open files in this worker?)")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
     return fds

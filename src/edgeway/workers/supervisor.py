@@ -106,6 +106,7 @@ class Supervisor:
         self._changed: set[str] = set()
         self._flush_scheduled = False
         self._announced = False
+        self.startup_error: str | None = None
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ running
@@ -129,6 +130,8 @@ class Supervisor:
                 self._spawn(handle)
             await self._stop_event.wait()
             await self._shutdown()
+            if self.startup_error is not None:
+                raise EdgewayError(self.startup_error)
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -164,6 +167,9 @@ class Supervisor:
             handle.retire = True
             handle.state = "stopping"
             self._signal(handle, signal.SIGINT if at_once else signal.SIGTERM)
+        # no worker will accept again: once the workers' copies close too (at their drain's
+        # start), a new client is refused, as with a single process, not left in a backlog
+        self.shared.close()
         limit = (KILL_GRACE if at_once else self.config.shutdown_timeout + KILL_GRACE)
         waiting = [asyncio.create_task(h.exited.wait()) for h in self.workers if h.proc is not None]
         interrupt = asyncio.create_task(self._at_once.wait()) if not at_once else None
@@ -214,33 +220,48 @@ class Supervisor:
         handle.replace = False
         handle.exited = asyncio.Event()
         handle.fds_sock = parent_fds
-        handle._pidfd = os.pidfd_open(proc.pid)
-        loop.add_reader(handle._pidfd, self._on_exit, handle)
-        handle._reader = self._background(self._talk(handle, parent_ctl))
+        handle.channel = None
+        try:
+            handle._pidfd = os.pidfd_open(proc.pid)
+            loop.add_reader(handle._pidfd, self._on_exit, handle)
+        except (AttributeError, OSError):   # no pidfd (Linux < 5.3): look 10 times a second
+            handle._pidfd = None
+            self._poll_exit(handle, proc)
+        handle._reader = self._background(self._talk(handle, parent_ctl, proc))
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
 
-    async def _talk(self, handle: WorkerHandle, sock: socket.socket) -> None:
-        """`init`, then what the worker says, until its channel closes."""
+    def _poll_exit(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
+        if handle.proc is not proc:
+            return
+        if proc.poll() is not None:
+            self._on_exit(handle)
+        else:
+            asyncio.get_running_loop().call_later(0.1, self._poll_exit, handle, proc)
+
+    async def _talk(self, handle: WorkerHandle, sock: socket.socket, proc: subprocess.Popen) -> None:
+        """`init`, then what the worker says, until its channel closes (after its exit too:
+        its last words, `bye`, may still be unread when the exit is seen)."""
         channel = await Channel.open(sock, f"worker {handle.index}")
-        handle.channel = channel
+        if handle.proc is proc:
+            handle.channel = channel
         try:
             channel.send({"t": "init", "index": handle.index, "generation": self.generation,
                           "config_path": str(self.config_path), "config_text": self.config_text,
                           "sockets": self.shared.describe()})
             async for msg in channel:
-                self._on_message(handle, msg)
+                self._on_message(handle, channel, msg)
         except ControlError as exc:
             log.error("worker %d: %s", handle.index, exc)
         finally:
             channel.close()
 
-    def _on_message(self, handle: WorkerHandle, msg: dict) -> None:
+    def _on_message(self, handle: WorkerHandle, channel: Channel, msg: dict) -> None:
         kind = msg["t"]
         if kind == "ready":
             handle.state = "stopping" if handle.retire or handle.replace else "running"
             if self.sync is not None:
                 for state in self.sync.full_state(self.control.upstreams):
-                    handle.channel.send(state)
+                    channel.send(state)
             if not self._announced and all(h.state == "running" for h in self.workers):
                 self._announced = True
                 log.info("edgeway is running (pid %d) with %d workers; SIGHUP reloads, SIGTERM drains and "
@@ -256,14 +277,13 @@ class Supervisor:
 
     def _on_exit(self, handle: WorkerHandle) -> None:
         loop = asyncio.get_running_loop()
-        loop.remove_reader(handle._pidfd)
-        os.close(handle._pidfd)
-        handle._pidfd = None
+        if handle._pidfd is not None:
+            loop.remove_reader(handle._pidfd)
+            os.close(handle._pidfd)
+            handle._pidfd = None
         returncode = handle.proc.wait()
         status = exit_text(returncode)
         handle.last_exit = status
-        if handle.channel is not None:
-            handle.channel.close()
         if handle.fds_sock is not None:
             handle.fds_sock.close()
             handle.fds_sock = None
@@ -272,6 +292,14 @@ class Supervisor:
         expected = handle.retire or handle.replace or self._stopping
         (log.info if expected and returncode == 0 else log.warning)(
             "worker %d (pid %d) exited: %s", handle.index, handle.pid, status)
+        if not self._announced and not self._stopping and handle.state == "starting":
+            # the group never served: a config it cannot run (an L4 udp port taken, say)
+            # would only loop; stop, as a single process that cannot start does
+            self.startup_error = (f"worker {handle.index} exited before it served ({status}); "
+                                  "its log lines above say why")
+            self._at_once.set()
+            self._stop_event.set()
+            return
         if handle.retire or self._stopping:
             if handle in self.workers and not self._stopping:
                 self.workers.remove(handle)
@@ -395,6 +423,10 @@ class Supervisor:
                 return {"ok": False, "error": str(exc), "changes": []}
 
         answers = list(await asyncio.gather(*(one(h) for h in targets)))
+        if self._stopping:   # a SIGTERM came meanwhile: the group is going away
+            self.shared.abort(added)
+            result["error"] = "shutting down: reload abandoned"
+            return result
         worked = [a for a in answers if a.get("ok")]
         if targets and not worked:
             self.shared.abort(added)
@@ -443,7 +475,7 @@ class Supervisor:
         if count > old:
             taken = {h.index for h in self.workers}
             index = 0
-            for _ in range(count - old):
+            for _ in range(count - old if not self._stopping else 0):
                 while index in taken:
                     index += 1
                 handle = WorkerHandle(index)

@@ -109,6 +109,7 @@ class Worker:
         reader = asyncio.create_task(self._read())
         try:
             await self.stop_event.wait()
+            self._release_sockets()
             if not self.at_once.is_set():
                 timeout = runtime.config.shutdown_timeout
                 drain = asyncio.create_task(runtime.drain(timeout))
@@ -124,6 +125,15 @@ class Worker:
             await runtime.stop()
             self.channel.close()
         return 0
+
+    def _release_sockets(self) -> None:
+        """Stopping: this worker's own copies of the shared sockets close (the services close
+        theirs as they drain), so that once the whole group stops, a listening socket is
+        closed and a new client is refused at once rather than left waiting in its backlog."""
+        for _, _, sock in self.sockets.values():
+            sock.close()
+        self.sockets = {}
+        self._publish()
 
     def _load(self, text: str):
         return load_config_text(text, filename=str(self.config_path), base_dir=self.config_path.resolve().parent)
