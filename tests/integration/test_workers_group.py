@@ -211,9 +211,9 @@ def test_health_checks_reach_a_backend_once_per_interval_not_once_per_worker(tmp
         before = len(backends[0].checks)
         time.sleep(2.0)                           # four intervals
         checks = [t for t in backends[0].checks[before:] if t - start <= 2.0]
-        # one checker (the supervisor's): 4 or 5 checks (interval x 0.95..1.0); one per worker
-        # as well would make 12 or more
-        assert 3 <= len(checks) <= 5, checks
+        # one checker (the supervisor's): 4 or 5 checks (interval x 0.95..1.0; fewer on a loaded
+        # box); one per worker as well would make 12 or more
+        assert 2 <= len(checks) <= 6, checks
 
 
 def test_a_backend_going_down_is_avoided_by_every_worker_within_100ms(tmp_path, backends):
