@@ -44,7 +44,8 @@ def snap(pid, requests, in_flight=0, connections=0, cert=0.0):
             family("edgeway_upstream_server_requests", "counter",
                    [["edgeway_upstream_server_requests_total", {"upstream": "api", "server": A}, requests]]),
             family("edgeway_http_request_duration_seconds", "histogram", [
-                ["edgeway_http_request_duration_seconds_bucket", {"listener": "web", "route": "", "le": "0.1"}, requests],
+                ["edgeway_http_request_duration_seconds_bucket", {"listener": "web", "route": "", "le": "0.1"},
+                 requests],
                 ["edgeway_http_request_duration_seconds_bucket", {"listener": "web", "route": "", "le": "+Inf"},
                  requests],
                 ["edgeway_http_request_duration_seconds_count", {"listener": "web", "route": ""}, requests],
