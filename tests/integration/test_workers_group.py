@@ -327,6 +327,11 @@ def test_ctl_workers_and_status(tmp_path, backends):
         result = run_edgeway("ctl", "--config", str(group.path), "--json", "status", timeout=60)
         status = json.loads(result.stdout)
         assert status["workers"] == 2 and {s["kind"] for s in status["services"]} == {"http", "admin"}
+        for i in range(20):
+            group.get(f"/c{i}")
+        result = run_edgeway("ctl", "--config", str(group.path), "upstreams", "app", "--per-worker", timeout=60)
+        assert result.returncode == 0 and "per worker" in result.stdout, result.stdout + result.stderr
+        assert re.search(r"w0: \d+ +w1: \d+", result.stdout), result.stdout
 
 
 def test_an_admin_state_set_through_the_api_applies_in_every_worker(tmp_path, backends):

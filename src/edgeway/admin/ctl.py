@@ -211,8 +211,10 @@ def print_upstreams(upstreams: list[dict]) -> None:
     console = _console()
     for upstream in upstreams:
         table = Table(title=f"upstream {upstream.get('name')} ({upstream.get('balance')})", title_justify="left")
+        # with workers and --per-worker: each worker's requests (the API's `workers` rows)
+        per_worker = any("workers" in s for s in upstream.get("servers") or [])
         for column in ("server", "state", "weight", "backup", "in flight", "requests", "failures",
-                       "last check", "why"):
+                       *(["per worker"] if per_worker else []), "last check", "why"):
             table.add_column(column, no_wrap=column != "why",
                              justify="right" if column in ("weight", "in flight", "requests", "failures") else "left")
         for s in upstream.get("servers") or []:
@@ -220,10 +222,11 @@ def print_upstreams(upstreams: list[dict]) -> None:
             last = _ago(s.get("last_check"))
             if s.get("last_check_result"):
                 last += f" ({s['last_check_result']})"
+            detail = ["  ".join(f"w{w.get('worker')}: {w.get('requests')}" for w in s.get("workers") or [])]
             table.add_row(str(s.get("address")), f"[{_STATE_STYLE.get(state, 'default')}]{state}[/]",
                           str(s.get("weight")), "yes" if s.get("backup") else "",
                           str(s.get("in_flight", "")), str(s.get("requests", "")),
-                          str(s.get("failures", "")), last, str(s.get("why") or ""))
+                          str(s.get("failures", "")), *(detail if per_worker else []), last, str(s.get("why") or ""))
         console.print(table)
 
 
@@ -318,13 +321,15 @@ def status(obj: _Ctx) -> None:
 
 @command.command("upstreams")
 @click.argument("name", required=False)
+@click.option("--per-worker", is_flag=True, help="with workers: each worker's requests too")
 @click.pass_obj
-def upstreams(obj: _Ctx, name: str | None) -> None:
+def upstreams(obj: _Ctx, name: str | None, per_worker: bool) -> None:
     """Every server of every upstream (or of NAME): state, weight, counters, last check."""
+    query = "?per_worker=1" if per_worker else ""
     if name is None:
-        obj.run("GET", "/api/v1/upstreams", show=lambda d: print_upstreams(d.get("upstreams") or []))
+        obj.run("GET", "/api/v1/upstreams" + query, show=lambda d: print_upstreams(d.get("upstreams") or []))
     else:
-        obj.run("GET", f"/api/v1/upstreams/{_segment(name)}", show=lambda d: print_upstreams([d]))
+        obj.run("GET", f"/api/v1/upstreams/{_segment(name)}" + query, show=lambda d: print_upstreams([d]))
 
 
 def _state_command(state: str, help_text: str):

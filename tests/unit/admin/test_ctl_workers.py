@@ -22,3 +22,13 @@ def test_the_workers_table_shows_each_worker(capsys):
 def test_one_process_says_so(capsys):
     ctl.print_workers([])
     assert capsys.readouterr().out.strip() == "one process (workers: 1): no worker processes"
+
+
+def test_upstreams_per_worker_adds_a_column_only_when_asked(capsys):
+    row = {"address": "127.0.0.1:1", "state": "up", "weight": 1, "in_flight": 0, "requests": 42, "failures": 0}
+    ctl.print_upstreams([{"name": "api", "balance": "round_robin", "servers": [row]}])
+    assert "per worker" not in capsys.readouterr().out
+    row["workers"] = [{"worker": 0, "requests": 30}, {"worker": 1, "requests": 12}]
+    ctl.print_upstreams([{"name": "api", "balance": "round_robin", "servers": [row]}])
+    out = capsys.readouterr().out
+    assert "per worker" in out and "w0: 30  w1: 12" in out
