@@ -102,9 +102,7 @@ class Runtime:
                     upstream.checker = _remote_check()
                 else:
                     self.health_checkers[name] = _health_checker(upstream, self.events)
-        if self.role == "supervisor":
-            pass                          # no DNS, no listeners: the workers serve them
-        else:
+        if self.role != "supervisor":     # (the supervisor's workers serve DNS and listeners)
             if config.dns is not None:
                 self.dns = _dns_service(config.dns)
             for listener in config.listeners:
@@ -702,4 +700,6 @@ def check_command(config_path: Path) -> None:
         parts.append(f"{len(config.upstreams)} upstream(s)")
     if config.listeners:
         parts.append(f"{len(config.listeners)} listener(s)")
+    if config.worker_count > 1:
+        parts.append(f"{config.worker_count} workers")
     click.echo(f"{config_path}: OK: {'; '.join(parts)}")

@@ -170,25 +170,32 @@ class Supervisor:
         # no worker will accept again: once the workers' copies close too (at their drain's
         # start), a new client is refused, as with a single process, not left in a backlog
         self.shared.close()
-        limit = (KILL_GRACE if at_once else self.config.shutdown_timeout + KILL_GRACE)
-        waiting = [asyncio.create_task(h.exited.wait()) for h in self.workers if h.proc is not None]
-        interrupt = asyncio.create_task(self._at_once.wait()) if not at_once else None
-        if waiting:
-            done, _ = await asyncio.wait(waiting + ([interrupt] if interrupt else []), timeout=limit,
-                                         return_when=asyncio.ALL_COMPLETED if interrupt is None
-                                         else asyncio.FIRST_COMPLETED)
-            if interrupt is not None and interrupt in done:   # a second SIGTERM, or SIGINT
-                await asyncio.wait(waiting, timeout=KILL_GRACE)
-            elif interrupt is not None and not all(t.done() for t in waiting):
-                await asyncio.wait(waiting, timeout=limit)
-        if interrupt is not None:
-            interrupt.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (KILL_GRACE if at_once else self.config.shutdown_timeout + KILL_GRACE)
+        pending = {asyncio.create_task(h.exited.wait()) for h in self.workers if h.proc is not None}
+        while pending and loop.time() < deadline:
+            interrupt = None
+            if not at_once:
+                if self._at_once.is_set():   # a second SIGTERM, or SIGINT: the workers got SIGINT
+                    at_once = True
+                    deadline = min(deadline, loop.time() + KILL_GRACE)
+                    continue
+                interrupt = asyncio.create_task(self._at_once.wait())
+            _, pending = await asyncio.wait(pending | ({interrupt} if interrupt else set()),
+                                            timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED)
+            if interrupt is not None:
+                pending.discard(interrupt)
+                interrupt.cancel()
+        for task in pending:
+            task.cancel()
         for handle in self.workers:
             if handle.proc is not None and handle.proc.poll() is None:
                 log.warning("worker %d (pid %d) did not stop in time: SIGKILL", handle.index, handle.pid)
                 self._signal(handle, signal.SIGKILL)
-        for task in waiting:
-            task.cancel()
+                try:
+                    handle.proc.wait(1)
+                except subprocess.TimeoutExpired:
+                    pass
         log.info("stopping")
 
     # ------------------------------------------------------------------ workers
@@ -227,7 +234,11 @@ class Supervisor:
         except (AttributeError, OSError):   # no pidfd (Linux < 5.3): look 10 times a second
             handle._pidfd = None
             self._poll_exit(handle, proc)
-        handle._reader = self._background(self._talk(handle, parent_ctl, proc))
+        # what this process inherited, said now: a reload may commit before the channel opens
+        init = {"t": "init", "index": handle.index, "generation": self.generation,
+                "config_path": str(self.config_path), "config_text": self.config_text,
+                "sockets": self.shared.describe()}
+        handle._reader = self._background(self._talk(handle, parent_ctl, proc, init))
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
 
     def _poll_exit(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
@@ -238,16 +249,14 @@ class Supervisor:
         else:
             asyncio.get_running_loop().call_later(0.1, self._poll_exit, handle, proc)
 
-    async def _talk(self, handle: WorkerHandle, sock: socket.socket, proc: subprocess.Popen) -> None:
+    async def _talk(self, handle: WorkerHandle, sock: socket.socket, proc: subprocess.Popen, init: dict) -> None:
         """`init`, then what the worker says, until its channel closes (after its exit too:
         its last words, `bye`, may still be unread when the exit is seen)."""
         channel = await Channel.open(sock, f"worker {handle.index}")
         if handle.proc is proc:
             handle.channel = channel
         try:
-            channel.send({"t": "init", "index": handle.index, "generation": self.generation,
-                          "config_path": str(self.config_path), "config_text": self.config_text,
-                          "sockets": self.shared.describe()})
+            channel.send(init)
             async for msg in channel:
                 self._on_message(handle, channel, msg)
         except ControlError as exc:
