@@ -133,6 +133,7 @@ def test_the_dashboard_in_chromium(tmp_path, backends, browser):
             assert cells[4].text == "10" and cells[6].text not in ("", "no data")
         errors = console_errors(browser, metrics_absent)
         assert errors == [], errors
+        assert not browser.find_element("id", "workers").is_displayed()   # one process: no workers
 
         # a killed backend turns down within interval x fall + 2 s
         victim, other = addresses[1], addresses[0]
@@ -185,6 +186,62 @@ def test_the_dashboard_in_chromium(tmp_path, backends, browser):
         wait_until("servers again", lambda: len(server_states(browser, "web")) == 2, timeout=10)
         stored = browser.execute_script("return JSON.stringify(Object.values(sessionStorage))")
         assert json.loads(stored) == [serve.token]
+
+
+def test_the_dashboard_of_a_group_of_workers_in_chromium(tmp_path, backends, browser):
+    """workers: 2: the header says so, the Workers section lists both processes (pids as the
+    API gives them), the listener's figures are the group's sums, and a worker killed with
+    SIGKILL shows its restart and exit status."""
+    import os
+    import signal
+
+    addresses = list(backends)
+    front = f"127.0.0.1:{free_port()}"
+    config = {
+        "workers": 2,
+        "upstreams": {"web": {"servers": [{"address": a} for a in addresses]}},
+        "listeners": [{"name": "front", "protocol": "http", "listen": front, "routes": [{"upstream": "web"}],
+                       "access_log": False}],
+    }
+    with AdminServe(tmp_path, config) as serve:
+        wait_for_port("127.0.0.1", int(front.rsplit(":", 1)[1]))
+
+        def api_workers():
+            status, _, body = serve.curl("GET", "/api/v1/workers")
+            return [w for w in body["workers"] if w["state"] == "running"] if status == 200 else []
+
+        workers = wait_until("two workers running", lambda: len(w := api_workers()) == 2 and w, timeout=20)
+        for i in range(10):   # new connections: both workers may take part
+            with urllib.request.urlopen(f"http://{front}/hello{i}", timeout=5) as response:
+                response.read()
+        browser.get(f"{serve.url}/dashboard#token={serve.token}")
+        wait_until("identity says 2 workers", lambda: "2 workers" in browser.find_element("id", "identity").text,
+                   timeout=15)
+
+        def rows():
+            return {r.get_attribute("data-key"): r for r in
+                    browser.find_elements("css selector", "#worker-table tbody tr")}
+
+        wait_until("two worker rows", lambda: len(rows()) == 2, timeout=10)
+        assert browser.find_element("id", "workers").is_displayed()
+        assert {k: r.get_attribute("data-pid") for k, r in rows().items()} == \
+            {str(w["index"]): str(w["pid"]) for w in workers}
+        assert sum(int(r.find_elements("tag name", "td")[6].text) for r in rows().values()) == 10
+        listener = wait_until("listener row", lambda: browser.find_elements(
+            "css selector", '#listener-table tr[data-key="front"]'), timeout=5)[0]
+        wait_until("the group's ten requests", lambda: "200: 10" in listener.text, timeout=10)
+
+        victim = workers[0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        row = wait_until("the restart shown", lambda: (r := rows().get(str(victim["index"]))) and
+                         "killed by SIGKILL" in r.text and r.get_attribute("data-pid") != str(victim["pid"]) and r,
+                         timeout=10)
+        assert row.find_elements("tag name", "td")[4].text == "1"
+        shot = tmp_path / "dashboard-workers.png"
+        assert browser.save_screenshot(str(shot))
+        print(f"dashboard screenshot: {shot}")
+        errors = console_errors(browser, False)
+        assert errors == [], errors
 
 
 def exposition() -> str:

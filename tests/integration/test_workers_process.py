@@ -622,7 +622,8 @@ def test_the_api_and_ctl_reload_every_worker(tmp_path, backends):
         assert "listener web: updated" in result["changes"], result
         status, _, info = serve.curl("GET", "/api/v1/status")
         assert status == 200 and info["last_reload"]["ok"], info
-        assert info["services"] == [s for s in info["services"] if s["kind"] == "admin"]   # the supervisor's
+        # the workers' services (what the first worker serves) and the supervisor's admin listener
+        assert [s["kind"] for s in info["services"]] == ["http", "admin"] and info["workers"] == 2, info
         done = serve.ctl("reload")
         assert done.returncode == 0, done.stderr
         serve.write({**serve.config, "workers": 1})

@@ -15,24 +15,33 @@ The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
 
     GET  /api/v1/status
     GET  /api/v1/events?since=N                 recent health transitions, reloads
-    GET  /api/v1/upstreams                      GET /api/v1/upstreams/{name}
+    GET  /api/v1/upstreams                      GET /api/v1/upstreams/{name}   (?per_worker=1)
     POST /api/v1/upstreams/{name}/servers/{address}/state    {"state": "ready"|"drain"|"maint"}
     POST /api/v1/upstreams/{name}/servers/{address}/weight   {"weight": 1..1000}
     POST /api/v1/reload
     POST /api/v1/dns/cache/flush                {"name": "example.com."} optional
     GET  /api/v1/dns/cache?name=NAME
     POST /api/v1/dns/zones/{origin}/reload
+    GET  /api/v1/workers                        the worker processes (workers: N)
     GET  /metrics                               Prometheus text; no token with admin.metrics_without_token
+                                                (?per_worker=1: a worker="N" label instead of sums)
 
 `/dashboard` and its files (edgeway.admin.dashboard) are the exception to the token: the page
 holds no data, and asks the endpoints above for it with the token.
 
 The runtime is duck-typed (edgeway.runtime.Runtime; contract in docs/operations.md), so the
 API reads live objects and holds no state of its own except the token.
+
+With worker processes (`workers: N`) the runtime is the supervisor's control Runtime, whose
+`group` is the Supervisor: the counts live in the workers, so the endpoints that show them
+first ask the workers (edgeway.workers.group: the servers' counters summed, /metrics merged,
+the DNS operations run in every worker and awaited). In a single process `group` is absent or
+None and every endpoint answers as it always did.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -65,6 +74,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, str]]] = [
     (("api", "v1", "dns", "cache"), {"GET": "cache"}),
     (("api", "v1", "dns", "cache", "flush"), {"POST": "flush"}),
     (("api", "v1", "dns", "zones", "{origin}", "reload"), {"POST": "zone_reload"}),
+    (("api", "v1", "workers"), {"GET": "workers"}),
     (("metrics",), {"GET": "metrics"}),
 ]
 
@@ -165,6 +175,12 @@ class AdminApi:
         _no_body(request)
         rt = self.runtime
         path = getattr(rt, "config_path", None)
+        view = self._group()
+        if view is not None:
+            live = await view.refresh_servers()
+            services, workers = view.services(live), len(view.supervisor.workers)
+        else:
+            services, workers = rt.services_summary(), 1
         return 200, {
             "version": rt.version,
             "pid": rt.pid,
@@ -173,7 +189,8 @@ class AdminApi:
             "config_file": str(path) if path is not None else None,
             "config_hash": rt.config_hash,
             "last_reload": rt.last_reload,
-            "services": rt.services_summary(),
+            "services": services,
+            "workers": workers,
         }
 
     async def _events(self, request: Request) -> tuple[int, dict]:
@@ -188,14 +205,18 @@ class AdminApi:
         return 200, {"last": events.last, "events": events.since(int(text))[-MAX_EVENTS:]}
 
     async def _upstreams(self, request: Request) -> tuple[int, dict]:
-        _no_query(request)
+        per_worker = _per_worker(request)
         _no_body(request)
-        return 200, {"upstreams": [u.snapshot() for u in self.runtime.upstreams.values()]}
+        live = await self._refresh_servers()
+        return 200, {"upstreams": [_with_workers(u.snapshot(), live, per_worker)
+                                   for u in self.runtime.upstreams.values()]}
 
     async def _upstream(self, request: Request, name: str) -> tuple[int, dict]:
-        _no_query(request)
+        per_worker = _per_worker(request)
         _no_body(request)
-        return 200, self._find_upstream(name).snapshot()
+        upstream = self._find_upstream(name)
+        live = await self._refresh_servers()
+        return 200, _with_workers(upstream.snapshot(), live, per_worker)
 
     async def _set_state(self, request: Request, name: str, address: str) -> tuple[int, dict]:
         _no_query(request)
@@ -203,6 +224,7 @@ class AdminApi:
         if state not in STATES:
             raise ApiError(400, f"invalid state {state!r}: expected one of {', '.join(STATES)}")
         upstream, server = self._find_server(name, address)
+        await self._refresh_servers()
         previous = server.state
         try:
             upstream.set_state(server, state)
@@ -223,6 +245,7 @@ class AdminApi:
         if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
             raise ApiError(400, f"invalid weight {weight}: expected {MIN_WEIGHT} to {MAX_WEIGHT}")
         upstream, server = self._find_server(name, address)
+        await self._refresh_servers()
         previous = server.weight
         try:
             upstream.set_weight(server, weight)
@@ -236,6 +259,19 @@ class AdminApi:
                                 weight=weight)
         return 200, {"upstream": upstream.name, "address": str(server), "weight": weight,
                      "previous": previous, "server": _server_row(upstream, server)}
+
+    def _group(self):
+        """The worker group's view (edgeway.workers.group), None in a single process."""
+        if getattr(self.runtime, "group", None) is None:
+            return None
+        from edgeway.workers.group import view_of
+
+        return view_of(self.runtime)
+
+    async def _refresh_servers(self) -> list:
+        """With workers: the servers' counters become the group's; [(index, snapshot)]."""
+        view = self._group()
+        return [] if view is None else await view.refresh_servers()
 
     def _find_upstream(self, name: str):
         upstream = self.runtime.upstreams.get(name)
@@ -270,10 +306,13 @@ class AdminApi:
 
     async def _metrics(self, request: Request) -> Response:
         """Prometheus text format, rendered from the live objects now (edgeway.metrics)."""
-        _no_query(request)
+        per_worker = _per_worker(request)
         _no_body(request)
         from edgeway.metrics.collector import CONTENT_TYPE, metrics_registry, render
 
+        view = self._group()
+        if view is not None:
+            return Response(200, {}, raw=await view.render_metrics(per_worker), content_type=CONTENT_TYPE)
         if self._metrics_registry is None:
             self._metrics_registry = metrics_registry(self.runtime)
         return Response(200, {}, raw=render(self._metrics_registry), content_type=CONTENT_TYPE)
@@ -281,6 +320,12 @@ class AdminApi:
     # ------------------------------------------------------------------ dns
 
     def _dns(self):
+        """The DNS service; with workers, GroupDns (every worker's, its methods awaitable)."""
+        view = self._group()
+        if view is not None:
+            if getattr(self.runtime.config, "dns", None) is None:
+                raise ApiError(404, "DNS is not running here: the config has no dns: section")
+            return view.dns
         dns_service = self.runtime.dns
         if dns_service is None:
             raise ApiError(404, "DNS is not running here: the config has no dns: section")
@@ -292,14 +337,14 @@ class AdminApi:
         if "name" not in query:
             raise ApiError(400, "which name? GET /api/v1/dns/cache?name=example.com.")
         name = _dns_name(query["name"])
-        entries = self._dns().cache_entries(name)
+        entries = await _settle(self._dns().cache_entries(name))
         return 200, {"name": name, "entries": entries}
 
     async def _flush(self, request: Request) -> tuple[int, dict]:
         _no_query(request)
         body = _json_object(request.body, optional=True, allowed={"name": str})
         name = _dns_name(body["name"]) if "name" in body else None
-        removed = self._dns().flush_cache(name)
+        removed = await _settle(self._dns().flush_cache(name))
         log.info("admin: %s: dns cache flush %s: %d entries removed", request.client,
                  name or "(everything)", removed)
         return 200, {"name": name, "removed": removed}
@@ -308,9 +353,12 @@ class AdminApi:
         _no_query(request)
         _json_object(request.body, optional=True)
         origin = _dns_name(origin)
-        self._dns()   # 404 without a dns: section
+        dns_service = self._dns()   # 404 without a dns: section
         try:
-            result = await self.runtime.reload_zone(origin)
+            if self._group() is not None:   # every worker re-reads it (GroupDns)
+                result = await _settle(dns_service.reload_zone(origin))
+            else:
+                result = await self.runtime.reload_zone(origin)
         except KeyError as exc:
             message = exc.args[0] if exc.args else origin
             raise ApiError(404, str(message)) from None
@@ -319,6 +367,16 @@ class AdminApi:
             raise ApiError(422, str(exc)) from None
         log.info("admin: %s: zone %s reloaded: %s", request.client, origin, result)
         return 200, result
+
+    # ------------------------------------------------------------------ workers
+
+    async def _workers(self, request: Request) -> tuple[int, dict]:
+        """The worker processes: index, pid, generation, state, started_at, uptime, restarts,
+        last_exit, requests (picked servers, summed over its upstreams). [] in one process."""
+        _no_query(request)
+        _no_body(request)
+        view = self._group()
+        return 200, {"workers": [] if view is None else await view.workers()}
 
 
 # ---------------------------------------------------------------------- request parsing
@@ -373,6 +431,37 @@ def _query(request: Request, allowed: tuple[str, ...]) -> dict[str, str]:
 
 def _no_query(request: Request) -> None:
     _query(request, allowed=())
+
+
+def _per_worker(request: Request) -> bool:
+    """?per_worker=1: each worker's numbers apart (with workers; a single process ignores it)."""
+    text = _query(request, allowed=("per_worker",)).get("per_worker", "0")
+    if text not in ("0", "1", "true", "false"):
+        raise ApiError(400, f"per_worker={text!r}: expected 1 or 0")
+    return text in ("1", "true")
+
+
+async def _settle(value: Any) -> Any:
+    """`value`, or its result when it is awaitable (the worker group's DNS operations; a
+    single process's DnsService answers at once). No worker answering is a 503."""
+    if not inspect.isawaitable(value):
+        return value
+    from edgeway.workers.group import WorkerOpError
+
+    try:
+        return await value
+    except WorkerOpError as exc:
+        raise ApiError(503, str(exc)) from None
+
+
+def _with_workers(snapshot: dict, live: list, per_worker: bool) -> dict:
+    """An upstream's snapshot, each server with its per-worker counts when asked for."""
+    if per_worker and live:
+        from edgeway.workers.group import per_worker_servers
+
+        for row in snapshot["servers"]:
+            row["workers"] = per_worker_servers(snapshot["name"], row["address"], live)
+    return snapshot
 
 
 def _no_body(request: Request) -> None:

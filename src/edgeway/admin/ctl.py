@@ -184,6 +184,8 @@ def print_status(data: dict) -> None:
     table.add_column()
     table.add_row("version", str(data.get("version")))
     table.add_row("pid", str(data.get("pid")))
+    if (data.get("workers") or 1) > 1:
+        table.add_row("workers", f"{data['workers']} (pid above: the supervisor; `edgeway ctl workers`)")
     table.add_row("uptime", _duration(data.get("uptime") or 0))
     table.add_row("config", f"{data.get('config_file')} (sha256 {str(data.get('config_hash'))[:12]})")
     last = data.get("last_reload")
@@ -209,8 +211,10 @@ def print_upstreams(upstreams: list[dict]) -> None:
     console = _console()
     for upstream in upstreams:
         table = Table(title=f"upstream {upstream.get('name')} ({upstream.get('balance')})", title_justify="left")
+        # with workers and --per-worker: each worker's requests (the API's `workers` rows)
+        per_worker = any("workers" in s for s in upstream.get("servers") or [])
         for column in ("server", "state", "weight", "backup", "in flight", "requests", "failures",
-                       "last check", "why"):
+                       *(["per worker"] if per_worker else []), "last check", "why"):
             table.add_column(column, no_wrap=column != "why",
                              justify="right" if column in ("weight", "in flight", "requests", "failures") else "left")
         for s in upstream.get("servers") or []:
@@ -218,11 +222,33 @@ def print_upstreams(upstreams: list[dict]) -> None:
             last = _ago(s.get("last_check"))
             if s.get("last_check_result"):
                 last += f" ({s['last_check_result']})"
+            detail = ["  ".join(f"w{w.get('worker')}: {w.get('requests')}" for w in s.get("workers") or [])]
             table.add_row(str(s.get("address")), f"[{_STATE_STYLE.get(state, 'default')}]{state}[/]",
                           str(s.get("weight")), "yes" if s.get("backup") else "",
                           str(s.get("in_flight", "")), str(s.get("requests", "")),
-                          str(s.get("failures", "")), last, str(s.get("why") or ""))
+                          str(s.get("failures", "")), *(detail if per_worker else []), last, str(s.get("why") or ""))
         console.print(table)
+
+
+def print_workers(workers: list[dict]) -> None:
+    from rich.table import Table
+
+    if not workers:
+        click.echo("one process (workers: 1): no worker processes")
+        return
+    table = Table(title="workers", title_justify="left")
+    for column in ("worker", "pid", "state", "uptime", "restarts", "requests", "generation", "last exit"):
+        table.add_column(column, no_wrap=True,
+                         justify="right" if column in ("worker", "pid", "restarts", "requests", "generation")
+                         else "left")
+    for w in workers:
+        state = str(w.get("state"))
+        style = {"running": "green", "starting": "cyan", "stopping": "yellow"}.get(state, "default")
+        uptime = w.get("uptime")
+        table.add_row(str(w.get("index")), str(w.get("pid") or "-"), f"[{style}]{state}[/]",
+                      _duration(uptime) if uptime is not None else "-", str(w.get("restarts", 0)),
+                      str(w.get("requests", "")), str(w.get("generation", "")), str(w.get("last_exit") or ""))
+    _console().print(table)
 
 
 def print_cache(data: dict) -> None:
@@ -282,7 +308,7 @@ class _Ctx:
 @click.pass_context
 def command(ctx: click.Context, admin, token_file, config, as_json) -> None:
     """The runtime API from the terminal: status, upstreams, drain/ready/maint, weight, reload,
-    the DNS cache and zones (docs/operations.md, "edgeway ctl")."""
+    the DNS cache and zones, the worker processes (docs/operations.md, "edgeway ctl")."""
     ctx.obj = _Ctx(admin, token_file, config, as_json)
 
 
@@ -295,13 +321,15 @@ def status(obj: _Ctx) -> None:
 
 @command.command("upstreams")
 @click.argument("name", required=False)
+@click.option("--per-worker", is_flag=True, help="with workers: each worker's requests too")
 @click.pass_obj
-def upstreams(obj: _Ctx, name: str | None) -> None:
+def upstreams(obj: _Ctx, name: str | None, per_worker: bool) -> None:
     """Every server of every upstream (or of NAME): state, weight, counters, last check."""
+    query = "?per_worker=1" if per_worker else ""
     if name is None:
-        obj.run("GET", "/api/v1/upstreams", show=lambda d: print_upstreams(d.get("upstreams") or []))
+        obj.run("GET", "/api/v1/upstreams" + query, show=lambda d: print_upstreams(d.get("upstreams") or []))
     else:
-        obj.run("GET", f"/api/v1/upstreams/{_segment(name)}", show=lambda d: print_upstreams([d]))
+        obj.run("GET", f"/api/v1/upstreams/{_segment(name)}" + query, show=lambda d: print_upstreams([d]))
 
 
 def _state_command(state: str, help_text: str):
@@ -333,6 +361,13 @@ def weight(obj: _Ctx, upstream: str, address: str, weight: int) -> None:
     obj.run("POST", path, {"weight": weight}, show=lambda d: click.echo(
         f"upstream {d.get('upstream')}: server {d.get('address')} weight {d.get('weight')} "
         f"(was {d.get('previous')})"))
+
+
+@command.command("workers")
+@click.pass_obj
+def workers(obj: _Ctx) -> None:
+    """The worker processes (workers: N): pid, state, uptime, restarts, requests, last exit."""
+    obj.run("GET", "/api/v1/workers", show=lambda d: print_workers(d.get("workers") or []))
 
 
 @command.command("reload")
@@ -380,6 +415,9 @@ def zone_reload(obj: _Ctx, origin: str) -> None:
         click.echo(line)
         if data.get("warning"):
             click.echo(f"warning: {data['warning']}", err=True)
+        for row in data.get("workers") or ():   # with worker processes: each re-read it
+            if row.get("error"):
+                click.echo(f"worker {row.get('worker')}: error: {row['error']}", err=True)
 
     obj.run("POST", f"/api/v1/dns/zones/{_segment(origin)}/reload", show=show)
 

@@ -96,11 +96,11 @@ class HealthChecker:
             # `mandatory`: "checking" until the first check completes).
             state.healthy, state._streak = ok, 0
             server.healthy = ok
-            self.upstream.check_done(server)
-            self._transition(server, ok, f"new server {server} is {'UP' if ok else 'DOWN'} after its first check "
-                                         f"({cause})")
             if not ok:
                 server.last_cause = cause
+            self._transition(server, ok, f"new server {server} is {'UP' if ok else 'DOWN'} after its first check "
+                                         f"({cause})")
+            self.upstream.check_done(server)    # (tells the upstream's on_change hook)
             return True
         changed = state.record(ok)
         server.healthy = state.healthy
@@ -111,6 +111,7 @@ class HealthChecker:
                 self._transition(server, True, f"server {server} is UP ({state.rise} passing checks, {cause})")
             else:
                 self._transition(server, False, f"server {server} is DOWN ({state.fall} failed checks, last: {cause})")
+            self.upstream.changed()   # worker processes learn it now (edgeway.workers.sync)
         return changed
 
     def _transition(self, server: Server, up: bool, message: str) -> None:

@@ -6,6 +6,7 @@
     report_success / failure       passive checks on live traffic (nginx max_fails)
     server(address) / set_state / set_weight / snapshot      the runtime API's verbs
     prepare(config) / reconfigure(config)                    a reload, in place
+    on_change / on_failure                                   hooks of worker processes (below)
 
 Sans-IO: time comes in as `now` (defaults to time.monotonic() for callers in a hurry).
 
@@ -26,6 +27,12 @@ until the first one passes). When no server of the upstream is in rotation (ever
 replaced, or the rest are down or in maint), new servers go into rotation at once, healthy
 until a check says otherwise, as nginx does without `mandatory` and as edgeway starts: an
 upstream whose servers are all replaced never answers 503 while it waits for the checks.
+
+With worker processes (edgeway.workers.sync) two hooks carry state between processes, and
+both are None in a single process: `on_change(upstream)` is called after anything the health
+view holds changes (a health verdict, a first check, an admin state or weight, a passive
+ejection, a reload), and `on_failure(upstream, server, now, cause)` after each failure on live
+traffic. Neither costs anything on a success; a failure pays one attribute check.
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ class Upstream:
         # the HealthChecker attaches itself while it runs: new servers of a reload wait for
         # their first check only when some check will come
         self.checker = None
+        self.on_change = None     # callable(upstream): the health view changed (workers.sync)
+        self.on_failure = None    # callable(upstream, server, now, cause): a live-traffic failure
         self.servers = [Server.from_config(name, s, config.passive) for s in config.servers]
         self._rebuild()
 
@@ -177,31 +186,57 @@ class Upstream:
 
     # ------------------------------------------------------------------ runtime changes
 
-    def set_state(self, server: Server | str, state: str) -> Server:
+    def changed(self) -> None:
+        """Tell the `on_change` hook (worker processes: edgeway.workers.sync) that the health
+        view of this upstream changed; nothing without one."""
+        if self.on_change is not None:
+            self.on_change(self)
+
+    def set_state(self, server: Server | str, state: str, quiet: bool = False) -> Server:
         """Admin state, HAProxy's: "ready", "drain" (sticky requests only) or "maint" (none).
 
-        Requests in flight on the server complete either way; only new ones are steered."""
+        Requests in flight on the server complete either way; only new ones are steered.
+        `quiet`: not logged (a worker adopting the supervisor's change, which logged it)."""
         if state not in ADMIN_STATES:
             raise UpstreamError(f"invalid state {state!r}: expected one of {', '.join(ADMIN_STATES)}")
         server = self._resolve(server)
         if server.state != state:
-            log.warning("upstream %s: server %s is now %s (was %s)", self.name, server, state, server.state)
+            if not quiet:
+                log.warning("upstream %s: server %s is now %s (was %s)", self.name, server, state, server.state)
             server.state = state
             self._refresh()
+            self.changed()
         return server
 
-    def set_weight(self, server: Server | str, weight: int) -> Server:
+    def set_weight(self, server: Server | str, weight: int, quiet: bool = False) -> Server:
         """A runtime weight (1..1000), kept across reloads while the config's weight for
         this server stays what it was (HAProxy's server-state-file rule)."""
         if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= 1000:
             raise UpstreamError(f"invalid weight {weight!r}: expected an integer from 1 to 1000")
         server = self._resolve(server)
+        was = server.runtime_weight
         server.runtime_weight = weight
         if server.weight != weight:
-            log.warning("upstream %s: server %s weight %d (was %d; config says %d)",
-                        self.name, server, weight, server.weight, server.config_weight)
+            if not quiet:
+                log.warning("upstream %s: server %s weight %d (was %d; config says %d)",
+                            self.name, server, weight, server.weight, server.config_weight)
             server.weight = weight
             self._rebuild()
+        if was != weight:
+            self.changed()
+        return server
+
+    def reset_weight(self, server: Server | str) -> Server:
+        """Drop the runtime weight: the config's weight again (a worker following the
+        supervisor, whose reload dropped it)."""
+        server = self._resolve(server)
+        was = server.runtime_weight
+        server.runtime_weight = None
+        if server.weight != server.config_weight:
+            server.weight = server.config_weight
+            self._rebuild()
+        if was is not None:
+            self.changed()
         return server
 
     # ------------------------------------------------------------------ reload
@@ -256,12 +291,22 @@ class Upstream:
         self.algorithm = config.balance
         self.servers = servers
         self._rebuild()
+        self.changed()
 
     def check_done(self, server: Server) -> None:
         """The checker's first result for a pending server arrived: it leaves "checking"."""
         if server.pending:
             server.pending = False
             self._refresh()
+            self.changed()
+
+    def await_check(self, server: Server) -> None:
+        """The server waits for its first check ("checking"): a worker following the
+        supervisor, whose reload decided so (the inverse of check_done)."""
+        if not server.pending:
+            server.pending = True
+            self._refresh()
+            self.changed()
 
     # ------------------------------------------------------------------ the API's view
 
@@ -307,6 +352,9 @@ class Upstream:
         if server.record_failure(now, cause):
             log.warning("upstream %s: server %s ejected for %gs after %d failure(s): %s",
                         self.name, server, self.config.passive.fail_timeout, server.fails, cause)
+            self.changed()
+        if self.on_failure is not None:   # a worker tells the supervisor (workers.sync)
+            self.on_failure(self, server, now, cause)
 
 
 def build_upstreams(configs: dict[str, UpstreamConfig]) -> dict[str, Upstream]:

@@ -24,6 +24,8 @@
   const events = [];                // oldest first
   const scrapes = [];               // {time, samples} within WINDOW_MS, oldest first
   const upstreamHistory = [];       // {time, requests: Map key -> count}
+  const workerHistory = [];         // {time, requests: Map "index pid" -> count}
+  let groupSize = 1;                // status.workers: above 1, /api/v1/workers is polled too
   let metricsMissing = 0;           // polls left before /metrics is tried again
   const $ = (id) => document.getElementById(id);
 
@@ -102,14 +104,16 @@
     if (polling || token === null) return;
     polling = true;
     const now = Date.now();
-    const [status, upstreams, news, metrics] = await Promise.allSettled([
+    const askWorkers = groupSize > 1;
+    const [status, upstreams, news, metrics, workers] = await Promise.allSettled([
       getJson("/api/v1/status"),
       getJson("/api/v1/upstreams"),
       getJson("/api/v1/events?since=" + eventsSince),
       getMetrics(),
+      askWorkers ? getJson("/api/v1/workers") : Promise.resolve(null),
     ]);
     polling = false;
-    const results = [status, upstreams, news, metrics];
+    const results = askWorkers ? [status, upstreams, news, metrics, workers] : [status, upstreams, news, metrics];
     if (results.some((r) => r.status === "rejected" && r.reason instanceof AuthError)) {
       showLogin("edgeway refused this token: type the current one (admin.token_file)");
       return;
@@ -129,7 +133,12 @@
     guard("dns", () => drawDns());
     guard("listeners", () => drawListeners(status.status === "fulfilled" ? status.value : null));
     guard("tls", () => drawTls());
-    if (status.status === "fulfilled") guard("identity", () => drawIdentity(status.value));
+    if (status.status === "fulfilled") {
+      guard("identity", () => drawIdentity(status.value));
+      groupSize = status.value.workers || 1;
+    }
+    $("workers").hidden = groupSize <= 1;
+    if (workers.status === "fulfilled" && workers.value !== null) guard("workers", () => drawWorkers(workers.value, now));
     if (upstreams.status === "fulfilled") guard("upstreams", () => drawUpstreams(upstreams.value, now));
     else guard("upstreams", () => { throw upstreams.reason; });
     if (news.status === "fulfilled") guard("events", () => drawEvents(news.value));
@@ -374,6 +383,7 @@
 
   function drawIdentity(status) {
     const parts = ["edgeway " + status.version, "pid " + status.pid, "up " + uptime(status.uptime)];
+    if (status.workers > 1) parts.push(status.workers + " workers");
     if (status.config_hash) parts.push("config " + String(status.config_hash).slice(0, 12));
     const reload = status.last_reload;
     if (reload) parts.push("last reload " + (reload.ok ? "ok" : "FAILED") + (reload.time ? " " + ago(reload.time) : ""));
@@ -503,6 +513,36 @@
     for (const block of [...list.children]) if (!seen.has(block.dataset.upstream)) block.remove();
     $("upstreams-empty").hidden = upstreams.length !== 0;
     if (upstreams.length === 0) setText($("upstreams-empty"), "no upstreams configured");
+  }
+
+  // With workers (status.workers > 1): one row per worker process; requests/s from the
+  // previous polls of the same process (a restarted worker starts again from 0).
+  function drawWorkers(body, now) {
+    const workers = body.workers || [];
+    const requests = new Map(workers.map((w) => [w.index + " " + w.pid, w.requests]));
+    workerHistory.push({time: now, requests});
+    while (workerHistory.length > 2 && now - workerHistory[1].time >= WINDOW_MS) workerHistory.shift();
+    const then = workerHistory.length > 1 ? workerHistory[0] : null;
+    syncRows($("worker-table").tBodies[0], workers.map((w) => [String(w.index), w]),
+      () => el("tr"),
+      (row, w) => {
+        const c = cells(row, 8);
+        for (const i of [0, 1, 4, 5, 6]) c[i].className = "num";
+        c[2].className = "state-" + w.state;
+        row.dataset.pid = String(w.pid);
+        row.dataset.state = w.state;
+        const key = w.index + " " + w.pid;
+        let rate = null;
+        if (then && then.requests.has(key)) rate = (w.requests - then.requests.get(key)) / ((now - then.time) / 1000);
+        setText(c[0], String(w.index));
+        setText(c[1], w.pid === null || w.pid === undefined ? "–" : String(w.pid));
+        setText(c[2], w.state);
+        setText(c[3], w.uptime === null || w.uptime === undefined ? "–" : uptime(w.uptime));
+        setText(c[4], String(w.restarts));
+        setText(c[5], perSecond(rate));
+        setText(c[6], number(w.requests));
+        setText(c[7], w.last_exit || "");
+      });
   }
 
   function makeServerRow(upstream, address) {
