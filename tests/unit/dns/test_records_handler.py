@@ -124,3 +124,35 @@ def test_a_zone_cname_to_a_record_is_followed(dns_service):
     assert addresses(r) == ["10.0.1.1"]
     ups["east"].servers[0].healthy = False
     assert addresses(ask(service, "alias.example.com.")) == ["10.0.2.1"]
+
+
+def test_metrics_per_record_and_target_and_all_down(dns_service):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edgeway.dns import metrics
+
+    service, ups = dns_service
+    for _ in range(3):
+        ask(service, "api.example.com.")
+    ups["east"].servers[0].healthy = False
+    ask(service, "api.example.com.")
+    ask(service, "sf.example.com.")
+
+    class Collector:
+        def collect(self):
+            return metrics.families(service)
+
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(generate_latest(registry).decode())
+               for s in family.samples}
+    key = lambda name, **labels: (name, tuple(sorted(labels.items())))   # noqa: E731
+    assert samples[key("edgeway_dns_record_answers_total", record="api.example.com.", type="A",
+                       target="upstream:east")] == 3
+    assert samples[key("edgeway_dns_record_answers_total", record="api.example.com.", type="A",
+                       target="upstream:west")] == 1
+    assert samples[key("edgeway_dns_record_all_down_total", record="sf.example.com.", type="A",
+                       mode="servfail")] == 1
+    assert samples[key("edgeway_dns_record_all_down_total", record="api.example.com.", type="A", mode="all")] == 0
