@@ -48,7 +48,7 @@ from edgeway.upstream.upstream import server_state
 MULTIVALUE_MAX = 8
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """The answer to one query, and why."""
 
@@ -318,9 +318,13 @@ class PolicyRecord:
             labels[target.label] = n + 1
             if n:
                 target.label = f"{target.label}#{n + 1}"
-        self._weights = [t.weight for t in self.targets]
+        for target in self.targets:
+            target.used = [target.label]
+            target.rule = f"failover: {target.label} is the first target with a healthy address"
+        self._rules: dict = {}
         self._prefixes = _Prefixes(self.targets) if self.policy == "ip" else None
         self._default = next((i for i, t in enumerate(self.targets) if t.clients is None), None)
+        self._clients: dict = {}
         self.answers: dict[str, int] = {t.label: 0 for t in self.targets}
         self.all_down: dict[str, int] = {}
 
@@ -334,12 +338,12 @@ class PolicyRecord:
         (address, source prefix length)). Counts nothing (see `count`)."""
         policy = self.policy
         targets = self.targets
+        # (rule strings are made once and kept: this runs for every question)
         if policy == "failover":
             for target in targets:
                 healthy = target.healthy(now)
                 if healthy:
-                    return Decision(healthy, target.label, f"failover: {target.label} is the first target with a "
-                                    "healthy address", "normal", None, [target.label])
+                    return Decision(healthy, target.label, target.rule, "normal", None, target.used)
             return self._all_down(rng, "failover: no target has a healthy address")
         if policy == "simple":
             answer, used = [], []
@@ -349,38 +353,85 @@ class PolicyRecord:
                     answer += healthy
                     used.append(target.label)
             if answer:
-                return Decision(_dedupe(answer), None, "simple: every healthy address", "normal", None, used)
+                return Decision(_dedupe(answer) if len(used) > 1 else answer, None, "simple: every healthy address",
+                                "normal", None, used)
             return self._all_down(rng, "simple: no healthy address")
         if policy == "weighted":
-            candidates = [(t, h) for t in targets if (h := t.healthy(now))]
+            candidates = []
+            total = 0
+            for t in targets:
+                healthy = t.healthy(now)
+                if healthy:
+                    candidates.append((t, healthy))
+                    total += t.weight
             if not candidates:
                 return self._all_down(rng, "weighted: no target has a healthy address")
-            target, healthy = rng.choices(candidates, weights=[t.weight for t, _ in candidates])[0]
-            total = sum(t.weight for t, _ in candidates)
-            return Decision(healthy, target.label, f"weighted: {target.label} drawn with weight "
-                            f"{target.weight}/{total} among the targets with a healthy address", "normal", None,
-                            [target.label])
+            point = rng.random() * total      # (random.choices, without its list building)
+            for target, healthy in candidates:
+                point -= target.weight
+                if point < 0:
+                    break
+            rule = self._rules.get((target.label, total))
+            if rule is None:
+                rule = self._rules[(target.label, total)] = (
+                    f"weighted: {target.label} drawn with weight {target.weight}/{total} among the targets "
+                    "with a healthy address")
+            return Decision(healthy, target.label, rule, "normal", None, target.used)
         if policy == "multivalue":
-            pool, owner = [], {}
+            pool, parts = [], []
             for target in targets:
-                for ip in target.healthy(now):
-                    if ip not in owner:
-                        owner[ip] = target.label
-                        pool.append(ip)
-            if not pool:
+                healthy = target.healthy(now)
+                if healthy:
+                    pool += healthy
+                    parts.append((target, healthy))
+            if len(parts) > 1 and len(set(pool)) != len(pool):
+                pool = _dedupe(pool)     # (an address in two targets: once)
+            n = len(pool)
+            if not n:
                 return self._all_down(rng, "multivalue: no healthy address")
-            answer = pool if len(pool) <= MULTIVALUE_MAX else rng.sample(pool, MULTIVALUE_MAX)
-            return Decision(answer, None, f"multivalue: {len(answer)} of {len(pool)} healthy addresses "
-                            f"(at most {MULTIVALUE_MAX}, at random)", "normal", None,
-                            list(dict.fromkeys(owner[ip] for ip in answer)))
+            if n > MULTIVALUE_MAX:
+                # a partial Fisher-Yates shuffle of a copy: its first 8 are a uniform random
+                # sample (random.sample's result, at a fraction of its cost)
+                pool = pool[:]
+                rnd = rng.random
+                for i in range(MULTIVALUE_MAX):
+                    j = i + int(rnd() * (n - i))
+                    pool[i], pool[j] = pool[j], pool[i]
+                del pool[MULTIVALUE_MAX:]
+            rule = self._rules.get((len(pool), n))
+            if rule is None:
+                rule = self._rules[(len(pool), n)] = (
+                    f"multivalue: {len(pool)} of {n} healthy addresses (at most {MULTIVALUE_MAX}, at random)")
+            if len(parts) == 1:
+                used = parts[0][0].used
+            elif n <= MULTIVALUE_MAX:
+                used = [t.label for t, _ in parts]
+            else:
+                owner = {}
+                for target, healthy in reversed(parts):    # (the first target owns a shared address)
+                    for ip in healthy:
+                        owner[ip] = target.label
+                used = list(dict.fromkeys(owner[ip] for ip in pool))
+            return Decision(pool, None, rule, "normal", None, used)
         return self._decide_ip(client, ecs, now, rng)
 
     def _decide_ip(self, client, ecs, now, rng) -> Decision:
         if ecs is not None and ecs[1] > 0:
             address, source = _address(ecs[0]), f"client subnet {ecs[0]}/{ecs[1]}"
+            index, scope = self._prefixes.match(address) if address is not None else (None, 0)
         else:
-            address, source = (_address(client) if client else None), f"client {client}"
-        index, scope = self._prefixes.match(address) if address is not None else (None, 0)
+            source = f"client {client}"
+            # the match of a client address depends on nothing else: kept (bounded)
+            matched = self._clients.get(client)
+            if matched is None:
+                address = _address(client) if client else None
+                matched = self._prefixes.match(address) if address is not None else (None, 0)
+                if len(self._clients) >= 10_000:
+                    self._clients.clear()
+                self._clients[client] = (matched, address)
+            else:
+                matched, address = matched
+            index, scope = matched
         # (source prefix 0: the resolver asks for no tailoring, the answer is its own: scope 0)
         scope_out = None if ecs is None else scope if ecs[1] > 0 else 0
         if index is not None:

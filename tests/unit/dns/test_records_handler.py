@@ -13,6 +13,7 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from edgeway.config import load_config
@@ -156,3 +157,50 @@ def test_metrics_per_record_and_target_and_all_down(dns_service):
     assert samples[key("edgeway_dns_record_all_down_total", record="sf.example.com.", type="A",
                        mode="servfail")] == 1
     assert samples[key("edgeway_dns_record_all_down_total", record="api.example.com.", type="A", mode="all")] == 0
+
+
+@pytest.mark.parametrize("transport,edns", [("udp", None), ("udp", 0), ("tcp", 0)])
+def test_repeats_are_assembled_byte_for_byte_as_the_full_path_renders_them(tmp_path, transport, edns):
+    """A repeated question is decided again and its answer assembled from the first one's
+    bytes (Responder.dynamic_*): for every set of addresses (multivalue's random samples,
+    AAAA too) the bytes are those the full path renders, and nothing is ever stale."""
+    (tmp_path / "example.com.zone").write_text(ZONE)
+    servers = ", ".join(f'{{address: "10.0.3.{i}:80"}}' for i in range(1, 13))
+    servers6 = ", ".join(f'{{address: "[2001:db8::{i}]:80"}}' for i in range(1, 13))
+    path = tmp_path / "edgeway.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        dns:
+          listen: ["127.0.0.1:0"]
+          zones: [{{file: example.com.zone}}]
+          records:
+            - {{name: mv.example.com., type: A, ttl: 9, policy: multivalue, targets: [{{upstream: big}}]}}
+            - {{name: mv.example.com., type: AAAA, ttl: 9, policy: multivalue, targets: [{{upstream: big6}}]}}
+        upstreams:
+          big: {{servers: [{servers}]}}
+          big6: {{servers: [{servers6}]}}
+        """))
+    config = load_config(path)
+    ups = build_upstreams(config.upstreams)
+    service = DnsService(config.dns, ups, config.listeners)
+    responder = service.responder
+    for rdtype in ("A", "AAAA"):
+        query = dns.message.make_query("MV.example.com.", rdtype, use_edns=edns)
+        wire = query.to_wire()
+        for round_ in range(40):
+            if round_ == 20:
+                ups["big"].servers[0].healthy = ups["big6"].servers[0].healthy = False
+            fast = responder.respond(wire, ("127.0.0.1", 1), transport)
+            dynamic = responder.dynamic_udp if transport == "udp" else responder.dynamic_tcp
+            assert dynamic, "kept for the next question"
+            response = dns.message.from_wire(fast)
+            answered = [r.address for r in response.answer[0]]
+            assert len(answered) == 8 == len(set(answered))
+            if round_ >= 20:
+                assert "10.0.3.1" not in answered and "2001:db8::1" not in answered
+            # the full path's bytes for the same addresses
+            full = dns.message.make_response(query)
+            full.flags |= dns.flags.AA
+            full.answer = [dns.rrset.from_text_list("MV.example.com.", 9, "IN", rdtype, answered)]
+            if edns is not None:
+                full.use_edns(0, 0, 1232)
+            assert fast[2:] == full.to_wire(want_shuffle=False)[2:]

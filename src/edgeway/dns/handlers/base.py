@@ -49,6 +49,13 @@ class Answer:
     cacheable: bool = False
     source: str = ""  # which handler answered ("hosts", "zones", "records", "cache", "recursion")
     options: list = field(default_factory=list)   # EDNS options of the response (the records' ECS echo)
+    # An answer that depends on health or the client, not only on the question (the records
+    # handler): (decide, variant, record, decision, template). `decide(client)` returns
+    # (variant, decision) for a later question with the same bytes; the responder keeps one
+    # rendered answer per variant, or, with `template(wire, limit, cell)` (which returns a
+    # function of a decision: its response after the ID, or None), assembles the answer of
+    # any set of addresses from this one. A repeat costs a decision, never a stale answer.
+    dynamic: tuple | None = None
 
 
 HandlerResult = Union[Answer, None, Awaitable[Union[Answer, None]]]

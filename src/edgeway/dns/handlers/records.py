@@ -18,6 +18,8 @@ Every other name passes to the zones handler.
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 
 import dns.edns
@@ -85,7 +87,14 @@ class RecordsHandler:
             return answer
         host = query.client[0] if isinstance(query.client, tuple) and query.client else None
         decision = record.decide(host, ecs, self.clock())
-        record.count(decision)
+        if ecs is None:
+            # A repeat of this question is decided again and answered from the rendered
+            # answer of that decision (Responder.dynamic_*), which counts it. Not with ECS
+            # (the scope echoed depends on the option's bytes).
+            answer.dynamic = (self._decider(record), _variant(decision), record, decision,
+                              None if prefix is not None else address_template)
+        else:
+            record.count(decision)
         if ecs is not None:
             answer.options = [dns.edns.ECSOption(ecs[0], ecs[1], decision.scope or 0)]
         if decision.mode == "all_down" and record.when_all_down == "servfail":
@@ -99,6 +108,15 @@ class RecordsHandler:
         answer.answer.append(dns.rrset.from_text_list(name, record.ttl, _IN, record.rdtype, decision.addresses))
         return answer
 
+    def _decider(self, record):
+        clock = self.clock
+
+        def decide(client):
+            decision = record.decide(client[0] if isinstance(client, tuple) and client else None, None, clock())
+            return _variant(decision), decision
+
+        return decide
+
     def _nodata(self, name: dns.name.Name, answer: Answer) -> None:
         zone = self.zones.find(name)
         if zone is not None:
@@ -111,3 +129,59 @@ def _client_subnet(message) -> tuple[str, int] | None:
         if option.otype == _ECS:
             return option.address, option.srclen
     return None
+
+
+def _variant(decision) -> tuple:
+    """What the rendered answer of a decision depends on: its addresses in order, or the
+    all-down mode that answers none."""
+    return tuple(decision.addresses) if decision.addresses else (decision.mode, decision.rule.rsplit(" ", 1)[-1])
+
+
+_RR = struct.Struct("!HHHIH")
+
+
+def address_template(wire: bytes, limit: int, cell):
+    """From a rendered answer of A or AAAA records at the question's name (and nothing in
+    authority), a function decision -> (response after the ID, counter cell) that writes the
+    same response for the decision's addresses: header with the new count, the question,
+    one record per address (owner: a pointer to the question's name, as dnspython renders
+    it), the rest (the OPT record) unchanged. None when the wire is not of that shape; the
+    function returns None for an answer over `limit` bytes (truncation is the full path's)."""
+    try:
+        ancount, nscount = struct.unpack_from("!HH", wire, 6)
+        position = 12
+        while wire[position]:
+            position += wire[position] + 1
+        qend = position + 5
+        if nscount or not ancount or wire[qend:qend + 2] != b"\xc0\x0c":
+            return None
+        owner, rdtype, rdclass, ttl, rdlength = _RR.unpack_from(wire, qend)
+        if rdtype not in (_A, _AAAA) or rdlength != (4 if rdtype == _A else 16):
+            return None
+        end = qend + ancount * (12 + rdlength)
+    except (struct.error, IndexError):
+        return None
+    head, middle, question, rest = wire[2:6], wire[8:12], wire[12:qend], wire[end:]
+    family = socket.AF_INET if rdtype == _A else socket.AF_INET6
+    prefix = _RR.pack(owner, rdtype, rdclass, ttl, rdlength)
+    records: dict[str, bytes] = {}
+    pack_count = struct.Struct("!H").pack
+    fixed = len(head) + 2 + len(middle) + len(question) + len(rest) + 2
+    size = 12 + rdlength
+
+    def render(decision):
+        addresses = decision.addresses
+        if not addresses or fixed + size * len(addresses) > limit:
+            return None
+        out = [head, pack_count(len(addresses)), middle, question]
+        for ip in addresses:
+            rr = records.get(ip)
+            if rr is None:
+                if len(records) > 4096:
+                    records.clear()
+                rr = records[ip] = prefix + socket.inet_pton(family, ip)
+            out.append(rr)
+        out.append(rest)
+        return b"".join(out), cell
+
+    return render
