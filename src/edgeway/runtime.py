@@ -695,9 +695,13 @@ def check_command(config_path: Path) -> None:
         fail(str(exc))
     parts = []
     if config.dns is not None:
-        parts.append(f"dns on {', '.join(map(str, config.dns.listen))} with {len(config.dns.zones)} zone(s)")
-    if config.upstreams:
-        parts.append(f"{len(config.upstreams)} upstream(s)")
+        parts.append(f"dns on {', '.join(map(str, config.dns.listen))} with {len(config.dns.zones)} zone(s)"
+                     + (f" and {len(config.dns.records)} policy record(s)" if config.dns.records else ""))
+    from edgeway.config.model import RECORD_UPSTREAM_PREFIX
+
+    upstreams = [name for name in config.upstreams if not name.startswith(RECORD_UPSTREAM_PREFIX)]
+    if upstreams:
+        parts.append(f"{len(upstreams)} upstream(s)")
     if config.listeners:
         parts.append(f"{len(config.listeners)} listener(s)")
     if config.worker_count > 1:
