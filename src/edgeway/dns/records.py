@@ -130,8 +130,10 @@ class _ServerTarget(Target):
         return self._ips
 
     def healthy(self, now: float) -> list[str]:
+        if self.upstream.servers is not self._servers:
+            self._map()
         out = []
-        for ip, servers in self._map():
+        for ip, servers in self._ips:
             for s in servers:
                 # server_state(s, now) == "up", inlined: this runs for every query
                 if s.state == "ready" and not s.pending and s.healthy and now >= s.ejected_until:
@@ -398,9 +400,9 @@ class PolicyRecord:
                     j = i + int(rnd() * (n - i))
                     pool[i], pool[j] = pool[j], pool[i]
                 del pool[MULTIVALUE_MAX:]
-            rule = self._rules.get((len(pool), n))
+            rule = self._rules.get(n)
             if rule is None:
-                rule = self._rules[(len(pool), n)] = (
+                rule = self._rules[n] = (
                     f"multivalue: {len(pool)} of {n} healthy addresses (at most {MULTIVALUE_MAX}, at random)")
             if len(parts) == 1:
                 used = parts[0][0].used
@@ -472,9 +474,9 @@ class PolicyRecord:
         if decision.mode == "all_down":
             self.all_down[self.when_all_down] = self.all_down.get(self.when_all_down, 0) + 1
             return
-        answers = self.answers
+        answers = self.answers      # (every target's label is a key from the start)
         for label in decision.targets:
-            answers[label] = answers.get(label, 0) + 1
+            answers[label] += 1
 
     # ------------------------------------------------------------------ the API's view
 

@@ -115,7 +115,12 @@ class RecordsHandler:
             decision = record.decide(client[0] if isinstance(client, tuple) and client else None, None, clock())
             return _variant(decision), decision
 
-        return decide
+        def decide_any_client(client):      # (only the ip policy looks at the client)
+            decision = record.decide(None, None, clock())
+            addresses = decision.addresses
+            return (tuple(addresses) if addresses else _variant(decision)), decision
+
+        return decide if record.policy == "ip" else decide_any_client
 
     def _nodata(self, name: dns.name.Name, answer: Answer) -> None:
         zone = self.zones.find(name)
