@@ -16,7 +16,7 @@ import yaml
 
 from tests.integration.test_workers_process import Group, each_worker_alone
 from tests.support.backends import BackgroundLoop
-from tests.support.records import HealthBackend, dig_short, wait_until
+from tests.support.records import HealthBackend, TcpBackend, dig_short, wait_until
 from tests.support.tools import EdgewayProcess, free_port, require_tool
 
 pytestmark = pytest.mark.interop
@@ -123,16 +123,37 @@ def test_a_resolver_in_front_sees_the_change_within_the_ttl(bg, tmp_path, east_w
 def test_with_two_workers_a_health_change_shows_in_both_workers_answers(bg, tmp_path, east_west):
     east, west = east_west
     port = free_port()
-    group = Group(tmp_path, authoritative(tmp_path, east, west, port, workers=2))
+    config = authoritative(tmp_path, east, west, port, workers=2)
+    # and an addresses target with a tcp check of its own (its synthesized upstream, checked by
+    # the supervisor like any other)
+    tcp = bg.call(TcpBackend("127.0.17.63", free_port("127.0.17.63")).start())
+    config["dns"]["records"].append(
+        {"name": "tcp.example.com.", "type": "A", "ttl": TTL, "policy": "failover",
+         "targets": [{"addresses": ["127.0.17.63"], "health_check": {"type": "tcp", "port": tcp.port,
+                                                                      "interval": "300ms", "fall": 1}},
+                     {"addresses": ["127.0.17.64"]}]})
+    started = time.monotonic()
+    group = Group(tmp_path, config)
     try:
         group.wait_running()
         each_worker_alone(group, lambda: dig_short(port, "api.example.com") == ["127.0.17.61"] or
                           pytest.fail("before: east"))
+        each_worker_alone(group, lambda: dig_short(port, "tcp.example.com") == ["127.0.17.63"] or
+                          pytest.fail("before: tcp up"))
+        time.sleep(1.5)
         bg.call(east.stop())
+        bg.call(tcp.stop())
+        checked = time.monotonic() - started
         wait_until(lambda: dig_short(port, "api.example.com") == ["127.0.17.62"], 5, "failover")
+        wait_until(lambda: dig_short(port, "tcp.example.com") == ["127.0.17.64"], 5, "tcp failover")
         # each worker alone answers with the supervisor's view, over UDP and TCP
         each_worker_alone(group, lambda: [dig_short(port, "api.example.com", *tcp) == ["127.0.17.62"] or
                                           pytest.fail(f"after: west ({tcp})") for tcp in ((), ("+tcp",))])
+        each_worker_alone(group, lambda: dig_short(port, "tcp.example.com") == ["127.0.17.64"] or
+                          pytest.fail("after: tcp down"))
+        # the checks ran in the supervisor only: one stream, at most one per 300 ms interval
+        # since the start (one per worker would be twice that)
+        assert 3 <= tcp.accepted <= checked / 0.3 + 1, (tcp.accepted, checked)
         bg.call(east.start())
         wait_until(lambda: dig_short(port, "api.example.com") == ["127.0.17.61"], 5, "back")
         each_worker_alone(group, lambda: dig_short(port, "api.example.com") == ["127.0.17.61"] or
