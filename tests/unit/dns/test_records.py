@@ -273,3 +273,47 @@ def test_explain_names_targets_answer_and_rule():
     assert east["addresses"][0] == {"address": "10.0.1.1", "healthy": False,
                                     "why": "upstream east: 10.0.1.1:80 down (active health check)"}
     assert "weighted" in view["rule"] and "(1/2)" in view["rule"]
+
+
+# ---------------------------------------------------------------------- the scope, as a property
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from edgeway.dns.records import _Prefixes  # noqa: E402
+
+
+class _T:
+    def __init__(self, networks):
+        import ipaddress
+
+        self.clients = [ipaddress.ip_network(n, strict=False) for n in networks] or None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32)), min_size=1, max_size=3),
+                min_size=1, max_size=4),
+       st.integers(0, 2**32 - 1), st.lists(st.integers(0, 2**32 - 1), min_size=20, max_size=20))
+def test_every_address_sharing_the_scope_gets_the_same_target(targets, address, others):
+    """The scope echoed in ECS answers is safe for a resolver's cache: any address that shares
+    its first `scope` bits with the client matches the same target (longest prefix)."""
+    import ipaddress
+
+    def network(value, length):
+        return str(ipaddress.ip_network((value >> (32 - length) << (32 - length) if length else 0, length)))
+
+    prefixes = _Prefixes([_T([network(v, n) for v, n in nets]) for nets in targets])
+
+    def brute(ip):
+        best = None
+        for index, nets in enumerate(targets):
+            for v, n in nets:
+                if ipaddress.ip_address(ip) in ipaddress.ip_network(network(v, n)) and (best is None or n > best[0]):
+                    best = (n, index)
+        return None if best is None else best[1]
+
+    index, scope = prefixes.match(ipaddress.ip_address(address))
+    assert index == brute(address)        # longest prefix; equal ones: the first target
+    for other in others:
+        mask = ((1 << scope) - 1) << (32 - scope) if scope else 0
+        same = (address & mask) | (other & ~mask & 0xFFFFFFFF)
+        assert prefixes.match(ipaddress.ip_address(same))[0] == index
