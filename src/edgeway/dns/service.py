@@ -3,7 +3,7 @@
 `DnsService(dns_config)` loads every zone at construction (a bad zone stops `serve` and
 `check` before any socket opens), and `start()` listens on UDP and TCP on every address.
 The handler chain is built in one place, in the fixed order of `edgeway.dns.handlers`:
-hosts overrides -> local zones -> cache -> recursion.
+hosts overrides -> policy records (edgeway.dns.records) -> local zones -> cache -> recursion.
 
 Live operation (the runtime's reload contract, docs/operations.md):
 

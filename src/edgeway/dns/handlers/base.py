@@ -1,6 +1,6 @@
 """The handler contract: one DNS question in, an answer (or "not mine") out.
 
-A handler owns one source of answers (hosts overrides, local zones, the cache, recursion).
+A handler owns one source of answers (hosts overrides, policy records, local zones, the cache, recursion).
 The responder offers a query to each handler in the fixed order of `edgeway.dns.handlers`
 and the first one that returns an `Answer` wins; `None` passes the query on. A handler that
 has to go to the network returns an awaitable, so the authoritative hot path never pays for
