@@ -573,6 +573,11 @@ class DnsService:
         if verdict.zone is zone:
             zones = list(self._zones)
             zones[index] = _LoadedZone(current.key, zone, fingerprint)
+            if self.records:
+                # the new file must not take a policy record's name and type (nor a CNAME there)
+                errors = zone_errors(self.config, ZoneSet([z.zone for z in zones]))
+                if errors:
+                    raise ZoneError(f"zone {name} not reloaded, the running one keeps serving:\n" + "\n".join(errors))
             self._swap_zones(zones)
             result.update(serial=zone.serial, changed=True)
             log.info("dns: zone %s serial %d -> %d (reloaded on request)", name, current.zone.serial, zone.serial)

@@ -204,3 +204,19 @@ def test_repeats_are_assembled_byte_for_byte_as_the_full_path_renders_them(tmp_p
             if edns is not None:
                 full.use_edns(0, 0, 1232)
             assert fast[2:] == full.to_wire(want_shuffle=False)[2:]
+
+
+def test_a_zone_reload_that_would_clash_with_a_record_is_refused(dns_service, tmp_path):
+    import asyncio
+
+    from edgeway.dns.zone import ZoneError
+
+    service, _ = dns_service
+    zone = tmp_path / "example.com.zone"
+    zone.write_text(ZONE.replace("1 2 3 4 5", "2 2 3 4 5") + "api A 192.0.2.1\n")
+    with pytest.raises(ZoneError) as info:
+        asyncio.run(service.reload_zone("example.com."))
+    assert f"api.example.com. A is also in the zone file ({zone}:7)" in str(info.value)
+    assert addresses(ask(service, "api.example.com.")) == ["10.0.1.1"]      # the record still answers
+    zone.write_text(ZONE.replace("1 2 3 4 5", "2 2 3 4 5") + "other A 192.0.2.1\n")
+    assert asyncio.run(service.reload_zone("example.com."))["changed"]
