@@ -583,13 +583,15 @@ class Config(Model):
         edgeway.dns.records.zone_errors, when the DNS service loads them.)"""
         errors: list[tuple[KeyPath, str]] = []
         listeners = {listener.name: listener for listener in self.listeners}
-        known = ", ".join(sorted(n for n in self.upstreams if not n.startswith(RECORD_UPSTREAM_PREFIX))) or "none defined"
+        known = ", ".join(sorted(n for n in self.upstreams
+                                 if not n.startswith(RECORD_UPSTREAM_PREFIX))) or "none defined"
         seen: dict[tuple[str, str], int] = {}
         for i, record in enumerate(self.dns.records):
             base = ("dns", "records", i)
             first = seen.setdefault((record.name, record.type), i)
             if first != i:
-                errors.append(((*base, "name"), f"{record.name} {record.type} is already defined by dns.records.{first}"))
+                errors.append(((*base, "name"),
+                               f"{record.name} {record.type} is already defined by dns.records.{first}"))
             errors += [((*base, *loc), msg) for loc, msg in record.problems()]
             version = 4 if record.type == "A" else 6
             for j, target in enumerate(record.targets):
