@@ -220,3 +220,17 @@ def test_a_zone_reload_that_would_clash_with_a_record_is_refused(dns_service, tm
     assert addresses(ask(service, "api.example.com.")) == ["10.0.1.1"]      # the record still answers
     zone.write_text(ZONE.replace("1 2 3 4 5", "2 2 3 4 5") + "other A 192.0.2.1\n")
     assert asyncio.run(service.reload_zone("example.com."))["changed"]
+
+
+def test_ecs_repeats_follow_health_and_echo_their_scope(dns_service):
+    service, ups = dns_service
+    options = [dns.edns.ECSOption("10.20.30.0", 24)]
+    for _ in range(3):
+        r = ask(service, "geo.example.com.", options=options)
+        assert addresses(r) == ["10.0.1.1"] and r.options[0].scopelen == 8
+    assert service.responder.dynamic_udp
+    ups["east"].servers[0].healthy = False       # the matched target is down: the default answers
+    r = ask(service, "geo.example.com.", options=options)
+    assert addresses(r) == ["10.0.2.1"] and r.options[0].scopelen == 8
+    record = service.records.find(dns.name.from_text("geo.example.com."))[0]
+    assert record.answers == {"upstream:east": 3, "upstream:west": 1}

@@ -87,14 +87,15 @@ class RecordsHandler:
             return answer
         host = query.client[0] if isinstance(query.client, tuple) and query.client else None
         decision = record.decide(host, ecs, self.clock())
+        # A repeat of this question is decided again and answered from the rendered answer of
+        # that decision (Responder.dynamic_*), which counts it. With ECS the same bytes carry
+        # the same subnet, and the scope echoed is part of what is rendered.
         if ecs is None:
-            # A repeat of this question is decided again and answered from the rendered
-            # answer of that decision (Responder.dynamic_*), which counts it. Not with ECS
-            # (the scope echoed depends on the option's bytes).
             answer.dynamic = (self._decider(record), _variant(decision), record, decision,
                               None if prefix is not None else address_template)
         else:
-            record.count(decision)
+            answer.dynamic = (self._decider(record, ecs), (*_variant(decision), decision.scope), record, decision,
+                              None)
         if ecs is not None:
             answer.options = [dns.edns.ECSOption(ecs[0], ecs[1], decision.scope or 0)]
         if decision.mode == "all_down" and record.when_all_down == "servfail":
@@ -108,8 +109,14 @@ class RecordsHandler:
         answer.answer.append(dns.rrset.from_text_list(name, record.ttl, _IN, record.rdtype, decision.addresses))
         return answer
 
-    def _decider(self, record):
+    def _decider(self, record, ecs=None):
         clock = self.clock
+        if ecs is not None:
+            def decide_subnet(client):
+                decision = record.decide(client[0] if isinstance(client, tuple) and client else None, ecs, clock())
+                return (*_variant(decision), decision.scope), decision
+
+            return decide_subnet
 
         def decide(client):
             decision = record.decide(client[0] if isinstance(client, tuple) and client else None, None, clock())
