@@ -270,3 +270,44 @@ def test_config_errors_name_file_line_and_key(tmp_path):
     result = run_edgeway("check", str(path))
     assert result.returncode == 1
     assert f"{path}:11: dns.records.0.targets.0.upstream: unknown upstream 'nowhere' (known: east)" in result.stderr
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def test_metrics_count_answers_per_record_and_target(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.support.admin import AdminServe
+
+    (tmp_path / "example.com.zone").write_text(ZONE)
+    port = free_port()
+    dead = free_port("127.0.19.1")
+    config = {"dns": {"listen": [f"127.0.0.1:{port}"], "zones": [{"file": str(tmp_path / "example.com.zone")}],
+                      "records": [
+                          {"name": "api.example.com.", "type": "A", "ttl": 1, "policy": "failover",
+                           "targets": [{"upstream": "east"}, {"upstream": "west"}]},
+                          {"name": "down.example.com.", "type": "A", "when_all_down": "servfail",
+                           "targets": [{"addresses": ["127.0.19.1"], "health_check": {
+                               "type": "tcp", "port": dead, "interval": "300ms", "fall": 1}}]}]},
+              "upstreams": {"east": {"servers": [{"address": "127.0.17.11:80"}]},
+                            "west": {"servers": [{"address": "127.0.17.21:80"}]}}}
+    with AdminServe(tmp_path, config) as serve:
+        for _ in range(5):
+            assert dig_short(port, "api.example.com") == ["127.0.17.11"]
+        wait_until(lambda: "status: SERVFAIL" in dig(port, "down.example.com"), 5, "SERVFAIL")
+        status, _, text = serve.curl("GET", "/metrics")
+        assert status == 200
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(text) for s in family.samples}
+        answers = samples[("edgeway_dns_record_answers_total",
+                           (("record", "api.example.com."), ("target", "upstream:east"), ("type", "A")))]
+        assert answers == 5
+        assert samples[("edgeway_dns_record_answers_total",
+                        (("record", "api.example.com."), ("target", "upstream:west"), ("type", "A")))] == 0
+        assert samples[("edgeway_dns_record_all_down_total",
+                        (("mode", "servfail"), ("record", "down.example.com."), ("type", "A")))] >= 1
+        # the synthesized upstream of the addresses' check is an upstream as any other
+        status, _, body = serve.curl("GET", "/api/v1/upstreams")
+        names = [u["name"] for u in body["upstreams"]]
+        assert "dns-record:down.example.com./A/0" in names, names
