@@ -212,6 +212,8 @@ class ListenerTarget(Target):
         self.upstreams = [upstreams[n] for n in dict.fromkeys(names) if n in upstreams]
 
     def _up(self, now: float) -> bool:
+        if not self.upstreams:
+            return True       # (a redirect-only listener: nothing behind it can fail)
         for upstream in self.upstreams:
             for s in upstream.servers:
                 if s.state == "ready" and not s.pending and s.healthy and now >= s.ejected_until:
@@ -230,7 +232,7 @@ class ListenerTarget(Target):
             up, _ = _up_count(upstream.servers, now)
             parts.append(f"upstream {upstream.name}: {up}/{len(upstream.servers)} servers up")
         healthy = self._up(now)
-        why = f"listener {self.name}: " + ("; ".join(parts) if parts else "no upstream")
+        why = f"listener {self.name}: " + ("; ".join(parts) if parts else "no upstream behind it: counts as healthy")
         return [{"address": self.address, "healthy": healthy, "why": why}]
 
 
