@@ -67,7 +67,7 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, dict[KeyPath, int]]:
     return data, lines
 
 
-def _line_for(loc: KeyPath, lines: dict[KeyPath, int]) -> int:
+def line_for(loc: KeyPath, lines: dict[KeyPath, int]) -> int:
     """The line of the deepest existing key on the error's path."""
     for end in range(len(loc), -1, -1):
         if (line := lines.get(tuple(loc[:end]))) is not None:
@@ -90,7 +90,7 @@ def format_validation_error(exc: ValidationError, filename: str, lines: dict[Key
             msg = "unknown key (misspelled?)"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        messages.append(f"{filename}:{_line_for(loc, lines)}: {key}: {msg}")
+        messages.append(f"{filename}:{line_for(loc, lines)}: {key}: {msg}")
     return "\n".join(messages)
 
 
@@ -118,11 +118,13 @@ def load_config_text(text: str, filename: str = "<config>", base_dir: Path | Non
         config = Config.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, filename, lines)) from None
+    if config.dns is not None:
+        config.dns._source = (filename, lines)
     problems = config.reference_errors()
     if problems:
         raise ConfigError(
             "\n".join(
-                f"{filename}:{_line_for(loc, lines)}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}"
+                f"{filename}:{line_for(loc, lines)}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}"
                 for loc, msg in problems
             )
         )

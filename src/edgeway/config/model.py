@@ -11,6 +11,7 @@ Relative paths are resolved against the config file's folder at validation time.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,8 +20,10 @@ import dns.name
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -106,16 +109,6 @@ class DnsTcpConfig(Model):
     max_pipelined: int = Field(64, ge=1)
 
 
-class DnsConfig(Model):
-    listen: list[HostPort] = Field(min_length=1)
-    zones: list[ZoneConfig] = Field(default_factory=list)
-    recursion: RecursionConfig = RecursionConfig()
-    hosts_file: ConfigPath | None = None
-    udp_payload_size: int = Field(1232, ge=512, le=65535)
-    query_log: bool = False
-    tcp: DnsTcpConfig = DnsTcpConfig()
-
-
 # --------------------------------------------------------------------------- upstreams
 
 Balance = Literal["round_robin", "least_conn", "ip_hash", "hash", "random_two"]
@@ -190,6 +183,146 @@ class UpstreamConfig(Model):
         if self.hash_key is not None and not _HASH_KEY.match(self.hash_key):
             raise ValueError(f"invalid hash_key {self.hash_key!r}")
         return self
+
+
+# --------------------------------------------------------------------------- dns records
+# Health-aware A/AAAA records (issue 17, docs/dns.md "Records that follow health"). The
+# answer is computed per query by edgeway.dns.records from the same health view the
+# balancers use; here only their shape and what a single record can check on its own.
+
+RecordPolicy = Literal["simple", "weighted", "failover", "multivalue", "ip"]
+WhenAllDown = Literal["all", "servfail", "nodata"]
+RECORD_UPSTREAM_PREFIX = "dns-record:"
+
+
+def _ip_literal(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an IP address such as 192.0.2.10 or 2001:db8::10")
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"invalid IP address {value!r}: DNS answers hold addresses, not names") from None
+
+
+IpLiteral = Annotated[str, BeforeValidator(_ip_literal)]
+
+
+class RecordHealthCheck(HealthCheckConfig):
+    """The health_check of an `addresses` target: an upstream's keys plus the port checked."""
+
+    port: int | None = Field(None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _port(self) -> "RecordHealthCheck":
+        if self.port is None and self.type in ("http", "tcp"):
+            raise ValueError(f"a {self.type} health_check of addresses needs port: (the port it connects to)")
+        return self
+
+    def upstream_check(self) -> HealthCheckConfig:
+        return HealthCheckConfig(**self.model_dump(exclude={"port"}))
+
+
+class RecordTargetConfig(Model):
+    upstream: str | None = None
+    addresses: list[IpLiteral] | None = Field(None, min_length=1)
+    listener: str | None = None
+    address: IpLiteral | None = None        # listener targets: the address to answer with
+    weight: int = Field(1, ge=1, le=1000)
+    clients: list[Network] | None = Field(None, min_length=1)
+    health_check: RecordHealthCheck | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "RecordTargetConfig":
+        kinds = [k for k in ("upstream", "addresses", "listener") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a target is exactly one of upstream: NAME, addresses: [IP, ...] or listener: NAME"
+                             + (f" (this one has {' and '.join(kinds)})" if kinds else ""))
+        if self.health_check is not None and self.addresses is None:
+            raise ValueError("health_check: is only for addresses targets (an upstream target uses its "
+                             "upstream's checks, a listener target its routes' upstreams)")
+        if self.address is not None and self.listener is None:
+            raise ValueError("address: is only for listener targets")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "upstream" if self.upstream is not None else "addresses" if self.addresses is not None else "listener"
+
+
+class RecordConfig(Model):
+    name: str
+    type: Literal["A", "AAAA"]
+    ttl: Duration = 60
+    policy: RecordPolicy = "simple"
+    when_all_down: WhenAllDown = "all"
+    targets: list[RecordTargetConfig] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            name = dns.name.from_text(value)
+        except Exception as exc:  # dnspython raises several name errors
+            raise ValueError(f"invalid name {value!r}: {exc}") from None
+        if name.labels and name.labels[0] == b"*":
+            raise ValueError(f"{value!r}: a record's name cannot be a wildcard")
+        return name.to_text().lower()
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: float) -> float:
+        if value != int(value) or not 0 <= value <= 2**31 - 1:
+            raise ValueError(f"ttl must be whole seconds from 0 to 2147483647 (RFC 2181); got {value:g}")
+        return value
+
+    def upstream_name(self, index: int) -> str:
+        """The synthesized upstream that carries the health_check of target `index`."""
+        return f"{RECORD_UPSTREAM_PREFIX}{self.name}/{self.type}/{index}"
+
+    def problems(self) -> list[tuple[KeyPath, str]]:
+        """What one record can get wrong on its own (key paths relative to the record)."""
+        out: list[tuple[KeyPath, str]] = []
+        version = 4 if self.type == "A" else 6
+        for j, target in enumerate(self.targets):
+            if target.clients is not None and self.policy != "ip":
+                out.append((("targets", j, "clients"),
+                            f"clients: is only for policy: ip (this record's policy is {self.policy})"))
+            for k, address in enumerate(target.addresses or ()):
+                if ipaddress.ip_address(address).version != version:
+                    out.append((("targets", j, "addresses", k),
+                                f"{address} is not an IPv{version} address (type {self.type})"))
+            if target.address is not None and ipaddress.ip_address(target.address).version != version:
+                out.append((("targets", j, "address"),
+                            f"{target.address} is not an IPv{version} address (type {self.type})"))
+        if self.policy == "ip" and sum(1 for t in self.targets if t.clients is None) > 1:
+            second = [j for j, t in enumerate(self.targets) if t.clients is None][1]
+            out.append((("targets", second),
+                        "policy ip: more than one target without clients: (the default target is one)"))
+        return out
+
+
+class DnsConfig(Model):
+    listen: list[HostPort] = Field(min_length=1)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    records: list[RecordConfig] = Field(default_factory=list)
+    # (file name, key path -> line), set by the loader: checks made after validation (a
+    # record against the zone files, edgeway.dns.records) name the file, line and key too
+    _source: tuple[str, dict] | None = PrivateAttr(None)
+
+    def where(self, loc: KeyPath) -> str:
+        """`file:line: dns.records.0.name` for a key path below the root (the loader's way)."""
+        dotted = ".".join(map(str, loc))
+        if self._source is None:
+            return dotted
+        from edgeway.config.loader import line_for
+
+        filename, lines = self._source
+        return f"{filename}:{line_for(loc, lines)}: {dotted}"
+    recursion: RecursionConfig = RecursionConfig()
+    hosts_file: ConfigPath | None = None
+    udp_payload_size: int = Field(1232, ge=512, le=65535)
+    query_log: bool = False
+    tcp: DnsTcpConfig = DnsTcpConfig()
 
 
 # --------------------------------------------------------------------------- listeners
@@ -416,10 +549,93 @@ class Config(Model):
             return value
         raise ValueError(f"workers must be auto or a number from 1 to {MAX_WORKERS}; got {value!r}")
 
+    @model_validator(mode="after")
+    def _record_upstreams(self) -> "Config":
+        # An `addresses` target with a health_check is checked as an upstream of its own,
+        # `dns-record:<name>/<type>/<index>`: the HealthChecker, the workers' one health view,
+        # reloads, the API and the metrics then carry it as they carry any upstream.
+        if self.dns is None or not self.dns.records:
+            return self
+        upstreams = dict(self.upstreams)
+        for record in self.dns.records:
+            for j, target in enumerate(record.targets):
+                if target.health_check is None:
+                    continue
+                name = record.upstream_name(j)
+                if name in self.upstreams:
+                    raise ValueError(f"upstreams.{name}: this name is reserved for dns.records' health checks")
+                check = target.health_check
+                port = check.port if check.port is not None else 53
+                upstreams[name] = UpstreamConfig(
+                    servers=[ServerConfig(address=Address(ip, port)) for ip in target.addresses],
+                    health_check=check.upstream_check())
+        object.__setattr__(self, "upstreams", upstreams)   # (frozen: set once, while validating)
+        return self
+
     @property
     def worker_count(self) -> int:
         """`workers` as a number: auto is the CPUs this process may run on (sched_getaffinity)."""
         return worker_count(self.workers)
+
+    def _record_errors(self) -> list[tuple[KeyPath, str]]:
+        """A record's own problems, and its references to upstreams and listeners. (Whether it
+        lies inside a served zone, and clashes with none of its data, needs the zone files:
+        edgeway.dns.records.zone_errors, when the DNS service loads them.)"""
+        errors: list[tuple[KeyPath, str]] = []
+        listeners = {listener.name: listener for listener in self.listeners}
+        known = ", ".join(sorted(n for n in self.upstreams
+                                 if not n.startswith(RECORD_UPSTREAM_PREFIX))) or "none defined"
+        seen: dict[tuple[str, str], int] = {}
+        for i, record in enumerate(self.dns.records):
+            base = ("dns", "records", i)
+            first = seen.setdefault((record.name, record.type), i)
+            if first != i:
+                errors.append(((*base, "name"),
+                               f"{record.name} {record.type} is already defined by dns.records.{first}"))
+            errors += [((*base, *loc), msg) for loc, msg in record.problems()]
+            version = 4 if record.type == "A" else 6
+            for j, target in enumerate(record.targets):
+                where = (*base, "targets", j)
+                if target.upstream is not None:
+                    upstream = self.upstreams.get(target.upstream)
+                    if upstream is None or target.upstream.startswith(RECORD_UPSTREAM_PREFIX):
+                        errors.append(((*where, "upstream"), f"unknown upstream {target.upstream!r} (known: {known})"))
+                        continue
+                    family = 0
+                    for k, server in enumerate(upstream.servers):
+                        try:
+                            ip = ipaddress.ip_address(server.address.host)
+                        except ValueError:
+                            errors.append(((*where, "upstream"),
+                                           f"upstream {target.upstream}: server {server.address} "
+                                           f"(upstreams.{target.upstream}.servers.{k}) is not an IP address; "
+                                           "a DNS answer holds addresses: write the server as IP:port"))
+                            continue
+                        family += ip.version == version
+                    if not family:
+                        errors.append(((*where, "upstream"),
+                                       f"upstream {target.upstream} has no IPv{version} server for a {record.type} "
+                                       "record"))
+                elif target.listener is not None:
+                    listener = listeners.get(target.listener)
+                    if listener is None:
+                        errors.append(((*where, "listener"), f"unknown listener {target.listener!r} (known: "
+                                       f"{', '.join(listeners) or 'none defined'})"))
+                        continue
+                    if target.address is None:
+                        try:
+                            ip = ipaddress.ip_address(listener.listen.host)
+                        except ValueError:
+                            ip = None
+                        if ip is None or ip.is_unspecified:
+                            errors.append(((*where, "listener"),
+                                           f"listener {listener.name} listens on {listener.listen}: give the "
+                                           "address to answer with (address: IP)"))
+                        elif ip.version != version:
+                            errors.append(((*where, "listener"),
+                                           f"listener {listener.name} listens on {listener.listen}, not an "
+                                           f"IPv{version} address: give address: for a {record.type} record"))
+        return errors
 
     def reference_errors(self) -> list[tuple[KeyPath, str]]:
         """Cross references a single field cannot check: names that must exist or be unique."""
@@ -463,6 +679,8 @@ class Config(Model):
                 errors.append((("admin", "listen"), f"{listen} is also used by listeners.{binds[('tcp', listen)]}"))
             if self.dns is not None and listen in self.dns.listen:
                 errors.append((("admin", "listen"), f"{listen} is also used by dns.listen"))
+        if self.dns is not None:
+            errors += self._record_errors()
         if self.dns is None and not self.listeners:
             errors.append(((), "nothing to run: the config names neither dns: nor listeners:"))
         return errors

@@ -17,7 +17,10 @@ Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
 
 The fast path: an authoritative answer depends only on the query's bytes after its ID, so
 the rendered response is kept keyed on exactly those bytes (and the transport) and a repeat
-costs one dict lookup. `invalidate()` empties it when zones change.
+costs one dict lookup. `invalidate()` empties it when zones change. An answer that follows
+health (a policy record, edgeway.dns.records) is never kept whole: its question's bytes lead to
+the record, which decides again for every question, and to the rendered answer of each
+decision seen (`dynamic_udp`/`dynamic_tcp`); a health change shows in the very next answer.
 
 Counting (edgeway.dns.counters, rendered by edgeway.dns.metrics): every answer is counted once,
 by proto, qtype and rcode, with its duration; a fast-path entry carries the counter cell it adds
@@ -58,6 +61,7 @@ _FLAG_MASK_KEPT = int(dns.flags.RD | dns.flags.CD)  # copied from the query (RFC
 _OPCODE_MASK = 0x7800
 _RA, _RD = int(dns.flags.RA), int(dns.flags.RD)
 _clock = time.perf_counter
+_VARIANTS = 64          # rendered answers kept per question of a policy record
 
 
 class Responder:
@@ -83,6 +87,10 @@ class Responder:
         # adapter reads `fast_udp` directly (the hot path of an authoritative server).
         self.fast_udp: dict[bytes, tuple[bytes, tuple]] = {}
         self.fast_tcp: dict[bytes, tuple[bytes, tuple, list]] = {}
+        # Answers that follow health (policy records): per query bytes, [decide, {variant:
+        # (response after the ID, counter cell)}, record]; decided again for every question.
+        self.dynamic_udp: dict[bytes, list] = {}
+        self.dynamic_tcp: dict[bytes, list] = {}
         # What was answered (edgeway.dns.counters): the service's, so a reload keeps counting.
         # A fast-path entry is (response after the ID, log fields, its counter cell).
         self.counters = counters if counters is not None else DnsCounters()
@@ -103,6 +111,14 @@ class Responder:
             duration.counts[bisect_left(duration.bounds, elapsed)] += 1   # (Histogram.observe, inlined)
             duration.sum += elapsed
             return wire[:2] + cached[0]
+        dynamic = (self.dynamic_udp if transport == "udp" else self.dynamic_tcp).get(key)
+        if dynamic is not None and not self.log_queries:
+            reply = self.dynamic_hit(dynamic, client)
+            if reply is not None:
+                duration, elapsed = self._duration, _clock() - started
+                duration.counts[bisect_left(duration.bounds, elapsed)] += 1
+                duration.sum += elapsed
+                return wire[:2] + reply
         if self.wire_cache is not None and not self.log_queries:
             hit = self.wire_cache.get(wire, client, transport, time.monotonic())
             if hit is not None:     # (the entry's cell counted it)
@@ -120,10 +136,30 @@ class Responder:
             return reply
         return result
 
+    def dynamic_hit(self, entry: list, client) -> bytes | None:
+        """The answer (after the ID) to a repeated question of a policy record, decided now, or
+        None when this decision's answer must be rendered in full. Counted here (the record's
+        counters and the answer's cell); timed by the caller (the UDP server: by the run)."""
+        variant, decision = entry[0](client)
+        hit = entry[1].get(variant)
+        if hit is None:
+            if entry[3] is None:
+                return None
+            hit = entry[3](decision)       # (assembled: a decision not seen yet)
+            if hit is None:
+                return None
+            if len(entry[1]) < _VARIANTS:
+                entry[1][variant] = hit
+        entry[2].count(decision)
+        hit[1][0] += 1
+        return hit[0]
+
     def invalidate(self) -> None:
         """Forget every precomputed answer (call after any zone change)."""
         self.fast_udp.clear()
         self.fast_tcp.clear()
+        self.dynamic_udp.clear()
+        self.dynamic_tcp.clear()
         if self.wire_cache is not None:
             self.wire_cache.clear()
 
@@ -241,6 +277,8 @@ class Responder:
         response.answer = answer.answer
         response.authority = answer.authority
         response.additional = answer.additional
+        if answer.options and query.edns >= 0:
+            response.use_edns(0, 0, self.udp_payload_size, options=answer.options)
         return self._render(query, response, transport)
 
     def _keep(self, request: Query, answer: Answer, transport, key, started, wire: bytes) -> None:
@@ -253,7 +291,24 @@ class Responder:
                 dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             self.wire_cache.put(key, wire, transport, time.monotonic(),
                                 counters.cell(transport, request.rdtype, answer.rcode, CACHE))
-        if answer.cacheable:
+        if answer.dynamic is not None:
+            decide, variant, record, decision, template = answer.dynamic
+            record.count(decision)
+            dynamic = self.dynamic_udp if transport == "udp" else self.dynamic_tcp
+            entry = dynamic.get(key)
+            if entry is None:
+                if len(dynamic) >= self.fast_path_size:
+                    dynamic.clear()
+                entry = dynamic[key] = [decide, {}, record, None]
+            if entry[3] is None and template is not None and decision.addresses:
+                # answers of addresses are assembled per decision from this one (any set of
+                # addresses: multivalue's samples too); others are kept per variant
+                entry[3] = template(wire, _NO_EDNS_SIZE if transport == "udp" else 65535,
+                                    counters.cell(transport, request.rdtype, answer.rcode))
+            if len(entry[1]) >= _VARIANTS:
+                entry[1].clear()       # (health flapping over many servers: start again)
+            entry[1][variant] = (wire[2:], counters.cell(transport, request.rdtype, answer.rcode))
+        elif answer.cacheable:
             fast = self.fast_udp if transport == "udp" else self.fast_tcp
             if len(fast) >= self.fast_path_size:
                 fast.clear()  # cheaper than LRU bookkeeping on every hit; refills at once

@@ -65,6 +65,7 @@ class UdpServer:
     def _readable(self) -> None:
         recvfrom, responder = self.sock.recvfrom, self.responder
         fast = responder.fast_udp
+        dynamic = responder.dynamic_udp      # (policy records: decided per question, then as fast)
         # Fast-path answers are counted here (each entry's cell) and timed by the run: the
         # clock is read when a run of them starts and when it ends (DnsCounters.fast_run).
         # The responder counts and times everything else.
@@ -80,12 +81,21 @@ class UdpServer:
                 log.debug("udp socket error: %s", exc)
                 break
             if not responder.log_queries:
-                cached = fast.get(data[2:])
+                key = data[2:]
+                cached = fast.get(key)
                 if cached is not None:
                     self._send(data[:2] + cached[0], addr)
                     cached[2][0] += 1
                     hits += 1
                     continue
+                if dynamic:
+                    entry = dynamic.get(key)
+                    if entry is not None:
+                        reply = responder.dynamic_hit(entry, addr)
+                        if reply is not None:
+                            self._send(data[:2] + reply, addr)
+                            hits += 1
+                            continue
             if hits:
                 fast_run(hits, _clock() - started)
                 hits = 0

@@ -1,6 +1,6 @@
 """The handler contract: one DNS question in, an answer (or "not mine") out.
 
-A handler owns one source of answers (hosts overrides, local zones, the cache, recursion).
+A handler owns one source of answers (hosts overrides, policy records, local zones, the cache, recursion).
 The responder offers a query to each handler in the fixed order of `edgeway.dns.handlers`
 and the first one that returns an `Answer` wins; `None` passes the query on. A handler that
 has to go to the network returns an awaitable, so the authoritative hot path never pays for
@@ -47,7 +47,15 @@ class Answer:
     authority: list[dns.rrset.RRset] = field(default_factory=list)
     additional: list[dns.rrset.RRset] = field(default_factory=list)
     cacheable: bool = False
-    source: str = ""  # which handler answered ("hosts", "zones", "cache", "recursion")
+    source: str = ""  # which handler answered ("hosts", "zones", "records", "cache", "recursion")
+    options: list = field(default_factory=list)   # EDNS options of the response (the records' ECS echo)
+    # An answer that depends on health or the client, not only on the question (the records
+    # handler): (decide, variant, record, decision, template). `decide(client)` returns
+    # (variant, decision) for a later question with the same bytes; the responder keeps one
+    # rendered answer per variant, or, with `template(wire, limit, cell)` (which returns a
+    # function of a decision: its response after the ID, or None), assembles the answer of
+    # any set of addresses from this one. A repeat costs a decision, never a stale answer.
+    dynamic: tuple | None = None
 
 
 HandlerResult = Union[Answer, None, Awaitable[Union[Answer, None]]]
