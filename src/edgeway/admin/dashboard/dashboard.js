@@ -27,7 +27,7 @@
   const workerHistory = [];         // {time, requests: Map "index pid" -> count}
   let groupSize = 1;                // status.workers: above 1, /api/v1/workers is polled too
   let metricsMissing = 0;           // polls left before /metrics is tried again
-  let recordsMissing = 0;           // polls left before /api/v1/dns/records is tried again (no dns:)
+  let dnsRuns = false;              // status.services has DNS: /api/v1/dns/records is asked too
   const $ = (id) => document.getElementById(id);
 
   class AuthError extends Error {}
@@ -98,18 +98,12 @@
     return parseMetrics(await response.text());
   }
 
-  // The policy records (dns.records); null when this edgeway serves no DNS (404), asked
-  // again every METRICS_RETRY polls, as /metrics is (a reload may add a dns: section)
+  // The policy records (dns.records); null when this edgeway serves no DNS (asked only when
+  // the last status listed a DNS service, so that no 404 is ever logged by the browser)
   async function getRecords() {
-    if (recordsMissing > 0) {
-      recordsMissing -= 1;
-      return null;
-    }
+    if (!dnsRuns) return null;
     const response = await request("/api/v1/dns/records");
-    if (response.status === 404) {
-      recordsMissing = METRICS_RETRY;
-      return null;
-    }
+    if (response.status === 404) return null;     // the dns: section went away in a reload
     const body = await response.json();
     if (!response.ok) throw new Error("/api/v1/dns/records: " + response.status + " " + (body.error || ""));
     return body;
@@ -155,6 +149,7 @@
     if (status.status === "fulfilled") {
       guard("identity", () => drawIdentity(status.value));
       groupSize = status.value.workers || 1;
+      dnsRuns = (status.value.services || []).some((service) => service.kind === "dns");
     }
     $("workers").hidden = groupSize <= 1;
     if (workers.status === "fulfilled" && workers.value !== null) guard("workers", () => drawWorkers(workers.value, now));
