@@ -164,7 +164,8 @@ def see_the_dns_answer_follow_the_nodes(probe, lines: list[str]) -> None:
     assert [(t["addresses"][0]["address"], t["healthy"]) for t in record["targets"]] == [(lb1, True), (lb2, False)]
     doctor = run_edgeway("doctor", "dns", "api.example.com", "--config", auth)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert "1 of 2 target(s) down" in doctor.stdout and "OK: propagated" in doctor.stdout
+    text = " ".join(doctor.stdout.split())     # (rich wraps lines at 80 columns in a pipe)
+    assert "1 of 2 target(s) down" in text and "OK: propagated" in text
 
     fail("api-1", "api-2", "api-3")
     wait_line(f"dns    api.example.com A -> {lb1}, {lb2} (ttl {demo_plan.RECORD_TTL})")
