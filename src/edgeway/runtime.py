@@ -104,7 +104,7 @@ class Runtime:
                     self.health_checkers[name] = _health_checker(upstream, self.events)
         if self.role != "supervisor":     # (the supervisor's workers serve DNS and listeners)
             if config.dns is not None:
-                self.dns = _dns_service(config.dns)
+                self.dns = _dns_service(config.dns, self.upstreams, config.listeners)
             for listener in config.listeners:
                 self.listeners[listener.name] = _listener_service(listener, self.upstreams)
         if getattr(config, "admin", None) is not None and self.role != "worker":
@@ -305,9 +305,9 @@ class Runtime:
             if not serving:
                 pass
             elif new.dns is not None and self.dns is not None:
-                plans.append(await self.dns.prepare_reload(new.dns))
+                plans.append(await self.dns.prepare_reload(new.dns, upstreams, new.listeners))
             elif new.dns is not None:
-                new_dns = _dns_service(new.dns)
+                new_dns = _dns_service(new.dns, upstreams, new.listeners)
                 await new_dns.start()
                 started.append(new_dns)
                 changes.append("dns: started")
@@ -500,10 +500,10 @@ def _health_checker(upstream, events: EventLog | None = None):
     return HealthChecker(upstream, events)
 
 
-def _dns_service(config):
+def _dns_service(config, upstreams: dict, listeners: list):
     from edgeway.dns.service import DnsService
 
-    return DnsService(config)
+    return DnsService(config, upstreams, listeners)
 
 
 def _listener_service(listener: ListenerConfig, upstreams: dict):

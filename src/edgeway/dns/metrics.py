@@ -18,6 +18,12 @@ are owned by the DnsService, so a reload neither resets nor loses them.
     edgeway_resolver_servfail_total{cause}       resolutions that ended in SERVFAIL, by cause
                                                  (resolution.SERVFAIL_CAUSES)
 
+    edgeway_dns_record_answers_total{record,type,target}
+                                                 policy records' answers (edgeway.dns.records),
+                                                 per target whose addresses were answered
+    edgeway_dns_record_all_down_total{record,type,mode}
+                                                 answers given in when_all_down mode
+
 The resolver's families are there without recursion too (zeros): a dashboard's query has a
 series to read either way.
 """
@@ -71,3 +77,18 @@ def families(dns_service) -> Iterable[Metric]:
     for cause in SERVFAIL_CAUSES:       # every cause, zeros included: rate() needs the series
         servfail.add_metric([cause], causes.get(cause, 0))
     yield servfail
+
+    records = getattr(dns_service, "records", None)
+    answers = CounterMetricFamily("edgeway_dns_record_answers",
+                                  "Policy records' answers, per target whose addresses were answered",
+                                  labels=["record", "type", "target"])
+    all_down = CounterMetricFamily("edgeway_dns_record_all_down",
+                                   "Policy records' answers given with no healthy address (when_all_down)",
+                                   labels=["record", "type", "mode"])
+    for record in records or ():
+        for target, n in record.answers.items():
+            answers.add_metric([record.name, record.rdtype, target], n)
+        all_down.add_metric([record.name, record.rdtype, record.when_all_down],
+                            record.all_down.get(record.when_all_down, 0))
+    yield answers
+    yield all_down

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import dns.name
+import dns.rdataclass
+import dns.rdatatype
 
 from edgeway.config.model import RecordConfig, RecordTargetConfig
 from edgeway.upstream.upstream import server_state
@@ -464,6 +466,21 @@ class RecordSet:
         for record in self.records:
             self._by_name.setdefault(record.dns_name, []).append(record)
 
+    def adopt_counts(self, old: "RecordSet | None") -> None:
+        """Carry the counters of `old` (the set a reload replaces) over, record by name and
+        type, target by label: the metrics run on across reloads, as the DNS counters do."""
+        if old is None:
+            return
+        before = {(r.name, r.rdtype): r for r in old}
+        for record in self.records:
+            previous = before.get((record.name, record.rdtype))
+            if previous is None:
+                continue
+            for label, n in previous.answers.items():
+                record.answers[label] = record.answers.get(label, 0) + n
+            for mode, n in previous.all_down.items():
+                record.all_down[mode] = record.all_down.get(mode, 0) + n
+
     def find(self, name: dns.name.Name) -> list[PolicyRecord]:
         """Every record at `name` (case-insensitive, as DNS names compare); [] when none."""
         return self._by_name.get(name, [])
@@ -479,3 +496,67 @@ class RecordSet:
 
     def __bool__(self) -> bool:
         return bool(self.records)
+
+
+# ---------------------------------------------------------------------- checks against the zones
+
+
+def zone_errors(config, zones) -> list[str]:
+    """What the records of a DnsConfig get wrong against the loaded zones: a name outside
+    every served zone, or below a delegation in it, or a name and type the zone file also
+    holds (or a CNAME there, RFC 1034 3.6.2: a CNAME owner has no other data). Each message
+    names the config's file, line and key (DnsConfig.where), and the zone file's line."""
+    errors = []
+    for i, record in enumerate(config.records):
+        where = config.where(("dns", "records", i, "name"))
+        name = dns.name.from_text(record.name)
+        zone = zones.find(name)
+        if zone is None:
+            served = ", ".join(sorted(z.origin.to_text() for z in zones)) or "none"
+            errors.append(f"{where}: {record.name} is inside no served zone (dns.zones: {served})")
+            continue
+        cut = next((c for c in zone.cuts if name.is_subdomain(c)), None)
+        if cut is not None:
+            errors.append(f"{where}: {record.name} is below the delegation {cut} in {zone.path}: "
+                          "another server answers for it")
+            continue
+        node = zone.nodes.get(name)
+        if node is None:
+            continue
+        for rdtype in (record.type, "CNAME"):
+            if node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype)) is not None:
+                line = _zone_line(zone, name, rdtype)
+                at = f"{zone.path}:{line}" if line else f"{zone.path}"
+                errors.append(f"{where}: {record.name} {rdtype} is also in the zone file ({at}): "
+                              f"remove one of the two (a name and type is answered by one of them)")
+    return errors
+
+
+def _zone_line(zone, name: dns.name.Name, rdtype: str) -> int | None:
+    """The line of the zone file that holds `name`'s `rdtype` records (a plain reading of the
+    master file: owner in the first column, blank owner = the previous one, $ORIGIN followed;
+    None when not found, e.g. in an $INCLUDEd file)."""
+    try:
+        lines = zone.path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError, AttributeError):
+        return None
+    origin, owner = zone.origin, None
+    for number, raw in enumerate(lines, 1):
+        text = raw.split(";", 1)[0]
+        fields = text.split()
+        if not fields:
+            continue
+        if fields[0].upper() == "$ORIGIN" and len(fields) > 1:
+            origin = dns.name.from_text(fields[1], zone.origin)
+            continue
+        if fields[0].startswith("$"):
+            continue
+        if not text[0].isspace():
+            try:
+                owner = origin if fields[0] == "@" else dns.name.from_text(fields[0], origin)
+            except Exception:
+                owner = None
+            fields = fields[1:]
+        if owner == name and rdtype in (f.upper() for f in fields[:4]):
+            return number
+    return None

@@ -241,6 +241,8 @@ class Responder:
         response.answer = answer.answer
         response.authority = answer.authority
         response.additional = answer.additional
+        if answer.options and query.edns >= 0:
+            response.use_edns(0, 0, self.udp_payload_size, options=answer.options)
         return self._render(query, response, transport)
 
     def _keep(self, request: Query, answer: Answer, transport, key, started, wire: bytes) -> None:

@@ -39,7 +39,9 @@ import dns.name
 
 from edgeway.config.model import DnsConfig, ZoneConfig
 from edgeway.dns.counters import DnsCounters
+from edgeway.dns.handlers.records import RecordsHandler
 from edgeway.dns.handlers.zones import ZonesHandler
+from edgeway.dns.records import RecordSet, zone_errors
 from edgeway.dns.resolver.aio import Counters
 from edgeway.dns.responder import Responder
 from edgeway.dns.server import (DnsTcpServer, TcpServerProtocol, UdpServer, bind_tcp, bind_udp,
@@ -115,7 +117,16 @@ def load_zones(config: DnsConfig) -> ZoneSet:
     return zones
 
 
-def build_handlers(config: DnsConfig, zones: ZoneSet, resolver=None) -> list:
+def build_records(config: DnsConfig, zones: ZoneSet, upstreams: dict, listeners: list) -> RecordSet:
+    """The policy records (edgeway.dns.records) over these upstreams; a record that is outside
+    the zones or clashes with their data is a ConfigError naming file, line and key."""
+    errors = zone_errors(config, zones)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return RecordSet(config.records, upstreams, listeners)
+
+
+def build_handlers(config: DnsConfig, zones: ZoneSet, resolver=None, records: RecordSet | None = None) -> list:
     before, after = [], []
     if config.recursion.enabled or config.hosts_file is not None:
         try:
@@ -123,7 +134,8 @@ def build_handlers(config: DnsConfig, zones: ZoneSet, resolver=None) -> list:
         except ImportError:  # pragma: no cover - until the resolver lands
             raise ConfigError("dns.recursion / dns.hosts_file: this build has no resolver") from None
         before, after = build_resolver_handlers(config, resolver)
-    return [*before, ZonesHandler(zones), *after]
+    middle = [RecordsHandler(records, zones)] if records else []
+    return [*before, *middle, ZonesHandler(zones), *after]
 
 
 def _resolver_of(handlers: list):
@@ -202,6 +214,9 @@ class DnsReloadPlan:
     changes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     done: bool = False
+    records: RecordSet | None = None
+    upstreams: dict = field(default_factory=dict)
+    listeners: list = field(default_factory=list)
 
     def commit(self) -> None:
         if self.done:
@@ -220,8 +235,12 @@ class DnsReloadPlan:
 
 
 class DnsService:
-    def __init__(self, config: DnsConfig):
+    def __init__(self, config: DnsConfig, upstreams: dict | None = None, listeners: list | None = None):
+        """`upstreams` (the runtime's live Upstream objects) and `listeners` (ListenerConfigs):
+        what dns.records' targets name; their health is read per query."""
         self.config = config
+        self.upstreams = upstreams if upstreams is not None else {}
+        self.listeners = list(listeners or ())
         loaded = []
         zones = ZoneSet()
         for index, zone_config in enumerate(config.zones):
@@ -234,7 +253,8 @@ class DnsService:
             loaded.append(_LoadedZone(_zone_key(zone_config), zone, fingerprint))
         self._zones: list[_LoadedZone] = loaded
         self.zones = zones
-        self.handlers = build_handlers(config, self.zones)
+        self.records = build_records(config, zones, self.upstreams, self.listeners)
+        self.handlers = build_handlers(config, self.zones, records=self.records)
         self.resolver = _resolver_of(self.handlers)
         # The metrics' counts (edgeway.dns.metrics) live as long as the service: every responder
         # and every resolver a reload builds counts into these.
@@ -343,10 +363,14 @@ class DnsService:
 
     # ------------------------------------------------------------------ reload
 
-    async def prepare_reload(self, config: DnsConfig) -> DnsReloadPlan:
+    async def prepare_reload(self, config: DnsConfig, upstreams: dict | None = None,
+                             listeners: list | None = None) -> DnsReloadPlan:
         """Build everything a new DnsConfig needs; raise (EdgewayError, OSError) and change
-        nothing when any part fails. See the module docstring."""
+        nothing when any part fails. See the module docstring. `upstreams` and `listeners`:
+        the runtime's after this reload (default: the current ones), for dns.records."""
         old = self.config
+        upstreams = self.upstreams if upstreams is None else upstreams
+        listeners = self.listeners if listeners is None else list(listeners)
         changes: list[str] = []
         warnings: list[str] = []
         loaded = await self._load_zones(config, changes, warnings)
@@ -362,7 +386,10 @@ class DnsService:
 
         keep_resolver = config.recursion == old.recursion and self.resolver is not None
         resolver = self.resolver if keep_resolver else None
-        handlers = build_handlers(config, zones, resolver)   # (reads the hosts file again)
+        records = build_records(config, zones, upstreams, listeners)
+        if config.records != old.records:
+            changes.append(f"dns: {len(config.records)} policy record(s)")
+        handlers = build_handlers(config, zones, resolver, records)   # (reads the hosts file again)
         new_resolver = _resolver_of(handlers) if not keep_resolver else None
         if new_resolver is not None:
             # Shared, not copied: the replaced resolver still counts what it finishes.
@@ -394,8 +421,10 @@ class DnsService:
             raise
         removed = [l for k, l in self._listens.items() if k not in {str(a) for a in config.listen}]
         changes += [f"dns: {l.key} removed (draining)" for l in removed]
-        return DnsReloadPlan(self, config, loaded, handlers, self.resolver if keep_resolver else new_resolver,
+        plan = DnsReloadPlan(self, config, loaded, handlers, self.resolver if keep_resolver else new_resolver,
                              new_resolver is not None, added, removed, changes, warnings)
+        plan.records, plan.upstreams, plan.listeners = records, upstreams, listeners
+        return plan
 
     async def _load_zones(self, config: DnsConfig, changes: list[str], warnings: list[str]) -> list[_LoadedZone]:
         by_key = {z.key: z for z in self._zones}
@@ -457,6 +486,8 @@ class DnsService:
         self._zones = plan.zones
         self.zones = ZoneSet([z.zone for z in plan.zones])
         self.handlers = plan.handlers
+        plan.records.adopt_counts(self.records)
+        self.records, self.upstreams, self.listeners = plan.records, plan.upstreams, plan.listeners
         self.responder = responder
         self.resolver = plan.resolver
         if old_resolver is not None and old_resolver is not plan.resolver:
@@ -552,6 +583,8 @@ class DnsService:
         for handler in self.handlers:
             if isinstance(handler, ZonesHandler):
                 handler.zones = zone_set        # (one assignment: a query sees old or new)
+            elif isinstance(handler, RecordsHandler):
+                handler.set_zones(zone_set)
         self._zones = zones
         self.zones = zone_set
         self.responder.invalidate()

@@ -1,6 +1,6 @@
 """The DNS handler chain. Its order is fixed here, not by the config (as CoreDNS's plugin.cfg):
 
-    hosts overrides -> local zones -> cache -> recursion
+    hosts overrides -> policy records -> local zones -> cache -> recursion
 
 `build_handlers(dns_config, zones)` returns the chain for one DNS service.
 """

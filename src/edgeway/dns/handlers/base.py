@@ -47,7 +47,8 @@ class Answer:
     authority: list[dns.rrset.RRset] = field(default_factory=list)
     additional: list[dns.rrset.RRset] = field(default_factory=list)
     cacheable: bool = False
-    source: str = ""  # which handler answered ("hosts", "zones", "cache", "recursion")
+    source: str = ""  # which handler answered ("hosts", "zones", "records", "cache", "recursion")
+    options: list = field(default_factory=list)   # EDNS options of the response (the records' ECS echo)
 
 
 HandlerResult = Union[Answer, None, Awaitable[Union[Answer, None]]]
