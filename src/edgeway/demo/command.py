@@ -139,7 +139,7 @@ def print_howto(p: demo_plan.DemoPlan) -> None:
         f"{node2}   # every API server of lb-2 fails: lb-2 leaves api.example.com's answer",
         f"dig @{auth_host} -p {auth_port} api.example.com +norecurse   # example.com's server: the answer now",
         f"edgeway ctl --config {p.role('auth').config} records   # api.example.com: each node's health, and why",
-        f"edgeway doctor dns api.example.com --config {p.role('auth').config}   # does it answer in when_all_down mode?",
+        f"edgeway doctor dns api.example.com --config {p.role('auth').config}   # in when_all_down mode?",
     ]
     console.print("\nTry it:")
     for line in lines:

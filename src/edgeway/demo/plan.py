@@ -261,7 +261,7 @@ def _lb_config(p: DemoPlan, role: str, api_ips: list[str], workers: int) -> str:
     api = "\n".join(f"      - {{address: \"{ip}:{BACKEND_PORT}\"}}" for ip in api_ips)
     check = CHECK
     if workers > 1:
-        head = f"workers: {workers}                  # a supervisor (health checks, admin) and {workers} worker processes\n"
+        head = f"workers: {workers}                  # a supervisor (health checks, admin) and {workers} workers\n"
     else:
         head = "workers: 1                  # one process: node 2 is small\n"
     if role == "lb":

@@ -22,7 +22,8 @@ def test_every_generated_config_validates(tmp_path):
     assert str(lb2.listeners[0].listen) == f"{demo_plan.LB2_IP}:{p.http_port}"
     assert [str(s.address) for s in lb2.upstreams["api"].servers] == [f"{ip}:8080" for ip in demo_plan.API2_IPS]
     assert lb2.upstreams["static"] == lb.upstreams["static"] and lb2.admin is None
-    assert not {str(s.address) for s in lb.upstreams["api"].servers} & {str(s.address) for s in lb2.upstreams["api"].servers}
+    servers = [{str(s.address) for s in node.upstreams["api"].servers} for node in (lb, lb2)]
+    assert not servers[0] & servers[1]
     resolver = load_config(p.role("resolver").config)
     assert resolver.dns.recursion.query_port == demo_plan.UNPRIVILEGED_DNS_PORT
 
