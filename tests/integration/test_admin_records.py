@@ -149,3 +149,14 @@ def test_unknown_names_and_doctor_without_an_admin_api(serve, tmp_path):
     doctor = run_edgeway("doctor", "dns", "api.example.com", "--servers", f"127.0.0.1:{s.dns_port}")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "whether api.example.com answers in when_all_down mode is not known" in " ".join(doctor.stdout.split())
+    # with --admin and --token-file instead of a config: the record's mode is known
+    doctor = run_edgeway("doctor", "dns", "api.example.com", "--servers", f"127.0.0.1:{s.dns_port}",
+                         "--admin", f"127.0.0.1:{s.port}", "--token-file", str(s.token_file), "--json")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    report = json.loads(doctor.stdout)
+    assert report["records"][0]["mode"] == "normal" and report["when_all_down"] == [] and report["notes"] == []
+    # a wrong token: the check cannot be made, and doctor says why
+    (tmp_path / "wrong.token").write_text("not-the-token\n")
+    doctor = run_edgeway("doctor", "dns", "api.example.com", "--servers", f"127.0.0.1:{s.dns_port}",
+                         "--admin", f"127.0.0.1:{s.port}", "--token-file", str(tmp_path / "wrong.token"))
+    assert doctor.returncode == 1 and "the admin API refused the token" in " ".join(doctor.stdout.split())

@@ -135,7 +135,8 @@ def _policy_records(name: str, config_path: Path | None, config, admin: str | No
                     "such an answer looks like a healthy one, a failure or an empty name); "
                     "give --config with an admin: section, or --admin and --token-file")
     try:
-        client = make_client(admin, token_file, config_path)
+        # (a config without admin: still names the servers; --admin and --token-file the API)
+        client = make_client(admin, token_file, config_path if config is not None and config.admin else None)
     except CtlError as exc:
         finish(False, f"the admin API: {exc}", None, as_json)
     try:
@@ -152,14 +153,14 @@ def _print_records(records: list[dict], rdtype: str) -> None:
     rows = [r for r in records if str(r.get("type", "")).upper() == rdtype]
     if not rows:
         return
-    table = Table(title="policy record (from the admin API)")
-    for column in ("record", "policy", "mode", "answer now", "why"):
+    table = Table(title=f"{rows[0].get('name')} {rdtype}: policy record (from the admin API)")
+    for column in ("policy", "mode", "answer now", "why"):
         table.add_column(column)
     for r in rows:
         mode = str(r.get("mode"))
         shown = "[green]normal" if mode == "normal" else f"[red]when_all_down ({r.get('when_all_down')})"
-        table.add_row(f"{r.get('name')} {r.get('type')}", str(r.get("policy")), shown,
-                      ", ".join(map(str, r.get("answer") or ())) or "-", str(r.get("rule") or ""))
+        table.add_row(str(r.get("policy")), shown, ", ".join(map(str, r.get("answer") or ())) or "-",
+                      str(r.get("rule") or ""))
     console.print(table)
 
 
