@@ -160,3 +160,19 @@ def test_unknown_names_and_doctor_without_an_admin_api(serve, tmp_path):
     doctor = run_edgeway("doctor", "dns", "api.example.com", "--servers", f"127.0.0.1:{s.dns_port}",
                          "--admin", f"127.0.0.1:{s.port}", "--token-file", str(tmp_path / "wrong.token"))
     assert doctor.returncode == 1 and "the admin API refused the token" in " ".join(doctor.stdout.split())
+
+
+def test_a_reload_that_adds_a_record_shows_in_the_api(serve):
+    """With workers the supervisor's copy of the records is built again for the new config."""
+    s = serve
+    config = dict(s.config)
+    config["dns"] = {**config["dns"], "records": config["dns"]["records"] + [
+        {"name": "www.example.com.", "type": "A", "targets": [{"addresses": ["192.0.2.7"]}]}]}
+    s.write(config)
+    result = s.ctl("reload")
+    assert result.returncode == 0, result.stdout + result.stderr
+    code, body = s.ctl_json("records")
+    assert code == 0 and [r["name"] for r in body["records"]] == ["api.example.com.", "www.example.com."]
+    www = body["records"][1]
+    assert www["answer"] == ["192.0.2.7"] and www["targets"][0]["addresses"][0]["why"].startswith("no health_check")
+    assert wait_for(lambda: dig(s.dns_port, "www.example.com") == ("NOERROR", ["192.0.2.7"]), 10, "www answers")
