@@ -318,17 +318,6 @@ class DnsConfig(Model):
 
         filename, lines = self._source
         return f"{filename}:{line_for(loc, lines)}: {dotted}"
-
-    @model_validator(mode="after")
-    def _records(self) -> "DnsConfig":
-        seen: dict[tuple[str, str], int] = {}
-        for i, record in enumerate(self.records):
-            key = (record.name, record.type)
-            if key in seen:
-                raise ValueError(f"dns.records.{i}: {record.name} {record.type} is already defined by "
-                                 f"dns.records.{seen[key]}")
-            seen[key] = i
-        return self
     recursion: RecursionConfig = RecursionConfig()
     hosts_file: ConfigPath | None = None
     udp_payload_size: int = Field(1232, ge=512, le=65535)
@@ -595,8 +584,12 @@ class Config(Model):
         errors: list[tuple[KeyPath, str]] = []
         listeners = {listener.name: listener for listener in self.listeners}
         known = ", ".join(sorted(n for n in self.upstreams if not n.startswith(RECORD_UPSTREAM_PREFIX))) or "none defined"
+        seen: dict[tuple[str, str], int] = {}
         for i, record in enumerate(self.dns.records):
             base = ("dns", "records", i)
+            first = seen.setdefault((record.name, record.type), i)
+            if first != i:
+                errors.append(((*base, "name"), f"{record.name} {record.type} is already defined by dns.records.{first}"))
             errors += [((*base, *loc), msg) for loc, msg in record.problems()]
             version = 4 if record.type == "A" else 6
             for j, target in enumerate(record.targets):
