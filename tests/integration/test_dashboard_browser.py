@@ -244,6 +244,53 @@ def test_the_dashboard_of_a_group_of_workers_in_chromium(tmp_path, backends, bro
         assert errors == [], errors
 
 
+def test_the_dns_records_section_in_chromium(tmp_path, backends, browser):
+    """A policy record over the backends' upstream: its row says `normal` and the answer; both
+    backends killed, it says `when_all_down (nodata)` (data-mode="all_down") within interval x
+    fall + 2 s. Without DNS the section stays hidden and the page asks nothing (no 404 logged:
+    the other tests check the console)."""
+    addresses = list(backends)
+    (tmp_path / "example.com.zone").write_text(
+        "$ORIGIN example.com.\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ NS ns1\nns1 A 127.0.0.1\n")
+    config = {
+        "upstreams": {"web": {
+            "servers": [{"address": a} for a in addresses],
+            "health_check": {"path": "/health", "interval": f"{INTERVAL}s", "timeout": "0.5s", "rise": 1,
+                             "fall": FALL},
+        }},
+        "dns": {"listen": [f"127.0.0.1:{free_port()}"],
+                "zones": [{"file": str(tmp_path / "example.com.zone"), "origin": "example.com."}],
+                "records": [{"name": "api.example.com.", "type": "A", "policy": "simple", "when_all_down": "nodata",
+                             "targets": [{"upstream": "web"}]}]},
+    }
+    with AdminServe(tmp_path, config) as serve:
+        browser.get(f"{serve.url}/dashboard#token={serve.token}")
+
+        def row():
+            rows = browser.find_elements("css selector", '#record-table tr[data-key="api.example.com. A"]')
+            return rows[0] if rows else None
+
+        shown = wait_until("the record's row", lambda: (r := row()) and r.get_attribute("data-mode") == "normal"
+                           and r, timeout=15)
+        assert browser.find_element("id", "records").is_displayed()
+        cells = [c.text for c in shown.find_elements("tag name", "td")]
+        assert cells[:5] == ["api.example.com.", "A", "simple", "normal", "127.0.0.1"], cells
+        assert cells[5] == "upstream:web up" and cells[6] == "simple: every healthy address"
+        for proc in backends.values():
+            proc.kill()
+        killed = time.monotonic()
+        wait_until("all_down shown", lambda: row().get_attribute("data-mode") == "all_down",
+                   timeout=INTERVAL * FALL + 2, poll=0.05)
+        print(f"\nthe record shown in when_all_down mode {time.monotonic() - killed:.2f}s after the kill")
+        cells = [c.text for c in row().find_elements("tag name", "td")]
+        assert cells[3] == "when_all_down (nodata)" and cells[4] == "NODATA" and cells[5] == "upstream:web down"
+        shot = tmp_path / "dashboard-records.png"
+        assert browser.save_screenshot(str(shot))
+        print(f"dashboard screenshot: {shot}")
+        errors = console_errors(browser, False)
+        assert errors == [], errors
+
+
 def exposition() -> str:
     """Metrics as prometheus-client writes them (what /metrics serves), with label values that
     a naive parser gets wrong: quotes, backslashes, newlines, commas, braces, "=" and UTF-8."""

@@ -21,6 +21,7 @@ The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
     POST /api/v1/reload
     POST /api/v1/dns/cache/flush                {"name": "example.com."} optional
     GET  /api/v1/dns/cache?name=NAME
+    GET  /api/v1/dns/records[?name=NAME]        the policy records' current answers, and why
     POST /api/v1/dns/zones/{origin}/reload
     GET  /api/v1/workers                        the worker processes (workers: N)
     GET  /metrics                               Prometheus text; no token with admin.metrics_without_token
@@ -73,6 +74,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, str]]] = [
     (("api", "v1", "reload"), {"POST": "reload"}),
     (("api", "v1", "dns", "cache"), {"GET": "cache"}),
     (("api", "v1", "dns", "cache", "flush"), {"POST": "flush"}),
+    (("api", "v1", "dns", "records"), {"GET": "records"}),
     (("api", "v1", "dns", "zones", "{origin}", "reload"), {"POST": "zone_reload"}),
     (("api", "v1", "workers"), {"GET": "workers"}),
     (("metrics",), {"GET": "metrics"}),
@@ -114,6 +116,7 @@ class AdminApi:
         self.token = TokenCheck(token)
         self.metrics_without_token = metrics_without_token   # admin.metrics_without_token
         self._metrics_registry = None                         # made at the first scrape
+        self._record_sets = None        # with workers: (config, upstreams, RecordSet) of the last build
 
     async def handle(self, request: Request) -> Response:
         """The response to one request; never raises (a bug answers 500 and is logged)."""
@@ -368,6 +371,79 @@ class AdminApi:
         log.info("admin: %s: zone %s reloaded: %s", request.client, origin, result)
         return 200, result
 
+    async def _records(self, request: Request) -> tuple[int, dict]:
+        """Every policy record (dns.records; or those at ?name=), each as PolicyRecord.explain
+        says (targets, their addresses' health, the answer now, the rule that decided it),
+        with what it answered: `answers` per target and `all_down` per mode (the counters of
+        edgeway_dns_record_answers_total and edgeway_dns_record_all_down_total)."""
+        _no_body(request)
+        query = _query(request, allowed=("name",))
+        name = _dns_name(query["name"]) if "name" in query else None
+        record_set = self._record_set()
+        if name is None:
+            chosen = list(record_set)
+        else:
+            wanted = dns.name.from_text(name)
+            chosen = [r for r in record_set if dns.name.from_text(_absolute(r.name)) == wanted]
+            if not chosen:
+                known = ", ".join(sorted({str(r.name) for r in record_set})) or "none configured"
+                raise ApiError(404, f"no policy record at {name} (dns.records: {known})")
+        view = self._group()
+        counts = await self._record_counts(view) if view is not None else None
+        now = time.monotonic()
+        rows = []
+        for record in chosen:
+            row = record.explain(now)
+            if counts is None:
+                row["answers"], row["all_down"] = dict(record.answers), dict(record.all_down)
+            else:       # the workers answered the queries: the group's counts
+                key = (_absolute(record.name), str(record.rdtype))
+                row["answers"] = counts["answers"].get(key, {})
+                row["all_down"] = counts["all_down"].get(key, {})
+            rows.append(row)
+        return 200, {"records": rows}
+
+    def _record_set(self):
+        """The runtime's RecordSet. In one process (or a worker) the DNS service's, the one
+        that answers. With workers the supervisor serves no DNS but holds the group's one
+        health view, so it builds its own RecordSet from the same config over its upstreams:
+        the same decisions the workers make from the same states."""
+        config = self.runtime.config
+        if getattr(config, "dns", None) is None:
+            raise ApiError(404, "DNS is not running here: the config has no dns: section")
+        if self._group() is None:
+            return _records_of(self.runtime.dns)
+        upstreams = self.runtime.upstreams
+        cached = self._record_sets
+        if cached is None or cached[0] is not config or cached[1] is not upstreams:
+            from edgeway.dns.records import RecordSet
+
+            record_set = RecordSet(list(getattr(config.dns, "records", None) or ()), upstreams,
+                                   list(config.listeners))
+            self._record_sets = cached = (config, upstreams, record_set)
+        return cached[2]
+
+    async def _record_counts(self, view) -> dict:
+        """{"answers": {(name, type): {target: n}}, "all_down": {(name, type): {mode: n}}}
+        summed over the workers (live and exited), as /metrics sums them."""
+        from edgeway.workers.group import merge_families
+
+        live = await view.snapshots(metrics=True)
+        out: dict[str, dict] = {"answers": {}, "all_down": {}}
+        for family in merge_families(live, view.retired):
+            kind = {"edgeway_dns_record_answers": ("answers", "target"),
+                    "edgeway_dns_record_all_down": ("all_down", "mode")}.get(family.name.removesuffix("_total"))
+            if kind is None:
+                continue
+            table, label = kind
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                key = (sample.labels.get("record"), sample.labels.get("type"))
+                row = out[table].setdefault(key, {})
+                row[sample.labels.get(label)] = int(sample.value)
+        return out
+
     # ------------------------------------------------------------------ workers
 
     async def _workers(self, request: Request) -> tuple[int, dict]:
@@ -514,6 +590,20 @@ def _dns_name(text: str) -> str:
         return dns.name.from_text(text).to_text()
     except Exception as exc:   # dnspython raises a handful of name errors
         raise ApiError(400, f"invalid domain name {text!r}: {exc}") from None
+
+
+def _records_of(dns_service: Any):
+    """The DNS service's RecordSet (an empty one when it has none: no dns.records)."""
+    if dns_service is None:
+        raise ApiError(404, "DNS is not running here: the config has no dns: section")
+    records = getattr(dns_service, "records", None)
+    return records if records is not None else ()
+
+
+def _absolute(name: Any) -> str:
+    """A record's name as the metrics label it: absolute text ("api.example.com.")."""
+    text = str(name)
+    return text if text.endswith(".") else text + "."
 
 
 def _server_row(upstream: Any, server: Any) -> dict | None:

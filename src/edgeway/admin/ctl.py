@@ -273,6 +273,49 @@ def print_cache(data: dict) -> None:
     _console().print(table)
 
 
+def print_records(records: list[dict]) -> None:
+    """The policy records: one line each (what it answers now, and the rule that said so),
+    then each record's targets with their addresses' health and what they answered."""
+    from rich.table import Table
+
+    if not records:
+        click.echo("no policy records (dns.records is empty)")
+        return
+    console = _console()
+    table = Table(title="DNS policy records", title_justify="left")
+    for column in ("name", "type", "policy", "ttl", "mode", "answer", "why"):
+        table.add_column(column, no_wrap=column != "why")
+    for r in records:
+        mode = str(r.get("mode"))
+        shown = "[green]normal[/]" if mode == "normal" else f"[red]{mode}[/] ({r.get('when_all_down')})"
+        answer = ", ".join(map(str, r.get("answer") or ())) or "-"
+        if mode == "all_down" and r.get("when_all_down") in ("servfail", "nodata"):
+            answer = str(r.get("when_all_down")).upper()
+        table.add_row(str(r.get("name")), str(r.get("type")), str(r.get("policy")), str(r.get("ttl")),
+                      shown, answer, str(r.get("rule") or ""))
+    console.print(table)
+    for r in records:
+        targets = Table(title=f"{r.get('name')} {r.get('type')}: targets", title_justify="left")
+        counts = r.get("answers") or {}
+        extra = [c for c, on in (("weight", r.get("policy") == "weighted"), ("clients", r.get("policy") == "ip")) if on]
+        for column in ("target", "kind", *extra, "healthy", "addresses", "answers"):
+            targets.add_column(column, justify="right" if column in ("weight", "answers") else "left")
+        for t in r.get("targets") or ():
+            addresses = []
+            for a in t.get("addresses") or ():
+                style = "green" if a.get("healthy") else "red"
+                why = f" ({a['why']})" if a.get("why") else ""
+                addresses.append(f"[{style}]{a.get('address')}[/]{why}")
+            cells = {"weight": str(t.get("weight", "")), "clients": ", ".join(t.get("clients") or ()) or "default"}
+            targets.add_row(str(t.get("label")), str(t.get("kind")), *(cells[c] for c in extra),
+                            "[green]yes[/]" if t.get("healthy") else "[red]no[/]", "\n".join(addresses) or "-",
+                            str(counts.get(str(t.get("label")), 0)))
+        down = {mode: n for mode, n in (r.get("all_down") or {}).items() if n}
+        if down:
+            targets.caption = "answered in when_all_down mode: " + ", ".join(f"{m} {n}" for m, n in down.items())
+        console.print(targets)
+
+
 # ---------------------------------------------------------------------- commands
 
 
@@ -308,7 +351,7 @@ class _Ctx:
 @click.pass_context
 def command(ctx: click.Context, admin, token_file, config, as_json) -> None:
     """The runtime API from the terminal: status, upstreams, drain/ready/maint, weight, reload,
-    the DNS cache and zones, the worker processes (docs/operations.md, "edgeway ctl")."""
+    the DNS cache, zones and policy records, the worker processes (docs/operations.md, "edgeway ctl")."""
     ctx.obj = _Ctx(admin, token_file, config, as_json)
 
 
@@ -398,6 +441,16 @@ def flush(obj: _Ctx, name: str | None) -> None:
 def cache(obj: _Ctx, name: str) -> None:
     """What the DNS cache holds for NAME, with the TTL left."""
     obj.run("GET", "/api/v1/dns/cache?" + urlencode({"name": name}), show=print_cache)
+
+
+@command.command("records")
+@click.argument("name", required=False)
+@click.pass_obj
+def records(obj: _Ctx, name: str | None) -> None:
+    """The DNS policy records (dns.records), or those at NAME: the answer now, the rule that
+    chose it, each target's health, and the answers given per target."""
+    query = "?" + urlencode({"name": name}) if name else ""
+    obj.run("GET", "/api/v1/dns/records" + query, show=lambda d: print_records(d.get("records") or []))
 
 
 @command.command("zone-reload")

@@ -1,10 +1,17 @@
 """What `edgeway demo` runs: the seed's "AWS ALB + EC2" architecture on loopback.
 
     client -> resolver 127.0.53.4 -> root 127.0.53.1 -> .com 127.0.53.2 -> example.com 127.0.53.3
-           -> load balancer 127.0.80.1 (/api/ /sticky/ /static/ /admin/, health checks;
-              its runtime API and dashboard on 127.0.80.1:9901)
-           -> backends api-1..3 127.0.80.11-13, static 127.0.80.21, admin 127.0.80.31
+           -> load balancer node lb 127.0.80.1 (/api/ /sticky/ /static/ /admin/, health checks;
+              its runtime API and dashboard on 127.0.80.1:9901) -> api-1..3 127.0.80.11-13
+              or node lb-2 127.0.80.2 (the same routes) -> api-4..5 127.0.80.14-15
+           -> static 127.0.80.21, admin 127.0.80.31 (behind both nodes)
            -> sessions in redis 127.0.80.40 (or a shared SQLite file)
+
+api.example.com is a policy record of the example.com server (dns.records, Route 53's part):
+multivalue over the two nodes, each checked on GET /backends/health, which the node proxies to
+one of its own API servers (its 503 when none is healthy). When every API server of one node
+fails, that node's address leaves the answer; the example.com server's runtime API
+(127.0.53.3:9901, `edgeway ctl records`) says which targets are up and why.
 
 `plan()` decides addresses and ports; `write()` renders the zone files, root hints and one
 edgeway config per role into a folder. Each role runs as its own `edgeway serve` process, as
@@ -21,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT_IP, TLD_IP, AUTH_IP, RESOLVER_IP = "127.0.53.1", "127.0.53.2", "127.0.53.3", "127.0.53.4"
-LB_IP = "127.0.80.1"
-API_IPS = ["127.0.80.11", "127.0.80.12", "127.0.80.13"]
+LB_IP, LB2_IP = "127.0.80.1", "127.0.80.2"
+API_IPS = ["127.0.80.11", "127.0.80.12", "127.0.80.13"]     # behind lb
+API2_IPS = ["127.0.80.14", "127.0.80.15"]                   # behind lb-2
+RECORD_TTL = 10           # api.example.com's TTL: a resolver sees a node leave within it
 STATIC_IP, ADMIN_IP, REDIS_IP, DEV_IP = "127.0.80.21", "127.0.80.31", "127.0.80.40", "127.0.80.50"
 BACKEND_PORT = 8080
 REDIS_PORT = 6379
@@ -119,11 +128,14 @@ def plan(folder: Path, redis: bool, privileged: bool | None = None) -> DemoPlan:
         Role("tld", "dns", dns(TLD_IP), ".com TLD server (delegates example.com.)", udp=True),
         Role("auth", "dns", dns(AUTH_IP), "example.com authoritative (Route 53's role)", udp=True),
         Role("resolver", "dns", dns(RESOLVER_IP), "caching resolver (root hints: the demo's root)", udp=True),
-        Role("lb", "lb", f"{LB_IP}:{http_port}", "L7 load balancer: /api/ /sticky/ /static/ /admin/"),
-        Role("lb-admin", "admin", f"{LB_IP}:{ADMIN_PORT}", "the balancer's runtime API and dashboard"),
+        Role("auth-admin", "admin", f"{AUTH_IP}:{ADMIN_PORT}", "example.com's runtime API (ctl records)"),
+        Role("lb", "lb", f"{LB_IP}:{http_port}", "L7 load balancer node 1: /api/ /sticky/ /static/ /admin/"),
+        Role("lb-admin", "admin", f"{LB_IP}:{ADMIN_PORT}", "node 1's runtime API and dashboard"),
+        Role("lb-2", "lb", f"{LB2_IP}:{http_port}", "L7 load balancer node 2: the same routes"),
     ]
-    for i, ip in enumerate(API_IPS, 1):
-        p.roles.append(Role(f"api-{i}", "backend", f"{ip}:{BACKEND_PORT}", "API server (EC2)"))
+    for i, ip in enumerate(API_IPS + API2_IPS, 1):
+        node = "lb" if ip in API_IPS else "lb-2"
+        p.roles.append(Role(f"api-{i}", "backend", f"{ip}:{BACKEND_PORT}", f"API server (EC2) behind {node}"))
     p.roles.append(Role("static", "backend", f"{STATIC_IP}:{BACKEND_PORT}", "static files server"))
     p.roles.append(Role("admin", "backend", f"{ADMIN_IP}:{BACKEND_PORT}", "admin server"))
     if redis:
@@ -159,8 +171,8 @@ $TTL 300
 ns1         A     {auth}
 @           A     {lb}                     ; apex: the load balancer
 www         CNAME example.com.             ; www goes to the apex
-api         CNAME api-lb-123.example.com.  ; api goes to the load balancer's name
-api-lb-123  60 A  {lb}
+; api: not here: a policy record of auth.yaml (dns.records), whose answer follows the health
+; of the two balancer nodes, as an ALB's name does (the seed's api-lb-123)
 dev         A     {dev}                    ; a development server
 @           MX    10 mail1
 @           MX    20 mail2
@@ -188,13 +200,15 @@ def write(p: DemoPlan) -> None:
     files = {
         "root": _dns_config(p.role("root").address, "root.zone", "."),
         "tld": _dns_config(p.role("tld").address, "com.zone", "com."),
-        "auth": _dns_config(p.role("auth").address, "example.com.zone", "example.com."),
+        "auth": _admin_config(p, "auth-admin") + _dns_config(p.role("auth").address, "example.com.zone",
+                                                             "example.com.", _record_config(p)),
         "resolver": _dns_config(
             p.role("resolver").address, None, None,
             "  recursion:\n    enabled: true\n    root_hints: root.hints\n"
             f"    allow: [\"127.0.0.0/8\", \"::1\"]\n    query_port: {p.dns_port}\n",
         ),
-        "lb": _lb_config(p),
+        "lb": _lb_config(p, "lb", API_IPS, workers=2),
+        "lb-2": _lb_config(p, "lb-2", API2_IPS, workers=1),
     }
     for name, text in files.items():
         path = f / f"{name}.yaml"
@@ -212,14 +226,47 @@ def write_token(p: DemoPlan) -> None:
         f.write(p.token + "\n")
 
 
-def _lb_config(p: DemoPlan) -> str:
-    api = "\n".join(f"      - {{address: \"{ip}:{BACKEND_PORT}\"}}" for ip in API_IPS)
-    check = "{path: /health, interval: 2s, timeout: 1s, rise: 2, fall: 2}"
+def _admin_config(p: DemoPlan, role: str, what: str = "") -> str:
     return f"""\
-workers: 2                  # a supervisor (health checks, admin) and two worker processes
-admin:                      # the runtime API, `edgeway ctl --config lb.yaml` and /dashboard
-  listen: "{p.role('lb-admin').address}"
+admin:                      # the runtime API: `edgeway ctl --config {role.removesuffix('-admin')}.yaml`{what}
+  listen: "{p.role(role).address}"
   token_file: {p.token_file.name}
+"""
+
+
+CHECK = "{path: /health, interval: 2s, timeout: 1s, rise: 2, fall: 2}"
+
+
+def _record_config(p: DemoPlan) -> str:
+    """api.example.com: both balancer nodes, each as long as one of its API servers is up."""
+    targets = []
+    for role in ("lb", "lb-2"):
+        ip = p.role(role).address.rsplit(":", 1)[0]
+        targets.append(f"""\
+        - addresses: ["{ip}"]         # {role}
+          health_check: {{path: /backends/health, port: {p.http_port}, interval: 2s, timeout: 1s, rise: 2, fall: 2}}
+""")
+    return f"""\
+  records:                  # answers that follow health (docs/dns.md): Route 53's part
+    - name: api.example.com.
+      type: A
+      ttl: {RECORD_TTL}s
+      policy: multivalue      # every healthy node (up to 8), in random order
+      when_all_down: all      # no node healthy: answer both anyway (Route 53's way)
+      targets:
+{"".join(targets)}"""
+
+
+def _lb_config(p: DemoPlan, role: str, api_ips: list[str], workers: int) -> str:
+    api = "\n".join(f"      - {{address: \"{ip}:{BACKEND_PORT}\"}}" for ip in api_ips)
+    check = CHECK
+    if workers > 1:
+        head = f"workers: {workers}                  # a supervisor (health checks, admin) and {workers} workers\n"
+    else:
+        head = "workers: 1                  # one process: node 2 is small\n"
+    if role == "lb":
+        head += _admin_config(p, "lb-admin", " and /dashboard")
+    return head + f"""\
 upstreams:
   api:                      # stateless: sessions live in the shared store
     balance: least_conn
@@ -241,7 +288,7 @@ upstreams:
 listeners:
   - name: web
     protocol: http
-    listen: "{p.role('lb').address}"
+    listen: "{p.role(role).address}"
     trace_header: true
     routes:
       - match: {{path_prefix: /api/}}
@@ -253,4 +300,7 @@ listeners:
         strip_prefix: true
       - match: {{path_prefix: /admin/}}
         upstream: admin
+      - match: {{path_prefix: /backends/}}   # /backends/health: 200 while one API server is up
+        upstream: api                          # (the example.com server checks it)
+        strip_prefix: true
 """

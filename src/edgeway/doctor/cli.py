@@ -48,21 +48,43 @@ def command() -> None:
 
 @command.command("dns")
 @click.argument("name")
-@click.option("--servers", required=True, help="comma-separated DNS servers: 127.0.0.1:5300,[::1]:53")
+@click.option("--servers", help="comma-separated DNS servers: 127.0.0.1:5300,[::1]:53 "
+              "(default: dns.listen of --config)")
 @click.option("--type", "rdtype", default="A", show_default=True)
 @click.option("--timeout", default=2.0, show_default=True)
+@click.option("--config", "config_path", type=click.Path(path_type=Path), metavar="FILE",
+              help="an edgeway config: its dns.listen are the servers asked, its admin API says "
+                   "whether NAME is a policy record answering in when_all_down mode")
+@click.option("--admin", metavar="ADDR", help="host:port of an edgeway admin API to ask about NAME's policy record")
+@click.option("--token-file", type=click.Path(path_type=Path), metavar="F", help="the admin API's token")
 @_json
-def dns_command(name: str, servers: str, rdtype: str, timeout: float, as_json: bool) -> None:
-    """Ask each server NAME and say whether a change has propagated."""
+def dns_command(name: str, servers: str | None, rdtype: str, timeout: float, config_path: Path | None,
+                admin: str | None, token_file: Path | None, as_json: bool) -> None:
+    """Ask each server NAME and say whether a change has propagated; with an admin API
+    (--config, --admin), whether NAME's policy record answers in when_all_down mode."""
+    rdtype = rdtype.upper()
+    config = None
+    if config_path is not None:
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            finish(False, f"invalid config: {exc}", None, as_json)
     try:
-        addresses = [parse_dns_address(s) for s in servers.split(",") if s.strip()]
+        if servers:
+            addresses = [parse_dns_address(s) for s in servers.split(",") if s.strip()]
+        elif config is not None and config.dns is not None:
+            addresses = [_reachable(a) for a in config.dns.listen]
+        else:
+            raise click.UsageError("which servers? give --servers, or --config with a dns: section")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--servers") from None
-    answers = asyncio.run(dnscheck.ask_all(addresses, name, rdtype.upper(), timeout))
+    answers = asyncio.run(dnscheck.ask_all(addresses, name, rdtype, timeout))
     verdict = dnscheck.compare_answers(answers)
+    records, unknown = _policy_records(name, config_path, config, admin, token_file, as_json)
+    judged = dnscheck.judge_records(records, rdtype)
     now = dt.datetime.now()
     if not as_json:
-        table = Table(title=f"{name} {rdtype.upper()}")
+        table = Table(title=f"{name} {rdtype}")
         for column in ("server", "answer", "TTL", "source", "cache expires", "time"):
             table.add_column(column)
         for a in answers:
@@ -79,7 +101,67 @@ def dns_command(name: str, servers: str, rdtype: str, timeout: float, as_json: b
                 "authoritative" if a.authoritative else "cache/resolver", expires, f"{a.elapsed_ms:.1f} ms",
             )
         console.print(table)
-    finish(verdict.propagated, verdict.summary, {"answers": [a.to_dict() for a in answers]}, as_json)
+        _print_records(records, rdtype)
+        for note in judged.notes + ([unknown] if unknown else []):
+            console.print(f"note: {note}", style="yellow")
+    payload = {"answers": [a.to_dict() for a in answers], "records": records,
+               "when_all_down": judged.down, "notes": judged.notes + ([unknown] if unknown else [])}
+    if judged.down:
+        extra = "" if verdict.propagated else f"; {verdict.summary}"
+        finish(False, "; ".join(judged.down) + extra, payload, as_json)
+    finish(verdict.propagated, verdict.summary, payload, as_json)
+
+
+def _reachable(address: Address) -> Address:
+    """A wildcard listen address is asked on loopback."""
+    if address.host in ("0.0.0.0", ""):
+        return Address("127.0.0.1", address.port)
+    if address.host == "::":
+        return Address("::1", address.port)
+    return address
+
+
+def _policy_records(name: str, config_path: Path | None, config, admin: str | None,
+                    token_file: Path | None, as_json: bool) -> tuple[list[dict], str | None]:
+    """NAME's policy records from the admin API: (records, a note when they cannot be known).
+    An admin API that was asked for and does not answer is a failure of the check."""
+    from urllib.parse import urlencode
+
+    from edgeway.admin.ctl import CtlError, make_client
+
+    if admin is None and token_file is None and (config is None or config.admin is None):
+        where = f"{config_path} has no admin: section" if config is not None else "no admin API given"
+        return [], (f"{where}: whether {name} answers in when_all_down mode is not known (from outside, "
+                    "such an answer looks like a healthy one, a failure or an empty name); "
+                    "give --config with an admin: section, or --admin and --token-file")
+    try:
+        # (a config without admin: still names the servers; --admin and --token-file the API)
+        client = make_client(admin, token_file, config_path if config is not None and config.admin else None)
+    except CtlError as exc:
+        finish(False, f"the admin API: {exc}", None, as_json)
+    try:
+        data = client.call("GET", "/api/v1/dns/records?" + urlencode({"name": name}))
+    except CtlError as exc:
+        message = str(exc)
+        if message.startswith(("no policy record at", "DNS is not running here")):
+            return [], f"the admin API at {client.address}: {message}"
+        finish(False, f"the admin API at {client.address}: {message}", None, as_json)
+    return list(data.get("records") or []), None
+
+
+def _print_records(records: list[dict], rdtype: str) -> None:
+    rows = [r for r in records if str(r.get("type", "")).upper() == rdtype]
+    if not rows:
+        return
+    table = Table(title=f"{rows[0].get('name')} {rdtype}: policy record (from the admin API)")
+    for column in ("policy", "mode", "answer now", "why"):
+        table.add_column(column)
+    for r in rows:
+        mode = str(r.get("mode"))
+        shown = "[green]normal" if mode == "normal" else f"[red]when_all_down ({r.get('when_all_down')})"
+        table.add_row(str(r.get("policy")), shown, ", ".join(map(str, r.get("answer") or ())) or "-",
+                      str(r.get("rule") or ""))
+    console.print(table)
 
 
 # --------------------------------------------------------------------------- health

@@ -122,3 +122,49 @@ def describe(answer: ServerAnswer) -> str:
 
 async def ask_all(servers: list[Address], name: str, rdtype: str, timeout: float) -> list[ServerAnswer]:
     return list(await asyncio.gather(*(ask(s, name, rdtype, timeout) for s in servers)))
+
+
+# --------------------------------------------------------------------------- policy records
+
+# Why the admin API and not the answers: a record answering in when_all_down mode looks, from
+# outside, like a healthy one (`all`: every address, as when every target is up), a server
+# failure (`servfail`) or an empty name (`nodata`). Only the process that holds the health
+# view knows which; `GET /api/v1/dns/records` says it (mode, rule, each address's health).
+
+
+@dataclass
+class RecordVerdict:
+    down: list[str]          # one line per record answering in when_all_down mode
+    notes: list[str]         # what else is worth saying (varying answers, targets down)
+
+
+def judge_records(records: list[dict], rdtype: str) -> RecordVerdict:
+    """What the admin API's policy records at the asked name say, for the asked type."""
+    verdict = RecordVerdict([], [])
+    for record in records:
+        if str(record.get("type", "")).upper() != rdtype.upper():
+            continue
+        label = f"{record.get('name')} {record.get('type')}"
+        targets = record.get("targets") or []
+        sick = [t for t in targets if not t.get("healthy")]
+        if record.get("mode") == "all_down":
+            how = record.get("when_all_down")
+            effect = {"all": "every address of every target, healthy or not",
+                      "servfail": "SERVFAIL", "nodata": "NODATA (no address)"}.get(how, str(how))
+            why = "; ".join(_target_down(t) for t in targets) or "no target"
+            verdict.down.append(f"{label} answers in when_all_down mode ({how}: {effect}): "
+                                f"no target has a healthy address: {why}")
+            continue
+        if sick:
+            verdict.notes.append(f"{label}: {len(sick)} of {len(targets)} target(s) down, left out of the "
+                                 f"answer: " + "; ".join(_target_down(t) for t in sick))
+        if record.get("policy") in ("weighted", "multivalue", "ip"):
+            verdict.notes.append(f"{label}: policy {record.get('policy')} may answer each query differently "
+                                 "(servers that differ here are not necessarily stale)")
+    return verdict
+
+
+def _target_down(target: dict) -> str:
+    bad = [a for a in target.get("addresses") or () if not a.get("healthy")]
+    detail = ", ".join(f"{a.get('address')}" + (f" {a['why']}" if a.get("why") else "") for a in bad)
+    return f"{target.get('label')}" + (f" ({detail})" if detail else " down")

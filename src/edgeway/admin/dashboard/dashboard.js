@@ -27,6 +27,7 @@
   const workerHistory = [];         // {time, requests: Map "index pid" -> count}
   let groupSize = 1;                // status.workers: above 1, /api/v1/workers is polled too
   let metricsMissing = 0;           // polls left before /metrics is tried again
+  let dnsRuns = false;              // status.services has DNS: /api/v1/dns/records is asked too
   const $ = (id) => document.getElementById(id);
 
   class AuthError extends Error {}
@@ -97,6 +98,17 @@
     return parseMetrics(await response.text());
   }
 
+  // The policy records (dns.records); null when this edgeway serves no DNS (asked only when
+  // the last status listed a DNS service, so that no 404 is ever logged by the browser)
+  async function getRecords() {
+    if (!dnsRuns) return null;
+    const response = await request("/api/v1/dns/records");
+    if (response.status === 404) return null;     // the dns: section went away in a reload
+    const body = await response.json();
+    if (!response.ok) throw new Error("/api/v1/dns/records: " + response.status + " " + (body.error || ""));
+    return body;
+  }
+
   // ------------------------------------------------------------------ polling
 
   async function poll() {
@@ -105,15 +117,16 @@
     polling = true;
     const now = Date.now();
     const askWorkers = groupSize > 1;
-    const [status, upstreams, news, metrics, workers] = await Promise.allSettled([
+    const [status, upstreams, news, metrics, records, workers] = await Promise.allSettled([
       getJson("/api/v1/status"),
       getJson("/api/v1/upstreams"),
       getJson("/api/v1/events?since=" + eventsSince),
       getMetrics(),
+      getRecords(),
       askWorkers ? getJson("/api/v1/workers") : Promise.resolve(null),
     ]);
     polling = false;
-    const results = askWorkers ? [status, upstreams, news, metrics, workers] : [status, upstreams, news, metrics];
+    const results = [status, upstreams, news, metrics, records].concat(askWorkers ? [workers] : []);
     if (results.some((r) => r.status === "rejected" && r.reason instanceof AuthError)) {
       showLogin("edgeway refused this token: type the current one (admin.token_file)");
       return;
@@ -136,12 +149,15 @@
     if (status.status === "fulfilled") {
       guard("identity", () => drawIdentity(status.value));
       groupSize = status.value.workers || 1;
+      dnsRuns = (status.value.services || []).some((service) => service.kind === "dns");
     }
     $("workers").hidden = groupSize <= 1;
     if (workers.status === "fulfilled" && workers.value !== null) guard("workers", () => drawWorkers(workers.value, now));
     if (upstreams.status === "fulfilled") guard("upstreams", () => drawUpstreams(upstreams.value, now));
     else guard("upstreams", () => { throw upstreams.reason; });
     if (news.status === "fulfilled") guard("events", () => drawEvents(news.value));
+    if (records.status === "fulfilled") guard("records", () => drawRecords(records.value));
+    else guard("records", () => { throw records.reason; });
     timer = setTimeout(poll, POLL_MS);
   }
 
@@ -542,6 +558,31 @@
         setText(c[5], perSecond(rate));
         setText(c[6], number(w.requests));
         setText(c[7], w.last_exit || "");
+      });
+  }
+
+  // One row per record: its answer now and the rule that chose it; a record answering in
+  // when_all_down mode is marked (data-mode="all_down"), its targets each with up or down.
+  function drawRecords(body) {
+    const section = $("records");
+    const rows = body === null ? [] : body.records || [];
+    section.hidden = rows.length === 0;
+    syncRows($("record-table").tBodies[0], rows.map((r) => [r.name + " " + r.type, r]),
+      () => el("tr"),
+      (row, r) => {
+        const c = cells(row, 7);
+        row.dataset.mode = r.mode;
+        c[3].className = r.mode === "normal" ? "state-up" : "state-down";
+        let answer = (r.answer || []).join(", ") || "–";
+        if (r.mode === "all_down" && r.when_all_down !== "all") answer = String(r.when_all_down).toUpperCase();
+        const targets = (r.targets || []).map((t) => t.label + (t.healthy ? " up" : " down")).join(", ");
+        setText(c[0], r.name);
+        setText(c[1], r.type);
+        setText(c[2], r.policy);
+        setText(c[3], r.mode === "normal" ? "normal" : "when_all_down (" + r.when_all_down + ")");
+        setText(c[4], answer);
+        setText(c[5], targets);
+        setText(c[6], r.rule || "");
       });
   }
 
