@@ -261,7 +261,10 @@ class Supervisor:
         try:
             channel.send(init)
             async for msg in channel:
-                self._on_message(handle, channel, msg)
+                try:
+                    self._on_message(handle, channel, msg)
+                except Exception:   # a message we cannot apply: not a reason to stop listening
+                    log.exception("worker %d: cannot apply control message %r", handle.index, msg["t"])
         except ControlError as exc:
             log.error("worker %d: %s", handle.index, exc)
         finally:

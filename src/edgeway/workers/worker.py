@@ -165,21 +165,27 @@ class Worker:
     async def _read(self) -> None:
         try:
             async for msg in self.channel:
-                kind = msg["t"]
-                if kind == "state":
-                    if self.sync is not None:
-                        self.sync.apply_state(self.runtime.upstreams, msg)
-                elif kind == "reload":
-                    self._spawn(self._reload(msg))
-                elif kind == "op":
-                    self._spawn(self._op(msg))
-                else:
-                    log.warning("worker %d: unknown control message %r", self.index, kind)
+                try:
+                    self._on_message(msg)
+                except Exception:   # a message we cannot apply: not a reason to stop listening
+                    log.exception("worker %d: cannot apply control message %r", self.index, msg["t"])
         except ControlError as exc:
             log.error("worker %d: %s", self.index, exc)
         if not self.stop_event.is_set():
             log.warning("worker %d: the control channel closed (the supervisor is gone): stopping", self.index)
             self.stop()
+
+    def _on_message(self, msg: dict) -> None:
+        kind = msg["t"]
+        if kind == "state":
+            if self.sync is not None:
+                self.sync.apply_state(self.runtime.upstreams, msg)
+        elif kind == "reload":
+            self._spawn(self._reload(msg))
+        elif kind == "op":
+            self._spawn(self._op(msg))
+        else:
+            log.warning("worker %d: unknown control message %r", self.index, kind)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
