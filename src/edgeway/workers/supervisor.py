@@ -46,6 +46,7 @@ RESTART_WINDOW = 5.0       # a worker that dies sooner than this after its start
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 RELOAD_TIMEOUT = 60.0      # for one worker's reload (zone files may be large)
+READY_TIMEOUT = 60.0       # from a worker's start to its `ready` (it loads the zones too)
 KILL_GRACE = 5.0           # after shutdown_timeout, before SIGKILL
 
 
@@ -60,6 +61,7 @@ class WorkerHandle:
     restarts: int = 0
     last_exit: str | None = None           # "exit status 1", "killed by SIGKILL"
     state: str = "starting"                # starting | running | stopping
+    ready: bool = False                    # the current process said `ready`
     proc: subprocess.Popen | None = None
     channel: Channel | None = None
     fds_sock: socket.socket | None = None
@@ -68,6 +70,7 @@ class WorkerHandle:
     retire: bool = False                   # stopped for good (fewer workers, or shutdown)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     _started_mono: float = 0.0
+    _stop_sent: subprocess.Popen | None = None   # the process already told to stop (SIGTERM)
     _pidfd: int | None = None
     _reader: asyncio.Task | None = None
 
@@ -166,7 +169,11 @@ class Supervisor:
         for handle in self.workers:
             handle.retire = True
             handle.state = "stopping"
-            self._signal(handle, signal.SIGINT if at_once else signal.SIGTERM)
+            if at_once:
+                self._signal(handle, signal.SIGINT)
+            elif handle._stop_sent is not handle.proc:   # (a second SIGTERM would cut its drain short)
+                handle._stop_sent = handle.proc
+                self._signal(handle, signal.SIGTERM)
         # no worker will accept again: once the workers' copies close too (at their drain's
         # start), a new client is refused, as with a single process, not left in a backlog
         self.shared.close()
@@ -225,6 +232,7 @@ class Supervisor:
         handle.started_at = time.time()
         handle._started_mono = time.monotonic()
         handle.replace = False
+        handle.ready = False
         handle.exited = asyncio.Event()
         handle.fds_sock = parent_fds
         handle.channel = None
@@ -242,7 +250,33 @@ class Supervisor:
                 "sockets": self.shared.describe(),
                 "state": self.sync.full_state(self.control.upstreams) if self.sync is not None else []}
         handle._reader = self._background(self._talk(handle, parent_ctl, proc, init))
+        loop.call_later(READY_TIMEOUT, self._not_ready, handle, proc)
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
+
+    def _not_ready(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
+        """A worker that has not said `ready` by now hangs (a zone file on a dead mount, a
+        deadlock): it would hold its slot and stall every reload. Killed; its exit is
+        handled as any other (restarted, or the group stops if it never served)."""
+        if handle.proc is proc and not handle.ready and proc.poll() is None:
+            log.error("worker %d (pid %d) not ready %gs after its start: SIGKILL", handle.index, proc.pid,
+                      READY_TIMEOUT)
+            self._signal(handle, signal.SIGKILL)
+
+    def _stop(self, handle: WorkerHandle) -> None:
+        """Tell the worker to drain and exit (once: a second SIGTERM would stop it at once);
+        one that still runs after shutdown_timeout + KILL_GRACE does not heed it: killed."""
+        proc = handle.proc
+        if proc is None or handle._stop_sent is proc:
+            return
+        handle._stop_sent = proc
+        self._signal(handle, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(self.config.shutdown_timeout + KILL_GRACE, self._kill_if_running,
+                                              handle, proc)
+
+    def _kill_if_running(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
+        if handle.proc is proc and proc.poll() is None:
+            log.warning("worker %d (pid %d) did not stop in time: SIGKILL", handle.index, proc.pid)
+            self._signal(handle, signal.SIGKILL)
 
     def _poll_exit(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
         if handle.proc is not proc:
@@ -273,6 +307,7 @@ class Supervisor:
     def _on_message(self, handle: WorkerHandle, channel: Channel, msg: dict) -> None:
         kind = msg["t"]
         if kind == "ready":
+            handle.ready = True
             handle.state = "stopping" if handle.retire or handle.replace else "running"
             if self.sync is not None:
                 for state in self.sync.full_state(self.control.upstreams):
@@ -426,7 +461,9 @@ class Supervisor:
         sockets = [s.describe() for s in kept] + [s.describe() for shares in added.values() for s in shares]
         new_ids = [s.id for shares in added.values() for s in shares]
         new_fds = [s.sock.fileno() for shares in added.values() for s in shares]
-        targets = [h for h in self.workers if h.channel is not None and not h.channel.closed and not h.retire]
+        # (not a worker draining to be replaced: it refuses, and its successor starts on the new config)
+        targets = [h for h in self.workers
+                   if h.channel is not None and not h.channel.closed and not h.retire and not h.replace]
 
         async def one(handle: WorkerHandle):
             try:
@@ -465,7 +502,7 @@ class Supervisor:
                 changes.append(f"worker {handle.index}: reload failed ({answer.get('error')}): replaced")
                 self._replace(handle)
         for handle in self.workers:   # started during the reload, on the old config
-            if handle not in targets and not handle.retire and handle.proc is not None \
+            if handle not in targets and not handle.retire and not handle.replace and handle.proc is not None \
                     and handle.generation < generation:
                 self._replace(handle)
         changes.extend(self._resize(new.worker_count, old_count))
@@ -481,7 +518,7 @@ class Supervisor:
         """Stop this worker (it drains) and start a new one on the current config at once."""
         handle.replace = True
         handle.state = "stopping"
-        self._signal(handle, signal.SIGTERM)
+        self._stop(handle)
 
     def _resize(self, count: int, old: int) -> list[str]:
         if count == old:
@@ -503,7 +540,7 @@ class Supervisor:
                 handle.state = "stopping"
                 if handle.proc is None:
                     self.workers.remove(handle)
-                self._signal(handle, signal.SIGTERM)
+                self._stop(handle)
         self.workers.sort(key=lambda h: h.index)
         return [f"workers: {old} -> {count}"]
 
