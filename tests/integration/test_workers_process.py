@@ -828,3 +828,35 @@ def test_a_restarted_worker_serves_its_first_clients_with_the_groups_health_view
             assert group.stop() == 0
     finally:
         bg.call(bad.stop())
+
+
+def test_a_reload_right_after_a_worker_died_reaches_every_worker(tmp_path, backends):
+    """SIGHUP just after a kill -9 of a worker: the dead worker is one of the reload's targets
+    (its exit not yet seen) and is gone when its turn comes. The reload must still finish,
+    and every worker end on the new config (before: the reload task died on the dead
+    worker's descriptor socket, the others ran the new config, the restarted one the old)."""
+    http_port, dns_port = free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    group = Group(tmp_path, config)
+    try:
+        group.wait_running()
+        for attempt in range(3):
+            extra_port = free_port()
+            config["listeners"] = config["listeners"][:1] + [{
+                "name": "extra", "protocol": "http", "listen": f"127.0.0.1:{extra_port}",
+                "routes": [{"upstream": "app"}]}]
+            group.write(config)
+            pids = group.workers()
+            os.kill(pids[attempt % 2], signal.SIGKILL)
+            tail = group.reload()
+            assert tail.startswith(f"{group.path} done"), tail
+            wait_for(lambda: len(group.workers()) == 2 and pids[attempt % 2] not in group.workers(), 10,
+                     "2 workers")
+            generation = attempt + 2
+            wait_for(lambda: all(f"(pid {p}) serving generation {generation}" in group.text()
+                                 or f"generation {generation} applied" in group.text() for p in group.workers()),
+                     10, "every worker on the new config")
+            each_worker_alone(group, lambda: http_get(extra_port) == 200 or pytest.fail("not 200"))
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()

@@ -465,14 +465,22 @@ class Supervisor:
         targets = [h for h in self.workers
                    if h.channel is not None and not h.channel.closed and not h.retire and not h.replace]
 
+        # each target's channel and descriptor socket as they are now: a worker whose exit is
+        # seen before its turn has them cleared from its handle (then closed: its reload fails)
+        links = {handle: (handle.channel, handle.fds_sock) for handle in targets}
+
         async def one(handle: WorkerHandle):
+            channel, fds_sock = links[handle]
             try:
-                send_fds(handle.fds_sock, new_fds)
-                return await handle.channel.request(
+                send_fds(fds_sock, new_fds)
+                return await channel.request(
                     {"t": "reload", "generation": generation, "config_text": text, "sockets": sockets,
                      "fds": new_ids}, RELOAD_TIMEOUT)
             except (ControlError, OSError) as exc:
                 return {"ok": False, "error": str(exc), "changes": []}
+            except Exception as exc:   # one worker's trouble must not end the group's reload half-way
+                log.exception("worker %d: reload", handle.index)
+                return {"ok": False, "error": repr(exc), "changes": []}
 
         answers = list(await asyncio.gather(*(one(h) for h in targets)))
         if self._stopping:   # a SIGTERM came meanwhile: the group is going away
