@@ -240,6 +240,35 @@ def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_clients(tmp_pat
         bg.call(slow.stop())
 
 
+def test_sigterm_to_the_whole_process_group_still_drains(tmp_path, backends, bg):
+    """systemd's default KillMode (control-group) sends SIGTERM to every process of the
+    service at once: each worker gets one from systemd and one from its supervisor. That is
+    still a graceful stop (before, a worker took the second SIGTERM for "at once" and cut
+    the requests it was finishing)."""
+    slow = bg.call(HttpBackend("slow", mode="slow:2").start())
+    try:
+        http_port, dns_port = free_port(), free_port()
+        config = group_config(tmp_path, [slow], http_port, dns_port)
+        group = Group(tmp_path, config)
+        pids = group.wait_running()
+        result: list = []
+        thread = threading.Thread(target=lambda: result.append(_quietly(http_get, http_port, "/slow", timeout=10)))
+        thread.start()
+        wait_for(lambda: slow.requests, 5, "the request at the backend")
+        # systemd's SIGTERM to every process of the group; the workers may handle theirs
+        # before their supervisor's reaches them (here: certainly)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.3)
+        group.proc.send_signal(signal.SIGTERM)
+        thread.join(10)
+        assert result == [200]
+        assert group.proc.wait(15) == 0
+        assert not [p for p in pids if alive(p)]
+    finally:
+        bg.call(slow.stop())
+
+
 @pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT,)], ids=["sigterm-twice", "sigint"])
 def test_a_second_sigterm_or_sigint_stops_the_group_at_once(tmp_path, backends, bg, signals):
     slow = bg.call(HttpBackend("slow", mode="slow:8").start())

@@ -9,7 +9,8 @@ operations on this worker's DNS cache, zones, counters).
 
 It stops, draining as a single process does on SIGTERM, when the supervisor sends SIGTERM,
 when the supervisor dies (PR_SET_PDEATHSIG, and the control channel's EOF: no orphan serves
-on), and at once on SIGINT. SIGHUP is the supervisor's: a worker ignores it.
+on), and at once on SIGINT (only: a second SIGTERM still drains). SIGHUP is the supervisor's:
+a worker ignores it.
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ class Worker:
         self._send_quietly({"t": "bye", "index": self.index, "pid": os.getpid(), "snapshot": snapshot})
 
     def stop(self, at_once: bool = False) -> None:
-        if at_once or self.stop_event.is_set():
+        """Drain and exit; at once only when asked (SIGINT). A second SIGTERM is no reason to
+        hurry, unlike in a single process: under systemd (KillMode=control-group) a worker gets
+        one from systemd and one from its supervisor. The supervisor hurries its workers with
+        SIGINT (a second SIGTERM or a SIGINT to it), or SIGKILL after shutdown_timeout."""
+        if at_once:
             self.at_once.set()
         self.stop_event.set()
 
