@@ -296,7 +296,7 @@ class Supervisor:
             channel.send(init)
             async for msg in channel:
                 try:
-                    self._on_message(handle, channel, msg)
+                    self._on_message(handle, channel, msg, current=handle.proc is proc)
                 except Exception:   # a message we cannot apply: not a reason to stop listening
                     log.exception("worker %d: cannot apply control message %r", handle.index, msg["t"])
         except ControlError as exc:
@@ -304,9 +304,13 @@ class Supervisor:
         finally:
             channel.close()
 
-    def _on_message(self, handle: WorkerHandle, channel: Channel, msg: dict) -> None:
+    def _on_message(self, handle: WorkerHandle, channel: Channel, msg: dict, current: bool = True) -> None:
+        """`current`: from the process the slot runs now (not the last words of one that
+        exited, read after its successor started)."""
         kind = msg["t"]
         if kind == "ready":
+            if not current:
+                return
             handle.ready = True
             handle.state = "stopping" if handle.retire or handle.replace else "running"
             if self.sync is not None:

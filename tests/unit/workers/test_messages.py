@@ -78,3 +78,33 @@ def test_the_supervisor_skips_a_failure_it_cannot_count_and_hears_the_bye(tmp_pa
     with caplog.at_level(logging.ERROR):
         asyncio.run(main())
     assert "cannot apply control message 'failure'" in caplog.text
+
+
+def test_a_ready_from_a_workers_previous_process_does_not_count_for_the_new_one(tmp_path: Path):
+    """The channel of an exited worker is read to its end (its `bye`); a `ready` still queued
+    there must not mark the process that took its slot as ready (it would escape the ready
+    timeout, and show as running before it serves)."""
+    text = (f"workers: 2\nupstreams:\n  api:\n    servers: [{{address: '{A}'}}]\n"
+            "listeners:\n  - {name: web, protocol: http, listen: '127.0.0.1:1', routes: [{upstream: api}]}\n")
+    path = tmp_path / "edgeway.yaml"
+    path.write_text(text)
+    config = load_config_text(text, filename=str(path), base_dir=tmp_path)
+
+    async def main():
+        supervisor = Supervisor(config, path, text)
+        supervisor.workers = [handle := WorkerHandle(0)]
+        old, new = object(), object()
+        handle.proc = old
+        a, b = socket.socketpair()
+        talk = asyncio.create_task(supervisor._talk(handle, a, old, {"t": "init"}))
+        worker = await Channel.open(b, "supervisor")
+        assert (await worker.__anext__())["t"] == "init"
+        handle.proc = new                      # the old one exited; its slot has a new process
+        worker.send({"t": "ready", "index": 0, "pid": 1})
+        worker.send({"t": "bye", "index": 0, "snapshot": {"pid": 1, "servers": {}}})
+        assert await until(lambda: supervisor.retired)
+        assert not handle.ready and handle.state == "starting"
+        worker.close()
+        await asyncio.wait_for(talk, 2)
+
+    asyncio.run(main())
