@@ -167,3 +167,40 @@ def test_a_draining_worker_is_not_told_twice_to_stop(tmp_path, backends, monkeyp
             await stop(sup, run)
 
     asyncio.run(main())
+
+
+def test_a_sigterm_while_a_reload_commits_leaves_no_new_address_listening(tmp_path, backends, monkeypatch):
+    http_port, extra_port = free_port(), free_port()
+    sup = make_supervisor(tmp_path, backends, http_port, shutdown_timeout="10s")
+
+    async def main():
+        run = asyncio.create_task(sup.run())
+        statuses: list[int] = []
+        client = threading.Thread(target=lambda: statuses.append(http_get(http_port, "/slow")))
+        try:
+            await until(lambda: running(sup), 20, "2 workers running")
+            client.start()                       # a slow request (3 s): the group drains that long
+            await asyncio.sleep(0.3)
+            config = yaml.safe_load(sup.config_text)
+            config["listeners"].append({"name": "extra", "protocol": "http", "listen": f"127.0.0.1:{extra_port}",
+                                        "routes": [{"upstream": "fast"}]})
+            sup.config_path.write_text(yaml.safe_dump(config))
+            apply = sup.control.apply_config
+
+            async def sigterm_meanwhile(new):
+                sup._on_signal(signal.SIGTERM)   # the shutdown closes the shared sockets now
+                await asyncio.sleep(0.3)
+                return await apply(new)
+
+            monkeypatch.setattr(sup.control, "apply_config", sigterm_meanwhile)
+            result = await sup.reload()
+            assert not result["ok"] and "shutting down" in result["error"], result
+            assert not run.done()                # still draining the slow request
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", extra_port), timeout=1).close()
+        finally:
+            await asyncio.wait_for(run, 30)
+            await asyncio.get_running_loop().run_in_executor(None, client.join, 10)
+        assert statuses == [200]
+
+    asyncio.run(main())

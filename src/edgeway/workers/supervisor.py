@@ -499,6 +499,10 @@ class Supervisor:
             return result
         # ---- commit: the workers run the new config (those that failed are replaced)
         control = await self.control.apply_config(new)
+        if self._stopping:   # a SIGTERM came while it applied: the group is going away (and its
+            self.shared.abort(added)   # shared sockets are closed: those opened here are too)
+            result["error"] = "shutting down: reload abandoned"
+            return result
         self.shared.commit(added, removed)
         old_count = len([h for h in self.workers if not h.retire])
         self.config, self.config_text, self.generation = new, text, generation
