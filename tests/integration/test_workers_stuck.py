@@ -204,3 +204,54 @@ def test_a_sigterm_while_a_reload_commits_leaves_no_new_address_listening(tmp_pa
         assert statuses == [200]
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("failing", ["popen", "socketpair"])
+def test_a_worker_that_cannot_be_started_is_tried_again_with_back_off(tmp_path, backends, monkeypatch, failing):
+    """fork failing (EAGAIN: the process limit; ENOMEM) or no descriptor left for the
+    control channel (EMFILE): the slot is tried again with back-off, not in a hot loop
+    (before: back-off was measured from the previous, long-lived start, so 0 s each time),
+    and not given up (before: a socketpair error escaped the restart callback)."""
+    monkeypatch.setattr(supervisor_module, "RESTART_WINDOW", 0.5)
+    attempts: list[float] = []
+    broken = [False]
+    real_popen, real_socket = supervisor_module.subprocess.Popen, supervisor_module.socket
+
+    def popen(*args, **kwargs):
+        if broken[0] and failing == "popen":
+            attempts.append(time.monotonic())
+            raise OSError(11, "Resource temporarily unavailable")
+        return real_popen(*args, **kwargs)
+
+    class Sockets:   # the socket module, as the supervisor sees it
+        def __getattr__(self, name):
+            return getattr(real_socket, name)
+
+        def socketpair(self, *args):
+            if broken[0] and failing == "socketpair":
+                attempts.append(time.monotonic())
+                raise OSError(24, "Too many open files")
+            return real_socket.socketpair(*args)
+
+    monkeypatch.setattr(supervisor_module.subprocess, "Popen", popen)
+    monkeypatch.setattr(supervisor_module, "socket", Sockets())
+    sup = make_supervisor(tmp_path, backends, free_port())
+
+    async def main():
+        run = asyncio.create_task(sup.run())
+        try:
+            await until(lambda: running(sup), 20, "2 workers running")
+            await asyncio.sleep(0.6)             # past RESTART_WINDOW: not a crashing worker
+            handle = sup.workers[0]
+            broken[0] = True
+            os.kill(handle.pid, signal.SIGKILL)
+            await asyncio.sleep(1.5)
+            # back-off 0.1, 0.2, 0.4, 0.8 s: a handful of tries, not thousands
+            assert 1 <= len(attempts) <= 6, len(attempts)
+            broken[0] = False
+            await until(lambda: handle.state == "running", 10, "worker 0 started again")
+        finally:
+            broken[0] = False
+            await stop(sup, run)
+
+    asyncio.run(main())

@@ -210,18 +210,24 @@ class Supervisor:
     def _spawn(self, handle: WorkerHandle) -> None:
         """Start the process of `handle`'s slot on the current config and sockets."""
         loop = asyncio.get_running_loop()
-        parent_ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        parent_fds, child_fds = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = [sys.executable, "-m", "edgeway.workers.worker", "--index", str(handle.index),
-                "--control-fd", str(child_ctl.fileno()), "--fds-fd", str(child_fds.fileno()),
-                "--log-level", self.log_level, "--loop", self.loop_name]
+        opened: list[socket.socket] = []
         try:
+            parent_ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            opened += [parent_ctl, child_ctl]
+            parent_fds, child_fds = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            opened += [parent_fds, child_fds]
+            argv = [sys.executable, "-m", "edgeway.workers.worker", "--index", str(handle.index),
+                    "--control-fd", str(child_ctl.fileno()), "--fds-fd", str(child_fds.fileno()),
+                    "--log-level", self.log_level, "--loop", self.loop_name]
             proc = subprocess.Popen(argv, pass_fds=[child_ctl.fileno(), child_fds.fileno(), *self.shared.fds()],
                                     stdin=subprocess.DEVNULL)
-        except OSError as exc:
-            for sock in (parent_ctl, child_ctl, parent_fds, child_fds):
+        except OSError as exc:   # EMFILE, EAGAIN (the process limit), ENOMEM: try again later
+            for sock in opened:
                 sock.close()
             log.error("worker %d: cannot start: %s", handle.index, exc)
+            # a start that failed is a worker that died at once: back-off, not a hot loop
+            # (lived would otherwise be measured from the previous, maybe long-lived start)
+            handle._started_mono = time.monotonic()
             self._schedule_restart(handle, exit_note=f"cannot start: {exc}")
             return
         child_ctl.close()
