@@ -116,6 +116,24 @@ def test_a_worker_that_hangs_before_ready_is_killed_and_started_again(tmp_path, 
     asyncio.run(main())
 
 
+def test_a_slow_first_start_is_only_logged(tmp_path, backends, monkeypatch, caplog):
+    """At the group's first start nothing says how long a start takes (large zones): a worker
+    slower than READY_TIMEOUT is waited for, not killed (which would stop the group)."""
+    monkeypatch.setattr(supervisor_module, "READY_TIMEOUT", 0.05)
+    sup = make_supervisor(tmp_path, backends, free_port())
+
+    async def main():
+        run = asyncio.create_task(sup.run())
+        try:
+            await until(lambda: running(sup), 20, "2 workers running")
+            assert all(h.restarts == 0 for h in sup.workers) and sup.startup_error is None
+        finally:
+            await stop(sup, run)
+
+    asyncio.run(main())
+    assert "still waiting" in caplog.text
+
+
 def test_a_replaced_worker_that_does_not_stop_is_killed(tmp_path, backends, monkeypatch):
     monkeypatch.setattr(supervisor_module, "RELOAD_TIMEOUT", 1.0)
     monkeypatch.setattr(supervisor_module, "KILL_GRACE", 1.0)

@@ -46,7 +46,8 @@ RESTART_WINDOW = 5.0       # a worker that dies sooner than this after its start
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 RELOAD_TIMEOUT = 60.0      # for one worker's reload (zone files may be large)
-READY_TIMEOUT = 60.0       # from a worker's start to its `ready` (it loads the zones too)
+READY_TIMEOUT = 60.0       # from a worker's start to its `ready`, at least (it loads the zones:
+                           # 3 times the longest start or config check seen counts instead)
 KILL_GRACE = 5.0           # after shutdown_timeout, before SIGKILL
 
 
@@ -109,6 +110,7 @@ class Supervisor:
         self._changed: set[str] = set()
         self._flush_scheduled = False
         self._announced = False
+        self._slowest_start = 0.0              # seconds: a worker's start to ready, or a reload's check
         self.startup_error: str | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -256,17 +258,26 @@ class Supervisor:
                 "sockets": self.shared.describe(),
                 "state": self.sync.full_state(self.control.upstreams) if self.sync is not None else []}
         handle._reader = self._background(self._talk(handle, parent_ctl, proc, init))
-        loop.call_later(READY_TIMEOUT, self._not_ready, handle, proc)
+        loop.call_later(self._ready_timeout(), self._not_ready, handle, proc)
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
+
+    def _ready_timeout(self) -> float:
+        return max(READY_TIMEOUT, 3 * self._slowest_start)
 
     def _not_ready(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
         """A worker that has not said `ready` by now hangs (a zone file on a dead mount, a
-        deadlock): it would hold its slot and stall every reload. Killed; its exit is
-        handled as any other (restarted, or the group stops if it never served)."""
-        if handle.proc is proc and not handle.ready and proc.poll() is None:
-            log.error("worker %d (pid %d) not ready %gs after its start: SIGKILL", handle.index, proc.pid,
-                      READY_TIMEOUT)
-            self._signal(handle, signal.SIGKILL)
+        deadlock): it would hold its slot and stall every reload. Once the group has served,
+        it is killed and restarted as a dead worker is. Before (the first start), a slow
+        start of large zones is not told from a hang: it is only said."""
+        if handle.proc is not proc or handle.ready or proc.poll() is not None:
+            return
+        waited = time.monotonic() - handle._started_mono
+        if not self._announced:
+            log.error("worker %d (pid %d) not ready %.0fs after its start; still waiting", handle.index,
+                      proc.pid, waited)
+            return
+        log.error("worker %d (pid %d) not ready %.0fs after its start: SIGKILL", handle.index, proc.pid, waited)
+        self._signal(handle, signal.SIGKILL)
 
     def _stop(self, handle: WorkerHandle) -> None:
         """Tell the worker to drain and exit (once: a second SIGTERM would stop it at once);
@@ -318,6 +329,7 @@ class Supervisor:
             if not current:
                 return
             handle.ready = True
+            self._slowest_start = max(self._slowest_start, time.monotonic() - handle._started_mono)
             handle.state = "stopping" if handle.retire or handle.replace else "running"
             if self.sync is not None:
                 for state in self.sync.full_state(self.control.upstreams):
@@ -461,7 +473,9 @@ class Supervisor:
             if new.worker_count == 1:
                 raise EdgewayError("workers: changing between 1 and N needs a restart "
                                    f"(this group runs {len(self.workers)} workers; the config says {new.workers})")
+            checking = time.monotonic()
             Runtime(new)    # what `edgeway check` builds: zones, certificates, upstreams; no socket
+            self._slowest_start = max(self._slowest_start, time.monotonic() - checking)
             added, removed = self.shared.prepare(new)
         except (EdgewayError, OSError, ValueError) as exc:
             result["error"] = str(exc)
