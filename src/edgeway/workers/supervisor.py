@@ -266,15 +266,19 @@ class Supervisor:
 
     def _not_ready(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
         """A worker that has not said `ready` by now hangs (a zone file on a dead mount, a
-        deadlock): it would hold its slot and stall every reload. Once the group has served,
-        it is killed and restarted as a dead worker is. Before (the first start), a slow
-        start of large zones is not told from a hang: it is only said."""
+        deadlock): it would hold its slot and stall every reload. Killed, and restarted as a
+        dead worker is. Until some worker has been ready (the first start), a slow start of
+        large zones is not told from a hang: it is only said."""
         if handle.proc is not proc or handle.ready or proc.poll() is not None:
             return
         waited = time.monotonic() - handle._started_mono
-        if not self._announced:
+        if self._slowest_start == 0.0:
             log.error("worker %d (pid %d) not ready %.0fs after its start; still waiting", handle.index,
                       proc.pid, waited)
+            return
+        left = self._ready_timeout() - waited
+        if left > 0:   # a start seen meanwhile took long: this one may take as long
+            asyncio.get_running_loop().call_later(left, self._not_ready, handle, proc)
             return
         log.error("worker %d (pid %d) not ready %.0fs after its start: SIGKILL", handle.index, proc.pid, waited)
         self._signal(handle, signal.SIGKILL)
