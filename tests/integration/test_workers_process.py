@@ -240,6 +240,35 @@ def test_sigterm_lets_a_request_in_flight_finish_and_refuses_new_clients(tmp_pat
         bg.call(slow.stop())
 
 
+def test_sigterm_to_the_whole_process_group_still_drains(tmp_path, backends, bg):
+    """systemd's default KillMode (control-group) sends SIGTERM to every process of the
+    service at once: each worker gets one from systemd and one from its supervisor. That is
+    still a graceful stop (before, a worker took the second SIGTERM for "at once" and cut
+    the requests it was finishing)."""
+    slow = bg.call(HttpBackend("slow", mode="slow:2").start())
+    try:
+        http_port, dns_port = free_port(), free_port()
+        config = group_config(tmp_path, [slow], http_port, dns_port)
+        group = Group(tmp_path, config)
+        pids = group.wait_running()
+        result: list = []
+        thread = threading.Thread(target=lambda: result.append(_quietly(http_get, http_port, "/slow", timeout=10)))
+        thread.start()
+        wait_for(lambda: slow.requests, 5, "the request at the backend")
+        # systemd's SIGTERM to every process of the group; the workers may handle theirs
+        # before their supervisor's reaches them (here: certainly)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.3)
+        group.proc.send_signal(signal.SIGTERM)
+        thread.join(10)
+        assert result == [200]
+        assert group.proc.wait(15) == 0
+        assert not [p for p in pids if alive(p)]
+    finally:
+        bg.call(slow.stop())
+
+
 @pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT,)], ids=["sigterm-twice", "sigint"])
 def test_a_second_sigterm_or_sigint_stops_the_group_at_once(tmp_path, backends, bg, signals):
     slow = bg.call(HttpBackend("slow", mode="slow:8").start())
@@ -828,3 +857,35 @@ def test_a_restarted_worker_serves_its_first_clients_with_the_groups_health_view
             assert group.stop() == 0
     finally:
         bg.call(bad.stop())
+
+
+def test_a_reload_right_after_a_worker_died_reaches_every_worker(tmp_path, backends):
+    """SIGHUP just after a kill -9 of a worker: the dead worker is one of the reload's targets
+    (its exit not yet seen) and is gone when its turn comes. The reload must still finish,
+    and every worker end on the new config (before: the reload task died on the dead
+    worker's descriptor socket, the others ran the new config, the restarted one the old)."""
+    http_port, dns_port = free_port(), free_port()
+    config = group_config(tmp_path, backends, http_port, dns_port)
+    group = Group(tmp_path, config)
+    try:
+        group.wait_running()
+        for attempt in range(3):
+            extra_port = free_port()
+            config["listeners"] = config["listeners"][:1] + [{
+                "name": "extra", "protocol": "http", "listen": f"127.0.0.1:{extra_port}",
+                "routes": [{"upstream": "app"}]}]
+            group.write(config)
+            pids = group.workers()
+            os.kill(pids[attempt % 2], signal.SIGKILL)
+            tail = group.reload()
+            assert tail.startswith(f"{group.path} done"), tail
+            wait_for(lambda: len(group.workers()) == 2 and pids[attempt % 2] not in group.workers(), 10,
+                     "2 workers")
+            generation = attempt + 2
+            wait_for(lambda: all(f"(pid {p}) serving generation {generation}" in group.text()
+                                 or f"generation {generation} applied" in group.text() for p in group.workers()),
+                     10, "every worker on the new config")
+            each_worker_alone(group, lambda: http_get(extra_port) == 200 or pytest.fail("not 200"))
+    finally:
+        assert group.stop() == 0
+    assert "Traceback" not in group.text()

@@ -3,8 +3,10 @@
 A stream socketpair per worker carries frames: a 4-byte big-endian length, then a UTF-8
 JSON object. Every message has a type `t`; a request that wants an answer carries an int
 `id`, and the answer is `{"t": "reply", "id": ..., "ok": true, "result": ...}` or
-`{"t": "reply", "id": ..., "ok": false, "error": "why"}`. A frame that is too big, or not a
-JSON object, is a protocol error: the peer is broken (or not ours), and the channel closes.
+`{"t": "reply", "id": ..., "ok": false, "error": "why"}`. A frame that is too big, not a
+JSON object, or with an `id` that is not an integer, is a protocol error: the peer is broken
+(or not ours), and the channel closes. A well-formed message that cannot be applied (a field
+missing) is the receiver's to log and skip.
 
 File descriptors (listening sockets a reload opened) travel on a second socketpair with
 SCM_RIGHTS (`send_fds` / `recv_fds`), sent just before the JSON message that lists them.
@@ -68,6 +70,9 @@ class FrameDecoder:
                 raise ProtocolError(f"control frame is not JSON: {exc}") from None
             if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
                 raise ProtocolError("control frame is not a JSON object with a type \"t\"")
+            # (a list would fail as a key of the waiters, and true would stand for 1)
+            if "id" in msg and (type(msg["id"]) is not int):
+                raise ProtocolError(f"control frame's \"id\" is not an integer: {msg['id']!r}")
             messages.append(msg)
         return messages
 

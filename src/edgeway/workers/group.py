@@ -358,12 +358,16 @@ class GroupDns:
     def __init__(self, view: GroupView):
         self.view = view
 
-    async def _each(self, op: str, args: dict) -> list[tuple[int, Any]]:
+    async def _each(self, op: str, args: dict, failed: list | None = None) -> list[tuple[int, Any]]:
+        """[(index, result)] of the workers that answered; those that did not go to `failed`
+        as (index, exception)."""
         answers = await self.view.supervisor.broadcast_op(op, args, timeout=OP_TIMEOUT)
         good = []
         for index, result in sorted(answers, key=lambda pair: pair[0]):
             if isinstance(result, BaseException):
                 log.warning("admin: worker %s: %s failed: %s", index, op, result)
+                if failed is not None:
+                    failed.append((index, result))
             else:
                 good.append((index, result))
         if not good:
@@ -384,7 +388,8 @@ class GroupDns:
         """The zone re-read by every worker: the first one's result, and each worker's under
         "workers". When every worker refused it, the refusal as a single process raises it
         (KeyError: not served here; EdgewayError: the file is wrong)."""
-        answers = await self._each("reload_zone", {"origin": origin})
+        failed: list = []
+        answers = await self._each("reload_zone", {"origin": origin}, failed)
         rows, first = [], None
         for index, answer in answers:
             if answer.get("ok"):
@@ -397,6 +402,9 @@ class GroupDns:
             if refusal.get("status") == 404:
                 raise KeyError(refusal.get("error"))
             raise EdgewayError(str(refusal.get("error")))
+        # a worker that did not answer serves the zone it had (until it re-reads it)
+        rows += [{"worker": index, "error": str(exc), "status": None} for index, exc in failed]
+        rows.sort(key=lambda row: row["worker"])
         return {**first, "workers": rows}
 
 

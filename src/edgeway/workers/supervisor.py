@@ -46,6 +46,8 @@ RESTART_WINDOW = 5.0       # a worker that dies sooner than this after its start
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 10.0
 RELOAD_TIMEOUT = 60.0      # for one worker's reload (zone files may be large)
+READY_TIMEOUT = 60.0       # from a worker's start to its `ready`, at least (it loads the zones:
+                           # 3 times the longest start or config check seen counts instead)
 KILL_GRACE = 5.0           # after shutdown_timeout, before SIGKILL
 
 
@@ -60,6 +62,7 @@ class WorkerHandle:
     restarts: int = 0
     last_exit: str | None = None           # "exit status 1", "killed by SIGKILL"
     state: str = "starting"                # starting | running | stopping
+    ready: bool = False                    # the current process said `ready`
     proc: subprocess.Popen | None = None
     channel: Channel | None = None
     fds_sock: socket.socket | None = None
@@ -68,6 +71,7 @@ class WorkerHandle:
     retire: bool = False                   # stopped for good (fewer workers, or shutdown)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     _started_mono: float = 0.0
+    _stop_sent: subprocess.Popen | None = None   # the process already told to stop (SIGTERM)
     _pidfd: int | None = None
     _reader: asyncio.Task | None = None
 
@@ -106,6 +110,7 @@ class Supervisor:
         self._changed: set[str] = set()
         self._flush_scheduled = False
         self._announced = False
+        self._slowest_start = 0.0              # seconds: a worker's start to ready, or a reload's check
         self.startup_error: str | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -166,7 +171,11 @@ class Supervisor:
         for handle in self.workers:
             handle.retire = True
             handle.state = "stopping"
-            self._signal(handle, signal.SIGINT if at_once else signal.SIGTERM)
+            if at_once:
+                self._signal(handle, signal.SIGINT)
+            elif handle._stop_sent is not handle.proc:   # (a second SIGTERM would cut its drain short)
+                handle._stop_sent = handle.proc
+                self._signal(handle, signal.SIGTERM)
         # no worker will accept again: once the workers' copies close too (at their drain's
         # start), a new client is refused, as with a single process, not left in a backlog
         self.shared.close()
@@ -203,18 +212,24 @@ class Supervisor:
     def _spawn(self, handle: WorkerHandle) -> None:
         """Start the process of `handle`'s slot on the current config and sockets."""
         loop = asyncio.get_running_loop()
-        parent_ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        parent_fds, child_fds = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = [sys.executable, "-m", "edgeway.workers.worker", "--index", str(handle.index),
-                "--control-fd", str(child_ctl.fileno()), "--fds-fd", str(child_fds.fileno()),
-                "--log-level", self.log_level, "--loop", self.loop_name]
+        opened: list[socket.socket] = []
         try:
+            parent_ctl, child_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            opened += [parent_ctl, child_ctl]
+            parent_fds, child_fds = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            opened += [parent_fds, child_fds]
+            argv = [sys.executable, "-m", "edgeway.workers.worker", "--index", str(handle.index),
+                    "--control-fd", str(child_ctl.fileno()), "--fds-fd", str(child_fds.fileno()),
+                    "--log-level", self.log_level, "--loop", self.loop_name]
             proc = subprocess.Popen(argv, pass_fds=[child_ctl.fileno(), child_fds.fileno(), *self.shared.fds()],
                                     stdin=subprocess.DEVNULL)
-        except OSError as exc:
-            for sock in (parent_ctl, child_ctl, parent_fds, child_fds):
+        except OSError as exc:   # EMFILE, EAGAIN (the process limit), ENOMEM: try again later
+            for sock in opened:
                 sock.close()
             log.error("worker %d: cannot start: %s", handle.index, exc)
+            # a start that failed is a worker that died at once: back-off, not a hot loop
+            # (lived would otherwise be measured from the previous, maybe long-lived start)
+            handle._started_mono = time.monotonic()
             self._schedule_restart(handle, exit_note=f"cannot start: {exc}")
             return
         child_ctl.close()
@@ -225,6 +240,7 @@ class Supervisor:
         handle.started_at = time.time()
         handle._started_mono = time.monotonic()
         handle.replace = False
+        handle.ready = False
         handle.exited = asyncio.Event()
         handle.fds_sock = parent_fds
         handle.channel = None
@@ -242,7 +258,46 @@ class Supervisor:
                 "sockets": self.shared.describe(),
                 "state": self.sync.full_state(self.control.upstreams) if self.sync is not None else []}
         handle._reader = self._background(self._talk(handle, parent_ctl, proc, init))
+        loop.call_later(self._ready_timeout(), self._not_ready, handle, proc)
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
+
+    def _ready_timeout(self) -> float:
+        return max(READY_TIMEOUT, 3 * self._slowest_start)
+
+    def _not_ready(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
+        """A worker that has not said `ready` by now hangs (a zone file on a dead mount, a
+        deadlock): it would hold its slot and stall every reload. Killed, and restarted as a
+        dead worker is. Until some worker has been ready (the first start), a slow start of
+        large zones is not told from a hang: it is only said."""
+        if handle.proc is not proc or handle.ready or proc.poll() is not None:
+            return
+        waited = time.monotonic() - handle._started_mono
+        if self._slowest_start == 0.0:
+            log.error("worker %d (pid %d) not ready %.0fs after its start; still waiting", handle.index,
+                      proc.pid, waited)
+            return
+        left = self._ready_timeout() - waited
+        if left > 0:   # a start seen meanwhile took long: this one may take as long
+            asyncio.get_running_loop().call_later(left, self._not_ready, handle, proc)
+            return
+        log.error("worker %d (pid %d) not ready %.0fs after its start: SIGKILL", handle.index, proc.pid, waited)
+        self._signal(handle, signal.SIGKILL)
+
+    def _stop(self, handle: WorkerHandle) -> None:
+        """Tell the worker to drain and exit (once: a second SIGTERM would stop it at once);
+        one that still runs after shutdown_timeout + KILL_GRACE does not heed it: killed."""
+        proc = handle.proc
+        if proc is None or handle._stop_sent is proc:
+            return
+        handle._stop_sent = proc
+        self._signal(handle, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(self.config.shutdown_timeout + KILL_GRACE, self._kill_if_running,
+                                              handle, proc)
+
+    def _kill_if_running(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
+        if handle.proc is proc and proc.poll() is None:
+            log.warning("worker %d (pid %d) did not stop in time: SIGKILL", handle.index, proc.pid)
+            self._signal(handle, signal.SIGKILL)
 
     def _poll_exit(self, handle: WorkerHandle, proc: subprocess.Popen) -> None:
         if handle.proc is not proc:
@@ -261,15 +316,24 @@ class Supervisor:
         try:
             channel.send(init)
             async for msg in channel:
-                self._on_message(handle, channel, msg)
+                try:
+                    self._on_message(handle, channel, msg, current=handle.proc is proc)
+                except Exception:   # a message we cannot apply: not a reason to stop listening
+                    log.exception("worker %d: cannot apply control message %r", handle.index, msg["t"])
         except ControlError as exc:
             log.error("worker %d: %s", handle.index, exc)
         finally:
             channel.close()
 
-    def _on_message(self, handle: WorkerHandle, channel: Channel, msg: dict) -> None:
+    def _on_message(self, handle: WorkerHandle, channel: Channel, msg: dict, current: bool = True) -> None:
+        """`current`: from the process the slot runs now (not the last words of one that
+        exited, read after its successor started)."""
         kind = msg["t"]
         if kind == "ready":
+            if not current:
+                return
+            handle.ready = True
+            self._slowest_start = max(self._slowest_start, time.monotonic() - handle._started_mono)
             handle.state = "stopping" if handle.retire or handle.replace else "running"
             if self.sync is not None:
                 for state in self.sync.full_state(self.control.upstreams):
@@ -413,7 +477,9 @@ class Supervisor:
             if new.worker_count == 1:
                 raise EdgewayError("workers: changing between 1 and N needs a restart "
                                    f"(this group runs {len(self.workers)} workers; the config says {new.workers})")
+            checking = time.monotonic()
             Runtime(new)    # what `edgeway check` builds: zones, certificates, upstreams; no socket
+            self._slowest_start = max(self._slowest_start, time.monotonic() - checking)
             added, removed = self.shared.prepare(new)
         except (EdgewayError, OSError, ValueError) as exc:
             result["error"] = str(exc)
@@ -423,16 +489,26 @@ class Supervisor:
         sockets = [s.describe() for s in kept] + [s.describe() for shares in added.values() for s in shares]
         new_ids = [s.id for shares in added.values() for s in shares]
         new_fds = [s.sock.fileno() for shares in added.values() for s in shares]
-        targets = [h for h in self.workers if h.channel is not None and not h.channel.closed and not h.retire]
+        # (not a worker draining to be replaced: it refuses, and its successor starts on the new config)
+        targets = [h for h in self.workers
+                   if h.channel is not None and not h.channel.closed and not h.retire and not h.replace]
+
+        # each target's channel and descriptor socket as they are now: a worker whose exit is
+        # seen before its turn has them cleared from its handle (then closed: its reload fails)
+        links = {handle: (handle.channel, handle.fds_sock) for handle in targets}
 
         async def one(handle: WorkerHandle):
+            channel, fds_sock = links[handle]
             try:
-                send_fds(handle.fds_sock, new_fds)
-                return await handle.channel.request(
+                send_fds(fds_sock, new_fds)
+                return await channel.request(
                     {"t": "reload", "generation": generation, "config_text": text, "sockets": sockets,
                      "fds": new_ids}, RELOAD_TIMEOUT)
             except (ControlError, OSError) as exc:
                 return {"ok": False, "error": str(exc), "changes": []}
+            except Exception as exc:   # one worker's trouble must not end the group's reload half-way
+                log.exception("worker %d: reload", handle.index)
+                return {"ok": False, "error": repr(exc), "changes": []}
 
         answers = list(await asyncio.gather(*(one(h) for h in targets)))
         if self._stopping:   # a SIGTERM came meanwhile: the group is going away
@@ -447,6 +523,10 @@ class Supervisor:
             return result
         # ---- commit: the workers run the new config (those that failed are replaced)
         control = await self.control.apply_config(new)
+        if self._stopping:   # a SIGTERM came while it applied: the group is going away (and its
+            self.shared.abort(added)   # shared sockets are closed: those opened here are too)
+            result["error"] = "shutting down: reload abandoned"
+            return result
         self.shared.commit(added, removed)
         old_count = len([h for h in self.workers if not h.retire])
         self.config, self.config_text, self.generation = new, text, generation
@@ -462,7 +542,7 @@ class Supervisor:
                 changes.append(f"worker {handle.index}: reload failed ({answer.get('error')}): replaced")
                 self._replace(handle)
         for handle in self.workers:   # started during the reload, on the old config
-            if handle not in targets and not handle.retire and handle.proc is not None \
+            if handle not in targets and not handle.retire and not handle.replace and handle.proc is not None \
                     and handle.generation < generation:
                 self._replace(handle)
         changes.extend(self._resize(new.worker_count, old_count))
@@ -478,7 +558,7 @@ class Supervisor:
         """Stop this worker (it drains) and start a new one on the current config at once."""
         handle.replace = True
         handle.state = "stopping"
-        self._signal(handle, signal.SIGTERM)
+        self._stop(handle)
 
     def _resize(self, count: int, old: int) -> list[str]:
         if count == old:
@@ -500,7 +580,7 @@ class Supervisor:
                 handle.state = "stopping"
                 if handle.proc is None:
                     self.workers.remove(handle)
-                self._signal(handle, signal.SIGTERM)
+                self._stop(handle)
         self.workers.sort(key=lambda h: h.index)
         return [f"workers: {old} -> {count}"]
 

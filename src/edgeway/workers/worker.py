@@ -9,7 +9,8 @@ operations on this worker's DNS cache, zones, counters).
 
 It stops, draining as a single process does on SIGTERM, when the supervisor sends SIGTERM,
 when the supervisor dies (PR_SET_PDEATHSIG, and the control channel's EOF: no orphan serves
-on), and at once on SIGINT. SIGHUP is the supervisor's: a worker ignores it.
+on), and at once on SIGINT (only: a second SIGTERM still drains). SIGHUP is the supervisor's:
+a worker ignores it.
 """
 
 from __future__ import annotations
@@ -156,7 +157,11 @@ class Worker:
         self._send_quietly({"t": "bye", "index": self.index, "pid": os.getpid(), "snapshot": snapshot})
 
     def stop(self, at_once: bool = False) -> None:
-        if at_once or self.stop_event.is_set():
+        """Drain and exit; at once only when asked (SIGINT). A second SIGTERM is no reason to
+        hurry, unlike in a single process: under systemd (KillMode=control-group) a worker gets
+        one from systemd and one from its supervisor. The supervisor hurries its workers with
+        SIGINT (a second SIGTERM or a SIGINT to it), or SIGKILL after shutdown_timeout."""
+        if at_once:
             self.at_once.set()
         self.stop_event.set()
 
@@ -165,21 +170,27 @@ class Worker:
     async def _read(self) -> None:
         try:
             async for msg in self.channel:
-                kind = msg["t"]
-                if kind == "state":
-                    if self.sync is not None:
-                        self.sync.apply_state(self.runtime.upstreams, msg)
-                elif kind == "reload":
-                    self._spawn(self._reload(msg))
-                elif kind == "op":
-                    self._spawn(self._op(msg))
-                else:
-                    log.warning("worker %d: unknown control message %r", self.index, kind)
+                try:
+                    self._on_message(msg)
+                except Exception:   # a message we cannot apply: not a reason to stop listening
+                    log.exception("worker %d: cannot apply control message %r", self.index, msg["t"])
         except ControlError as exc:
             log.error("worker %d: %s", self.index, exc)
         if not self.stop_event.is_set():
             log.warning("worker %d: the control channel closed (the supervisor is gone): stopping", self.index)
             self.stop()
+
+    def _on_message(self, msg: dict) -> None:
+        kind = msg["t"]
+        if kind == "state":
+            if self.sync is not None:
+                self.sync.apply_state(self.runtime.upstreams, msg)
+        elif kind == "reload":
+            self._spawn(self._reload(msg))
+        elif kind == "op":
+            self._spawn(self._op(msg))
+        else:
+            log.warning("worker %d: unknown control message %r", self.index, kind)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

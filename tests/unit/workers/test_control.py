@@ -39,6 +39,9 @@ def test_any_split_of_the_bytes_gives_the_same_messages(msgs, cuts):
     (struct.pack("!I", 3) + b"{{{", "not JSON"),
     (struct.pack("!I", 2) + b"[]", "JSON object"),
     (struct.pack("!I", 8) + b'{"t": 1}', "JSON object"),
+    # an id is an int: a list would not even be a key of the waiters, and true would be 1
+    (struct.pack("!I", 22) + b'{"t":"reply","id":[1]}', "id"),
+    (struct.pack("!I", 24) + b'{"t":"reply","id":true} ', "id"),
 ])
 def test_a_bad_frame_is_a_protocol_error(frame, why):
     with pytest.raises(ProtocolError, match=why):

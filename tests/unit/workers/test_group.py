@@ -402,3 +402,15 @@ def test_a_draining_worker_whose_goodbye_came_is_counted_once(setup):
     assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 10
     workers.respawn(1)
     assert rows(call(api, "GET", "/api/v1/upstreams/api"))[A]["requests"] == 10
+
+
+def test_a_zone_reload_says_which_worker_did_not_answer(setup):
+    """A worker that did not answer keeps serving the zone it had: the reload's per-worker
+    rows say so (before, it was left out of them, and the answer looked complete)."""
+    api, workers = setup
+    workers.silent |= {2}
+    response = call(api, "POST", "/api/v1/dns/zones/rich.test./reload")
+    assert response.status == 200 and response.body["serial"] == 42
+    rows_ = {w["worker"]: w for w in response.body["workers"]}
+    assert set(rows_) == {1, 2} and "error" not in rows_[1]
+    assert "no answer" in rows_[2]["error"]
