@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.name
 import dns.query
 import dns.rcode
@@ -347,3 +348,43 @@ def test_nsd_and_knot_follow_edgeway_by_axfr_then_notify_and_ixfr(tmp_path):
     knot_log = (tmp_path / "knot" / "knot.log").read_text()
     assert "IXFR" in knot_log, knot_log[-2000:]
     assert code == 0, (nsd_log[-2000:], knot_out)
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def test_with_two_workers_one_notify_and_every_worker_serves_ixfr(tmp_path):
+    """workers: 2: each worker loads the new version and answers IXFR from the same journal;
+    the NOTIFY goes out once (worker 0), not once per worker."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(0.2)
+        target = f"127.0.0.1:{listener.getsockname()[1]}"
+        allow = "[{from: 127.0.0.0/8, key: xfr-key.}]"
+        with Primary(tmp_path, allow, notify=[target], extra="workers: 2\n") as primary:
+            primary.change_zone()
+            wait_serial(primary.host, primary.port, 43)
+            notifies = []
+            deadline = time.monotonic() + 4      # (a second worker's NOTIFY would come within this)
+            while time.monotonic() < deadline:
+                try:
+                    data, peer = listener.recvfrom(65535)
+                except socket.timeout:
+                    continue
+                message = dns.message.from_wire(data, keyring={KEY.name: KEY})
+                notifies.append(message)
+                reply = dns.message.make_response(message)
+                listener.sendto(reply.to_wire(), peer)
+            for _ in range(8):      # (new connections: the kernel spreads them over both workers)
+                query = dns.message.make_query(ORIGIN, "IXFR")
+                query.authority.append(dns.rrset.from_text(ORIGIN, 0, "IN", "SOA", ". . 42 0 0 0 0"))
+                query.use_tsig(KEY)
+                serials = [r[0].serial for r in next(_messages(query, primary.port)).answer
+                           if r.rdtype == dns.rdatatype.SOA]
+                assert serials == [43, 42, 43, 43]
+            code, out = primary.stop()
+    assert "worker 1 (pid" in out and "worker 0 (pid" in out
+    assert len(notifies) == 1, out
+    assert notifies[0].opcode() == dns.opcode.NOTIFY and notifies[0].had_tsig
+    assert notifies[0].answer[0][0].serial == 43
+    assert code == 0
