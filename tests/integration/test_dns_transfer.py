@@ -28,7 +28,7 @@ import pytest
 
 from tests.integration.dns_server import wait_for_dns
 from tests.support.secondaries import start_knot_secondary, start_nsd_secondary, stop
-from tests.support.tools import EdgewayProcess, free_port, require_tool
+from tests.support.tools import EdgewayProcess, free_port, require_tool, run_edgeway
 from tests.unit.dns.test_authority import CASES
 
 pytestmark = pytest.mark.interop
@@ -270,7 +270,10 @@ def test_a_restart_with_a_changed_file_gives_ixfr(tmp_path):
     """The journal lives in journal_dir: the version served before the restart is on disk, so a
     file changed while the server was down is a new version, and the secondaries get IXFR."""
     allow = "[{from: 127.0.0.0/8, key: xfr-key.}]"
-    with Primary(tmp_path, allow) as primary:
+    primary = Primary(tmp_path, allow)
+    checked = run_edgeway("check", str(tmp_path / "edgeway.yaml"))
+    assert checked.returncode == 0 and not (tmp_path / ".edgeway-journal").exists()   # (check writes nothing)
+    with primary:
         assert serial_of(primary.host, primary.port) == 42
         port = primary.port
     assert (tmp_path / ".edgeway-journal" / "rich.test.last").exists()

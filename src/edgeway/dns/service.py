@@ -266,7 +266,7 @@ class DnsService:
                 zones.add(zone)
             except ZoneError as exc:
                 raise ZoneError(f"dns.zones.{index}: {exc}") from None
-            loaded.append(_record(config, zone_config, _LoadedZone(_zone_key(zone_config), zone, fingerprint), None))
+            loaded.append(_LoadedZone(_zone_key(zone_config), zone, fingerprint))
         self._zones: list[_LoadedZone] = loaded
         # Outgoing transfers and TSIG (edgeway.dns.transfer): one object for the service's life,
         # its keys and zones replaced when the config or a zone changes.
@@ -303,6 +303,12 @@ class DnsService:
     # ------------------------------------------------------------------ start and stop
 
     async def start(self) -> None:
+        # The journal is compared with the version served last here, not at construction:
+        # `edgeway check` builds a service too, and must leave journal_dir as it found it.
+        for index, zone_config in enumerate(self.config.zones):
+            if _wants_journal(zone_config):
+                self._zones[index] = await _in_thread(_record, self.config, zone_config, self._zones[index], None)
+        self._publish_transfers(self.config, self._zones)
         if self.config.recursion.enabled:
             await self._warm(self.handlers)
         try:
@@ -610,12 +616,12 @@ class DnsService:
     # ------------------------------------------------------------------ transfers and NOTIFY
 
     def _publish_transfers(self, config: DnsConfig, zones: list[_LoadedZone]) -> None:
-        """The zones the primary side transfers (those with allow_transfer), one assignment."""
+        """The zones as transfers see them (edgeway.dns.transfer), in one assignment."""
         served = {}
         for zone_config, loaded in zip(config.zones, zones):
-            if zone_config.allow_transfer:
-                journal = loaded.journal if loaded.journal is not None else Journal(loaded.zone.origin)
-                served[loaded.zone.origin] = Served(loaded.zone, journal, list(zone_config.allow_transfer))
+            # (every zone: one without allow_transfer answers REFUSED, not NOTAUTH, as NSD)
+            journal = loaded.journal if loaded.journal is not None else Journal(loaded.zone.origin)
+            served[loaded.zone.origin] = Served(loaded.zone, journal, list(zone_config.allow_transfer))
         self.transfers.zones = served
 
     def _send_notifies(self, config: DnsConfig, zones: list[_LoadedZone]) -> None:

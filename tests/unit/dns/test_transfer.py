@@ -258,6 +258,15 @@ def test_signed_ordinary_queries_get_signed_answers_and_skip_the_fast_path(setup
     assert not responder.fast_udp
 
 
+def test_a_zone_without_allow_transfer_is_refused(setup):
+    responder, zone = setup
+    served = responder.transfers.zones[zone.origin]
+    responder.transfers.zones = {zone.origin: Served(served.zone, served.journal, [])}
+    request = query("AXFR")
+    (message,) = messages(responder.respond(request.to_wire(), CLIENT, "tcp"), request)
+    assert message.rcode() == dns.rcode.REFUSED
+
+
 def test_without_transfers_axfr_is_refused_and_signed_queries_notauth(tmp_path):
     zone = write_zone(tmp_path, zone_text(1))
     responder = Responder([ZonesHandler(ZoneSet([zone]))])
