@@ -279,7 +279,13 @@ def test_a_restart_with_a_changed_file_gives_ixfr(tmp_path):
     assert (tmp_path / ".edgeway-journal" / "rich.test.last").exists()
     path = tmp_path / "rich.test.zone"
     path.write_text(zone_v2(path.read_text()))
-    with Primary(tmp_path, allow, port=port) as primary:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(10)
+    with listener, Primary(tmp_path, allow, port=port, notify=[f"127.0.0.1:{listener.getsockname()[1]}"]) as primary:
+        # the serial moved while edgeway was down: the secondaries are told at start
+        notify = dns.message.from_wire(listener.recvfrom(65535)[0], keyring={KEY.name: KEY})
+        assert notify.opcode() == dns.opcode.NOTIFY and notify.answer[0][0].serial == 43
         query = dns.message.make_query(ORIGIN, "IXFR")
         query.authority.append(dns.rrset.from_text(ORIGIN, 0, "IN", "SOA", ". . 42 0 0 0 0"))
         query.use_tsig(KEY)
