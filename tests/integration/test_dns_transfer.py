@@ -397,3 +397,26 @@ def test_with_two_workers_one_notify_and_every_worker_serves_ixfr(tmp_path):
     assert notifies[0].opcode() == dns.opcode.NOTIFY and notifies[0].had_tsig
     assert notifies[0].answer[0][0].serial == 43
     assert code == 0
+
+
+def test_an_unusable_journal_dir_costs_the_history_not_the_zone(tmp_path):
+    allow = "[{from: 127.0.0.0/8, key: xfr-key.}]"
+    with Primary(tmp_path, allow, extra="  journal_dir: rich.test.zone/journal\n") as primary:   # (under a file)
+        primary.change_zone()
+        query = dns.message.make_query(ORIGIN, "IXFR")
+        query.authority.append(dns.rrset.from_text(ORIGIN, 0, "IN", "SOA", ". . 42 0 0 0 0"))
+        query.use_tsig(KEY)
+        answer = [rrset for message in _take_all(query, primary.port) for rrset in message.answer]
+        assert [r[0].serial for r in answer if r.rdtype == dns.rdatatype.SOA] == [43, 43]   # (the whole zone)
+        code, out = primary.stop()
+    assert code == 0 and "no IXFR history" in out
+
+
+def _take_all(query, port):
+    messages = []
+    for message in _messages(query, port):
+        messages.append(message)
+        answer = [r for m in messages for r in m.answer if r.rdtype == dns.rdatatype.SOA]
+        if len(messages) > 1000 or (len(answer) >= 2 and len(messages[0].answer) > 1):
+            return messages
+    return messages

@@ -48,7 +48,7 @@ from edgeway.dns.resolver.aio import Counters
 from edgeway.dns.responder import Responder
 from edgeway.dns.server import (DnsTcpServer, TcpServerProtocol, UdpServer, bind_tcp, bind_udp,
                                 serve_tcp)
-from edgeway.dns.zone import Zone, ZoneError, ZoneSet, load_zone, zone_fingerprint
+from edgeway.dns.zone import Zone, ZoneError, ZoneSet, load_zone, serial_compare, zone_fingerprint
 from edgeway.dns.journal import Journal, record_version
 from edgeway.dns.notify import send_notify
 from edgeway.dns.transfer import Served, Transfers
@@ -125,7 +125,15 @@ def _record(config: DnsConfig, zone_config: ZoneConfig, loaded: _LoadedZone, pre
     files: off the loop for a reload."""
     if not _wants_journal(zone_config):
         return loaded
-    update = record_version(config.journal_dir, loaded.zone, loaded.fingerprint, zone_config.max_journal, previous)
+    try:
+        update = record_version(config.journal_dir, loaded.zone, loaded.fingerprint, zone_config.max_journal,
+                                previous)
+    except OSError as exc:
+        # An unwritable journal_dir costs the history, not the zone: served, IXFR gets it whole.
+        log.error("dns: zone %s: journal_dir %s: %s: no IXFR history; fix the folder's permissions",
+                  loaded.zone.origin, config.journal_dir, exc.strerror or exc)
+        moved = previous is not None and serial_compare(loaded.zone.serial, previous.serial) == 1
+        return dataclasses.replace(loaded, journal=Journal(loaded.zone.origin), notify=moved)
     if update.warning:
         log.warning("dns: %s", update.warning)
     return dataclasses.replace(loaded, journal=update.journal, notify=update.new_serial)

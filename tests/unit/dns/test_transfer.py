@@ -282,3 +282,19 @@ def test_allowed_matches_address_and_key():
     assert not allowed(entries, "127.9.9.9", None)
     assert allowed(entries, "::1", None)
     assert not allowed(entries, "not an address", None)
+
+
+def test_an_rrset_larger_than_a_message_is_split(tmp_path):
+    big = "".join(f'big TXT "{i:05d} {"y" * 100}"\n' for i in range(1500))     # ~160 KB in one RRset
+    zone = write_zone(tmp_path, zone_text(1, big))
+    transfers = Transfers({KEY.name: KEY})
+    transfers.zones = {zone.origin: Served(zone, Journal(zone.origin), [Entry("127.0.0.0/8", "xfr-key.")])}
+    responder = Responder([ZonesHandler(ZoneSet([zone]))], transfers=transfers)
+    request = query("AXFR")
+    got = messages(responder.respond(request.to_wire(), CLIENT, "tcp"), request)
+    assert len(got) >= 3
+    copy = dns.zone.Zone("example.com.", relativize=False)
+    with dns.xfr.Inbound(copy, dns.rdatatype.AXFR) as inbound:
+        for message in got:
+            inbound.process_message(message)
+    assert len(copy.get_rdataset("big.example.com.", "TXT")) == 1500
