@@ -113,7 +113,8 @@ class Transfers:
             return Stream(_render(query, signer, _axfr_records(zone, soa)),
                           f"AXFR {zone.origin} serial {zone.serial} to {client_ip}")
         # IXFR
-        theirs = next((r for r in query.authority if r.rdtype == SOA and r.name == zone.origin), None)
+        # (a query with nothing but its question comes parsed by the fast parser: no authority)
+        theirs = next((r for r in getattr(query, "authority", ()) if r.rdtype == SOA and r.name == zone.origin), None)
         if theirs is None or not len(theirs):
             return _single(query, signer, dns.rcode.FORMERR)
         their_serial = theirs[0].serial

@@ -217,10 +217,12 @@ def test_ixfr_over_udp_is_the_soa_alone_and_axfr_over_udp_notimp(setup):
     assert message.rcode() == dns.rcode.NOTIMP
 
 
-def test_ixfr_without_the_clients_soa_is_formerr(setup):
+@pytest.mark.parametrize("key", [KEY, None])
+def test_ixfr_without_the_clients_soa_is_formerr(setup, key):
     responder, _ = setup
-    request = query("IXFR")
-    (message,) = messages(responder.respond(request.to_wire(), CLIENT, "tcp"), request)
+    request = query("IXFR", key=key)
+    client = CLIENT if key is not None else ("10.0.0.1", 1)
+    (message,) = messages(responder.respond(request.to_wire(), client, "tcp"), request)
     assert message.rcode() == dns.rcode.FORMERR
 
 
