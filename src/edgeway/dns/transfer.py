@@ -85,16 +85,20 @@ def allowed(entries, client_ip: str, keyname: dns.name.Name | None) -> bool:
 
 
 class Transfers:
-    """The primary's zones for transfers; the service replaces `zones` on every change."""
+    """The zones transfers are served from. `zones` are the primary's (`dns.zones`), replaced
+    whole by the service on every change; `secondaries` are the zones this server transfers
+    from elsewhere and may serve onward (`dns.secondary_zones[].allow_transfer`), kept by the
+    secondary side (edgeway.dns.secondary), which the service never overwrites."""
 
     def __init__(self, keyring: Keyring | None = None):
         self.keyring: Keyring = keyring or {}
         self.zones: dict[dns.name.Name, Served] = {}
+        self.secondaries: dict[dns.name.Name, Served] = {}
 
     def answer(self, query: dns.message.Message, signer: Signer | None, client, transport: str) -> bytes | Stream:
         question = query.question[0]
         rdtype = question.rdtype
-        served = self.zones.get(question.name)
+        served = self.zones.get(question.name) or self.secondaries.get(question.name)
         client_ip = client[0] if isinstance(client, tuple) else str(client)
         kind = dns.rdatatype.to_text(rdtype)
         keyname = signer.keyname if signer is not None else None

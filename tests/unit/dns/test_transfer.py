@@ -300,3 +300,15 @@ def test_an_rrset_larger_than_a_message_is_split(tmp_path):
         for message in got:
             inbound.process_message(message)
     assert len(copy.get_rdataset("big.example.com.", "TXT")) == 1500
+
+
+def test_a_secondary_zone_is_served_onward(setup, tmp_path):
+    responder, zone = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "z.zone").write_text(zone_text(9).replace("example.com.", "example.net."))
+    net = load_zone(other / "z.zone")
+    responder.transfers.secondaries[net.origin] = Served(net, Journal(net.origin), [Entry("127.0.0.0/8")])
+    request = query("AXFR", name="example.net.", key=None)
+    got = messages(responder.respond(request.to_wire(), CLIENT, "tcp"), request)
+    assert got[0].answer[0][0].serial == 9
