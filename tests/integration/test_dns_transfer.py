@@ -420,3 +420,4 @@ def _take_all(query, port):
         if len(messages) > 1000 or (len(answer) >= 2 and len(messages[0].answer) > 1):
             return messages
     return messages
+
