@@ -3,7 +3,8 @@
 `Responder.respond(wire, client, transport)` returns the response bytes, `None` (drop the
 query), or an awaitable of either when a handler had to go to the network: a `Later`
 (edgeway.dns.later) when the handler gave one (the recursion handler), which the servers follow
-with a callback, else a coroutine. It never raises, and neither does the awaitable: an input
+with a callback, else a coroutine; or, for AXFR and IXFR over TCP, a `Stream` of messages
+(edgeway.dns.transfer) that the TCP server writes one by one. It never raises, and neither does the awaitable: an input
 that breaks a handler gets SERVFAIL and a log line, not a dead server.
 
 Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
@@ -12,6 +13,10 @@ Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
 - any other message dnspython cannot parse, or not exactly one question: FORMERR, header only;
 - opcode other than QUERY: NOTIMP; EDNS version above 0: BADVERS (RFC 6891 section 6.1.3);
 - no handler answers: REFUSED;
+- a TSIG-signed message (RFC 8945, edgeway.dns.tsig): verified first; a failure is answered
+  NOTAUTH with BADKEY/BADSIG/BADTIME; a good one is answered as usual, signed, never from or
+  into the fast path;
+- AXFR/IXFR: edgeway.dns.transfer decides (allow_transfer, journal); REFUSED without it;
 - the answer is rendered for the client's UDP size (512 without EDNS, capped by ours); what
   does not fit in answer or authority sets TC=1, additional records are dropped silently.
 
