@@ -3,7 +3,8 @@
 `Responder.respond(wire, client, transport)` returns the response bytes, `None` (drop the
 query), or an awaitable of either when a handler had to go to the network: a `Later`
 (edgeway.dns.later) when the handler gave one (the recursion handler), which the servers follow
-with a callback, else a coroutine. It never raises, and neither does the awaitable: an input
+with a callback, else a coroutine; or, for AXFR and IXFR over TCP, a `Stream` of messages
+(edgeway.dns.transfer) that the TCP server writes one by one. It never raises, and neither does the awaitable: an input
 that breaks a handler gets SERVFAIL and a log line, not a dead server.
 
 Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
@@ -12,6 +13,10 @@ Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
 - any other message dnspython cannot parse, or not exactly one question: FORMERR, header only;
 - opcode other than QUERY: NOTIMP; EDNS version above 0: BADVERS (RFC 6891 section 6.1.3);
 - no handler answers: REFUSED;
+- a TSIG-signed message (RFC 8945, edgeway.dns.tsig): verified first; a failure is answered
+  NOTAUTH with BADKEY/BADSIG/BADTIME; a good one is answered as usual, signed, never from or
+  into the fast path;
+- AXFR/IXFR: edgeway.dns.transfer decides (allow_transfer, journal); REFUSED without it;
 - the answer is rendered for the client's UDP size (512 without EDNS, capped by ours); what
   does not fit in answer or authority sets TC=1, additional records are dropped silently.
 
@@ -51,6 +56,7 @@ from edgeway.dns.counters import CACHE, DnsCounters
 from edgeway.dns.handlers.base import Answer, Handler, Query
 from edgeway.dns.later import Later, from_awaitable
 from edgeway.dns.resolver.wire import parse_query, render, use_edns
+from edgeway.dns.tsig import Signer, error_response, verify
 
 log = logging.getLogger("edgeway.dns")
 query_log = logging.getLogger("edgeway.dns.query")
@@ -62,6 +68,7 @@ _OPCODE_MASK = 0x7800
 _RA, _RD = int(dns.flags.RA), int(dns.flags.RD)
 _clock = time.perf_counter
 _VARIANTS = 64          # rendered answers kept per question of a policy record
+_XFR = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 
 
 class Responder:
@@ -73,6 +80,7 @@ class Responder:
         log_queries: bool = False,
         fast_path_size: int = 100_000,
         counters: DnsCounters | None = None,
+        transfers=None,
     ):
         self.handlers = list(handlers)
         self.udp_payload_size = udp_payload_size
@@ -96,6 +104,9 @@ class Responder:
         self.counters = counters if counters is not None else DnsCounters()
         self._duration = self.counters.duration
         self.dropped = 0      # messages not answered at all (no header, or a response)
+        # Zone transfers and TSIG (edgeway.dns.transfer, edgeway.dns.tsig): the service's
+        # Transfers, or None (transfers REFUSED, signed messages NOTAUTH).
+        self.transfers = transfers
 
     # ------------------------------------------------------------------ entry point
 
@@ -178,8 +189,15 @@ class Responder:
             # The hand-written parser reads plain queries (no EDNS options, no TSIG, nothing
             # after the last record) in a fifth of dnspython's time; anything else is dnspython's.
             query = parse_query(wire) or dns.message.from_wire(wire, ignore_trailing=False)
-        except dns.message.UnknownTSIGKey:
-            return self._header_only(wire, transport, dns.rcode.NOTAUTH, started)
+        except dns.message.UnknownTSIGKey:      # (a TSIG-signed message)
+            if self.transfers is None:
+                return self._header_only(wire, transport, dns.rcode.NOTAUTH, started)
+            try:
+                query = self._verified(wire, client, transport, started)
+            except (dns.exception.DNSException, ValueError, IndexError, struct.error, UnicodeError):
+                return self._header_only(wire, transport, dns.rcode.FORMERR, started)
+            if type(query) is bytes:             # (the TSIG error answer)
+                return query
         except (dns.exception.DNSException, ValueError, IndexError, struct.error, UnicodeError):
             return self._header_only(wire, transport, dns.rcode.FORMERR, started)
         if opcode != dns.opcode.QUERY:
@@ -198,10 +216,39 @@ class Responder:
             recursion_desired=bool(flags & _RD),   # (the header's int: no flag enum)
             message=query,
         )
+        if question.rdtype in _XFR and self.transfers is not None:
+            return self._transfer(query, request, transport, started)
         if dns.rdatatype.is_metatype(question.rdtype) and question.rdtype != dns.rdatatype.ANY:
-            # AXFR, IXFR, MAILA/MAILB, OPT as a question: not served (zone transfers come later).
+            # AXFR/IXFR without transfers, MAILA/MAILB, OPT as a question: not served.
             return self._finish(query, request, Answer(rcode=dns.rcode.REFUSED), transport, key, started)
         return self._ask(query, request, 0, transport, key, started)
+
+    # ------------------------------------------------------------------ TSIG and transfers
+
+    def _verified(self, wire, client, transport, started):
+        """The signed request, verified (a Message), or the bytes of its TSIG error answer."""
+        verified = verify(wire, self.transfers.keyring)
+        if not verified.error:
+            return verified.message
+        rdtype = verified.message.question[0].rdtype if verified.message.question else None
+        log.warning("dns: TSIG %s from %s (key %s): answered NOTAUTH", verified.error_text, _host(client),
+                    verified.keyname)
+        self.counters.answered(transport, rdtype, dns.rcode.NOTAUTH, _clock() - started)
+        return error_response(verified)
+
+    def _transfer(self, query, request, transport, started):
+        signer = None
+        if getattr(query, "tsig", None) is not None and query.keyring:
+            signer = Signer(query.keyring, query.tsig.name, query.mac, query.id, query.tsig[0].fudge)
+        result = self.transfers.answer(query, signer, request.client, transport)
+        if type(result) is bytes:
+            rcode = result[3] & 0xF
+        else:
+            rcode = dns.rcode.NOERROR
+        self.counters.answered(transport, request.rdtype, rcode, _clock() - started)
+        if self.log_queries:
+            self._log(request.client, transport, request.name, request.rdtype, rcode, 0, _clock() - started)
+        return result
 
     # ------------------------------------------------------------------ the handler chain
 
@@ -291,24 +338,27 @@ class Responder:
                 dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             self.wire_cache.put(key, wire, transport, time.monotonic(),
                                 counters.cell(transport, request.rdtype, answer.rcode, CACHE))
+        # a TSIG-signed question's answer is signed for it: never kept for another
+        signed = getattr(request.message, "tsig", None) is not None
         if answer.dynamic is not None:
             decide, variant, record, decision, template = answer.dynamic
             record.count(decision)
-            dynamic = self.dynamic_udp if transport == "udp" else self.dynamic_tcp
-            entry = dynamic.get(key)
-            if entry is None:
-                if len(dynamic) >= self.fast_path_size:
-                    dynamic.clear()
-                entry = dynamic[key] = [decide, {}, record, None]
-            if entry[3] is None and template is not None and decision.addresses:
-                # answers of addresses are assembled per decision from this one (any set of
-                # addresses: multivalue's samples too); others are kept per variant
-                entry[3] = template(wire, _NO_EDNS_SIZE if transport == "udp" else 65535,
-                                    counters.cell(transport, request.rdtype, answer.rcode))
-            if len(entry[1]) >= _VARIANTS:
-                entry[1].clear()       # (health flapping over many servers: start again)
-            entry[1][variant] = (wire[2:], counters.cell(transport, request.rdtype, answer.rcode))
-        elif answer.cacheable:
+            if not signed:
+                dynamic = self.dynamic_udp if transport == "udp" else self.dynamic_tcp
+                entry = dynamic.get(key)
+                if entry is None:
+                    if len(dynamic) >= self.fast_path_size:
+                        dynamic.clear()
+                    entry = dynamic[key] = [decide, {}, record, None]
+                if entry[3] is None and template is not None and decision.addresses:
+                    # answers of addresses are assembled per decision from this one (any set of
+                    # addresses: multivalue's samples too); others are kept per variant
+                    entry[3] = template(wire, _NO_EDNS_SIZE if transport == "udp" else 65535,
+                                        counters.cell(transport, request.rdtype, answer.rcode))
+                if len(entry[1]) >= _VARIANTS:
+                    entry[1].clear()       # (health flapping over many servers: start again)
+                entry[1][variant] = (wire[2:], counters.cell(transport, request.rdtype, answer.rcode))
+        elif answer.cacheable and not signed:
             fast = self.fast_udp if transport == "udp" else self.fast_tcp
             if len(fast) >= self.fast_path_size:
                 fast.clear()  # cheaper than LRU bookkeeping on every hit; refills at once
@@ -337,6 +387,9 @@ class Responder:
             size = max(size, _NO_EDNS_SIZE)
         else:
             size = 65535
+        if getattr(query, "tsig", None) is not None and query.keyring:     # (a verified signed request: RFC 8945 5.3)
+            Signer(query.keyring, query.tsig.name, query.mac, query.id, query.tsig[0].fudge).sign_message(response)
+            return response.to_wire(max_size=size, prefer_truncation=True, want_shuffle=False)
         # Records in zone-file order, as NSD (no shuffling: the fast path would freeze it anyway).
         # The hand-written renderer writes dnspython's bytes for the common record types in a
         # seventh of the time; dnspython does the rest, and every truncation.
