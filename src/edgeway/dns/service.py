@@ -24,6 +24,12 @@ Live operation (the runtime's reload contract, docs/operations.md):
 - `drain(deadline)`: no new question, owed answers sent, until none is left or the deadline.
 - The metrics' counts (`counters`, `resolver_counters`; edgeway.dns.metrics) belong to the
   service: every responder and every resolver a reload builds counts into the same objects.
+
+Secondary zones (`dns.secondary_zones`, edgeway.dns.secondary): the service only serves them.
+Each is read from its file at construction when the file exists (a restart serves it at once),
+else it answers SERVFAIL until `set_secondary` installs a transfer (the SecondaryManager's
+work, in this process or in the supervisor). A reload keeps what was installed. NOTIFY
+(RFC 1996) is answered here (`NotifyHandler`: allow_notify, TSIG) and handed to `notify_sink`.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ import dns.name
 
 from edgeway.config.model import DnsConfig, ZoneConfig
 from edgeway.dns.counters import DnsCounters
-from edgeway.dns.handlers.zones import ZonesHandler
+from edgeway.dns.handlers.zones import UnavailableZone, ZonesHandler
+from edgeway.dns.notify import NotifyHandler
 from edgeway.dns.resolver.aio import Counters
 from edgeway.dns.responder import Responder
 from edgeway.dns.server import (DnsTcpServer, TcpServerProtocol, UdpServer, bind_tcp, bind_udp,
@@ -130,14 +137,40 @@ def _resolver_of(handlers: list):
     return next((h.resolver for h in handlers if getattr(h, "name", "") == "recursion"), None)
 
 
-def _build_responder(config: DnsConfig, handlers: list, counters: DnsCounters) -> Responder:
-    return Responder(
+def _build_responder(config: DnsConfig, handlers: list, counters: DnsCounters, notify=None) -> Responder:
+    responder = Responder(
         handlers,
         udp_payload_size=config.udp_payload_size,
         recursion_available=config.recursion.enabled,
         log_queries=config.query_log,
         counters=counters,      # (the service's: the counts run on across reloads)
     )
+    responder.notify = notify
+    return responder
+
+
+def _read_secondary(zone_config) -> Zone | None:
+    """A secondary zone's file, if it exists and parses (else None: transferred anew)."""
+    path = Path(zone_config.file)
+    if not path.exists():
+        return None
+    try:
+        return load_zone(path, zone_config.origin)
+    except ZoneError as exc:
+        log.warning("secondary zone %s: %s: not served from it, transferred anew", zone_config.origin, exc)
+        return None
+
+
+def _zone_set(loaded: list, secondary: dict) -> ZoneSet:
+    zones = ZoneSet()
+    for index, item in enumerate(loaded):
+        try:
+            zones.add(item.zone)
+        except ZoneError as exc:
+            raise ZoneError(f"dns.zones.{index}: {exc}") from None
+    for origin, zone in secondary.items():
+        zones.add(zone if zone is not None else UnavailableZone.of(origin))
+    return zones
 
 
 class _Listen:
@@ -202,6 +235,7 @@ class DnsReloadPlan:
     changes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     done: bool = False
+    secondary: dict = field(default_factory=dict)
 
     def commit(self) -> None:
         if self.done:
@@ -233,14 +267,21 @@ class DnsService:
                 raise ZoneError(f"dns.zones.{index}: {exc}") from None
             loaded.append(_LoadedZone(_zone_key(zone_config), zone, fingerprint))
         self._zones: list[_LoadedZone] = loaded
+        self._secondary: dict[dns.name.Name, Zone | None] = {
+            dns.name.from_text(z.origin): _read_secondary(z) for z in config.secondary_zones}
+        for origin, zone in self._secondary.items():
+            zones.add(zone if zone is not None else UnavailableZone.of(origin))
         self.zones = zones
+        self.notify = NotifyHandler(config)
+        self.notify_sink = None       # callable(origin, source): set by the runtime or the worker
+        self.notify.sink = self._notified
         self.handlers = build_handlers(config, self.zones)
         self.resolver = _resolver_of(self.handlers)
         # The metrics' counts (edgeway.dns.metrics) live as long as the service: every responder
         # and every resolver a reload builds counts into these.
         self.counters = DnsCounters()
         self.resolver_counters = self.resolver.counters if self.resolver is not None else Counters()
-        self.responder = _build_responder(config, self.handlers, self.counters)
+        self.responder = _build_responder(config, self.handlers, self.counters, self.notify)
         self.tcp = DnsTcpServer(
             self.responder,
             idle_timeout=config.tcp.idle_timeout,
@@ -350,12 +391,15 @@ class DnsService:
         changes: list[str] = []
         warnings: list[str] = []
         loaded = await self._load_zones(config, changes, warnings)
-        zones = ZoneSet()
-        for index, item in enumerate(loaded):
-            try:
-                zones.add(item.zone)
-            except ZoneError as exc:
-                raise ZoneError(f"dns.zones.{index}: {exc}") from None
+        secondary = {}
+        for zone_config in config.secondary_zones:
+            origin = dns.name.from_text(zone_config.origin)
+            if origin in self._secondary:
+                secondary[origin] = self._secondary[origin]
+            else:
+                secondary[origin] = await _in_thread(_read_secondary, zone_config)
+                changes.append(f"dns: secondary zone {origin} added")
+        zones = _zone_set(loaded, secondary)
         running = {z.zone.origin for z in self._zones}
         for origin in sorted(running - {z.zone.origin for z in loaded}):
             changes.append(f"dns: zone {origin} removed")
@@ -395,7 +439,7 @@ class DnsService:
         removed = [l for k, l in self._listens.items() if k not in {str(a) for a in config.listen}]
         changes += [f"dns: {l.key} removed (draining)" for l in removed]
         return DnsReloadPlan(self, config, loaded, handlers, self.resolver if keep_resolver else new_resolver,
-                             new_resolver is not None, added, removed, changes, warnings)
+                             new_resolver is not None, added, removed, changes, warnings, secondary=secondary)
 
     async def _load_zones(self, config: DnsConfig, changes: list[str], warnings: list[str]) -> list[_LoadedZone]:
         by_key = {z.key: z for z in self._zones}
@@ -433,7 +477,8 @@ class DnsService:
     def _commit(self, plan: DnsReloadPlan) -> None:
         # Nothing here awaits: the swap is one block of assignments on the loop's thread.
         config = plan.config
-        responder = _build_responder(config, plan.handlers, self.counters)
+        self.notify.configure(config)
+        responder = _build_responder(config, plan.handlers, self.counters, self.notify)
         old_resolver = self.resolver
         self.tcp.responder = responder
         self.tcp.idle_timeout = config.tcp.idle_timeout
@@ -455,7 +500,12 @@ class DnsService:
         asyncio.get_running_loop().call_soon(released.__len__)
         self.config = config
         self._zones = plan.zones
-        self.zones = ZoneSet([z.zone for z in plan.zones])
+        # (a transfer installed since prepare: the newer zone stays)
+        self._secondary = {origin: self._secondary.get(origin, zone) for origin, zone in plan.secondary.items()}
+        self.zones = _zone_set(plan.zones, self._secondary)
+        for handler in plan.handlers:
+            if isinstance(handler, ZonesHandler):
+                handler.zones = self.zones
         self.handlers = plan.handlers
         self.responder = responder
         self.resolver = plan.resolver
@@ -548,13 +598,43 @@ class DnsService:
         return result
 
     def _swap_zones(self, zones: list[_LoadedZone]) -> None:
-        zone_set = ZoneSet([z.zone for z in zones])
+        zone_set = _zone_set(zones, self._secondary)
         for handler in self.handlers:
             if isinstance(handler, ZonesHandler):
                 handler.zones = zone_set        # (one assignment: a query sees old or new)
         self._zones = zones
         self.zones = zone_set
         self.responder.invalidate()
+
+    # ------------------------------------------------------------------ secondary zones
+
+    def secondary_zones(self) -> dict[dns.name.Name, Zone | None]:
+        """What each secondary zone serves now (None: SERVFAIL)."""
+        return dict(self._secondary)
+
+    def set_secondary(self, origin: dns.name.Name, zone: Zone | None) -> None:
+        """Serve `zone` for the secondary zone `origin` (None: answer SERVFAIL: expired). One
+        assignment: a query sees the old zone or the new one."""
+        if origin not in self._secondary:
+            raise UnknownZoneError(f"zone {origin}: not a secondary zone here")
+        self._secondary[origin] = zone
+        self._swap_zones(self._zones)
+
+    async def load_secondary(self, origin: str) -> dict:
+        """Read a secondary zone's file again and serve it (workers: the supervisor wrote it)."""
+        name = dns.name.from_text(origin)
+        index = next((i for i, z in enumerate(self.config.secondary_zones)
+                      if dns.name.from_text(z.origin) == name), None)
+        if index is None:
+            raise UnknownZoneError(f"zone {name}: not a secondary zone here")
+        zone_config = self.config.secondary_zones[index]
+        zone = await _in_thread(load_zone, zone_config.file, zone_config.origin)
+        self.set_secondary(name, zone)
+        return {"origin": name.to_text(), "serial": zone.serial}
+
+    def _notified(self, origin: dns.name.Name, source: str) -> None:
+        if self.notify_sink is not None:
+            self.notify_sink(origin, source)
 
     def flush_cache(self, name: str | None = None) -> int:
         """Forget cached answers: everything, or `name` and below. Returns the entries removed
