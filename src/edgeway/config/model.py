@@ -57,19 +57,102 @@ ExistingFile = Annotated[ConfigPath, AfterValidator(_existing_file)]
 # --------------------------------------------------------------------------- dns
 
 
+def _dns_name(value: str, what: str) -> str:
+    try:
+        return dns.name.from_text(value).to_text()
+    except Exception as exc:  # dnspython raises several name errors
+        raise ValueError(f"invalid {what} {value!r}: {exc}") from None
+
+
+TsigAlgorithm = Literal["hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"]
+
+
+class TsigKeyConfig(Model):
+    """A TSIG key (RFC 8945): the secret lives in its own file (base64 alone, or the
+    `key "name" { algorithm ..; secret ".."; };` block tsig-keygen prints)."""
+
+    name: str
+    algorithm: TsigAlgorithm = "hmac-sha256"
+    secret_file: ExistingFile
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _dns_name(value, "key name")
+
+    @field_validator("secret_file")
+    @classmethod
+    def _secret(cls, value: Path) -> Path:
+        from edgeway.dns.tsig import TsigKeyError, read_key_file
+
+        try:
+            read_key_file(value)
+        except TsigKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _block_agrees(self) -> "TsigKeyConfig":
+        # A key block names its own algorithm: a different one here would sign with the wrong
+        # hash and every peer would answer BADSIG; say so now.
+        from edgeway.dns.tsig import read_key_file
+
+        block = read_key_file(self.secret_file)
+        if block.algorithm is not None and block.algorithm != self.algorithm:
+            raise ValueError(f"{self.secret_file} says algorithm {block.algorithm}, the config says "
+                             f"{self.algorithm}: make them agree")
+        return self
+
+
+class TransferAclEntry(Model):
+    """Who may transfer a zone: an address or network, and the TSIG key it must sign with
+    (none: the request must be unsigned, as NSD's NOKEY)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    from_: Network = Field(alias="from")
+    key: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else _dns_name(value, "key name")
+
+
 class ZoneConfig(Model):
     file: ExistingFile
     origin: str | None = None
+    allow_transfer: list[TransferAclEntry] = Field(default_factory=list)   # default: nobody
+    notify: list[DnsServerAddress] = Field(default_factory=list)           # told on every new serial
+    max_journal: int = Field(100, ge=0)   # versions of history kept for IXFR; 0: AXFR only
 
     @field_validator("origin")
     @classmethod
     def _origin(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        try:
-            return dns.name.from_text(value).to_text()
-        except Exception as exc:  # dnspython raises several name errors
-            raise ValueError(f"invalid zone origin {value!r}: {exc}") from None
+        return _dns_name(value, "zone origin")
+
+
+class SecondaryZoneConfig(Model):
+    """A zone this server transfers from its primaries (edgeway.dns.secondary)."""
+
+    origin: str
+    primaries: list[DnsServerAddress] = Field(min_length=1)
+    key: str | None = None                 # TSIG key for SOA queries, transfers and NOTIFY
+    file: ConfigPath                       # kept on disk: a restart serves it at once
+    allow_notify: list[Network] | None = None          # default: the primaries' addresses
+    allow_transfer: list[TransferAclEntry] = Field(default_factory=list)
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        return _dns_name(value, "zone origin")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        return None if value is None else _dns_name(value, "key name")
 
 
 class CacheConfig(Model):
@@ -114,6 +197,42 @@ class DnsConfig(Model):
     udp_payload_size: int = Field(1232, ge=512, le=65535)
     query_log: bool = False
     tcp: DnsTcpConfig = DnsTcpConfig()
+    tsig_keys: list[TsigKeyConfig] = Field(default_factory=list)
+    secondary_zones: list[SecondaryZoneConfig] = Field(default_factory=list)
+    # each zone's IXFR history (<origin>journal) and last served version (<origin>last); relative
+    # to the config file
+    journal_dir: ConfigPath = Field(Path(".edgeway-journal"), validate_default=True)
+
+    def reference_errors(self) -> list[tuple[KeyPath, str]]:
+        """TSIG key names that must exist and be unique, origins served twice."""
+        errors: list[tuple[KeyPath, str]] = []
+        keys: dict[str, int] = {}
+        for i, key in enumerate(self.tsig_keys):
+            if key.name in keys:
+                errors.append((("dns", "tsig_keys", i, "name"), f"duplicate key name {key.name!r} "
+                               f"(first at dns.tsig_keys.{keys[key.name]})"))
+            keys.setdefault(key.name, i)
+        known = ", ".join(sorted(keys)) or "none defined in dns.tsig_keys"
+
+        def check(path: KeyPath, name: str | None) -> None:
+            if name is not None and name not in keys:
+                errors.append((path, f"unknown TSIG key {name!r} (known: {known})"))
+
+        origins: dict[str, str] = {}
+        for i, zone in enumerate(self.zones):
+            for j, entry in enumerate(zone.allow_transfer):
+                check(("dns", "zones", i, "allow_transfer", j, "key"), entry.key)
+            if zone.origin is not None:
+                origins[zone.origin] = f"dns.zones.{i}"
+        for i, zone in enumerate(self.secondary_zones):
+            check(("dns", "secondary_zones", i, "key"), zone.key)
+            for j, entry in enumerate(zone.allow_transfer):
+                check(("dns", "secondary_zones", i, "allow_transfer", j, "key"), entry.key)
+            if zone.origin in origins:
+                errors.append((("dns", "secondary_zones", i, "origin"),
+                               f"zone {zone.origin} is also served by {origins[zone.origin]}"))
+            origins[zone.origin] = f"dns.secondary_zones.{i}"
+        return errors
 
 
 # --------------------------------------------------------------------------- upstreams
@@ -451,6 +570,7 @@ class Config(Model):
                         )
                     )
         if self.dns is not None:
+            errors += self.dns.reference_errors()
             for i, address in enumerate(self.dns.listen):
                 for kind in ("udp", "tcp"):
                     if (kind, address) in binds:
