@@ -50,6 +50,7 @@ MAX_SLEEP = 60.0     # the manager looks at its zones at least this often
 class Target(Protocol):
     """Where the manager puts zones."""
 
+    def preloaded(self) -> dict[dns.name.Name, Zone | None] | None: ...
     async def install(self, origin: dns.name.Name, zone: Zone, path: Path) -> None: ...
     async def expire(self, origin: dns.name.Name) -> None: ...
 
@@ -128,14 +129,15 @@ class SecondaryManager:
 
     # ------------------------------------------------------------------ start and stop
 
-    async def start(self, loaded: dict[dns.name.Name, Zone | None] | None = None) -> None:
-        """Take the zones read from their files (`loaded`: what the DnsService read; None:
-        read them here, the supervisor's case), then run."""
+    async def start(self) -> None:
+        """Take the zones read from their files (what the target's DnsService read, or read
+        here: the supervisor's case), then run."""
         if self._wake is None:
             self._wake = asyncio.Event()
+        loaded = self.target.preloaded()
         now = self.clock()
         for origin, held in self.zones.items():
-            zone = (loaded or {}).get(origin) if loaded is not None else await self._read_file(held)
+            zone = loaded.get(origin) if loaded is not None else await self._read_file(held)
             if zone is None:
                 log.info("secondary zone %s: no data yet (%s absent): SERVFAIL until the first transfer",
                          origin, held.path)
@@ -370,16 +372,22 @@ def _loop_running() -> bool:
 
 
 class ServiceTarget:
-    """One process: zones go straight into the DnsService."""
+    """One process: zones go straight into the runtime's DnsService."""
 
-    def __init__(self, service):
-        self.service = service
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def preloaded(self) -> dict | None:
+        """What the DnsService read from the zones' files (it is served already)."""
+        return self.runtime.dns.secondary_zones() if self.runtime.dns is not None else None
 
     async def install(self, origin, zone, path) -> None:
-        self.service.set_secondary(origin, zone)
+        if self.runtime.dns is not None:
+            self.runtime.dns.set_secondary(origin, zone)
 
     async def expire(self, origin) -> None:
-        self.service.set_secondary(origin, None)
+        if self.runtime.dns is not None:
+            self.runtime.dns.set_secondary(origin, None)
 
 
 class GroupTarget:
@@ -390,6 +398,9 @@ class GroupTarget:
     def __init__(self, runtime):
         self.runtime = runtime          # the supervisor's control Runtime (its `group`)
         self.expired: set[dns.name.Name] = set()
+
+    def preloaded(self) -> None:
+        return None                     # (no DnsService here: the manager reads the files)
 
     async def _each(self, op: str, origin) -> None:
         group = self.runtime.group

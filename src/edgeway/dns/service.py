@@ -318,7 +318,8 @@ class DnsService:
             await self.stop()
             raise
         for zone in self.zones:
-            log.info("zone %s serial %d loaded from %s", zone.origin, zone.serial, zone.path)
+            if zone.__class__ is not UnavailableZone:
+                log.info("zone %s serial %d loaded from %s", zone.origin, zone.serial, zone.path)
         log.info("dns listening on %s (udp and tcp)", ", ".join(str(a) for a in self.config.listen))
 
     @staticmethod

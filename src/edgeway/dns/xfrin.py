@@ -94,8 +94,21 @@ def _tsig_text(exc: Exception) -> str:
             dns.tsig.PeerBadTime: "BADTIME", dns.tsig.PeerBadTruncation: "BADTRUNC"}.get(type(exc), str(exc))
 
 
+class _Zone(dns.zone.Zone):
+    """A dnspython zone that notes whether a transfer replaced it whole (an IXFR answered
+    with the whole zone, as a primary without history does: dnspython then asks for a
+    replacement writer)."""
+
+    whole = False
+
+    def writer(self, replacement: bool = False):
+        if replacement:
+            self.whole = True
+        return super().writer(replacement)
+
+
 def _empty(origin: dns.name.Name) -> dns.zone.Zone:
-    return dns.zone.Zone(origin, rdclass=dns.rdataclass.IN, relativize=False)
+    return _Zone(origin, rdclass=dns.rdataclass.IN, relativize=False)
 
 
 def copy_of(origin: dns.name.Name, nodes: dict) -> dns.zone.Zone:
@@ -115,7 +128,7 @@ def fetch(origin: dns.name.Name, primary: Primary, key: dns.tsig.Key | None,
     if current is not None and not axfr_only:
         try:
             _inbound(current, primary, key, serial=0)
-            return current, "IXFR"
+            return current, "IXFR (whole zone)" if current.whole else "IXFR"
         except dns.xfr.TransferError as exc:
             if exc.rcode not in _IXFR_REFUSED:
                 raise TransferError(f"{where}: IXFR: {dns.rcode.to_text(exc.rcode)}") from None

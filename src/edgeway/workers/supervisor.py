@@ -274,6 +274,8 @@ class Supervisor:
             if self.sync is not None:
                 for state in self.sync.full_state(self.control.upstreams):
                     channel.send(state)
+            if self.control.secondary is not None and self.control.secondary.zones:
+                self._background(self._sync_secondaries(handle))
             if not self._announced and all(h.state == "running" for h in self.workers):
                 self._announced = True
                 log.info("edgeway is running (pid %d) with %d workers; SIGHUP reloads, SIGTERM drains and "
@@ -281,11 +283,30 @@ class Supervisor:
         elif kind == "failure":
             if self.sync is not None and self.sync.apply_failure(self.control.upstreams, msg):
                 self._on_change(self.control.upstreams.get(msg.get("upstream")))
+        elif kind == "notify":        # a worker accepted a NOTIFY: our SecondaryManager acts on it
+            if self.control.secondary is not None:
+                self.control.secondary.notify(str(msg.get("origin")), str(msg.get("from") or ""))
         elif kind == "bye":
             if msg.get("snapshot") is not None:
                 self.retired.append(msg["snapshot"])
         else:
             log.warning("worker %d: unknown control message %r", handle.index, kind)
+
+    async def _sync_secondaries(self, handle: WorkerHandle) -> None:
+        """A worker that just started serves the secondary zones' files as it found them;
+        make it serve what the group serves: the file again (a transfer may have written it
+        since it read it), or nothing for an expired zone."""
+        manager = self.control.secondary
+        for origin, held in list(manager.zones.items()):
+            if handle.channel is None:
+                return
+            if held.zone is None and not held.state.expired:
+                continue
+            op = "secondary_expire" if held.state.expired else "secondary_load"
+            try:
+                await handle.channel.request({"t": "op", "op": op, "args": {"origin": origin.to_text()}}, 60.0)
+            except ControlError as exc:
+                log.error("worker %d: secondary zone %s: %s failed: %s", handle.index, origin, op, exc)
 
     def _on_exit(self, handle: WorkerHandle) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,287 @@
+"""edgeway as a secondary of real primaries (NSD and Knot): the first AXFR, a change on the
+primary + its NOTIFY -> IXFR (Knot keeps history; NSD 4.6 answers IXFR with the whole zone),
+answers that match the primary's, TSIG right and wrong, expiry -> SERVFAIL, a restart that
+serves the file at once, and `workers: 2` (one transfer in the supervisor, both workers answer
+the new serial)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+import yaml
+
+from tests.support.primaries import KnotPrimary, NsdPrimary, serial_at, wait_serial
+from tests.support.tools import edgeway_cmd, edgeway_env, free_port
+
+pytestmark = pytest.mark.interop
+
+ORIGIN = "sec.test."
+SECRET = base64.b64encode(b"edgeway-secondary-test-key-32byt").decode()
+OTHER_SECRET = base64.b64encode(b"a-different-secret-of-32-bytes!!").decode()
+KEY = ("xfr-key.", "hmac-sha256", SECRET)
+
+
+def zone_text(serial: int, hosts: int = 3, timers: str = "3600 600 86400") -> str:
+    lines = [f"$ORIGIN {ORIGIN}", "$TTL 300",
+             f"@ IN SOA ns1 admin {serial} {timers} 60", "@ IN NS ns1", "ns1 IN A 127.0.0.1",
+             f'ver IN TXT "v{serial}"', "mail IN MX 10 ns1", "*.wild IN A 192.0.2.99"]
+    lines += [f"h{i} IN A 192.0.2.{i % 250 + 1}" for i in range(hosts)]
+    return "\n".join(lines) + "\n"
+
+
+class Secondary:
+    """`edgeway serve` with one secondary zone; its log goes to a file (no pipe to fill)."""
+
+    def __init__(self, folder: Path, primary_port: int, key_secret: str | None = SECRET, workers: int = 1,
+                 admin: bool = True):
+        self.folder = folder
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.log = folder / "edgeway.log"
+        self.zone_file = folder / "secondaries" / "sec.test.zone"
+        folder.mkdir(parents=True, exist_ok=True)
+        dns_section: dict = {"listen": [f"127.0.0.1:{self.port}"],
+                             "secondary_zones": [{"origin": ORIGIN, "primaries": [f"127.0.0.1:{primary_port}"],
+                                                  "file": "secondaries/sec.test.zone"}]}
+        if key_secret is not None:
+            (folder / "xfr.key").write_text(key_secret + "\n")
+            dns_section["tsig_keys"] = [{"name": "xfr-key.", "algorithm": "hmac-sha256", "secret_file": "xfr.key"}]
+            dns_section["secondary_zones"][0]["key"] = "xfr-key."
+        config: dict = {"dns": dns_section}
+        if workers > 1:
+            config["workers"] = workers
+        if admin:
+            token = folder / "token"
+            token.write_text("secondary-test-token-0123456789\n")
+            os.chmod(token, 0o600)
+            config["admin"] = {"listen": f"127.0.0.1:{self.admin_port}", "token_file": "token"}
+        self.config = folder / "edgeway.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Secondary":
+        with open(self.log, "a") as out:
+            self.proc = subprocess.Popen(edgeway_cmd("serve", "--config", str(self.config)), stdout=out,
+                                         stderr=subprocess.STDOUT, env=edgeway_env())
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            if self.rcode("sec.test.", "SOA") is not None:
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(self.log.read_text()[-3000:])
+
+    def stop(self) -> int:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def ask(self, name: str, rdtype: str, tcp: bool = False):
+        query = dns.message.make_query(name, rdtype)
+        query.flags &= ~dns.flags.RD
+        ask = dns.query.tcp if tcp else dns.query.udp
+        return ask(query, "127.0.0.1", port=self.port, timeout=2)
+
+    def rcode(self, name: str, rdtype: str) -> int | None:
+        try:
+            return self.ask(name, rdtype).rcode()
+        except Exception:
+            return None
+
+    def serial(self) -> int | None:
+        return serial_at(self.port, ORIGIN)
+
+    def wait_serial(self, serial: int, timeout: float = 15) -> None:
+        wait_serial(self.port, ORIGIN, serial, "edgeway", timeout=timeout, proc=self.proc, log=self.log)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(edgeway_cmd("ctl", "--config", str(self.config), *args), capture_output=True,
+                              text=True, env=edgeway_env(), timeout=60)
+
+
+def answers(port: int, name: str, rdtype: str) -> tuple:
+    query = dns.message.make_query(name, rdtype)
+    query.flags &= ~dns.flags.RD
+    response = dns.query.udp(query, "127.0.0.1", port=port, timeout=2)
+
+    def lines(section):
+        return sorted(line.lower() for rrset in section for line in rrset.to_text().splitlines())
+
+    return (dns.rcode.to_text(response.rcode()), bool(response.flags & dns.flags.AA),
+            lines(response.answer), lines(response.authority))
+
+
+QUESTIONS = [("sec.test.", "SOA"), ("sec.test.", "NS"), ("ver.sec.test.", "TXT"), ("h1.sec.test.", "A"),
+             ("mail.sec.test.", "MX"), ("x.wild.sec.test.", "A"), ("nothere.sec.test.", "A"),
+             ("h2.sec.test.", "AAAA")]
+
+
+def assert_same_answers(primary_port: int, secondary_port: int, kind: str = "nsd") -> None:
+    """The secondary answers as its primary: everything as NSD (edgeway answers as NSD does);
+    rcode, AA and the answer section as Knot, which leaves the apex NS out of the authority
+    section of positive answers (minimal responses) where NSD and edgeway put it in."""
+    for name, rdtype in QUESTIONS:
+        ours, theirs = answers(secondary_port, name, rdtype), answers(primary_port, name, rdtype)
+        if kind == "knot" and ours[0] == "NOERROR" and ours[2]:
+            ours, theirs = ours[:3], theirs[:3]
+        assert ours == theirs, (name, rdtype)
+
+
+@pytest.mark.parametrize("kind", ["nsd", "knot"])
+def test_transfer_from_primary_then_notify_brings_the_change(tmp_path, kind):
+    edgeway_port = free_port()
+    cls = NsdPrimary if kind == "nsd" else KnotPrimary
+    with cls(tmp_path / kind, ORIGIN, zone_text(1), notify_port=None, key=KEY) as primary:
+        secondary = Secondary(tmp_path / "edgeway", primary.port)
+        primary.notify_port = secondary.port
+        primary.stop()
+        primary.start()          # (again, now that it knows where to send NOTIFY)
+        with secondary:
+            secondary.wait_serial(1)
+            assert_same_answers(primary.port, secondary.port, kind)
+            assert "AXFR from" in secondary.log.read_text()
+            assert secondary.zone_file.exists()        # kept on disk
+            started = time.monotonic()
+            primary.update(zone_text(2, hosts=5))      # -> NOTIFY to edgeway -> SOA check -> IXFR
+            secondary.wait_serial(2, timeout=10)
+            assert time.monotonic() - started < 8      # (REFRESH is 3600: the NOTIFY did it)
+            assert_same_answers(primary.port, secondary.port, kind)
+            assert answers(secondary.port, "h4.sec.test.", "A")[2] == ["h4.sec.test. 300 in a 192.0.2.5"]
+            log = secondary.log.read_text()
+            assert re.search(r"NOTIFY from 127\.0\.0\.1", log), log[-3000:]
+            if kind == "knot":       # Knot keeps the differences: a real incremental transfer
+                assert re.search(r"IXFR from 127\.0\.0\.1:\d+: serial 1 -> 2", log), log[-3000:]
+            else:                    # NSD 4.6 answers IXFR with the whole zone
+                assert re.search(r"IXFR \(whole zone\) from 127\.0\.0\.1:\d+: serial 1 -> 2", log), log[-3000:]
+            status = json.loads(secondary.ctl("--json", "status").stdout)
+            [zone] = status["secondary_zones"]
+            assert zone["origin"] == ORIGIN and zone["serial"] == 2 and zone["state"] == "ok"
+            assert zone["last_transfer"]["serial"] == 2 and zone["next_refresh"] > time.time() + 3000
+        assert secondary.proc.returncode == 0
+
+
+def test_wrong_tsig_secret_gets_nothing_and_says_why(tmp_path):
+    with NsdPrimary(tmp_path / "nsd", ORIGIN, zone_text(7), key=KEY) as primary:
+        with Secondary(tmp_path / "edgeway", primary.port, key_secret=OTHER_SECRET) as secondary:
+            deadline = time.monotonic() + 10
+            while "BADSIG" not in secondary.log.read_text() and "not signed" not in secondary.log.read_text():
+                assert time.monotonic() < deadline, secondary.log.read_text()[-3000:]
+                time.sleep(0.1)
+            # never transferred: SERVFAIL without AA, as NSD answers a zone it has no data for
+            response = secondary.ask("ver.sec.test.", "TXT")
+            assert response.rcode() == dns.rcode.SERVFAIL and not response.flags & dns.flags.AA
+            assert not secondary.zone_file.exists()
+            status = json.loads(secondary.ctl("--json", "status").stdout)
+            assert status["secondary_zones"][0]["state"] == "no data"
+            assert status["secondary_zones"][0]["last_error"]
+
+
+def test_no_key_where_the_primary_wants_one_is_refused(tmp_path):
+    with NsdPrimary(tmp_path / "nsd", ORIGIN, zone_text(7), key=KEY) as primary:
+        with Secondary(tmp_path / "edgeway", primary.port, key_secret=None, admin=False) as secondary:
+            deadline = time.monotonic() + 10
+            while "AXFR: REFUSED" not in secondary.log.read_text():
+                assert time.monotonic() < deadline, secondary.log.read_text()[-3000:]
+                time.sleep(0.1)
+            assert secondary.rcode("ver.sec.test.", "TXT") == dns.rcode.SERVFAIL
+
+
+def test_expired_zone_answers_servfail_and_a_restart_serves_the_file_at_once(tmp_path):
+    # REFRESH 1 s, RETRY 1 s, EXPIRE 4 s
+    with NsdPrimary(tmp_path / "nsd", ORIGIN, zone_text(3, timers="1 1 4"), key=KEY) as primary:
+        secondary = Secondary(tmp_path / "edgeway", primary.port)
+        with secondary:
+            secondary.wait_serial(3)
+        # restart with the primary still up: the file is served at once (before any transfer)
+        primary.stop()
+        with secondary:
+            assert secondary.serial() == 3
+            assert secondary.rcode("ver.sec.test.", "TXT") == dns.rcode.NOERROR
+            # no primary answers: EXPIRE after the last confirmation -> SERVFAIL
+            deadline = time.monotonic() + 10
+            while secondary.rcode("ver.sec.test.", "TXT") != dns.rcode.SERVFAIL:
+                assert time.monotonic() < deadline, secondary.log.read_text()[-3000:]
+                time.sleep(0.2)
+            assert "expired" in secondary.log.read_text()
+            status = json.loads(secondary.ctl("--json", "status").stdout)
+            assert status["secondary_zones"][0]["state"] == "expired"
+            # the primary comes back: the zone is served again at the next retry
+            primary.start()
+            deadline = time.monotonic() + 10
+            while secondary.rcode("ver.sec.test.", "TXT") != dns.rcode.NOERROR:
+                assert time.monotonic() < deadline, secondary.log.read_text()[-3000:]
+                time.sleep(0.2)
+        # a restart past the expiry does not serve the stale file even once
+        primary.stop()
+        time.sleep(4.5)
+        with secondary:
+            assert secondary.rcode("ver.sec.test.", "TXT") == dns.rcode.SERVFAIL
+
+
+def test_ctl_zone_refresh_and_retransfer(tmp_path):
+    with NsdPrimary(tmp_path / "nsd", ORIGIN, zone_text(10), key=KEY) as primary:
+        with Secondary(tmp_path / "edgeway", primary.port) as secondary:
+            secondary.wait_serial(10)
+            out = secondary.ctl("zone-refresh", "sec.test")
+            assert out.returncode == 0, out.stderr
+            assert "up to date" in out.stdout and "10" in out.stdout
+            primary.zone_file.write_text(zone_text(11))      # no NOTIFY: NSD is not told to send one
+            primary.proc.send_signal(signal.SIGHUP)
+            wait_serial(primary.port, ORIGIN, 11, "nsd")
+            out = secondary.ctl("zone-refresh", "sec.test")
+            assert out.returncode == 0, out.stderr
+            assert "serial 10 -> 11" in out.stdout, out.stdout
+            assert secondary.serial() == 11
+            out = secondary.ctl("--json", "zone-retransfer", "sec.test.")
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["kind"] == "AXFR"
+            out = secondary.ctl("zone-refresh", "nothere.test")
+            assert out.returncode == 1 and "not a secondary zone" in out.stderr
+
+
+def test_workers_transfer_once_and_every_worker_answers_the_new_serial(tmp_path):
+    with KnotPrimary(tmp_path / "knot", ORIGIN, zone_text(20), key=KEY) as primary:
+        secondary = Secondary(tmp_path / "edgeway", primary.port, workers=2)
+        primary.notify_port = secondary.port
+        primary.stop()
+        primary.start()
+        with secondary:
+            secondary.wait_serial(20)
+            primary.update(zone_text(21, hosts=6))
+            secondary.wait_serial(21, timeout=10)
+            # every worker: many queries, over new sockets, spread by the kernel's SO_REUSEPORT
+            # or one shared socket: all see 21 (each loaded the file the supervisor wrote)
+            for _ in range(40):
+                assert secondary.serial() == 21
+                assert secondary.ask("sec.test.", "SOA", tcp=True).answer[0][0].serial == 21
+            time.sleep(0.5)
+            log = secondary.log.read_text()
+            # one transfer per change, by the supervisor, not one per worker
+            assert len(re.findall(r"AXFR from 127\.0\.0\.1", log)) == 1, log[-3000:]
+            assert len(re.findall(r"IXFR from 127\.0\.0\.1:\d+: serial 20 -> 21", log)) == 1, log[-3000:]
+            assert re.search(r"NOTIFY from 127\.0\.0\.1", log), log[-3000:]
+            workers = json.loads(secondary.ctl("--json", "workers").stdout)["workers"]
+            assert len(workers) == 2
