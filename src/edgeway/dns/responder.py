@@ -89,7 +89,7 @@ class Responder:
         self.counters = counters if counters is not None else DnsCounters()
         self._duration = self.counters.duration
         self.dropped = 0      # messages not answered at all (no header, or a response)
-        # NOTIFY (RFC 1996) for secondary zones: an edgeway.dns.notify.NotifyHandler, or None (NOTIMP)
+        # NOTIFY (RFC 1996) for secondary zones: an edgeway.dns.notify_in.NotifyHandler, or None (NOTIMP)
         self.notify = None
 
     # ------------------------------------------------------------------ entry point

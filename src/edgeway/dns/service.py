@@ -46,7 +46,7 @@ import dns.name
 from edgeway.config.model import DnsConfig, ZoneConfig
 from edgeway.dns.counters import DnsCounters
 from edgeway.dns.handlers.zones import UnavailableZone, ZonesHandler
-from edgeway.dns.notify import NotifyHandler
+from edgeway.dns.notify_in import NotifyHandler
 from edgeway.dns.resolver.aio import Counters
 from edgeway.dns.responder import Responder
 from edgeway.dns.server import (DnsTcpServer, TcpServerProtocol, UdpServer, bind_tcp, bind_udp,
