@@ -23,6 +23,21 @@ def set_inherited(sockets: dict[tuple[str, str], list[socket.socket]] | None) ->
     _inherited = sockets
 
 
+# In a worker: its index in the group (0 is the first); None in a single process. Work that
+# one process of the group must do, and only one (a zone's NOTIFYs), is done by worker 0.
+_worker_index: int | None = None
+
+
+def set_worker_index(index: int | None) -> None:
+    global _worker_index
+    _worker_index = index
+
+
+def leads_group() -> bool:
+    """Whether this process does the group's one-process work: a single process, or worker 0."""
+    return _worker_index in (None, 0)
+
+
 def in_worker() -> bool:
     """Whether this process is a worker of a group (an L4 udp listener then binds with
     SO_REUSEPORT beside its siblings)."""

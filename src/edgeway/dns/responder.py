@@ -48,6 +48,7 @@ from edgeway.dns.counters import CACHE, DnsCounters
 from edgeway.dns.handlers.base import Answer, Handler, Query
 from edgeway.dns.later import Later, from_awaitable
 from edgeway.dns.resolver.wire import parse_query, render, use_edns
+from edgeway.dns.tsig import Signer, error_response, verify
 
 log = logging.getLogger("edgeway.dns")
 query_log = logging.getLogger("edgeway.dns.query")
@@ -59,6 +60,7 @@ _OPCODE_MASK = 0x7800
 _NOTIFY = int(dns.opcode.NOTIFY)
 _RA, _RD = int(dns.flags.RA), int(dns.flags.RD)
 _clock = time.perf_counter
+_XFR = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
 
 
 class Responder:
@@ -70,6 +72,7 @@ class Responder:
         log_queries: bool = False,
         fast_path_size: int = 100_000,
         counters: DnsCounters | None = None,
+        transfers=None,
     ):
         self.handlers = list(handlers)
         self.udp_payload_size = udp_payload_size
@@ -91,6 +94,9 @@ class Responder:
         self.dropped = 0      # messages not answered at all (no header, or a response)
         # NOTIFY (RFC 1996) for secondary zones: an edgeway.dns.notify_in.NotifyHandler, or None (NOTIMP)
         self.notify = None
+        # Zone transfers and TSIG (edgeway.dns.transfer, edgeway.dns.tsig): the service's
+        # Transfers, or None (transfers REFUSED, signed messages NOTAUTH).
+        self.transfers = transfers
 
     # ------------------------------------------------------------------ entry point
 
@@ -150,8 +156,15 @@ class Responder:
             # The hand-written parser reads plain queries (no EDNS options, no TSIG, nothing
             # after the last record) in a fifth of dnspython's time; anything else is dnspython's.
             query = parse_query(wire) or dns.message.from_wire(wire, ignore_trailing=False)
-        except dns.message.UnknownTSIGKey:
-            return self._header_only(wire, transport, dns.rcode.NOTAUTH, started)
+        except dns.message.UnknownTSIGKey:      # (a TSIG-signed message)
+            if self.transfers is None:
+                return self._header_only(wire, transport, dns.rcode.NOTAUTH, started)
+            try:
+                query = self._verified(wire, client, transport, started)
+            except (dns.exception.DNSException, ValueError, IndexError, struct.error, UnicodeError):
+                return self._header_only(wire, transport, dns.rcode.FORMERR, started)
+            if type(query) is bytes:             # (the TSIG error answer)
+                return query
         except (dns.exception.DNSException, ValueError, IndexError, struct.error, UnicodeError):
             return self._header_only(wire, transport, dns.rcode.FORMERR, started)
         if opcode != dns.opcode.QUERY:
@@ -170,10 +183,39 @@ class Responder:
             recursion_desired=bool(flags & _RD),   # (the header's int: no flag enum)
             message=query,
         )
+        if question.rdtype in _XFR and self.transfers is not None:
+            return self._transfer(query, request, transport, started)
         if dns.rdatatype.is_metatype(question.rdtype) and question.rdtype != dns.rdatatype.ANY:
-            # AXFR, IXFR, MAILA/MAILB, OPT as a question: not served (zone transfers come later).
+            # AXFR/IXFR without transfers, MAILA/MAILB, OPT as a question: not served.
             return self._finish(query, request, Answer(rcode=dns.rcode.REFUSED), transport, key, started)
         return self._ask(query, request, 0, transport, key, started)
+
+    # ------------------------------------------------------------------ TSIG and transfers
+
+    def _verified(self, wire, client, transport, started):
+        """The signed request, verified (a Message), or the bytes of its TSIG error answer."""
+        verified = verify(wire, self.transfers.keyring)
+        if not verified.error:
+            return verified.message
+        rdtype = verified.message.question[0].rdtype if verified.message.question else None
+        log.warning("dns: TSIG %s from %s (key %s): answered NOTAUTH", verified.error_text, _host(client),
+                    verified.keyname)
+        self.counters.answered(transport, rdtype, dns.rcode.NOTAUTH, _clock() - started)
+        return error_response(verified)
+
+    def _transfer(self, query, request, transport, started):
+        signer = None
+        if getattr(query, "tsig", None) is not None and query.keyring:
+            signer = Signer(query.keyring, query.tsig.name, query.mac, query.id, query.tsig[0].fudge)
+        result = self.transfers.answer(query, signer, request.client, transport)
+        if type(result) is bytes:
+            rcode = result[3] & 0xF
+        else:
+            rcode = dns.rcode.NOERROR
+        self.counters.answered(transport, request.rdtype, rcode, _clock() - started)
+        if self.log_queries:
+            self._log(request.client, transport, request.name, request.rdtype, rcode, 0, _clock() - started)
+        return result
 
     # ------------------------------------------------------------------ the handler chain
 
@@ -261,7 +303,7 @@ class Responder:
                 dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             self.wire_cache.put(key, wire, transport, time.monotonic(),
                                 counters.cell(transport, request.rdtype, answer.rcode, CACHE))
-        if answer.cacheable:
+        if answer.cacheable and getattr(request.message, "tsig", None) is None:
             fast = self.fast_udp if transport == "udp" else self.fast_tcp
             if len(fast) >= self.fast_path_size:
                 fast.clear()  # cheaper than LRU bookkeeping on every hit; refills at once
@@ -290,6 +332,9 @@ class Responder:
             size = max(size, _NO_EDNS_SIZE)
         else:
             size = 65535
+        if getattr(query, "tsig", None) is not None and query.keyring:     # (a verified signed request: RFC 8945 5.3)
+            Signer(query.keyring, query.tsig.name, query.mac, query.id, query.tsig[0].fudge).sign_message(response)
+            return response.to_wire(max_size=size, prefer_truncation=True, want_shuffle=False)
         # Records in zone-file order, as NSD (no shuffling: the fast path would freeze it anyway).
         # The hand-written renderer writes dnspython's bytes for the common record types in a
         # seventh of the time; dnspython does the rest, and every truncation.

@@ -24,6 +24,7 @@ import time
 from edgeway.config.types import Address
 from edgeway.dns.later import Later
 from edgeway.dns.responder import Responder
+from edgeway.dns.transfer import Stream
 from edgeway.errors import EdgewayError
 
 log = logging.getLogger("edgeway.dns")
@@ -152,6 +153,7 @@ class TcpServerProtocol(asyncio.Protocol):
         self._eof = False
         self._finishing = False
         self._tasks: set[asyncio.Task] = set()
+        self._drained: asyncio.Future | None = None    # a transfer waiting for resume_writing
 
     # -- connection lifecycle
 
@@ -251,12 +253,38 @@ class TcpServerProtocol(asyncio.Protocol):
             self._send(result)
             return
         self._outstanding += 1
+        if type(result) is Stream:   # (a zone transfer: many messages)
+            task = asyncio.ensure_future(self._stream(result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         if type(result) is Later:   # (a recursive answer: sent from the callback that settles it)
             result.then(self._answered)
             return
         task = asyncio.ensure_future(self._send_later(result))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _stream(self, stream: Stream) -> None:
+        """A transfer's messages, each written when the client has read the ones before
+        (flow control: a slow secondary holds one message's worth of memory, not the zone)."""
+        try:
+            for wire in stream.messages:
+                if self.transport is None or self.transport.is_closing():
+                    log.info("dns: %s: the client closed after %d message(s)", stream.description, stream.sent)
+                    return
+                self._send(wire)
+                stream.sent += 1
+                while self._writing_paused and not self.transport.is_closing():
+                    self._drained = asyncio.get_running_loop().create_future()
+                    await self._drained
+                await asyncio.sleep(0)   # (other connections' queries between two messages)
+        except Exception:
+            log.exception("dns: %s failed after %d message(s)", stream.description, stream.sent)
+            if self.transport is not None:
+                self.transport.close()
+        finally:
+            self._answered(None)
 
     def _answered(self, wire: bytes | None, error: BaseException | None = None) -> None:
         self._outstanding -= 1
@@ -286,6 +314,8 @@ class TcpServerProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
         self._update_reading()
 
     def _update_reading(self) -> None:

@@ -35,6 +35,7 @@ work, in this process or in the supervisor). A reload keeps what was installed. 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import threading
@@ -42,6 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
 
 from edgeway.config.model import DnsConfig, ZoneConfig
 from edgeway.dns.counters import DnsCounters
@@ -52,9 +56,13 @@ from edgeway.dns.responder import Responder
 from edgeway.dns.server import (DnsTcpServer, TcpServerProtocol, UdpServer, bind_tcp, bind_udp,
                                 serve_tcp)
 from edgeway.dns.zone import Zone, ZoneError, ZoneSet, load_zone, zone_fingerprint
+from edgeway.dns.journal import Journal, record_version
+from edgeway.dns.notify import send_notify
+from edgeway.dns.transfer import Served, Transfers
+from edgeway.dns.tsig import TsigKeyError, load_keyring
 from edgeway.dns.zonereload import judge
 from edgeway.errors import ConfigError, EdgewayError
-from edgeway.listening import inherited
+from edgeway.listening import inherited, leads_group
 
 log = logging.getLogger("edgeway.dns")
 
@@ -78,6 +86,8 @@ class _LoadedZone:
     key: tuple                 # (file, configured origin): the zone's identity across reloads
     zone: Zone
     fingerprint: str | None
+    journal: Journal | None = None     # its IXFR history (zones with allow_transfer or notify)
+    notify: bool = False               # a new serial the secondaries are to be told about
 
 
 async def _in_thread(func, *args):
@@ -112,6 +122,29 @@ def _zone_key(config: ZoneConfig) -> tuple:
     return (str(Path(config.file).resolve()), config.origin)
 
 
+def _wants_journal(zone_config: ZoneConfig) -> bool:
+    return bool(zone_config.allow_transfer or zone_config.notify)
+
+
+def _record(config: DnsConfig, zone_config: ZoneConfig, loaded: _LoadedZone, previous: Zone | None) -> _LoadedZone:
+    """`loaded` with its journal, after comparing it with the version served last (files in
+    journal_dir; edgeway.dns.journal). Zones nobody transfers keep no history. Reads and writes
+    files: off the loop for a reload."""
+    if not _wants_journal(zone_config):
+        return loaded
+    update = record_version(config.journal_dir, loaded.zone, loaded.fingerprint, zone_config.max_journal, previous)
+    if update.warning:
+        log.warning("dns: %s", update.warning)
+    return dataclasses.replace(loaded, journal=update.journal, notify=update.new_serial)
+
+
+def _keyring(config: DnsConfig) -> dict:
+    try:
+        return load_keyring(config)
+    except TsigKeyError as exc:
+        raise ConfigError(f"dns.tsig_keys: {exc}") from None
+
+
 def load_zones(config: DnsConfig) -> ZoneSet:
     zones = ZoneSet()
     for index, zone in enumerate(config.zones):
@@ -137,15 +170,17 @@ def _resolver_of(handlers: list):
     return next((h.resolver for h in handlers if getattr(h, "name", "") == "recursion"), None)
 
 
-def _build_responder(config: DnsConfig, handlers: list, counters: DnsCounters, notify=None) -> Responder:
+def _build_responder(config: DnsConfig, handlers: list, counters: DnsCounters, transfers=None,
+                     notify_in=None) -> Responder:
     responder = Responder(
         handlers,
         udp_payload_size=config.udp_payload_size,
         recursion_available=config.recursion.enabled,
         log_queries=config.query_log,
         counters=counters,      # (the service's: the counts run on across reloads)
+        transfers=transfers,    # (the service's: updated in place when zones change)
     )
-    responder.notify = notify
+    responder.notify = notify_in
     return responder
 
 
@@ -234,6 +269,7 @@ class DnsReloadPlan:
     removed: list[_Listen]
     changes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    keyring: dict = field(default_factory=dict)     # TSIG keys, read again (a rotated secret)
     done: bool = False
     secondary: dict = field(default_factory=dict)
 
@@ -265,23 +301,27 @@ class DnsService:
                 zones.add(zone)
             except ZoneError as exc:
                 raise ZoneError(f"dns.zones.{index}: {exc}") from None
-            loaded.append(_LoadedZone(_zone_key(zone_config), zone, fingerprint))
+            loaded.append(_record(config, zone_config, _LoadedZone(_zone_key(zone_config), zone, fingerprint), None))
         self._zones: list[_LoadedZone] = loaded
         self._secondary: dict[dns.name.Name, Zone | None] = {
             dns.name.from_text(z.origin): _read_secondary(z) for z in config.secondary_zones}
         for origin, zone in self._secondary.items():
             zones.add(zone if zone is not None else UnavailableZone.of(origin))
+        # Outgoing transfers and TSIG (edgeway.dns.transfer): one object for the service's life,
+        # its keys and zones replaced when the config or a zone changes.
+        self.transfers = Transfers(_keyring(config))
+        self._publish_transfers(config, loaded)
         self.zones = zones
-        self.notify = NotifyHandler(config)
+        self.notify_in = NotifyHandler(config)      # NOTIFY received (secondary zones)
         self.notify_sink = None       # callable(origin, source): set by the runtime or the worker
-        self.notify.sink = self._notified
+        self.notify_in.sink = self._notified
         self.handlers = build_handlers(config, self.zones)
         self.resolver = _resolver_of(self.handlers)
         # The metrics' counts (edgeway.dns.metrics) live as long as the service: every responder
         # and every resolver a reload builds counts into these.
         self.counters = DnsCounters()
         self.resolver_counters = self.resolver.counters if self.resolver is not None else Counters()
-        self.responder = _build_responder(config, self.handlers, self.counters, self.notify)
+        self.responder = _build_responder(config, self.handlers, self.counters, self.transfers, self.notify_in)
         self.tcp = DnsTcpServer(
             self.responder,
             idle_timeout=config.tcp.idle_timeout,
@@ -320,6 +360,7 @@ class DnsService:
         for zone in self.zones:
             if zone.__class__ is not UnavailableZone:
                 log.info("zone %s serial %d loaded from %s", zone.origin, zone.serial, zone.path)
+        self._send_notifies(self.config, self._zones)
         log.info("dns listening on %s (udp and tcp)", ", ".join(str(a) for a in self.config.listen))
 
     @staticmethod
@@ -391,6 +432,7 @@ class DnsService:
         old = self.config
         changes: list[str] = []
         warnings: list[str] = []
+        keyring = _keyring(config)
         loaded = await self._load_zones(config, changes, warnings)
         secondary = {}
         for zone_config in config.secondary_zones:
@@ -440,7 +482,8 @@ class DnsService:
         removed = [l for k, l in self._listens.items() if k not in {str(a) for a in config.listen}]
         changes += [f"dns: {l.key} removed (draining)" for l in removed]
         return DnsReloadPlan(self, config, loaded, handlers, self.resolver if keep_resolver else new_resolver,
-                             new_resolver is not None, added, removed, changes, warnings, secondary=secondary)
+                             new_resolver is not None, added, removed, changes, warnings, keyring=keyring,
+                             secondary=secondary)
 
     async def _load_zones(self, config: DnsConfig, changes: list[str], warnings: list[str]) -> list[_LoadedZone]:
         by_key = {z.key: z for z in self._zones}
@@ -455,7 +498,10 @@ class DnsService:
             except ZoneError as exc:
                 raise ZoneError(f"dns.zones.{index}: {exc}") from None
             if zone is None:               # the same bytes as the zone that serves
-                result.append(previous)
+                kept = dataclasses.replace(previous, notify=False)
+                if kept.journal is None and _wants_journal(zone_config):   # (transfers newly configured)
+                    kept = await _in_thread(_record, config, zone_config, kept, kept.zone)
+                result.append(kept)
                 continue
             running = by_origin.get(zone.origin)
             verdict = judge(running.zone if running is not None else None, zone)
@@ -464,7 +510,8 @@ class DnsService:
                 warnings.append(verdict.warning)
                 changes.append(f"dns: warning: {verdict.warning}")
             if verdict.zone is zone:
-                result.append(_LoadedZone(key, zone, fingerprint))
+                result.append(await _in_thread(_record, config, zone_config, _LoadedZone(key, zone, fingerprint),
+                                               running.zone if running is not None else None))
                 if running is None:
                     changes.append(f"dns: zone {zone.origin} added (serial {zone.serial})")
                 else:
@@ -472,14 +519,16 @@ class DnsService:
             else:
                 # Refused: the running zone keeps serving, with its fingerprint, so the next
                 # reload judges the file again (and warns again while it is still lower).
-                result.append(_LoadedZone(key, running.zone, running.fingerprint))
+                result.append(_LoadedZone(key, running.zone, running.fingerprint, running.journal))
         return result
 
     def _commit(self, plan: DnsReloadPlan) -> None:
         # Nothing here awaits: the swap is one block of assignments on the loop's thread.
         config = plan.config
-        self.notify.configure(config)
-        responder = _build_responder(config, plan.handlers, self.counters, self.notify)
+        self.notify_in.configure(config)
+        responder = _build_responder(config, plan.handlers, self.counters, self.transfers, self.notify_in)
+        self.transfers.keyring = plan.keyring
+        self._publish_transfers(config, plan.zones)
         old_resolver = self.resolver
         self.tcp.responder = responder
         self.tcp.idle_timeout = config.tcp.idle_timeout
@@ -516,6 +565,7 @@ class DnsService:
         for change in plan.changes:
             if not change.startswith("dns: warning:"):   # (those were logged as warnings in prepare)
                 log.info("%s", change)
+        self._send_notifies(config, plan.zones)
 
     async def _accept(self, listen: _Listen) -> None:
         # The socket listens since prepare (connections wait in the backlog); accepting needs
@@ -592,8 +642,10 @@ class DnsService:
             log.warning("%s", verdict.warning)
         if verdict.zone is zone:
             zones = list(self._zones)
-            zones[index] = _LoadedZone(current.key, zone, fingerprint)
+            zones[index] = await _in_thread(_record, self.config, zone_config,
+                                            _LoadedZone(current.key, zone, fingerprint), current.zone)
             self._swap_zones(zones)
+            self._send_notifies(self.config, [zones[index]])
             result.update(serial=zone.serial, changed=True)
             log.info("dns: zone %s serial %d -> %d (reloaded on request)", name, current.zone.serial, zone.serial)
         return result
@@ -605,6 +657,7 @@ class DnsService:
                 handler.zones = zone_set        # (one assignment: a query sees old or new)
         self._zones = zones
         self.zones = zone_set
+        self._publish_transfers(self.config, zones)
         self.responder.invalidate()
 
     # ------------------------------------------------------------------ secondary zones
@@ -636,6 +689,46 @@ class DnsService:
     def _notified(self, origin: dns.name.Name, source: str) -> None:
         if self.notify_sink is not None:
             self.notify_sink(origin, source)
+
+    # ------------------------------------------------------------------ transfers and NOTIFY
+
+    def _publish_transfers(self, config: DnsConfig, zones: list[_LoadedZone]) -> None:
+        """The zones the primary side transfers (those with allow_transfer), one assignment."""
+        served = {}
+        for zone_config, loaded in zip(config.zones, zones):
+            if zone_config.allow_transfer:
+                journal = loaded.journal if loaded.journal is not None else Journal(loaded.zone.origin)
+                served[loaded.zone.origin] = Served(loaded.zone, journal, list(zone_config.allow_transfer))
+        self.transfers.zones = served
+
+    def _send_notifies(self, config: DnsConfig, zones: list[_LoadedZone]) -> None:
+        """NOTIFY for every zone whose serial is new, from one process of a group (worker 0)."""
+        if not leads_group():
+            return
+        by_origin = {z.zone.origin: z for z in zones if z.notify}
+        for zone_config, loaded in zip(config.zones, self._zones):
+            if loaded.zone.origin in by_origin and zone_config.notify:
+                self.notify(loaded.zone.origin.to_text())
+        for loaded in by_origin.values():
+            loaded.notify = False
+
+    def notify(self, origin: str) -> asyncio.Task:
+        """Send the zone's NOTIFYs now (in the background); the task's result is address ->
+        outcome. The admin API's `notify` (and every new serial) comes here. UnknownZoneError
+        for an origin this server does not serve as a primary."""
+        name = dns.name.from_text(origin)
+        for zone_config, loaded in zip(self.config.zones, self._zones):
+            if loaded.zone.origin == name:
+                break
+        else:
+            raise UnknownZoneError(f"zone {name}: not served here as a primary")
+        key = None
+        keys = {entry.key for entry in zone_config.allow_transfer}
+        if len(keys) == 1 and None not in keys:
+            key = self.transfers.keyring.get(dns.name.from_text(keys.pop()))
+        soa = dns.rrset.RRset(name, dns.rdataclass.IN, dns.rdatatype.SOA)
+        soa.update(loaded.zone.soa)
+        return self._background(send_notify(name, soa, list(zone_config.notify), key), f"NOTIFY {name}")
 
     def flush_cache(self, name: str | None = None) -> int:
         """Forget cached answers: everything, or `name` and below. Returns the entries removed

@@ -152,7 +152,9 @@ class Verified:
 
     @property
     def error_text(self) -> str:
-        return dns.rcode.to_text(self.error) if self.error else "ok"
+        # (dns.rcode.to_text(16) says BADVERS: the EDNS and TSIG registries share the number)
+        return {dns.rcode.BADKEY: "BADKEY", dns.rcode.BADSIG: "BADSIG", dns.rcode.BADTIME: "BADTIME"}.get(
+            self.error, "ok")
 
 
 def verify(wire: bytes, keyring: Keyring) -> Verified:

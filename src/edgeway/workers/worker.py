@@ -94,6 +94,7 @@ class Worker:
         self.config_path = Path(init["config_path"])
         self.sockets = self._adopt(init["sockets"], {e["id"]: e["fd"] for e in init["sockets"]})
         self._publish()
+        listening.set_worker_index(self.index)
         config = self._load(init["config_text"])
         logs.set_format(config.log.format)
         self.runtime = runtime = Runtime(config, self.config_path, role="worker")
