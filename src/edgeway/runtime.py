@@ -106,11 +106,11 @@ class Runtime:
         if self.role != "supervisor":     # (the supervisor's workers serve DNS and listeners)
             if config.dns is not None:
                 self.dns = _dns_service(config.dns)
+            for listener in config.listeners:
+                self.listeners[listener.name] = _listener_service(listener, self.upstreams)
         if config.dns is not None and self.role != "worker":
             # one manager of the secondary zones per group: here, or in the supervisor
             self.secondary = _secondary_manager(self, config.dns)
-            for listener in config.listeners:
-                self.listeners[listener.name] = _listener_service(listener, self.upstreams)
         if getattr(config, "admin", None) is not None and self.role != "worker":
             from edgeway.admin import AdminService
 
@@ -290,6 +290,18 @@ class Runtime:
     async def retransfer_zone(self, origin: str) -> dict:
         """Transfer a secondary zone whole now (POST /api/v1/dns/zones/{origin}/retransfer)."""
         return await self._secondary_manager().retransfer(origin)
+
+    async def notify_zone(self, origin: str) -> dict:
+        """Send a zone's NOTIFYs now (POST /api/v1/dns/zones/{origin}/notify): from this process,
+        or with workers from the one that sends them (worker 0, edgeway.dns.notify). Returns
+        {"origin", "targets": [{"target", "result"}]}; UnknownZoneError (a KeyError) for a zone
+        not served here as a primary."""
+        if self.group is not None:
+            return await self.group.notify_zone(origin)
+        if self.dns is None:
+            raise EdgewayError("no dns: section in the config: no zone to notify")
+        outcomes = await self.dns.notify(origin)
+        return {"origin": origin, "targets": [{"target": t, "result": r} for t, r in outcomes.items()]}
 
     def _secondary_manager(self):
         if self.secondary is None:

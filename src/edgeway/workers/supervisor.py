@@ -292,6 +292,20 @@ class Supervisor:
         else:
             log.warning("worker %d: unknown control message %r", handle.index, kind)
 
+    async def notify_zone(self, origin: str) -> dict:
+        """`ctl notify`: worker 0 sends the group's NOTIFYs (edgeway.dns.notify), so it sends
+        this one too; the first running worker when 0 is not running."""
+        handles = sorted((h for h in self.workers if h.channel is not None and h.state == "running"),
+                         key=lambda h: h.index)
+        if not handles:
+            raise EdgewayError("no worker is running: cannot send NOTIFY now")
+        answer = await handles[0].channel.request({"t": "op", "op": "notify", "args": {"origin": origin}}, 30.0)
+        if not answer.get("ok"):
+            if answer.get("status") == 404:
+                raise KeyError(answer.get("error"))
+            raise EdgewayError(str(answer.get("error")))
+        return {**answer["result"], "worker": handles[0].index}
+
     async def _sync_secondaries(self, handle: WorkerHandle) -> None:
         """A worker that just started serves the secondary zones' files as it found them;
         make it serve what the group serves: the file again (a transfer may have written it

@@ -92,6 +92,11 @@ async def handle(runtime: Any, op: str, args: dict) -> Any:
             return {"ok": False, "status": 404, "error": str(exc.args[0] if exc.args else args["origin"])}
         except EdgewayError as exc:   # the zone file is wrong; the old zone keeps serving
             return {"ok": False, "status": 422, "error": str(exc)}
+    if op == "notify":              # the primary side's NOTIFY, sent from this worker
+        try:
+            return {"ok": True, "result": await runtime.notify_zone(args["origin"])}
+        except KeyError as exc:
+            return {"ok": False, "status": 404, "error": str(exc.args[0] if exc.args else args["origin"])}
     if op == "secondary_load":      # the supervisor wrote a secondary zone's file: serve it
         if dns is None:
             raise EdgewayError("no dns service in this worker")
