@@ -144,7 +144,7 @@ def rrsets(records, origin: dns.name.Name | None = None) -> list[dns.rrset.RRset
     for owner, ttl, rdtype, text in records:
         name = dns.name.from_text(owner)
         rdtype_value = dns.rdatatype.from_text(rdtype)
-        rdata = dns.rdata.from_text(IN, rdtype_value, text, origin=dns.name.root)
+        rdata = dns.rdata.from_text(IN, rdtype_value, text, origin=dns.name.root, relativize=False)
         if current is None or current.name != name or current.rdtype != rdtype_value or current.ttl != ttl \
                 or current.covers != rdata.covers():
             current = dns.rrset.RRset(name, IN, rdtype_value, rdata.covers())
