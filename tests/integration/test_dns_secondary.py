@@ -285,3 +285,54 @@ def test_workers_transfer_once_and_every_worker_answers_the_new_serial(tmp_path)
             assert re.search(r"NOTIFY from 127\.0\.0\.1", log), log[-3000:]
             workers = json.loads(secondary.ctl("--json", "workers").stdout)["workers"]
             assert len(workers) == 2
+
+
+def test_edgeway_secondary_of_edgeway_zone_reload_notify_ixfr_and_ctl_notify(tmp_path):
+    """Both sides ours: the primary's zone-reload sends NOTIFY, the secondary IXFRs from the
+    primary's journal; `ctl notify` on the primary makes the secondary check again."""
+    folder = tmp_path / "primary"
+    folder.mkdir()
+    (folder / "xfr.key").write_text(SECRET + "\n")
+    (folder / "sec.test.zone").write_text(zone_text(30))
+    token = folder / "token"
+    token.write_text("primary-test-token-0123456789abc\n")
+    os.chmod(token, 0o600)
+    primary_port, primary_admin = free_port(), free_port()
+    secondary = Secondary(tmp_path / "edgeway", primary_port)
+    config = {"dns": {"listen": [f"127.0.0.1:{primary_port}"],
+                      "tsig_keys": [{"name": "xfr-key.", "algorithm": "hmac-sha256", "secret_file": "xfr.key"}],
+                      "zones": [{"file": "sec.test.zone", "origin": ORIGIN,
+                                 "allow_transfer": [{"from": "127.0.0.0/8", "key": "xfr-key."}],
+                                 "notify": [f"127.0.0.1:{secondary.port}"]}]},
+              "admin": {"listen": f"127.0.0.1:{primary_admin}", "token_file": "token"}}
+    (folder / "edgeway.yaml").write_text(yaml.safe_dump(config))
+    log = folder / "edgeway.log"
+    with open(log, "w") as out:
+        primary = subprocess.Popen(edgeway_cmd("serve", "--config", str(folder / "edgeway.yaml")), stdout=out,
+                                   stderr=subprocess.STDOUT, env=edgeway_env())
+    try:
+        wait_serial(primary_port, ORIGIN, 30, "edgeway primary", proc=primary, log=log)
+        with secondary:
+            secondary.wait_serial(30)
+            assert_same_answers(primary_port, secondary.port)
+            (folder / "sec.test.zone").write_text(zone_text(31, hosts=8))
+            ctl = [*edgeway_cmd("ctl", "--config", str(folder / "edgeway.yaml"))]
+            out = subprocess.run([*ctl, "zone-reload", "sec.test"], capture_output=True, text=True,
+                                 env=edgeway_env(), timeout=60)
+            assert out.returncode == 0, out.stderr
+            secondary.wait_serial(31, timeout=10)
+            assert_same_answers(primary_port, secondary.port)
+            text = secondary.log.read_text()
+            assert re.search(r"IXFR from 127\.0\.0\.1:\d+: serial 30 -> 31", text), text[-3000:]
+            heard = text.count("NOTIFY from 127.0.0.1")
+            out = subprocess.run([*ctl, "notify", "sec.test."], capture_output=True, text=True,
+                                 env=edgeway_env(), timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert f"127.0.0.1:{secondary.port}: ok" in out.stdout, out.stdout
+            deadline = time.monotonic() + 5
+            while secondary.log.read_text().count("NOTIFY from 127.0.0.1") <= heard:
+                assert time.monotonic() < deadline, secondary.log.read_text()[-3000:]
+                time.sleep(0.05)
+    finally:
+        primary.send_signal(signal.SIGTERM)
+        primary.wait(15)
