@@ -18,7 +18,10 @@ from pathlib import Path
 import dns.flags
 import dns.message
 import dns.query
+import dns.name
 import dns.rcode
+import dns.tsig
+import dns.zone
 import pytest
 import yaml
 
@@ -45,7 +48,7 @@ class Secondary:
     """`edgeway serve` with one secondary zone; its log goes to a file (no pipe to fill)."""
 
     def __init__(self, folder: Path, primary_port: int, key_secret: str | None = SECRET, workers: int = 1,
-                 admin: bool = True):
+                 admin: bool = True, allow_transfer: list | None = None):
         self.folder = folder
         self.port = free_port()
         self.admin_port = free_port()
@@ -59,6 +62,8 @@ class Secondary:
             (folder / "xfr.key").write_text(key_secret + "\n")
             dns_section["tsig_keys"] = [{"name": "xfr-key.", "algorithm": "hmac-sha256", "secret_file": "xfr.key"}]
             dns_section["secondary_zones"][0]["key"] = "xfr-key."
+        if allow_transfer is not None:
+            dns_section["secondary_zones"][0]["allow_transfer"] = allow_transfer
         config: dict = {"dns": dns_section}
         if workers > 1:
             config["workers"] = workers
@@ -336,3 +341,16 @@ def test_edgeway_secondary_of_edgeway_zone_reload_notify_ixfr_and_ctl_notify(tmp
     finally:
         primary.send_signal(signal.SIGTERM)
         primary.wait(15)
+
+
+def test_a_secondary_serves_transfers_onward_when_allowed(tmp_path):
+    with NsdPrimary(tmp_path / "nsd", ORIGIN, zone_text(40, hosts=50), key=KEY) as primary:
+        allow = [{"from": "127.0.0.0/8"}]
+        with Secondary(tmp_path / "edgeway", primary.port, allow_transfer=allow, admin=False) as secondary:
+            secondary.wait_serial(40)
+            key = {dns.name.from_text(KEY[0]): dns.tsig.Key(KEY[0], SECRET, KEY[1])}
+            ours = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", ORIGIN, port=secondary.port, timeout=5,
+                                                   relativize=False), relativize=False)
+            theirs = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", ORIGIN, port=primary.port, timeout=5,
+                                                     relativize=False, keyring=key), relativize=False)
+            assert ours.to_text() == theirs.to_text()

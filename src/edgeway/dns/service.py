@@ -552,6 +552,7 @@ class DnsService:
         self._zones = plan.zones
         # (a transfer installed since prepare: the newer zone stays)
         self._secondary = {origin: self._secondary.get(origin, zone) for origin, zone in plan.secondary.items()}
+        self._publish_transfers(config, plan.zones)
         self.zones = _zone_set(plan.zones, self._secondary)
         for handler in plan.handlers:
             if isinstance(handler, ZonesHandler):
@@ -699,6 +700,12 @@ class DnsService:
             if zone_config.allow_transfer:
                 journal = loaded.journal if loaded.journal is not None else Journal(loaded.zone.origin)
                 served[loaded.zone.origin] = Served(loaded.zone, journal, list(zone_config.allow_transfer))
+        # secondary zones with allow_transfer are served onward (AXFR; IXFR from no history, so
+        # IXFR gets the whole zone too) while they have data: expired or never transferred, not
+        for zone_config in config.secondary_zones:
+            zone = getattr(self, "_secondary", {}).get(dns.name.from_text(zone_config.origin))
+            if zone_config.allow_transfer and zone is not None:
+                served[zone.origin] = Served(zone, Journal(zone.origin), list(zone_config.allow_transfer))
         self.transfers.zones = served
 
     def _send_notifies(self, config: DnsConfig, zones: list[_LoadedZone]) -> None:
