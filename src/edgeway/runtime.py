@@ -759,7 +759,8 @@ def check_command(config_path: Path) -> None:
         fail(str(exc))
     parts = []
     if config.dns is not None:
-        parts.append(f"dns on {', '.join(map(str, config.dns.listen))} with {len(config.dns.zones)} zone(s)")
+        parts.append(f"dns on {', '.join(map(str, config.dns.listen))} with {len(config.dns.zones)} zone(s)"
+                     + (f" and {len(config.dns.secondary_zones)} secondary zone(s)" if config.dns.secondary_zones else ""))
     if config.upstreams:
         parts.append(f"{len(config.upstreams)} upstream(s)")
     if config.listeners:

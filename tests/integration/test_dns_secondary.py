@@ -290,6 +290,8 @@ def test_workers_transfer_once_and_every_worker_answers_the_new_serial(tmp_path)
             assert re.search(r"NOTIFY from 127\.0\.0\.1", log), log[-3000:]
             workers = json.loads(secondary.ctl("--json", "workers").stdout)["workers"]
             assert len(workers) == 2
+            for index in (0, 1):     # each worker loaded the file the supervisor wrote
+                assert re.search(rf"\[w{index}\] .*secondary zone sec\.test\. serial 21 loaded from", log), log[-3000:]
 
 
 def test_edgeway_secondary_of_edgeway_zone_reload_notify_ixfr_and_ctl_notify(tmp_path):
@@ -354,3 +356,33 @@ def test_a_secondary_serves_transfers_onward_when_allowed(tmp_path):
             theirs = dns.zone.from_xfr(dns.query.xfr("127.0.0.1", ORIGIN, port=primary.port, timeout=5,
                                                      relativize=False, keyring=key), relativize=False)
             assert ours.to_text() == theirs.to_text()
+
+
+def test_reload_adds_and_removes_a_secondary_zone(tmp_path):
+    with NsdPrimary(tmp_path / "nsd", ORIGIN, zone_text(50), key=KEY) as primary:
+        secondary = Secondary(tmp_path / "edgeway", primary.port, admin=False)
+        with_zone = secondary.config.read_text()
+        config = yaml.safe_load(with_zone)
+        config["dns"]["secondary_zones"] = []
+        secondary.config.write_text(yaml.safe_dump(config))
+        with open(secondary.log, "a") as out:
+            secondary.proc = subprocess.Popen(edgeway_cmd("serve", "--config", str(secondary.config)), stdout=out,
+                                              stderr=subprocess.STDOUT, env=edgeway_env())
+        try:
+            deadline = time.monotonic() + 15
+            while secondary.rcode("sec.test.", "SOA") != dns.rcode.REFUSED:     # not ours yet
+                assert time.monotonic() < deadline and secondary.proc.poll() is None, secondary.log.read_text()
+                time.sleep(0.05)
+            secondary.config.write_text(with_zone)
+            secondary.proc.send_signal(signal.SIGHUP)
+            secondary.wait_serial(50)                    # added by the reload, transferred at once
+            assert "secondary zone sec.test. added" in secondary.log.read_text()
+            secondary.config.write_text(yaml.safe_dump(config))
+            secondary.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while secondary.rcode("sec.test.", "SOA") != dns.rcode.REFUSED:     # gone again
+                assert time.monotonic() < deadline, secondary.log.read_text()[-3000:]
+                time.sleep(0.05)
+            assert secondary.zone_file.exists()          # (its file stays)
+        finally:
+            assert secondary.stop() == 0

@@ -685,6 +685,7 @@ class DnsService:
         zone_config = self.config.secondary_zones[index]
         zone = await _in_thread(load_zone, zone_config.file, zone_config.origin)
         self.set_secondary(name, zone)
+        log.info("secondary zone %s serial %d loaded from %s", name, zone.serial, zone_config.file)
         return {"origin": name.to_text(), "serial": zone.serial}
 
     def _notified(self, origin: dns.name.Name, source: str) -> None:
