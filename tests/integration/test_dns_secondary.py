@@ -386,3 +386,33 @@ def test_reload_adds_and_removes_a_secondary_zone(tmp_path):
             assert secondary.zone_file.exists()          # (its file stays)
         finally:
             assert secondary.stop() == 0
+
+
+def test_workers_expire_together_and_a_restarted_worker_follows_the_group(tmp_path):
+    with NsdPrimary(tmp_path / "nsd", ORIGIN, zone_text(60, timers="1 1 3"), key=KEY) as primary:
+        with Secondary(tmp_path / "edgeway", primary.port, workers=2) as secondary:
+            secondary.wait_serial(60)
+            primary.stop()
+            deadline = time.monotonic() + 10
+            while secondary.rcode("ver.sec.test.", "TXT") != dns.rcode.SERVFAIL:
+                assert time.monotonic() < deadline, secondary.log.read_text()[-3000:]
+                time.sleep(0.2)
+            time.sleep(0.3)
+            for _ in range(30):          # every worker: none still serves the expired zone
+                assert secondary.rcode("ver.sec.test.", "TXT") == dns.rcode.SERVFAIL
+            # a worker killed now starts again from the file, then is told the zone expired
+            pids = [w["pid"] for w in json.loads(secondary.ctl("--json", "workers").stdout)["workers"]]
+            os.kill(pids[0], signal.SIGKILL)
+            # (the init message says which zones expired: SERVFAIL from its first query, checked
+            # all along while the worker restarts)
+            deadline = time.monotonic() + 10
+            while True:
+                assert secondary.rcode("ver.sec.test.", "TXT") == dns.rcode.SERVFAIL
+                workers = json.loads(secondary.ctl("--json", "workers").stdout)["workers"]
+                if all(w["state"] == "running" for w in workers) and pids[0] not in [w["pid"] for w in workers]:
+                    break
+                assert time.monotonic() < deadline, secondary.log.read_text()[-3000:]
+            for _ in range(30):
+                assert secondary.rcode("ver.sec.test.", "TXT") == dns.rcode.SERVFAIL
+            status = json.loads(secondary.ctl("--json", "status").stdout)
+            assert status["secondary_zones"][0]["state"] == "expired"

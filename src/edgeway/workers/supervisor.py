@@ -240,7 +240,11 @@ class Supervisor:
         init = {"t": "init", "index": handle.index, "generation": self.generation,
                 "config_path": str(self.config_path), "config_text": self.config_text,
                 "sockets": self.shared.describe(),
-                "state": self.sync.full_state(self.control.upstreams) if self.sync is not None else []}
+                "state": self.sync.full_state(self.control.upstreams) if self.sync is not None else [],
+                # secondary zones the group answers SERVFAIL for: not served from their files even once
+                "secondary_expired": [o.to_text() for o, h in (self.control.secondary.zones.items()
+                                                                if self.control.secondary is not None else ())
+                                      if h.state.expired]}
         handle._reader = self._background(self._talk(handle, parent_ctl, proc, init))
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
 

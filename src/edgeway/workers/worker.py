@@ -99,6 +99,12 @@ class Worker:
         logs.set_format(config.log.format)
         self.runtime = runtime = Runtime(config, self.config_path, role="worker")
         self._forward_notify()
+        if runtime.dns is not None:   # expired secondary zones: SERVFAIL from the first query
+            import dns.name as dnsname
+
+            for origin in init.get("secondary_expired") or ():
+                if dnsname.from_text(origin) in runtime.dns.secondary_zones():
+                    runtime.dns.set_secondary(dnsname.from_text(origin), None)
         if self.sync is not None:   # the group's health view, before the first client
             for state in init.get("state") or ():
                 self.sync.apply_state(runtime.upstreams, state)
