@@ -182,7 +182,7 @@ def _render(query, signer: Signer | None, records: Iterator[dns.rrset.RRset]) ->
     renderer = _new_renderer(query, signer, True)
     for rrset in records:
         try:
-            renderer.add_rrset(dns.renderer.ANSWER, rrset)
+            renderer.add_rrset(dns.renderer.ANSWER, rrset, want_shuffle=False)
             continue
         except dns.exception.TooBig:
             pass
@@ -190,7 +190,7 @@ def _render(query, signer: Signer | None, records: Iterator[dns.rrset.RRset]) ->
             yield _finish(renderer, signer)
             renderer = _new_renderer(query, signer, False)
             try:
-                renderer.add_rrset(dns.renderer.ANSWER, rrset)
+                renderer.add_rrset(dns.renderer.ANSWER, rrset, want_shuffle=False)
                 continue
             except dns.exception.TooBig:
                 pass
@@ -198,11 +198,11 @@ def _render(query, signer: Signer | None, records: Iterator[dns.rrset.RRset]) ->
             single = dns.rrset.RRset(rrset.name, IN, rrset.rdtype, rrset.covers)
             single.add(rdata, rrset.ttl)
             try:
-                renderer.add_rrset(dns.renderer.ANSWER, single)
+                renderer.add_rrset(dns.renderer.ANSWER, single, want_shuffle=False)
             except dns.exception.TooBig:
                 yield _finish(renderer, signer)
                 renderer = _new_renderer(query, signer, False)
-                renderer.add_rrset(dns.renderer.ANSWER, single)
+                renderer.add_rrset(dns.renderer.ANSWER, single, want_shuffle=False)
     yield _finish(renderer, signer)
 
 
@@ -217,5 +217,5 @@ def _single(query, signer: Signer | None, rcode: int, answer: list | None = None
     if signer is not None:
         renderer.reserve(signer.size)
     for rrset in answer or ():
-        renderer.add_rrset(dns.renderer.ANSWER, rrset)
+        renderer.add_rrset(dns.renderer.ANSWER, rrset, want_shuffle=False)
     return _finish(renderer, signer)
