@@ -265,6 +265,10 @@ def test_ctl_zone_refresh_and_retransfer(tmp_path):
             assert json.loads(out.stdout)["kind"] == "AXFR"
             out = secondary.ctl("zone-refresh", "nothere.test")
             assert out.returncode == 1 and "not a secondary zone" in out.stderr
+            out = secondary.ctl("status")
+            assert out.returncode == 0, out.stderr
+            assert "secondary zones" in out.stdout and re.search(r"sec\.test\.\s+│?\s*11\b", out.stdout), out.stdout
+            assert "AXFR from 127.0.0.1" in out.stdout
 
 
 def test_workers_transfer_once_and_every_worker_answers_the_new_serial(tmp_path):
