@@ -312,7 +312,9 @@ class SecondaryManager:
         return await self._now(self._find(origin), axfr=True)
 
     async def _now(self, held: _Zone, axfr: bool) -> dict:
-        if held.running is not None:      # one at a time: wait for the running one, then ours
+        for _ in range(100):              # one at a time: wait for the running one, then ours
+            if held.running is None:       # (the loop may start another as one ends: bounded)
+                break
             await asyncio.wait({held.running})
         held.running = asyncio.ensure_future(self._check(held, axfr=axfr))
         held.running.add_done_callback(lambda _t, h=held: self._done(h))
