@@ -420,3 +420,34 @@ def test_workers_expire_together_and_a_restarted_worker_follows_the_group(tmp_pa
                 assert secondary.rcode("ver.sec.test.", "TXT") == dns.rcode.SERVFAIL
             status = json.loads(secondary.ctl("--json", "status").stdout)
             assert status["secondary_zones"][0]["state"] == "expired"
+
+
+def test_notify_on_the_wire_is_checked_as_nsd_does(tmp_path):
+    """NOTIFY sent to a running edgeway over UDP and TCP: signed with the zone's key from a
+    primary's address -> NOERROR, AA, signed answer; unsigned -> REFUSED; wrong secret ->
+    NOTAUTH (BADSIG); a zone that is not ours -> NOTAUTH."""
+    import dns.opcode
+
+    with Secondary(tmp_path / "edgeway", free_port(), admin=False) as secondary:
+        right = dns.tsig.Key("xfr-key.", SECRET, "hmac-sha256")
+        wrong = dns.tsig.Key("xfr-key.", OTHER_SECRET, "hmac-sha256")
+
+        def notify(origin: str, key=None, tcp: bool = False):
+            message = dns.message.make_query(origin, "SOA", use_edns=False)
+            message.set_opcode(dns.opcode.NOTIFY)
+            if key is not None:
+                message.use_tsig(key)
+            ask = dns.query.tcp if tcp else dns.query.udp
+            return ask(message, "127.0.0.1", port=secondary.port, timeout=2)
+
+        for tcp in (False, True):
+            reply = notify(ORIGIN, right, tcp)
+            assert reply.rcode() == dns.rcode.NOERROR and reply.opcode() == dns.opcode.NOTIFY
+            assert reply.flags & dns.flags.AA and reply.had_tsig
+            assert notify(ORIGIN, None, tcp).rcode() == dns.rcode.REFUSED
+            assert notify("other.test.", right, tcp).rcode() == dns.rcode.NOTAUTH
+            with pytest.raises(dns.tsig.PeerBadSignature):     # NOTAUTH + BADSIG, unsigned
+                notify(ORIGIN, wrong, tcp)
+        log = secondary.log.read_text()
+        assert log.count("NOTIFY from 127.0.0.1: checking the primaries") == 2
+        assert "refused (REFUSED)" in log and "TSIG BADSIG" in log
