@@ -6,10 +6,13 @@ Answers, as NSD gives them:
 
 - a message that does not parse, or whose question is not one SOA: FORMERR;
 - a TSIG that fails: NOTAUTH with BADKEY / BADSIG / BADTIME (edgeway.dns.tsig);
-- a zone that is not one of our secondary zones: NOTAUTH;
+- a zone that is not one of our secondary zones: NXDOMAIN (NSD 4.6's answer; Knot says NOTAUTH);
 - a sender outside `allow_notify` (default: the primaries' addresses), or not signed with the
   zone's `key` (or signed when the zone has none: NSD's NOKEY): REFUSED, logged;
 - otherwise NOERROR with AA, the question copied, signed when the NOTIFY was.
+
+NSD leaves the question out of its error answers; we copy it in every answer (RFC 1996 section
+4.7: the response's question is the NOTIFY's), which clients such as dnspython require.
 """
 
 from __future__ import annotations
@@ -49,10 +52,10 @@ class NotifyHandler:
         self.zones = {dns.name.from_text(z.origin): z for z in dns_config.secondary_zones}
 
     def verdict(self, origin: dns.name.Name, client_ip: str, key_name: dns.name.Name | None) -> tuple[int, str]:
-        """(rcode, why) for a NOTIFY whose TSIG (if any) verified: NOERROR, NOTAUTH or REFUSED."""
+        """(rcode, why) for a NOTIFY whose TSIG (if any) verified: NOERROR, NXDOMAIN or REFUSED."""
         zone = self.zones.get(origin)
         if zone is None:
-            return dns.rcode.NOTAUTH, f"{origin} is not a secondary zone here"
+            return dns.rcode.NXDOMAIN, f"{origin} is not a secondary zone here"
         try:
             address = ipaddress.ip_address(client_ip.split("%")[0])
         except ValueError:

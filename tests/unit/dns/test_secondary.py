@@ -155,7 +155,7 @@ SEC = dns.name.from_text("sec.test.")
     ("sec.test.", "192.0.2.2", K, True, None, "REFUSED"),        # not a primary
     ("sec.test.", "192.0.2.2", K, True, "192.0.2.0/24", "NOERROR"),
     ("sec.test.", "192.0.2.1", K, True, "198.51.100.0/24", "REFUSED"),   # allow_notify replaces the default
-    ("other.test.", "192.0.2.1", K, True, None, "NOTAUTH"),      # not a secondary zone here
+    ("other.test.", "192.0.2.1", K, True, None, "NXDOMAIN"),     # not a secondary zone here (as NSD)
 ])
 def test_notify_verdict(tmp_path, origin, client, key, key_in_config, allow, rcode):
     handler = notify_handler(tmp_path, key_in_config, allow)
