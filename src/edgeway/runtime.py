@@ -408,7 +408,8 @@ class Runtime:
                 self.secondary = _secondary_manager(self, new.dns)
                 await self.secondary.start()
                 self._started.append(self.secondary)
-            changes.extend(self.secondary.configure(new.dns, keyring))
+            # (the DnsService's plan already said which secondary zones came and went)
+            self.secondary.configure(new.dns, keyring)
             if self.dns is not None:
                 self.dns.notify_sink = self.secondary.notify
         self.listeners = listeners

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,7 +71,6 @@ class _Zone:
     running: asyncio.Task | None = None
     again: bool = False                  # a NOTIFY came during a check: check again after it
     notifies: int = 0
-    waiters: list = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -117,8 +116,12 @@ class SecondaryManager:
                     held.config = config
                     held.state.notified(self.clock())   # primaries or key may have changed: ask now
                 continue
-            self.zones[origin] = _Zone(config, origin, RefreshState(origin.to_text()))
+            held = self.zones[origin] = _Zone(config, origin, RefreshState(origin.to_text()))
             changes.append(f"dns: secondary zone {origin} added")
+            # added by a reload: the DnsService has read its file already (served at once)
+            loaded = self.target.preloaded() if self._task is not None else None
+            if loaded is not None and loaded.get(origin) is not None:
+                self._adopt(held, loaded[origin], self.clock())
         self._poke()
         return changes
 

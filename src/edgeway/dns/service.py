@@ -446,6 +446,8 @@ class DnsService:
         running = {z.zone.origin for z in self._zones}
         for origin in sorted(running - {z.zone.origin for z in loaded}):
             changes.append(f"dns: zone {origin} removed")
+        for origin in sorted(set(self._secondary) - set(secondary)):
+            changes.append(f"dns: secondary zone {origin} removed")
 
         keep_resolver = config.recursion == old.recursion and self.resolver is not None
         resolver = self.resolver if keep_resolver else None
