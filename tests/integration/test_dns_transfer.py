@@ -28,7 +28,7 @@ import pytest
 
 from tests.integration.dns_server import wait_for_dns
 from tests.support.secondaries import start_knot_secondary, start_nsd_secondary, stop
-from tests.support.tools import EdgewayProcess, free_port, require_tool
+from tests.support.tools import EdgewayProcess, free_port, require_tool, run_edgeway
 from tests.unit.dns.test_authority import CASES
 
 pytestmark = pytest.mark.interop
@@ -270,13 +270,22 @@ def test_a_restart_with_a_changed_file_gives_ixfr(tmp_path):
     """The journal lives in journal_dir: the version served before the restart is on disk, so a
     file changed while the server was down is a new version, and the secondaries get IXFR."""
     allow = "[{from: 127.0.0.0/8, key: xfr-key.}]"
-    with Primary(tmp_path, allow) as primary:
+    primary = Primary(tmp_path, allow)
+    checked = run_edgeway("check", str(tmp_path / "edgeway.yaml"))
+    assert checked.returncode == 0 and not (tmp_path / ".edgeway-journal").exists()   # (check writes nothing)
+    with primary:
         assert serial_of(primary.host, primary.port) == 42
         port = primary.port
     assert (tmp_path / ".edgeway-journal" / "rich.test.last").exists()
     path = tmp_path / "rich.test.zone"
     path.write_text(zone_v2(path.read_text()))
-    with Primary(tmp_path, allow, port=port) as primary:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(10)
+    with listener, Primary(tmp_path, allow, port=port, notify=[f"127.0.0.1:{listener.getsockname()[1]}"]) as primary:
+        # the serial moved while edgeway was down: the secondaries are told at start
+        notify = dns.message.from_wire(listener.recvfrom(65535)[0], keyring={KEY.name: KEY})
+        assert notify.opcode() == dns.opcode.NOTIFY and notify.answer[0][0].serial == 43
         query = dns.message.make_query(ORIGIN, "IXFR")
         query.authority.append(dns.rrset.from_text(ORIGIN, 0, "IN", "SOA", ". . 42 0 0 0 0"))
         query.use_tsig(KEY)
@@ -388,3 +397,27 @@ def test_with_two_workers_one_notify_and_every_worker_serves_ixfr(tmp_path):
     assert notifies[0].opcode() == dns.opcode.NOTIFY and notifies[0].had_tsig
     assert notifies[0].answer[0][0].serial == 43
     assert code == 0
+
+
+def test_an_unusable_journal_dir_costs_the_history_not_the_zone(tmp_path):
+    allow = "[{from: 127.0.0.0/8, key: xfr-key.}]"
+    with Primary(tmp_path, allow, extra="  journal_dir: rich.test.zone/journal\n") as primary:   # (under a file)
+        primary.change_zone()
+        query = dns.message.make_query(ORIGIN, "IXFR")
+        query.authority.append(dns.rrset.from_text(ORIGIN, 0, "IN", "SOA", ". . 42 0 0 0 0"))
+        query.use_tsig(KEY)
+        answer = [rrset for message in _take_all(query, primary.port) for rrset in message.answer]
+        assert [r[0].serial for r in answer if r.rdtype == dns.rdatatype.SOA] == [43, 43]   # (the whole zone)
+        code, out = primary.stop()
+    assert code == 0 and "no IXFR history" in out
+
+
+def _take_all(query, port):
+    messages = []
+    for message in _messages(query, port):
+        messages.append(message)
+        answer = [r for m in messages for r in m.answer if r.rdtype == dns.rdatatype.SOA]
+        if len(messages) > 1000 or (len(answer) >= 2 and len(messages[0].answer) > 1):
+            return messages
+    return messages
+

@@ -277,7 +277,13 @@ class TcpServerProtocol(asyncio.Protocol):
                 stream.sent += 1
                 while self._writing_paused and not self.transport.is_closing():
                     self._drained = asyncio.get_running_loop().create_future()
-                    await self._drained
+                    try:    # (a client that stops reading for idle_timeout is closed, as an idle one)
+                        await asyncio.wait_for(self._drained, self.server.idle_timeout)
+                    except asyncio.TimeoutError:
+                        log.warning("dns: %s: the client read nothing for %gs after %d message(s): closed",
+                                    stream.description, self.server.idle_timeout, stream.sent)
+                        self.transport.abort()
+                        return
                 await asyncio.sleep(0)   # (other connections' queries between two messages)
         except Exception:
             log.exception("dns: %s failed after %d message(s)", stream.description, stream.sent)

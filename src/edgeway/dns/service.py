@@ -55,7 +55,7 @@ from edgeway.dns.resolver.aio import Counters
 from edgeway.dns.responder import Responder
 from edgeway.dns.server import (DnsTcpServer, TcpServerProtocol, UdpServer, bind_tcp, bind_udp,
                                 serve_tcp)
-from edgeway.dns.zone import Zone, ZoneError, ZoneSet, load_zone, zone_fingerprint
+from edgeway.dns.zone import Zone, ZoneError, ZoneSet, load_zone, serial_compare, zone_fingerprint
 from edgeway.dns.journal import Journal, record_version
 from edgeway.dns.notify import send_notify
 from edgeway.dns.transfer import Served, Transfers
@@ -132,7 +132,15 @@ def _record(config: DnsConfig, zone_config: ZoneConfig, loaded: _LoadedZone, pre
     files: off the loop for a reload."""
     if not _wants_journal(zone_config):
         return loaded
-    update = record_version(config.journal_dir, loaded.zone, loaded.fingerprint, zone_config.max_journal, previous)
+    try:
+        update = record_version(config.journal_dir, loaded.zone, loaded.fingerprint, zone_config.max_journal,
+                                previous)
+    except OSError as exc:
+        # An unwritable journal_dir costs the history, not the zone: served, IXFR gets it whole.
+        log.error("dns: zone %s: journal_dir %s: %s: no IXFR history; fix the folder's permissions",
+                  loaded.zone.origin, config.journal_dir, exc.strerror or exc)
+        moved = previous is not None and serial_compare(loaded.zone.serial, previous.serial) == 1
+        return dataclasses.replace(loaded, journal=Journal(loaded.zone.origin), notify=moved)
     if update.warning:
         log.warning("dns: %s", update.warning)
     return dataclasses.replace(loaded, journal=update.journal, notify=update.new_serial)
@@ -301,7 +309,7 @@ class DnsService:
                 zones.add(zone)
             except ZoneError as exc:
                 raise ZoneError(f"dns.zones.{index}: {exc}") from None
-            loaded.append(_record(config, zone_config, _LoadedZone(_zone_key(zone_config), zone, fingerprint), None))
+            loaded.append(_LoadedZone(_zone_key(zone_config), zone, fingerprint))
         self._zones: list[_LoadedZone] = loaded
         self._secondary: dict[dns.name.Name, Zone | None] = {
             dns.name.from_text(z.origin): _read_secondary(z) for z in config.secondary_zones}
@@ -345,6 +353,12 @@ class DnsService:
     # ------------------------------------------------------------------ start and stop
 
     async def start(self) -> None:
+        # The journal is compared with the version served last here, not at construction:
+        # `edgeway check` builds a service too, and must leave journal_dir as it found it.
+        for index, zone_config in enumerate(self.config.zones):
+            if _wants_journal(zone_config):
+                self._zones[index] = await _in_thread(_record, self.config, zone_config, self._zones[index], None)
+        self._publish_transfers(self.config, self._zones)
         if self.config.recursion.enabled:
             await self._warm(self.handlers)
         try:
@@ -697,19 +711,21 @@ class DnsService:
     # ------------------------------------------------------------------ transfers and NOTIFY
 
     def _publish_transfers(self, config: DnsConfig, zones: list[_LoadedZone]) -> None:
-        """The zones the primary side transfers (those with allow_transfer), one assignment."""
+        """The zones as transfers see them (edgeway.dns.transfer), in one assignment."""
         served = {}
         for zone_config, loaded in zip(config.zones, zones):
-            if zone_config.allow_transfer:
-                journal = loaded.journal if loaded.journal is not None else Journal(loaded.zone.origin)
-                served[loaded.zone.origin] = Served(loaded.zone, journal, list(zone_config.allow_transfer))
-        # secondary zones with allow_transfer are served onward (AXFR; IXFR from no history, so
-        # IXFR gets the whole zone too) while they have data: expired or never transferred, not
-        for zone_config in config.secondary_zones:
-            zone = getattr(self, "_secondary", {}).get(dns.name.from_text(zone_config.origin))
-            if zone_config.allow_transfer and zone is not None:
-                served[zone.origin] = Served(zone, Journal(zone.origin), list(zone_config.allow_transfer))
+            # (every zone: one without allow_transfer answers REFUSED, not NOTAUTH, as NSD)
+            journal = loaded.journal if loaded.journal is not None else Journal(loaded.zone.origin)
+            served[loaded.zone.origin] = Served(loaded.zone, journal, list(zone_config.allow_transfer))
         self.transfers.zones = served
+        # secondary zones are served onward (AXFR; IXFR gets the whole zone too: a secondary keeps
+        # no history) to their allow_transfer while they have data: expired or never transferred, not
+        onward = {}
+        for zone_config in config.secondary_zones:
+            zone = self._secondary.get(dns.name.from_text(zone_config.origin))
+            if zone is not None:
+                onward[zone.origin] = Served(zone, Journal(zone.origin), list(zone_config.allow_transfer))
+        self.transfers.secondaries = onward
 
     def _send_notifies(self, config: DnsConfig, zones: list[_LoadedZone]) -> None:
         """NOTIFY for every zone whose serial is new, from one process of a group (worker 0)."""

@@ -29,6 +29,8 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
 import dns.rdtypes.ANY.TSIG
 import dns.renderer
 import dns.tsig
@@ -245,6 +247,20 @@ class Signer:
         renderer.write_header()
         self._ctx = renderer.add_multi_tsig(self._ctx, self.keyname, self.key, self.fudge, self.original_id,
                                             0, b"", self.request_mac, self.key.algorithm)
+
+    def sign_wire(self, wire: bytes) -> bytes:
+        """`wire` (a whole message without TSIG, its ARCOUNT not counting one) with the next
+        TSIG of this answer appended: what `sign` does for a Renderer, for messages packed
+        without one (edgeway.dns.transfer). dnspython computes the MAC; only the record's
+        fixed header is packed here."""
+        template = dns.rdtypes.ANY.TSIG.TSIG(dns.rdataclass.ANY, dns.rdatatype.TSIG, self.key.algorithm, 0,
+                                             self.fudge, b"", self.original_id, 0, b"")
+        signed, self._ctx = dns.tsig.sign(wire, self.key, template, int(time.time()), self.request_mac,
+                                          self._ctx, True)
+        rdata = signed.to_wire()
+        (arcount,) = struct.unpack_from("!H", wire, 10)
+        return b"".join((wire[:10], struct.pack("!H", arcount + 1), wire[12:], self.keyname.to_wire(),
+                         struct.pack("!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata)), rdata))
 
     def sign_message(self, response: dns.message.Message) -> None:
         """Make `response` (a dns.message.Message) sign itself when rendered: a one-message answer."""

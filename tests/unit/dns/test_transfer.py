@@ -217,10 +217,12 @@ def test_ixfr_over_udp_is_the_soa_alone_and_axfr_over_udp_notimp(setup):
     assert message.rcode() == dns.rcode.NOTIMP
 
 
-def test_ixfr_without_the_clients_soa_is_formerr(setup):
+@pytest.mark.parametrize("key", [KEY, None])
+def test_ixfr_without_the_clients_soa_is_formerr(setup, key):
     responder, _ = setup
-    request = query("IXFR")
-    (message,) = messages(responder.respond(request.to_wire(), CLIENT, "tcp"), request)
+    request = query("IXFR", key=key)
+    client = CLIENT if key is not None else ("10.0.0.1", 1)
+    (message,) = messages(responder.respond(request.to_wire(), client, "tcp"), request)
     assert message.rcode() == dns.rcode.FORMERR
 
 
@@ -258,6 +260,15 @@ def test_signed_ordinary_queries_get_signed_answers_and_skip_the_fast_path(setup
     assert not responder.fast_udp
 
 
+def test_a_zone_without_allow_transfer_is_refused(setup):
+    responder, zone = setup
+    served = responder.transfers.zones[zone.origin]
+    responder.transfers.zones = {zone.origin: Served(served.zone, served.journal, [])}
+    request = query("AXFR")
+    (message,) = messages(responder.respond(request.to_wire(), CLIENT, "tcp"), request)
+    assert message.rcode() == dns.rcode.REFUSED
+
+
 def test_without_transfers_axfr_is_refused_and_signed_queries_notauth(tmp_path):
     zone = write_zone(tmp_path, zone_text(1))
     responder = Responder([ZonesHandler(ZoneSet([zone]))])
@@ -273,3 +284,31 @@ def test_allowed_matches_address_and_key():
     assert not allowed(entries, "127.9.9.9", None)
     assert allowed(entries, "::1", None)
     assert not allowed(entries, "not an address", None)
+
+
+def test_an_rrset_larger_than_a_message_is_split(tmp_path):
+    big = "".join(f'big TXT "{i:05d} {"y" * 100}"\n' for i in range(1500))     # ~160 KB in one RRset
+    zone = write_zone(tmp_path, zone_text(1, big))
+    transfers = Transfers({KEY.name: KEY})
+    transfers.zones = {zone.origin: Served(zone, Journal(zone.origin), [Entry("127.0.0.0/8", "xfr-key.")])}
+    responder = Responder([ZonesHandler(ZoneSet([zone]))], transfers=transfers)
+    request = query("AXFR")
+    got = messages(responder.respond(request.to_wire(), CLIENT, "tcp"), request)
+    assert len(got) >= 3
+    copy = dns.zone.Zone("example.com.", relativize=False)
+    with dns.xfr.Inbound(copy, dns.rdatatype.AXFR) as inbound:
+        for message in got:
+            inbound.process_message(message)
+    assert len(copy.get_rdataset("big.example.com.", "TXT")) == 1500
+
+
+def test_a_secondary_zone_is_served_onward(setup, tmp_path):
+    responder, zone = setup
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "z.zone").write_text(zone_text(9).replace("example.com.", "example.net."))
+    net = load_zone(other / "z.zone")
+    responder.transfers.secondaries[net.origin] = Served(net, Journal(net.origin), [Entry("127.0.0.0/8")])
+    request = query("AXFR", name="example.net.", key=None)
+    got = messages(responder.respond(request.to_wire(), CLIENT, "tcp"), request)
+    assert got[0].answer[0][0].serial == 9
