@@ -81,6 +81,7 @@ class Runtime:
         self.upstreams: dict[str, Any] = {}
         self.health_checkers: dict[str, Service] = {}
         self.dns: Service | None = None
+        self.secondary = None             # the SecondaryManager (edgeway.dns.secondary); not in workers
         self.listeners: dict[str, Service] = {}
         self.admin: Service | None = None
         self._started: list[Service] = []
@@ -107,6 +108,9 @@ class Runtime:
                 self.dns = _dns_service(config.dns, self.upstreams, config.listeners)
             for listener in config.listeners:
                 self.listeners[listener.name] = _listener_service(listener, self.upstreams)
+        if config.dns is not None and self.role != "worker":
+            # one manager of the secondary zones per group: here, or in the supervisor
+            self.secondary = _secondary_manager(self, config.dns)
         if getattr(config, "admin", None) is not None and self.role != "worker":
             from edgeway.admin import AdminService
 
@@ -114,7 +118,8 @@ class Runtime:
 
     @property
     def services(self) -> list[Service]:
-        return [*self.health_checkers.values(), *filter(None, [self.dns]), *self.listeners.values(),
+        # (the secondary manager before DNS: a zone file past its expiry is not served even once)
+        return [*self.health_checkers.values(), *filter(None, [self.secondary, self.dns]), *self.listeners.values(),
                 *filter(None, [self.admin])]
 
     async def start(self) -> None:
@@ -278,6 +283,35 @@ class Runtime:
                 raise EdgewayError("no dns: section in the config: no zone to reload")
             return await self.dns.reload_zone(origin)
 
+    async def refresh_zone(self, origin: str) -> dict:
+        """Ask a secondary zone's primaries now (POST /api/v1/dns/zones/{origin}/refresh)."""
+        return await self._secondary_manager().refresh(origin)
+
+    async def retransfer_zone(self, origin: str) -> dict:
+        """Transfer a secondary zone whole now (POST /api/v1/dns/zones/{origin}/retransfer)."""
+        return await self._secondary_manager().retransfer(origin)
+
+    async def notify_zone(self, origin: str) -> dict:
+        """Send a zone's NOTIFYs now (POST /api/v1/dns/zones/{origin}/notify): from this process,
+        or with workers from the one that sends them (worker 0, edgeway.dns.notify). Returns
+        {"origin", "targets": [{"target", "result"}]}; UnknownZoneError (a KeyError) for a zone
+        not served here as a primary."""
+        if self.group is not None:
+            return await self.group.notify_zone(origin)
+        if self.dns is None:
+            raise EdgewayError("no dns: section in the config: no zone to notify")
+        outcomes = await self.dns.notify(origin)
+        return {"origin": origin, "targets": [{"target": t, "result": r} for t, r in outcomes.items()]}
+
+    def _secondary_manager(self):
+        if self.secondary is None:
+            raise EdgewayError("no dns: section in the config: no secondary zone here")
+        return self.secondary
+
+    def secondary_status(self) -> list[dict]:
+        """Each secondary zone's serial, last transfer and next refresh (GET /api/v1/status)."""
+        return self.secondary.status() if self.secondary is not None else []
+
     async def _apply(self, new: Config) -> list[str]:
         """Prepare everything that can fail, then commit it all (docs/operations.md)."""
         from edgeway.upstream import Upstream
@@ -316,6 +350,7 @@ class Runtime:
                 new_dns = None
                 changes.append("dns: stopped")
             self._refuse_if_draining()   # (zone files take a while: a SIGTERM may have come)
+            keyring = _keyring(new.dns) if new.dns is not None and self.role != "worker" else None
             # 3. listeners, matched by (protocol, address)
             running = {_listener_key(s.config): s for s in self.listeners.values()}
             for listener in new.listeners if serving else ():
@@ -368,6 +403,15 @@ class Runtime:
         await self._commit_health_checkers(upstreams, new)
         self.upstreams = upstreams
         self.dns = new_dns
+        if keyring is not None:
+            if self.secondary is None:
+                self.secondary = _secondary_manager(self, new.dns)
+                await self.secondary.start()
+                self._started.append(self.secondary)
+            # (the DnsService's plan already said which secondary zones came and went)
+            self.secondary.configure(new.dns, keyring)
+            if self.dns is not None:
+                self.dns.notify_sink = self.secondary.notify
         self.listeners = listeners
         self.admin = new_admin
         self.config = new
@@ -498,6 +542,27 @@ def _health_checker(upstream, events: EventLog | None = None):
     from edgeway.upstream import HealthChecker
 
     return HealthChecker(upstream, events)
+
+
+def _keyring(dns_config) -> dict:
+    from edgeway.dns.tsig import load_keyring
+
+    return load_keyring(dns_config)
+
+
+def _secondary_manager(runtime: Runtime, dns_config):
+    """The secondary zones' manager: it installs into this process's DnsService, or (the
+    supervisor) has every worker load what it transferred."""
+    from edgeway.dns.secondary import GroupTarget, SecondaryManager, ServiceTarget
+
+    if runtime.role == "supervisor":
+        target = GroupTarget(runtime)
+    else:
+        target = ServiceTarget(runtime)
+    manager = SecondaryManager(dns_config, _keyring(dns_config), target)
+    if runtime.dns is not None:
+        runtime.dns.notify_sink = manager.notify
+    return manager
 
 
 def _dns_service(config, upstreams: dict, listeners: list):
@@ -696,7 +761,8 @@ def check_command(config_path: Path) -> None:
     parts = []
     if config.dns is not None:
         parts.append(f"dns on {', '.join(map(str, config.dns.listen))} with {len(config.dns.zones)} zone(s)"
-                     + (f" and {len(config.dns.records)} policy record(s)" if config.dns.records else ""))
+                     + (f" and {len(config.dns.records)} policy record(s)" if config.dns.records else "")
+                     + (f" and {len(config.dns.secondary_zones)} secondary zone(s)" if config.dns.secondary_zones else ""))
     from edgeway.config.model import RECORD_UPSTREAM_PREFIX
 
     upstreams = [name for name in config.upstreams if not name.startswith(RECORD_UPSTREAM_PREFIX)]

@@ -23,6 +23,9 @@ The endpoints, in the order of the issue (docs/operations.md, "Runtime API"):
     GET  /api/v1/dns/cache?name=NAME
     GET  /api/v1/dns/records[?name=NAME]        the policy records' current answers, and why
     POST /api/v1/dns/zones/{origin}/reload
+    POST /api/v1/dns/zones/{origin}/refresh     a secondary zone: ask its primaries now
+    POST /api/v1/dns/zones/{origin}/retransfer  a secondary zone: transfer it whole (AXFR) now
+    POST /api/v1/dns/zones/{origin}/notify      a zone we serve: send NOTIFY to its `notify:` list now
     GET  /api/v1/workers                        the worker processes (workers: N)
     GET  /metrics                               Prometheus text; no token with admin.metrics_without_token
                                                 (?per_worker=1: a worker="N" label instead of sums)
@@ -76,6 +79,9 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, str]]] = [
     (("api", "v1", "dns", "cache", "flush"), {"POST": "flush"}),
     (("api", "v1", "dns", "records"), {"GET": "records"}),
     (("api", "v1", "dns", "zones", "{origin}", "reload"), {"POST": "zone_reload"}),
+    (("api", "v1", "dns", "zones", "{origin}", "refresh"), {"POST": "zone_refresh"}),
+    (("api", "v1", "dns", "zones", "{origin}", "retransfer"), {"POST": "zone_retransfer"}),
+    (("api", "v1", "dns", "zones", "{origin}", "notify"), {"POST": "zone_notify"}),
     (("api", "v1", "workers"), {"GET": "workers"}),
     (("metrics",), {"GET": "metrics"}),
 ]
@@ -194,6 +200,8 @@ class AdminApi:
             "last_reload": rt.last_reload,
             "services": services,
             "workers": workers,
+            # each secondary zone: serial, state, last transfer, next refresh (edgeway.dns.secondary)
+            "secondary_zones": rt.secondary_status() if hasattr(rt, "secondary_status") else [],
         }
 
     async def _events(self, request: Request) -> tuple[int, dict]:
@@ -443,6 +451,45 @@ class AdminApi:
                 row = out[table].setdefault(key, {})
                 row[sample.labels.get(label)] = int(sample.value)
         return out
+    async def _zone_refresh(self, request: Request, origin: str) -> tuple[int, dict]:
+        return await self._secondary_command(request, origin, "refresh_zone", "refresh")
+
+    async def _zone_retransfer(self, request: Request, origin: str) -> tuple[int, dict]:
+        return await self._secondary_command(request, origin, "retransfer_zone", "retransfer")
+
+    async def _secondary_command(self, request: Request, origin: str, method: str, what: str) -> tuple[int, dict]:
+        """A secondary zone's refresh or retransfer, awaited: 200 with what happened (up to
+        date, transferred, or failed: the primaries' errors; the zone keeps what it had)."""
+        _no_query(request)
+        _json_object(request.body, optional=True)
+        origin = _dns_name(origin)
+        if getattr(self.runtime.config, "dns", None) is None:
+            raise ApiError(404, "DNS is not running here: the config has no dns: section")
+        log.info("admin: %s: zone %s %s requested", request.client, origin, what)
+        try:
+            result = await getattr(self.runtime, method)(origin)
+        except KeyError as exc:
+            raise ApiError(404, str(exc.args[0] if exc.args else origin)) from None
+        return (200 if result.get("result") != "failed" else 502), result
+
+    async def _zone_notify(self, request: Request, origin: str) -> tuple[int, dict]:
+        """NOTIFY the zone's `notify:` addresses now (the primary side's sender)."""
+        _no_query(request)
+        _json_object(request.body, optional=True)
+        origin = _dns_name(origin)
+        if getattr(self.runtime.config, "dns", None) is None:
+            raise ApiError(404, "DNS is not running here: the config has no dns: section")
+        notify = getattr(self.runtime, "notify_zone", None)
+        if notify is None:
+            raise ApiError(501, "this build cannot send NOTIFY")
+        log.info("admin: %s: NOTIFY for zone %s requested", request.client, origin)
+        try:
+            result = await notify(origin)
+        except KeyError as exc:
+            raise ApiError(404, str(exc.args[0] if exc.args else origin)) from None
+        except EdgewayError as exc:
+            raise ApiError(422, str(exc)) from None
+        return 200, result
 
     # ------------------------------------------------------------------ workers
 

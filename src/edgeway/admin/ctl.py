@@ -163,6 +163,13 @@ def _ago(when: float | None) -> str:
     return f"{seconds / 3600:.1f}h ago"
 
 
+def _until(when: float | None) -> str:
+    if not when:
+        return "-"
+    seconds = when - time.time()
+    return "now" if seconds <= 0 else f"in {_duration(seconds)}"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     days, seconds = divmod(seconds, 86400)
@@ -203,6 +210,21 @@ def print_status(data: dict) -> None:
         services.add_row(str(service.get("kind")), str(service.get("name")),
                          ", ".join(map(str, service.get("addresses") or [])))
     console.print(services)
+    zones = data.get("secondary_zones") or []
+    if zones:
+        table = Table(title="secondary zones", title_justify="left")
+        for column in ("zone", "serial", "state", "last transfer", "next refresh", "expires", "last error"):
+            table.add_column(column, no_wrap=column != "last error")
+        for zone in zones:
+            last = zone.get("last_transfer") or {}
+            state = str(zone.get("state"))
+            style = {"ok": "green", "expired": "red"}.get(state, "yellow")
+            table.add_row(str(zone.get("origin")), str(zone.get("serial") if zone.get("serial") is not None else "-"),
+                          f"[{style}]{state}[/]",
+                          f"{last.get('kind')} from {last.get('primary')} {_ago(last.get('time'))}" if last else "-",
+                          _until(zone.get("next_refresh")), _until(zone.get("expires_at")),
+                          str(zone.get("last_error") or ""))
+        console.print(table)
 
 
 def print_upstreams(upstreams: list[dict]) -> None:
@@ -474,3 +496,49 @@ def zone_reload(obj: _Ctx, origin: str) -> None:
 
     obj.run("POST", f"/api/v1/dns/zones/{_segment(origin)}/reload", show=show)
 
+
+
+def _show_secondary(data: dict) -> None:
+    result = data.get("result")
+    origin = data.get("origin")
+    if result == "transferred":
+        previous = data.get("previous_serial")
+        click.echo(f"zone {origin}: {data.get('kind')} from {data.get('primary')}: serial "
+                   f"{previous if previous is not None else 'none'} -> {data.get('serial')} "
+                   f"({data.get('records')} records, {data.get('seconds')}s)")
+    elif result == "up to date":
+        click.echo(f"zone {origin}: up to date at serial {data.get('serial')} ({data.get('primary')} has "
+                   f"{data.get('primary_serial')})")
+    else:
+        click.echo(f"zone {origin}: {result}: {data.get('error')}")
+
+
+@command.command("zone-refresh")
+@click.argument("origin")
+@click.pass_obj
+def zone_refresh(obj: _Ctx, origin: str) -> None:
+    """Ask a secondary zone's primaries now; transfer (IXFR, else AXFR) if they have a higher serial."""
+    obj.run("POST", f"/api/v1/dns/zones/{_segment(origin)}/refresh", show=_show_secondary)
+
+
+@command.command("zone-retransfer")
+@click.argument("origin")
+@click.pass_obj
+def zone_retransfer(obj: _Ctx, origin: str) -> None:
+    """Transfer a secondary zone whole (AXFR) now, whatever the serials."""
+    obj.run("POST", f"/api/v1/dns/zones/{_segment(origin)}/retransfer", show=_show_secondary)
+
+
+@command.command("notify")
+@click.argument("origin")
+@click.pass_obj
+def notify(obj: _Ctx, origin: str) -> None:
+    """Send NOTIFY for a zone we serve to the addresses of its `notify:` list now."""
+
+    def show(data: dict) -> None:
+        for row in data.get("targets") or ():
+            click.echo(f"{row.get('target')}: {row.get('result')}")
+        if not data.get("targets"):
+            click.echo(f"zone {data.get('origin')}: {data.get('result') or 'NOTIFY sent'}")
+
+    obj.run("POST", f"/api/v1/dns/zones/{_segment(origin)}/notify", show=show)

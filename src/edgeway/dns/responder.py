@@ -65,6 +65,7 @@ _QR = 0x8000
 _NO_EDNS_SIZE = 512
 _FLAG_MASK_KEPT = int(dns.flags.RD | dns.flags.CD)  # copied from the query (RFC 1035, RFC 4035)
 _OPCODE_MASK = 0x7800
+_NOTIFY = int(dns.opcode.NOTIFY)
 _RA, _RD = int(dns.flags.RA), int(dns.flags.RD)
 _clock = time.perf_counter
 _VARIANTS = 64          # rendered answers kept per question of a policy record
@@ -104,6 +105,8 @@ class Responder:
         self.counters = counters if counters is not None else DnsCounters()
         self._duration = self.counters.duration
         self.dropped = 0      # messages not answered at all (no header, or a response)
+        # NOTIFY (RFC 1996) for secondary zones: an edgeway.dns.notify_in.NotifyHandler, or None (NOTIMP)
+        self.notify = None
         # Zone transfers and TSIG (edgeway.dns.transfer, edgeway.dns.tsig): the service's
         # Transfers, or None (transfers REFUSED, signed messages NOTAUTH).
         self.transfers = transfers
@@ -185,6 +188,11 @@ class Responder:
             self.dropped += 1
             return None
         opcode = (flags >> 11) & 0xF     # (dns.opcode.from_flags, without building an enum)
+        if opcode == _NOTIFY and self.notify is not None:
+            reply = self.notify.respond(wire, client)
+            if reply is not None:
+                self.counters.answered(transport, dns.rdatatype.SOA, reply[3] & 0xF, _clock() - started)
+            return reply
         try:
             # The hand-written parser reads plain queries (no EDNS options, no TSIG, nothing
             # after the last record) in a fifth of dnspython's time; anything else is dnspython's.

@@ -24,6 +24,12 @@ Live operation (the runtime's reload contract, docs/operations.md):
 - `drain(deadline)`: no new question, owed answers sent, until none is left or the deadline.
 - The metrics' counts (`counters`, `resolver_counters`; edgeway.dns.metrics) belong to the
   service: every responder and every resolver a reload builds counts into the same objects.
+
+Secondary zones (`dns.secondary_zones`, edgeway.dns.secondary): the service only serves them.
+Each is read from its file at construction when the file exists (a restart serves it at once),
+else it answers SERVFAIL until `set_secondary` installs a transfer (the SecondaryManager's
+work, in this process or in the supervisor). A reload keeps what was installed. NOTIFY
+(RFC 1996) is answered here (`NotifyHandler`: allow_notify, TSIG) and handed to `notify_sink`.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ import dns.rrset
 from edgeway.config.model import DnsConfig, ZoneConfig
 from edgeway.dns.counters import DnsCounters
 from edgeway.dns.handlers.records import RecordsHandler
-from edgeway.dns.handlers.zones import ZonesHandler
+from edgeway.dns.handlers.zones import UnavailableZone, ZonesHandler
+from edgeway.dns.notify_in import NotifyHandler
 from edgeway.dns.records import RecordSet, zone_errors
 from edgeway.dns.resolver.aio import Counters
 from edgeway.dns.responder import Responder
@@ -183,8 +190,9 @@ def _resolver_of(handlers: list):
     return next((h.resolver for h in handlers if getattr(h, "name", "") == "recursion"), None)
 
 
-def _build_responder(config: DnsConfig, handlers: list, counters: DnsCounters, transfers=None) -> Responder:
-    return Responder(
+def _build_responder(config: DnsConfig, handlers: list, counters: DnsCounters, transfers=None,
+                     notify_in=None) -> Responder:
+    responder = Responder(
         handlers,
         udp_payload_size=config.udp_payload_size,
         recursion_available=config.recursion.enabled,
@@ -192,6 +200,32 @@ def _build_responder(config: DnsConfig, handlers: list, counters: DnsCounters, t
         counters=counters,      # (the service's: the counts run on across reloads)
         transfers=transfers,    # (the service's: updated in place when zones change)
     )
+    responder.notify = notify_in
+    return responder
+
+
+def _read_secondary(zone_config) -> Zone | None:
+    """A secondary zone's file, if it exists and parses (else None: transferred anew)."""
+    path = Path(zone_config.file)
+    if not path.exists():
+        return None
+    try:
+        return load_zone(path, zone_config.origin)
+    except ZoneError as exc:
+        log.warning("secondary zone %s: %s: not served from it, transferred anew", zone_config.origin, exc)
+        return None
+
+
+def _zone_set(loaded: list, secondary: dict) -> ZoneSet:
+    zones = ZoneSet()
+    for index, item in enumerate(loaded):
+        try:
+            zones.add(item.zone)
+        except ZoneError as exc:
+            raise ZoneError(f"dns.zones.{index}: {exc}") from None
+    for origin, zone in secondary.items():
+        zones.add(zone if zone is not None else UnavailableZone.of(origin))
+    return zones
 
 
 class _Listen:
@@ -260,6 +294,7 @@ class DnsReloadPlan:
     records: RecordSet | None = None
     upstreams: dict = field(default_factory=dict)
     listeners: list = field(default_factory=list)
+    secondary: dict = field(default_factory=dict)
 
     def commit(self) -> None:
         if self.done:
@@ -295,11 +330,18 @@ class DnsService:
                 raise ZoneError(f"dns.zones.{index}: {exc}") from None
             loaded.append(_LoadedZone(_zone_key(zone_config), zone, fingerprint))
         self._zones: list[_LoadedZone] = loaded
+        self._secondary: dict[dns.name.Name, Zone | None] = {
+            dns.name.from_text(z.origin): _read_secondary(z) for z in config.secondary_zones}
+        for origin, zone in self._secondary.items():
+            zones.add(zone if zone is not None else UnavailableZone.of(origin))
         # Outgoing transfers and TSIG (edgeway.dns.transfer): one object for the service's life,
         # its keys and zones replaced when the config or a zone changes.
         self.transfers = Transfers(_keyring(config))
         self._publish_transfers(config, loaded)
         self.zones = zones
+        self.notify_in = NotifyHandler(config)      # NOTIFY received (secondary zones)
+        self.notify_sink = None       # callable(origin, source): set by the runtime or the worker
+        self.notify_in.sink = self._notified
         self.records = build_records(config, zones, self.upstreams, self.listeners)
         self.handlers = build_handlers(config, self.zones, records=self.records)
         self.resolver = _resolver_of(self.handlers)
@@ -307,7 +349,7 @@ class DnsService:
         # and every resolver a reload builds counts into these.
         self.counters = DnsCounters()
         self.resolver_counters = self.resolver.counters if self.resolver is not None else Counters()
-        self.responder = _build_responder(config, self.handlers, self.counters, self.transfers)
+        self.responder = _build_responder(config, self.handlers, self.counters, self.transfers, self.notify_in)
         self.tcp = DnsTcpServer(
             self.responder,
             idle_timeout=config.tcp.idle_timeout,
@@ -350,7 +392,8 @@ class DnsService:
             await self.stop()
             raise
         for zone in self.zones:
-            log.info("zone %s serial %d loaded from %s", zone.origin, zone.serial, zone.path)
+            if zone.__class__ is not UnavailableZone:
+                log.info("zone %s serial %d loaded from %s", zone.origin, zone.serial, zone.path)
         self._send_notifies(self.config, self._zones)
         log.info("dns listening on %s (udp and tcp)", ", ".join(str(a) for a in self.config.listen))
 
@@ -429,15 +472,20 @@ class DnsService:
         warnings: list[str] = []
         keyring = _keyring(config)
         loaded = await self._load_zones(config, changes, warnings)
-        zones = ZoneSet()
-        for index, item in enumerate(loaded):
-            try:
-                zones.add(item.zone)
-            except ZoneError as exc:
-                raise ZoneError(f"dns.zones.{index}: {exc}") from None
+        secondary = {}
+        for zone_config in config.secondary_zones:
+            origin = dns.name.from_text(zone_config.origin)
+            if origin in self._secondary:
+                secondary[origin] = self._secondary[origin]
+            else:
+                secondary[origin] = await _in_thread(_read_secondary, zone_config)
+                changes.append(f"dns: secondary zone {origin} added")
+        zones = _zone_set(loaded, secondary)
         running = {z.zone.origin for z in self._zones}
         for origin in sorted(running - {z.zone.origin for z in loaded}):
             changes.append(f"dns: zone {origin} removed")
+        for origin in sorted(set(self._secondary) - set(secondary)):
+            changes.append(f"dns: secondary zone {origin} removed")
 
         keep_resolver = config.recursion == old.recursion and self.resolver is not None
         resolver = self.resolver if keep_resolver else None
@@ -477,7 +525,8 @@ class DnsService:
         removed = [l for k, l in self._listens.items() if k not in {str(a) for a in config.listen}]
         changes += [f"dns: {l.key} removed (draining)" for l in removed]
         plan = DnsReloadPlan(self, config, loaded, handlers, self.resolver if keep_resolver else new_resolver,
-                             new_resolver is not None, added, removed, changes, warnings, keyring=keyring)
+                             new_resolver is not None, added, removed, changes, warnings, keyring=keyring,
+                             secondary=secondary)
         plan.records, plan.upstreams, plan.listeners = records, upstreams, listeners
         return plan
 
@@ -521,7 +570,8 @@ class DnsService:
     def _commit(self, plan: DnsReloadPlan) -> None:
         # Nothing here awaits: the swap is one block of assignments on the loop's thread.
         config = plan.config
-        responder = _build_responder(config, plan.handlers, self.counters, self.transfers)
+        self.notify_in.configure(config)
+        responder = _build_responder(config, plan.handlers, self.counters, self.transfers, self.notify_in)
         self.transfers.keyring = plan.keyring
         self._publish_transfers(config, plan.zones)
         old_resolver = self.resolver
@@ -545,7 +595,15 @@ class DnsService:
         asyncio.get_running_loop().call_soon(released.__len__)
         self.config = config
         self._zones = plan.zones
-        self.zones = ZoneSet([z.zone for z in plan.zones])
+        # (a transfer installed since prepare: the newer zone stays)
+        self._secondary = {origin: self._secondary.get(origin, zone) for origin, zone in plan.secondary.items()}
+        self._publish_transfers(config, plan.zones)
+        self.zones = _zone_set(plan.zones, self._secondary)
+        for handler in plan.handlers:
+            if isinstance(handler, ZonesHandler):
+                handler.zones = self.zones
+            elif isinstance(handler, RecordsHandler):
+                handler.set_zones(self.zones)
         self.handlers = plan.handlers
         plan.records.adopt_counts(self.records)
         self.records, self.upstreams, self.listeners = plan.records, plan.upstreams, plan.listeners
@@ -650,7 +708,7 @@ class DnsService:
         return result
 
     def _swap_zones(self, zones: list[_LoadedZone]) -> None:
-        zone_set = ZoneSet([z.zone for z in zones])
+        zone_set = _zone_set(zones, self._secondary)
         for handler in self.handlers:
             if isinstance(handler, ZonesHandler):
                 handler.zones = zone_set        # (one assignment: a query sees old or new)
@@ -660,6 +718,37 @@ class DnsService:
         self.zones = zone_set
         self._publish_transfers(self.config, zones)
         self.responder.invalidate()
+
+    # ------------------------------------------------------------------ secondary zones
+
+    def secondary_zones(self) -> dict[dns.name.Name, Zone | None]:
+        """What each secondary zone serves now (None: SERVFAIL)."""
+        return dict(self._secondary)
+
+    def set_secondary(self, origin: dns.name.Name, zone: Zone | None) -> None:
+        """Serve `zone` for the secondary zone `origin` (None: answer SERVFAIL: expired). One
+        assignment: a query sees the old zone or the new one."""
+        if origin not in self._secondary:
+            raise UnknownZoneError(f"zone {origin}: not a secondary zone here")
+        self._secondary[origin] = zone
+        self._swap_zones(self._zones)
+
+    async def load_secondary(self, origin: str) -> dict:
+        """Read a secondary zone's file again and serve it (workers: the supervisor wrote it)."""
+        name = dns.name.from_text(origin)
+        index = next((i for i, z in enumerate(self.config.secondary_zones)
+                      if dns.name.from_text(z.origin) == name), None)
+        if index is None:
+            raise UnknownZoneError(f"zone {name}: not a secondary zone here")
+        zone_config = self.config.secondary_zones[index]
+        zone = await _in_thread(load_zone, zone_config.file, zone_config.origin)
+        self.set_secondary(name, zone)
+        log.info("secondary zone %s serial %d loaded from %s", name, zone.serial, zone_config.file)
+        return {"origin": name.to_text(), "serial": zone.serial}
+
+    def _notified(self, origin: dns.name.Name, source: str) -> None:
+        if self.notify_sink is not None:
+            self.notify_sink(origin, source)
 
     # ------------------------------------------------------------------ transfers and NOTIFY
 
@@ -671,6 +760,14 @@ class DnsService:
             journal = loaded.journal if loaded.journal is not None else Journal(loaded.zone.origin)
             served[loaded.zone.origin] = Served(loaded.zone, journal, list(zone_config.allow_transfer))
         self.transfers.zones = served
+        # secondary zones are served onward (AXFR; IXFR gets the whole zone too: a secondary keeps
+        # no history) to their allow_transfer while they have data: expired or never transferred, not
+        onward = {}
+        for zone_config in config.secondary_zones:
+            zone = self._secondary.get(dns.name.from_text(zone_config.origin))
+            if zone is not None:
+                onward[zone.origin] = Served(zone, Journal(zone.origin), list(zone_config.allow_transfer))
+        self.transfers.secondaries = onward
 
     def _send_notifies(self, config: DnsConfig, zones: list[_LoadedZone]) -> None:
         """NOTIFY for every zone whose serial is new, from one process of a group (worker 0)."""

@@ -256,7 +256,11 @@ class Supervisor:
         init = {"t": "init", "index": handle.index, "generation": self.generation,
                 "config_path": str(self.config_path), "config_text": self.config_text,
                 "sockets": self.shared.describe(),
-                "state": self.sync.full_state(self.control.upstreams) if self.sync is not None else []}
+                "state": self.sync.full_state(self.control.upstreams) if self.sync is not None else [],
+                # secondary zones the group answers SERVFAIL for: not served from their files even once
+                "secondary_expired": [o.to_text() for o, h in (self.control.secondary.zones.items()
+                                                                if self.control.secondary is not None else ())
+                                      if h.state.expired]}
         handle._reader = self._background(self._talk(handle, parent_ctl, proc, init))
         loop.call_later(self._ready_timeout(), self._not_ready, handle, proc)
         log.info("worker %d started (pid %d)", handle.index, proc.pid)
@@ -338,6 +342,8 @@ class Supervisor:
             if self.sync is not None:
                 for state in self.sync.full_state(self.control.upstreams):
                     channel.send(state)
+            if self.control.secondary is not None and self.control.secondary.zones:
+                self._background(self._sync_secondaries(handle))
             if not self._announced and all(h.state == "running" for h in self.workers):
                 self._announced = True
                 log.info("edgeway is running (pid %d) with %d workers; SIGHUP reloads, SIGTERM drains and "
@@ -345,11 +351,44 @@ class Supervisor:
         elif kind == "failure":
             if self.sync is not None and self.sync.apply_failure(self.control.upstreams, msg):
                 self._on_change(self.control.upstreams.get(msg.get("upstream")))
+        elif kind == "notify":        # a worker accepted a NOTIFY: our SecondaryManager acts on it
+            if self.control.secondary is not None:
+                self.control.secondary.notify(str(msg.get("origin")), str(msg.get("from") or ""))
         elif kind == "bye":
             if msg.get("snapshot") is not None:
                 self.retired.append(msg["snapshot"])
         else:
             log.warning("worker %d: unknown control message %r", handle.index, kind)
+
+    async def notify_zone(self, origin: str) -> dict:
+        """`ctl notify`: worker 0 sends the group's NOTIFYs (edgeway.dns.notify), so it sends
+        this one too; the first running worker when 0 is not running."""
+        handles = sorted((h for h in self.workers if h.channel is not None and h.state == "running"),
+                         key=lambda h: h.index)
+        if not handles:
+            raise EdgewayError("no worker is running: cannot send NOTIFY now")
+        answer = await handles[0].channel.request({"t": "op", "op": "notify", "args": {"origin": origin}}, 30.0)
+        if not answer.get("ok"):
+            if answer.get("status") == 404:
+                raise KeyError(answer.get("error"))
+            raise EdgewayError(str(answer.get("error")))
+        return {**answer["result"], "worker": handles[0].index}
+
+    async def _sync_secondaries(self, handle: WorkerHandle) -> None:
+        """A worker that just started serves the secondary zones' files as it found them;
+        make it serve what the group serves: the file again (a transfer may have written it
+        since it read it), or nothing for an expired zone."""
+        manager = self.control.secondary
+        for origin, held in list(manager.zones.items()):
+            if handle.channel is None:
+                return
+            if held.zone is None and not held.state.expired:
+                continue
+            op = "secondary_expire" if held.state.expired else "secondary_load"
+            try:
+                await handle.channel.request({"t": "op", "op": op, "args": {"origin": origin.to_text()}}, 60.0)
+            except ControlError as exc:
+                log.error("worker %d: secondary zone %s: %s failed: %s", handle.index, origin, op, exc)
 
     def _on_exit(self, handle: WorkerHandle) -> None:
         loop = asyncio.get_running_loop()

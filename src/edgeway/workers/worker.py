@@ -99,6 +99,13 @@ class Worker:
         config = self._load(init["config_text"])
         logs.set_format(config.log.format)
         self.runtime = runtime = Runtime(config, self.config_path, role="worker")
+        self._forward_notify()
+        if runtime.dns is not None:   # expired secondary zones: SERVFAIL from the first query
+            import dns.name as dnsname
+
+            for origin in init.get("secondary_expired") or ():
+                if dnsname.from_text(origin) in runtime.dns.secondary_zones():
+                    runtime.dns.set_secondary(dnsname.from_text(origin), None)
         if self.sync is not None:   # the group's health view, before the first client
             for state in init.get("state") or ():
                 self.sync.apply_state(runtime.upstreams, state)
@@ -125,6 +132,13 @@ class Worker:
             await runtime.stop()
             self.channel.close()
         return 0
+
+    def _forward_notify(self) -> None:
+        """A NOTIFY this worker accepted (allow_notify and TSIG checked here) goes to the
+        supervisor, whose SecondaryManager asks the primaries (edgeway.dns.secondary)."""
+        if self.runtime.dns is not None:
+            self.runtime.dns.notify_sink = lambda origin, source: self._send_quietly(
+                {"t": "notify", "origin": origin.to_text(), "from": source})
 
     def _release_sockets(self) -> None:
         """Stopping: this worker's own copies of the shared sockets close (the services close
@@ -216,6 +230,7 @@ class Worker:
                     os.close(fd)
             self._publish()
             result = await self.runtime.apply_config(self._load(msg["config_text"]))
+            self._forward_notify()     # (a dns: section the reload added)
         except (EdgewayError, OSError, ValueError) as exc:
             result = {"ok": False, "error": str(exc), "changes": []}
         except Exception as exc:

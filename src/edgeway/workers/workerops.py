@@ -1,7 +1,8 @@
 """What a worker answers to the supervisor's `op` requests (its side of the group's admin API).
 
     snapshot(runtime) -> dict                 the worker's counts, JSON-able
-    await handle(runtime, op, args) -> result ops: snapshot, cache_entries, flush_cache, reload_zone
+    await handle(runtime, op, args) -> result ops: snapshot, cache_entries, flush_cache, reload_zone,
+        secondary_load, secondary_expire (the supervisor's SecondaryManager: edgeway.dns.secondary)
 
 A snapshot is {"pid", "servers": {upstream: {address: {requests, failures, in_flight}}},
 "metrics": [family, ...], "services": [...]}: every family of the worker's RuntimeCollector
@@ -91,4 +92,21 @@ async def handle(runtime: Any, op: str, args: dict) -> Any:
             return {"ok": False, "status": 404, "error": str(exc.args[0] if exc.args else args["origin"])}
         except EdgewayError as exc:   # the zone file is wrong; the old zone keeps serving
             return {"ok": False, "status": 422, "error": str(exc)}
-    raise ValueError(f"unknown op {op!r} (expected snapshot, cache_entries, flush_cache or reload_zone)")
+    if op == "notify":              # the primary side's NOTIFY, sent from this worker
+        try:
+            return {"ok": True, "result": await runtime.notify_zone(args["origin"])}
+        except KeyError as exc:
+            return {"ok": False, "status": 404, "error": str(exc.args[0] if exc.args else args["origin"])}
+    if op == "secondary_load":      # the supervisor wrote a secondary zone's file: serve it
+        if dns is None:
+            raise EdgewayError("no dns service in this worker")
+        return await dns.load_secondary(args["origin"])
+    if op == "secondary_expire":    # no primary confirmed it within EXPIRE: SERVFAIL
+        if dns is None:
+            raise EdgewayError("no dns service in this worker")
+        import dns.name as dnsname
+
+        dns.set_secondary(dnsname.from_text(args["origin"]), None)
+        return {"origin": args["origin"]}
+    raise ValueError(f"unknown op {op!r} (expected snapshot, cache_entries, flush_cache, reload_zone, "
+                     "secondary_load or secondary_expire)")

@@ -6,11 +6,23 @@ responder when nothing else answers.
 
 from __future__ import annotations
 
+import dns.name
+import dns.rcode
 import dns.rdataclass
 
 from edgeway.dns.authority import lookup
 from edgeway.dns.handlers.base import Answer, Query
-from edgeway.dns.zone import ZoneSet
+from edgeway.dns.zone import Zone, ZoneSet
+
+
+class UnavailableZone(Zone):
+    """A secondary zone with nothing to serve: never transferred yet, or expired. It holds its
+    origin in the zone set so that its names are answered SERVFAIL (as NSD does), not passed
+    to a parent zone or to recursion."""
+
+    @classmethod
+    def of(cls, origin: dns.name.Name) -> "UnavailableZone":
+        return cls(origin=origin, nodes={}, names=frozenset({origin}))
 
 
 class ZonesHandler:
@@ -25,4 +37,6 @@ class ZonesHandler:
         zone = self.zones.find(query.name)
         if zone is None:
             return None
+        if zone.__class__ is UnavailableZone:
+            return Answer(rcode=dns.rcode.SERVFAIL, source="zones")
         return lookup(zone, query.name, query.rdtype)
