@@ -85,8 +85,13 @@ def families(dns_service) -> Iterable[Metric]:
     all_down = CounterMetricFamily("edgeway_dns_record_all_down",
                                    "Policy records' answers given with no healthy address (when_all_down)",
                                    labels=["record", "type", "mode"])
-    for record in records or ():
-        for target, n in record.answers.items():
+    if not records:
+        return      # (a family without a series: promtool and dashboards would see no names)
+    for record in records:
+        # every target from the start, zeros included: rate() needs the series
+        counts = {target.label: 0 for target in record.targets}
+        counts.update(record.answers)
+        for target, n in counts.items():
             answers.add_metric([record.name, record.rdtype, target], n)
         all_down.add_metric([record.name, record.rdtype, record.when_all_down],
                             record.all_down.get(record.when_all_down, 0))
