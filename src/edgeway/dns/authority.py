@@ -41,8 +41,10 @@ A, NS, CNAME, SOA, MX, AAAA, SRV, DNAME, DS, ANY = (
 )
 MAX_CHAIN = 16
 WILDCARD = dns.name.Name([b"*"])
-# Types whose targets get their addresses in the additional section (RFC 1035 3.3, 2782).
-_TARGET = {NS: "target", MX: "exchange", SRV: "target"}
+# Types whose targets get their addresses in the additional section (RFC 1035 3.3, 2782; MB,
+# KX and RT as NSD does).
+_TARGET = {NS: "target", MX: "exchange", SRV: "target", dns.rdatatype.MB: "target",
+           dns.rdatatype.KX: "exchange", dns.rdatatype.RT: "exchange"}
 
 
 def lookup(zone: Zone, qname: dns.name.Name, qtype: int) -> Answer:
@@ -67,9 +69,12 @@ def lookup(zone: Zone, qname: dns.name.Name, qtype: int) -> Answer:
                 _negative(zone, answer, nxdomain=False)
                 return answer
             encloser = _closest_encloser(zone, name)
-            node = zone.nodes.get(WILDCARD.concatenate(encloser))
+            wildcard = WILDCARD.concatenate(encloser)
+            node = zone.nodes.get(wildcard)
             if node is None:
-                _negative(zone, answer, nxdomain=True)
+                # A wildcard that exists only as an empty non-terminal (`host.*.sub` in the
+                # zone) still matches: the answer is NODATA (RFC 4592 section 2.2.1), as NSD.
+                _negative(zone, answer, nxdomain=wildcard not in zone.names)
                 return answer
         # `name` owns `node`'s data, whether it exists or a wildcard synthesised it.
         if qtype == ANY:

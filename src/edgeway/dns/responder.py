@@ -12,6 +12,8 @@ Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
 - any other message dnspython cannot parse, or not exactly one question: FORMERR, header only;
 - opcode other than QUERY: NOTIMP; EDNS version above 0: BADVERS (RFC 6891 section 6.1.3);
 - no handler answers: REFUSED;
+- the DO bit of the query's OPT record is copied into the response's (RFC 3225 section 3);
+  the fast path's key holds the query's OPT, so DO and non-DO answers never mix;
 - the answer is rendered for the client's UDP size (512 without EDNS, capped by ours); what
   does not fit in answer or authority sets TC=1, additional records are dropped silently.
 
@@ -57,6 +59,7 @@ _NO_EDNS_SIZE = 512
 _FLAG_MASK_KEPT = int(dns.flags.RD | dns.flags.CD)  # copied from the query (RFC 1035, RFC 4035)
 _OPCODE_MASK = 0x7800
 _RA, _RD = int(dns.flags.RA), int(dns.flags.RD)
+_DO = int(dns.flags.DO)   # RFC 3225 section 3: copied from the query's OPT into the response's
 _clock = time.perf_counter
 
 
@@ -269,7 +272,7 @@ class Responder:
         response.flags = _QR | (flags & (_OPCODE_MASK | _FLAG_MASK_KEPT)) | (_RA if self.recursion_available else 0)
         response.question = list(query.question)
         if query.edns >= 0:
-            use_edns(response, 0, self.udp_payload_size)
+            use_edns(response, int(query.ednsflags) & _DO, self.udp_payload_size)
         if 0 <= rcode < 16:
             response.flags |= rcode
         else:

@@ -26,6 +26,7 @@ import dns.rdtypes.ANY.TXT
 import dns.zone
 import dns.zonefile
 
+from edgeway.dns import rdtypes  # noqa: F401  (registers the types NSD loads that dnspython lacks)
 from edgeway.errors import EdgewayError
 
 
