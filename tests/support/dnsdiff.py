@@ -85,10 +85,16 @@ class Pair:
         theirs = ask(query, "127.0.0.1", port=self.nsd_port, timeout=3, **extra)
         return ours, theirs
 
-    def differences(self, name: str, rdtype: str, edns: bool = True, do: bool = False, tcp: bool = False) -> str:
-        """'' when both servers answer alike, else what differs."""
+    def differences(self, name: str, rdtype: str, edns: bool = True, do: bool = False, tcp: bool = False,
+                    without_denial: bool = False) -> str:
+        """'' when both servers answer alike, else what differs. `without_denial`: compare the
+        authority sections without their NSEC and NSEC3 records (and those records' RRSIGs)."""
         ours, theirs = self.ask_both(name, rdtype, edns, do, tcp)
         a, b = normalise(ours), normalise(theirs)
+        if without_denial:
+            denial = {dns.rdatatype.NSEC, dns.rdatatype.NSEC3}
+            for side in (a, b):
+                side["authority"] = [r for r in side["authority"] if r[2] not in denial and r[3] not in denial]
         if rdtype == "ANY" or (ours.flags & theirs.flags & dns.flags.TC):
             # RFC 8482: any subset for ANY; RFC 2181 9: a truncated answer's records are not used.
             a = {k: a[k] for k in ("rcode", "flags", "edns", "do", "question")}

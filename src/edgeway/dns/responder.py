@@ -244,7 +244,39 @@ class Responder:
         response.answer = answer.answer
         response.authority = answer.authority
         response.additional = answer.additional
-        return self._render(query, response, transport)
+        wire = self._render(query, response, transport)
+        if transport == "udp" and (answer.authority or answer.additional):
+            return self._fit(query, response, answer, wire)
+        return wire
+
+    def _fit(self, query, response, answer: Answer, wire: bytes) -> bytes:
+        """NSD's choices for a UDP answer that did not fit whole: an RRset and its RRSIGs go
+        together or not at all (dnspython's renderer cuts between them in the additional
+        section), and the optional authority NS (with the additional section) is left out
+        rather than truncating the answer. A re-render, for large answers only."""
+        an, ns, ar = struct.unpack_from("!HHH", wire, 6)
+        sizes = [sum(len(rrset) for rrset in section) for section in (response.answer, response.authority)]
+        opt = 1 if response.opt is not None else 0
+        if an != sizes[0] or ar - opt == sum(len(rrset) for rrset in response.additional):
+            return wire     # all there, or the answer itself is truncated (TC=1): as rendered
+        if ns != sizes[1]:
+            if not answer.optional_authority:
+                return wire
+            response.authority, response.additional = [], []
+            response.flags &= ~int(dns.flags.TC)
+            return self._render(query, response, transport="udp")
+        fitted, kept = ar - opt, 0
+        for rrset in response.additional:
+            if len(rrset) > fitted:
+                break
+            fitted -= len(rrset)
+            kept += 1
+        additional = response.additional
+        if 0 < kept < len(additional) and additional[kept].rdtype == dns.rdatatype.RRSIG \
+                and additional[kept].covers == additional[kept - 1].rdtype:
+            response.additional = additional[:kept - 1]
+            return self._render(query, response, transport="udp")
+        return wire
 
     def _keep(self, request: Query, answer: Answer, transport, key, started, wire: bytes) -> None:
         """Count, keep on the fast paths, log: what follows rendering an answer."""

@@ -48,6 +48,10 @@ class Answer:
     additional: list[dns.rrset.RRset] = field(default_factory=list)
     cacheable: bool = False
     source: str = ""  # which handler answered ("hosts", "zones", "cache", "recursion")
+    # The authority section is only the zone's NS that a positive answer may carry (RFC 1034
+    # 4.3.2 step 3a): over UDP it is left out, with the additional section, rather than
+    # truncating the answer (as NSD).
+    optional_authority: bool = False
 
 
 HandlerResult = Union[Answer, None, Awaitable[Union[Answer, None]]]

@@ -6,11 +6,14 @@ responder when nothing else answers.
 
 from __future__ import annotations
 
+import dns.flags
 import dns.rdataclass
 
 from edgeway.dns.authority import lookup
 from edgeway.dns.handlers.base import Answer, Query
 from edgeway.dns.zone import ZoneSet
+
+_DO = int(dns.flags.DO)   # the query asks for DNSSEC records (RFC 3225)
 
 
 class ZonesHandler:
@@ -25,4 +28,6 @@ class ZonesHandler:
         zone = self.zones.find(query.name)
         if zone is None:
             return None
-        return lookup(zone, query.name, query.rdtype)
+        message = query.message
+        dnssec = message is not None and message.edns >= 0 and bool(int(message.ednsflags) & _DO)
+        return lookup(zone, query.name, query.rdtype, dnssec)
