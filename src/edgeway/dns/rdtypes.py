@@ -78,8 +78,8 @@ class MINFO(dns.rdata.Rdata):
         self.rmailbx = self._as_name(rmailbx)
         self.emailbx = self._as_name(emailbx)
 
-    def to_text(self, origin=None, relativize=True, **kw):
-        return f"{self.rmailbx.choose_relativity(origin, relativize)} {self.emailbx.choose_relativity(origin, relativize)}"
+    def to_styled_text(self, style) -> str:
+        return f"{self.rmailbx.to_styled_text(style)} {self.emailbx.to_styled_text(style)}"
 
     @classmethod
     def from_text(cls, rdclass, rdtype, tok, origin=None, relativize=True, relativize_to=None):
@@ -113,9 +113,9 @@ class NXT(dns.rdata.Rdata):
     def types(self) -> list[int]:
         return [i * 8 + bit for i, byte in enumerate(self.bitmap) for bit in range(8) if byte & (0x80 >> bit)]
 
-    def to_text(self, origin=None, relativize=True, **kw):
+    def to_styled_text(self, style) -> str:
         names = " ".join(dns.rdatatype.to_text(t) for t in self.types)
-        return f"{self.next.choose_relativity(origin, relativize)}" + (f" {names}" if names else "")
+        return self.next.to_styled_text(style) + (f" {names}" if names else "")
 
     @classmethod
     def from_text(cls, rdclass, rdtype, tok, origin=None, relativize=True, relativize_to=None):
