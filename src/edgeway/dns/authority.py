@@ -134,7 +134,7 @@ def _lookup(zone: Zone, qname, qtype, answer: Answer, signed, wildcards) -> None
             if qtype != DS and qtype != DNSKEY:   # (NSD leaves the NS out of these large answers)
                 _apex_ns(zone, answer)
             return
-        cname = node.get_rdataset(IN, CNAME) if qtype != CNAME else None
+        cname = node.get_rdataset(IN, CNAME) if qtype != CNAME and qtype != NSEC3 else None
         if cname is None:
             _negative(zone, answer, nxdomain=False)
             if signed is not None:

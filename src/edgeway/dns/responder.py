@@ -15,7 +15,9 @@ Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
 - the DO bit of the query's OPT record is copied into the response's (RFC 3225 section 3);
   the fast path's key holds the query's OPT, so DO and non-DO answers never mix;
 - the answer is rendered for the client's UDP size (512 without EDNS, capped by ours); what
-  does not fit in answer or authority sets TC=1, additional records are dropped silently.
+  does not fit in answer or authority sets TC=1, additional records are dropped silently (an
+  RRset with its RRSIGs or not at all), and the apex NS a positive answer carries is left out
+  with them rather than set TC=1 (as NSD: `_fit`).
 
 The fast path: an authoritative answer depends only on the query's bytes after its ID, so
 the rendered response is kept keyed on exactly those bytes (and the transport) and a repeat
