@@ -83,3 +83,23 @@ def test_dnssec_records_only_with_do(signed_pair):
             assert with_do.ednsflags & dns.flags.DO and not without.ednsflags & dns.flags.DO
             assert dns.rdatatype.RRSIG in kinds_do, (variant, name)
             assert not kinds & {dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3}, (variant, name)
+
+
+def test_parent_and_child_on_one_server_as_nsd(tmp_path):
+    """Both sides of a signed cut served by one server: DS at the child's apex comes from the
+    parent (RFC 4035 3.1.4.1), everything else from the child; NSEC parent, NSEC3 child."""
+    child_keys = make_keys("sub.rich.test.")
+    parent = nsd_zone_text().replace(
+        "sub         IN DS   12345 13 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        child_keys.ds_text())
+    child = ("$ORIGIN sub.rich.test.\n$TTL 300\n@ SOA ns hostmaster 1 3600 900 1209600 300\n@ NS ns\n"
+             "ns A 192.0.2.200\nwww A 192.0.2.201\n")
+    zones = {ORIGIN: sign_nsec(parent, make_keys(ORIGIN)), "sub.rich.test.": sign_nsec3(child, child_keys)}
+    with Pair(tmp_path, zones) as pair:
+        differences = [pair.differences(name, rdtype, do=do)
+                       for name in ("sub.rich.test.", "www.sub.rich.test.", "x.sub.rich.test.", "ns.sub.rich.test.")
+                       for rdtype in ("DS", "A", "SOA", "NS", "DNSKEY", "NSEC", "NSEC3PARAM")
+                       for do in (True, False)]
+        assert not [d for d in differences if d], "\n".join(d for d in differences if d)
+        ours, _ = pair.ask_both("sub.rich.test.", "DS", do=True)
+        assert ours.answer and ours.answer[0].rdtype == dns.rdatatype.DS   # from the parent
