@@ -176,8 +176,9 @@ def stop_all(procs: dict) -> None:
 class EdgewayHierarchy:
     """SERVERS served by `edgeway serve` processes (one per server, as on separate machines)."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, servers: dict | None = None) -> None:
         self.folder, self.port = folder, port
+        self.servers = servers or SERVERS     # (another set: the signed hierarchy's)
         self.procs: dict = {}
 
     def __enter__(self) -> "EdgewayHierarchy":
@@ -185,7 +186,7 @@ class EdgewayHierarchy:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            for name, (ip, zones) in SERVERS.items():
+            for name, (ip, zones) in self.servers.items():
                 lines = ["dns:", f'  listen: ["{ip}:{self.port}"]', "  zones:"]
                 for i, (origin, text) in enumerate(zones.items()):
                     zone_file = self.folder / f"{name}-{i}.zone"
@@ -194,7 +195,7 @@ class EdgewayHierarchy:
                 config = self.folder / f"{name}.yaml"
                 config.write_text("\n".join(lines) + "\n")
                 self.procs[name] = EdgewayProcess(config).__enter__()
-            for name, (ip, _) in SERVERS.items():
+            for name, (ip, _) in self.servers.items():
                 wait_for_port(ip, self.port, proc=self.procs[name].proc)
         except BaseException:
             self.__exit__()

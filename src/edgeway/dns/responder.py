@@ -17,8 +17,12 @@ Decisions (RFC 1035, RFC 6891, NSD's behaviour where they leave a choice):
   NOTAUTH with BADKEY/BADSIG/BADTIME; a good one is answered as usual, signed, never from or
   into the fast path;
 - AXFR/IXFR: edgeway.dns.transfer decides (allow_transfer, journal); REFUSED without it;
+- the DO bit of the query's OPT record is copied into the response's (RFC 3225 section 3);
+  the fast path's key holds the query's OPT, so DO and non-DO answers never mix;
 - the answer is rendered for the client's UDP size (512 without EDNS, capped by ours); what
-  does not fit in answer or authority sets TC=1, additional records are dropped silently.
+  does not fit in answer or authority sets TC=1, additional records are dropped silently (an
+  RRset with its RRSIGs or not at all), and the apex NS a positive answer carries is left out
+  with them rather than set TC=1 (as NSD: `_fit`).
 
 The fast path: an authoritative answer depends only on the query's bytes after its ID, so
 the rendered response is kept keyed on exactly those bytes (and the transport) and a repeat
@@ -67,6 +71,7 @@ _FLAG_MASK_KEPT = int(dns.flags.RD | dns.flags.CD)  # copied from the query (RFC
 _OPCODE_MASK = 0x7800
 _NOTIFY = int(dns.opcode.NOTIFY)
 _RA, _RD = int(dns.flags.RA), int(dns.flags.RD)
+_DO = int(dns.flags.DO)   # RFC 3225 section 3: copied from the query's OPT into the response's
 _clock = time.perf_counter
 _VARIANTS = 64          # rendered answers kept per question of a policy record
 _XFR = (dns.rdatatype.AXFR, dns.rdatatype.IXFR)
@@ -333,8 +338,41 @@ class Responder:
         response.authority = answer.authority
         response.additional = answer.additional
         if answer.options and query.edns >= 0:
-            response.use_edns(0, 0, self.udp_payload_size, options=answer.options)
-        return self._render(query, response, transport)
+            # (the records' ECS echo; the DO bit stays as _reply copied it)
+            response.use_edns(0, int(query.ednsflags) & _DO, self.udp_payload_size, options=answer.options)
+        wire = self._render(query, response, transport)
+        if transport == "udp" and (answer.authority or answer.additional):
+            return self._fit(query, response, answer, wire)
+        return wire
+
+    def _fit(self, query, response, answer: Answer, wire: bytes) -> bytes:
+        """NSD's choices for a UDP answer that did not fit whole: an RRset and its RRSIGs go
+        together or not at all (dnspython's renderer cuts between them in the additional
+        section), and the optional authority NS (with the additional section) is left out
+        rather than truncating the answer. A re-render, for large answers only."""
+        an, ns, ar = struct.unpack_from("!HHH", wire, 6)
+        sizes = [sum(len(rrset) for rrset in section) for section in (response.answer, response.authority)]
+        opt = 1 if response.opt is not None else 0
+        if an != sizes[0] or ar - opt == sum(len(rrset) for rrset in response.additional):
+            return wire     # all there, or the answer itself is truncated (TC=1): as rendered
+        if ns != sizes[1]:
+            if not answer.optional_authority:
+                return wire
+            response.authority, response.additional = [], []
+            response.flags &= ~int(dns.flags.TC)
+            return self._render(query, response, transport="udp")
+        fitted, kept = ar - opt, 0
+        for rrset in response.additional:
+            if len(rrset) > fitted:
+                break
+            fitted -= len(rrset)
+            kept += 1
+        additional = response.additional
+        if 0 < kept < len(additional) and additional[kept].rdtype == dns.rdatatype.RRSIG \
+                and additional[kept].covers == additional[kept - 1].rdtype:
+            response.additional = additional[:kept - 1]
+            return self._render(query, response, transport="udp")
+        return wire
 
     def _keep(self, request: Query, answer: Answer, transport, key, started, wire: bytes) -> None:
         """Count, keep on the fast paths, log: what follows rendering an answer."""
@@ -382,7 +420,7 @@ class Responder:
         response.flags = _QR | (flags & (_OPCODE_MASK | _FLAG_MASK_KEPT)) | (_RA if self.recursion_available else 0)
         response.question = list(query.question)
         if query.edns >= 0:
-            use_edns(response, 0, self.udp_payload_size)
+            use_edns(response, int(query.ednsflags) & _DO, self.udp_payload_size)
         if 0 <= rcode < 16:
             response.flags |= rcode
         else:

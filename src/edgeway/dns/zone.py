@@ -26,6 +26,8 @@ import dns.rdtypes.ANY.TXT
 import dns.zone
 import dns.zonefile
 
+from edgeway.dns import rdtypes  # noqa: F401  (registers the types NSD loads that dnspython lacks)
+from edgeway.dns.dnssec import Signed, is_signed, only_nsec3
 from edgeway.errors import EdgewayError
 
 
@@ -73,6 +75,11 @@ class Zone:
     cuts: frozenset[dns.name.Name] = field(default_factory=frozenset)
     # Names that own a DNAME (RFC 6672): queries below them are redirected.
     dnames: frozenset[dns.name.Name] = field(default_factory=frozenset)
+    # A signed zone (edgeway.dns.dnssec): its NSEC or NSEC3 index; None when unsigned.
+    signed: Signed | None = None
+    # Hashed owner names holding only NSEC3 records: in `nodes` (a transfer sends them) but
+    # not in `names`, they do not exist for queries (RFC 5155 section 7.2.8).
+    nsec3_owners: frozenset[dns.name.Name] = field(default_factory=frozenset)
 
     @classmethod
     def from_dnspython(cls, zone: dns.zone.Zone, path: Path | None = None) -> "Zone":
@@ -81,7 +88,13 @@ class Zone:
         names: set[dns.name.Name] = set()
         cuts: set[dns.name.Name] = set()
         dnames: set[dns.name.Name] = set()
+        apex = nodes.get(origin)
+        nsec3_owners = frozenset(
+            name for name, node in nodes.items() if name != origin and only_nsec3(node)
+        ) if apex is not None and apex.get_rdataset(dns.rdataclass.IN, dns.rdatatype.NSEC3PARAM) else frozenset()
         for name, node in nodes.items():
+            if name in nsec3_owners:
+                continue
             if node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.DNAME) is not None:
                 dnames.add(name)
             if name != origin and node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.NS) is not None:
@@ -91,9 +104,10 @@ class Zone:
                 names.add(name)
                 name = name.parent()
         names.add(origin)
+        signed = Signed(origin, nodes, nsec3_owners) if is_signed(apex) else None
         return cls(
             origin=origin, nodes=nodes, path=path, names=frozenset(names),
-            cuts=frozenset(cuts), dnames=frozenset(dnames),
+            cuts=frozenset(cuts), dnames=frozenset(dnames), signed=signed, nsec3_owners=nsec3_owners,
         )
 
     @property

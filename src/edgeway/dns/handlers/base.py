@@ -56,6 +56,10 @@ class Answer:
     # function of a decision: its response after the ID, or None), assembles the answer of
     # any set of addresses from this one. A repeat costs a decision, never a stale answer.
     dynamic: tuple | None = None
+    # The authority section is only the zone's NS that a positive answer may carry (RFC 1034
+    # 4.3.2 step 3a): over UDP it is left out, with the additional section, rather than
+    # truncating the answer (as NSD).
+    optional_authority: bool = False
 
 
 HandlerResult = Union[Answer, None, Awaitable[Union[Answer, None]]]

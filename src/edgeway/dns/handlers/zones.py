@@ -6,9 +6,11 @@ responder when nothing else answers.
 
 from __future__ import annotations
 
+import dns.flags
 import dns.name
 import dns.rcode
 import dns.rdataclass
+import dns.rdatatype
 
 from edgeway.dns.authority import lookup
 from edgeway.dns.handlers.base import Answer, Query
@@ -25,6 +27,10 @@ class UnavailableZone(Zone):
         return cls(origin=origin, nodes={}, names=frozenset({origin}))
 
 
+_DO = int(dns.flags.DO)   # the query asks for DNSSEC records (RFC 3225)
+_DS = dns.rdatatype.DS
+
+
 class ZonesHandler:
     name = "zones"
 
@@ -39,4 +45,10 @@ class ZonesHandler:
             return None
         if zone.__class__ is UnavailableZone:
             return Answer(rcode=dns.rcode.SERVFAIL, source="zones")
-        return lookup(zone, query.name, query.rdtype)
+        if query.rdtype == _DS and zone.origin == query.name and len(zone.origin) > 1:
+            # DS at a zone's apex belongs to the parent side of the cut: answered from the
+            # parent zone when we serve it too (RFC 4035 section 3.1.4.1, as NSD).
+            zone = self.zones.find(zone.origin.parent()) or zone
+        message = query.message
+        dnssec = message is not None and message.edns >= 0 and bool(int(message.ednsflags) & _DO)
+        return lookup(zone, query.name, query.rdtype, dnssec)
