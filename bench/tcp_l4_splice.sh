@@ -1,6 +1,6 @@
 #!/bin/bash
 # Splice against copy for L4 TCP bulk transfers: iperf3 (1 stream, DUR s) through `edgeway serve`
-# with splicing (the default) and with EDGEWAY_L4_SPLICE=off, and through HAProxy (mode tcp) with
+# with splicing (EDGEWAY_L4_SPLICE=on) and without (the default), and through HAProxy (mode tcp) with
 # and without `option splice-auto`, all side by side on their own ports, measured in turn, ROUNDS
 # times. Prints per round and as medians: Gbit/s, and the proxy's CPU time per GB relayed
 # (utime+stime from /proc/PID/stat), which the neighbours disturb less than the rate.
@@ -29,7 +29,7 @@ if [ "${HAPROXY:-1}" != 0 ]; then
   done
 fi
 for v in edgeway edgeway-copy; do
-  port=29221; mode=auto
+  port=29221; mode=on
   [ $v = edgeway-copy ] && { port=29222; mode=off; }
   printf 'upstreams:\n  iperf: {servers: [{address: "127.0.0.1:29201"}], passive: {max_fails: 0}}\nlisteners:\n  - {name: iperf, protocol: tcp, listen: "127.0.0.1:%s", upstream: iperf, idle_timeout: 60s}\n' \
     $port > $D/$v.yaml

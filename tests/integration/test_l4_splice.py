@@ -1,5 +1,5 @@
-"""Bulk transfers through a real `edgeway serve`, spliced (the default) and copied
-(`EDGEWAY_L4_SPLICE=off`, the fallback): byte-exact in both directions at once, each side
+"""Bulk transfers through a real `edgeway serve`, spliced (`EDGEWAY_L4_SPLICE=on`) and
+copied (the default, and the fallback): byte-exact in both directions at once, each side
 half-closing after its last byte; small exchanges (never spliced) and large ones; a client
 that does not read for a while (bytes held in a pipe, the FIN behind them); the byte
 counters of /metrics equal to what was sent. Which path ran is checked from the outside: a
@@ -111,7 +111,7 @@ def l4_bytes(serve: AdminServe) -> tuple[float, float]:
     return values.get("in", 0.0), values.get("out", 0.0)
 
 
-@pytest.fixture(params=["auto", "off"])
+@pytest.fixture(params=["on", "off"])
 def splice_mode(request, monkeypatch):
     monkeypatch.setenv("EDGEWAY_L4_SPLICE", request.param)
     return request.param

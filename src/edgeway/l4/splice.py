@@ -18,8 +18,13 @@ now, not the open connections. The rules, and why:
   again for a second.
 * Where splice is not possible at all (no `os.splice`, or the kernel refuses sockets with
   EINVAL and the like), the pool turns itself off, logs it once, and the listener copies.
-  `EDGEWAY_L4_SPLICE=off` in the environment does the same from the start (as HAProxy's
-  `-dS`), for comparing both paths in a benchmark or ruling splice out when debugging.
+* Off unless `EDGEWAY_L4_SPLICE=on` is in the environment: on `bench/tcp_l4.sh` (iperf3 and
+  the proxy on one 2-core host, over loopback) splicing takes a third off the proxy's CPU
+  per GB but lowers the single stream's throughput, because the endpoints' kernel work grows
+  on the shared core (their pages stay referenced by the pipe and the other socket instead
+  of being recycled at once); see docs/l4.md and bench/results/tcp_l4_2026-12-03.md. Where
+  the proxy's own core is the limit (endpoints on other hosts, many bulk streams) it is
+  there to be turned on and measured.
 * A pipe is given back only when empty; a pipe still holding bytes when its connection is
   reset is closed (its bytes are stale), and the pool makes another when one is needed.
 """
@@ -46,10 +51,10 @@ splice = getattr(os, "splice", None)
 
 
 def enabled_by_environment() -> bool:
-    """False when splice is unavailable here or `EDGEWAY_L4_SPLICE=off` asks for copying."""
+    """True when `EDGEWAY_L4_SPLICE=on` asks for splicing and splice exists here."""
     if splice is None:
         return False
-    return os.environ.get("EDGEWAY_L4_SPLICE", "auto").strip().lower() not in ("off", "0", "no", "false")
+    return os.environ.get("EDGEWAY_L4_SPLICE", "off").strip().lower() in ("on", "1", "yes", "true")
 
 
 class Pipe:
