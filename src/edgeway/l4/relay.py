@@ -21,11 +21,11 @@ time (see docs/l4.md). The rules, and why:
 * Splice (only with EDGEWAY_L4_SPLICE=on; splice.py says why it is off by default): a
   direction that fills a whole read buffer is a bulk transfer; from then on it moves its
   bytes with os.splice through a pipe from the listener's pool (no copy into Python and out
-  again, two system calls per chunk). The pipe stands in for the
-  buffer in the rules above: when the other socket takes only part, the receiving half keeps
-  the pipe (`pending`) and the reading side is paused; an empty pipe goes back to the pool.
-  No pipe to be had (pool exhausted, EMFILE) means that chunk is copied; a kernel that
-  refuses splice turns the pool off and the listener copies.
+  again, two system calls per chunk). The pipe stands in for the buffer in the rules above:
+  when the other socket takes only part, the receiving half keeps the pipe (`pending`) and
+  the reading side is paused; an empty pipe goes back to the pool. No pipe to be had (pool
+  exhausted, EMFILE) means that chunk is copied; a kernel that refuses splice turns the pool
+  off and the listener copies.
 * Half-close: a FIN from one side becomes shutdown(SHUT_WR) on the other (after the pending
   bytes); the reverse direction stays open until it finishes too, then both sockets close.
   When epoll reports EPOLLRDHUP (the FIN is queued behind the data) a short read is the last
