@@ -1,16 +1,23 @@
 """The relay alone, on real TCP sockets, with the join under the test's control: bytes and
 FINs that arrive before the server side is joined, a slow side holding bytes while the FIN
-behind them waits, both directions stalled, a reset while bytes are held."""
+behind them waits, both directions stalled, a reset while bytes are held; bulk directions
+spliced through pipes, and every way splicing can fail falling back to copying."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
+import stat
 
 import pytest
 
+from edgeway.l4 import relay as relay_module
+from edgeway.l4 import splice as splice_module
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import EARLY_LIMIT, READ_SIZE, ReadBuffer, Relay
+from edgeway.l4.splice import MAX_PIPES, Pipe, PipePool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,14 +60,15 @@ async def until(condition, what="the condition") -> None:
 class Harness:
     """A relay between a `client` and a `server` end; join() when the test says so."""
 
-    def __init__(self, client_rcvbuf=None, server_rcvbuf=None, server_sndbuf=None):
+    def __init__(self, client_rcvbuf=None, server_rcvbuf=None, server_sndbuf=None, buffer=None):
         self.loop = asyncio.get_running_loop()
         self.poller = Poller(self.loop)
         self.client, client_inside = tcp_pair(client_rcvbuf)
         self.server, server_inside = tcp_pair(server_rcvbuf, server_sndbuf)
         self.connected = asyncio.Event()
         self.closed: list[Exception | None] = []
-        self.relay = Relay(self.poller, ReadBuffer(), client_inside,
+        self.buffer = buffer or ReadBuffer()
+        self.relay = Relay(self.poller, self.buffer, client_inside,
                            lambda relay, exc: self.connected.set(),
                            lambda relay, exc: self.closed.append(exc))
         self.relay.start()
@@ -248,3 +256,92 @@ async def test_poller_survives_a_failing_handler(caplog):
         poller.close()
         for sock in ends:
             sock.close()
+
+
+# ---------------------------------------------------------------- splice and its fallbacks
+
+async def exchange_both_ways(h: Harness, size: int = 16 * 1024 * 1024) -> None:
+    """Both ends send `size` distinct bytes and then a FIN, and read to the EOF at the same
+    time: what each receives is exactly what the other sent; the pair closes cleanly."""
+    up = bytes(range(251)) * (size // 251)             # (251: not a power of two)
+    down = bytes(range(250, -1, -1)) * (size // 251)
+
+    async def send(sock, data):
+        await h.loop.sock_sendall(sock, data)
+        sock.shutdown(socket.SHUT_WR)
+    senders = [h.loop.create_task(send(h.client, up)), h.loop.create_task(send(h.server, down))]
+    got_down, got_up = await asyncio.gather(h.recv_all(h.client), h.recv_all(h.server))
+    await asyncio.gather(*senders)
+    assert got_up == up and got_down == down
+    await h.until_closed()
+    assert h.closed == [None]
+
+
+async def test_bulk_both_ways_is_spliced_and_the_pipes_go_back():
+    """Small receive buffers, so the relay stalls both ways with bytes in pipes: byte-exact,
+    and once the pair is closed every pipe is back in the pool (none held, none lost)."""
+    pool = PipePool(enabled=True)
+    h = Harness(client_rcvbuf=4096, server_rcvbuf=4096, buffer=ReadBuffer(pool))
+    await h.connect()
+    h.relay.join()
+    await exchange_both_ways(h)
+    assert h.relay.client.splicing and h.relay.server.splicing
+    assert pool.made >= 1 and pool.count == len(pool.free) <= MAX_PIPES
+    h.close()
+    pool.close()
+    assert pool.count == 0
+
+
+@pytest.mark.parametrize("why", ["no pipe free", "pipe2 fails", "splice in refused", "splice out refused"])
+async def test_copy_when_splice_is_not_possible(why, monkeypatch):
+    """Each way splicing can fail falls back to copying, with every byte delivered once and
+    in order: all pipes held (here: none allowed), no descriptor for a pipe (EMFILE), the
+    kernel refusing splice from the socket, or into it (after bytes went into the pipe: they
+    are read out of it and sent by copy)."""
+    pool = PipePool(limit=0 if why == "no pipe free" else MAX_PIPES, enabled=True)
+    if why == "pipe2 fails":
+        def pipe2(flags):
+            raise OSError(errno.EMFILE, "Too many open files")
+        monkeypatch.setattr(splice_module.os, "pipe2", pipe2)
+    elif why.startswith("splice"):
+        from_pipe = why == "splice out refused"
+
+        def refusing(src, dst, count, *args, **kwargs):
+            if stat.S_ISFIFO(os.fstat(src).st_mode) == from_pipe:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return os.splice(src, dst, count, *args, **kwargs)
+        monkeypatch.setattr(relay_module, "_splice", refusing)
+    h = Harness(client_rcvbuf=4096, server_rcvbuf=4096, buffer=ReadBuffer(pool))
+    await h.connect()
+    h.relay.join()
+    await exchange_both_ways(h)
+    if why == "pipe2 fails":
+        assert pool.failed >= 1 and pool.made == 0
+    elif why.startswith("splice"):
+        assert not pool.enabled and not h.relay.client.splicing and not h.relay.server.splicing
+    assert pool.count == len(pool.free)
+    h.close()
+    pool.close()
+
+
+async def test_reset_while_a_pipe_holds_bytes_closes_that_pipe():
+    """The client resets while bytes for it wait in a pipe: the server gets an RST, and
+    that pipe is closed (its bytes are stale), not given back for another connection."""
+    pool = PipePool(enabled=True)
+    h = Harness(client_rcvbuf=4096, buffer=ReadBuffer(pool))
+    await h.connect()
+    h.relay.join()
+    sender = h.loop.create_task(h.loop.sock_sendall(h.server, b"z" * (16 * 1024 * 1024)))
+    await until(lambda: isinstance(h.relay.client.pending, Pipe), "bytes held in a pipe")
+    held = h.relay.client.pending
+    h.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    h.client.close()
+    await h.until_closed()
+    assert isinstance(h.closed[0], OSError)
+    assert held.r == -1 and held not in pool.free
+    assert pool.count == len(pool.free)
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
+        await sender
+    h.server.close()
+    h.poller.close()
+    pool.close()

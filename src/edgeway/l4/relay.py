@@ -18,6 +18,14 @@ time (see docs/l4.md). The rules, and why:
   reads until a short read; a read of less than READ_SIZE empties the socket's queue, so a
   later arrival is a new edge (nginx does the same). A half that read MAX_READS full buffers
   in a row lets the others have their turn first (`Poller.again`).
+* Splice (only with EDGEWAY_L4_SPLICE=on; splice.py says why it is off by default): a
+  direction that fills a whole read buffer is a bulk transfer; from then on it moves its
+  bytes with os.splice through a pipe from the listener's pool (no copy into Python and out
+  again, two system calls per chunk). The pipe stands in for the buffer in the rules above:
+  when the other socket takes only part, the receiving half keeps the pipe (`pending`) and
+  the reading side is paused; an empty pipe goes back to the pool. No pipe to be had (pool
+  exhausted, EMFILE) means that chunk is copied; a kernel that refuses splice turns the pool
+  off and the listener copies.
 * Half-close: a FIN from one side becomes shutdown(SHUT_WR) on the other (after the pending
   bytes); the reverse direction stays open until it finishes too, then both sockets close.
   When epoll reports EPOLLRDHUP (the FIN is queued behind the data) a short read is the last
@@ -44,6 +52,8 @@ import struct
 from collections.abc import Callable
 
 from edgeway.l4.poller import Poller
+from edgeway.l4.splice import SPLICE_FLAGS, UNSUPPORTED, Pipe, PipePool
+from edgeway.l4.splice import splice as _splice
 
 READ_SIZE = 128 * 1024            # one read (uvloop's own reads are 256 KiB; 128 KiB measured as fast)
 EARLY_LIMIT = 64 * 1024            # bytes read from the client before join; then it is paused
@@ -55,19 +65,21 @@ _ERR, _HUP = select.EPOLLERR, select.EPOLLHUP
 
 
 class ReadBuffer:
-    """The read buffer shared by every connection of one listener (so one event loop).
+    """The read buffer shared by every connection of one listener (so one event loop), and
+    the listener's pipes for splicing (`pipes`).
 
     Reads go straight into it and are sent to the other socket from it: no bytes object per
     read. When the other socket took only part, the buffer now belongs to that half (its
     `pending` bytes) and a fresh (or recycled) one takes its place.
     """
 
-    __slots__ = ("view", "free")
+    __slots__ = ("view", "free", "pipes")
     MAX_FREE = 16
 
-    def __init__(self) -> None:
+    def __init__(self, pipes: PipePool | None = None) -> None:
         self.view = memoryview(bytearray(READ_SIZE))
         self.free: list[memoryview] = []   # buffers given back by halves, for reuse
+        self.pipes = pipes if pipes is not None else PipePool()
 
     def renew(self) -> None:
         self.view = self.free.pop() if self.free else memoryview(bytearray(READ_SIZE))
@@ -81,7 +93,8 @@ class _Half:
     """One socket of the pair. `peer` is the other half (set once both are connected)."""
 
     __slots__ = ("relay", "sock", "fd", "peer", "born", "readable", "fin", "hup", "eof", "paused",
-                 "connecting", "pending", "lent", "shut_pending", "early", "early_size", "lost", "nread")
+                 "connecting", "pending", "lent", "shut_pending", "early", "early_size", "lost", "nread",
+                 "splicing")
 
     def __init__(self, relay: "Relay", sock: socket.socket, connecting: bool = False):
         self.relay = relay
@@ -95,13 +108,14 @@ class _Half:
         self.eof = False               # we read the EOF of this side
         self.paused = False            # not read: the peer has pending bytes, or before join
         self.connecting = connecting
-        self.pending: memoryview | bytes | None = None   # not yet sent to this socket
+        self.pending: memoryview | bytes | Pipe | None = None   # not yet sent to this socket
         self.lent: memoryview | None = None   # the read buffer `pending` points into
         self.shut_pending = False      # shutdown(SHUT_WR) once `pending` is sent
         self.early: list[bytes] = []   # read before join (the client's first bytes)
         self.early_size = 0
         self.lost = False              # our socket is closed
         self.nread = 0                 # bytes read from this socket (metrics: one add per read)
+        self.splicing = False          # this direction (reads from us) goes through pipes
 
     @property
     def buffered(self) -> int:
@@ -132,7 +146,12 @@ class _Half:
         if self.readable and not self.paused and not self.eof and self.sock is not None:
             self.read()
 
-    def read(self) -> None:
+    def read(self, copy: bool = False) -> None:
+        """Read what the kernel has for us and send it on (`copy`: through the read buffer
+        even when this direction splices, for one turn: no pipe to be had)."""
+        if self.splicing and not copy:
+            self._read_spliced()
+            return
         relay = self.relay
         buffer = relay.buffer
         sock = self.sock
@@ -168,6 +187,65 @@ class _Half:
                 if self.fin:           # the FIN is queued right behind what we read
                     self._eof()
                 return
+            if n == READ_SIZE and peer is not None and not self.splicing and buffer.pipes.enabled:
+                if self._start_splicing():    # a full read: a bulk transfer, splice the rest
+                    self._read_spliced()
+                    return
+        relay.poller.again(self)
+
+    def _start_splicing(self) -> bool:
+        """Both sockets non-blocking (splice heeds O_NONBLOCK on the socket, not
+        MSG_DONTWAIT; the accepted socket is still blocking), then splice from now on."""
+        try:
+            for sock in (self.sock, self.peer.sock):
+                if sock.gettimeout() != 0.0:
+                    sock.setblocking(False)
+        except OSError:
+            return False
+        self.splicing = True
+        return True
+
+    def _read_spliced(self) -> None:
+        """As read(), through a pipe from the pool for each chunk. A short splice does not
+        show that the socket is empty (the pipe's slots may have run out first), so a
+        spliced direction reads until EAGAIN or the EOF (one more call per wakeup)."""
+        relay = self.relay
+        pool = relay.buffer.pipes
+        fd = self.fd
+        for _ in range(MAX_READS):
+            pipe = pool.take()
+            if pipe is None:           # every pipe held, or none can be made: copy
+                if not pool.enabled:
+                    self.splicing = False
+                self.read(copy=True)
+                return
+            try:
+                n = _splice(fd, pipe.w, READ_SIZE, flags=SPLICE_FLAGS)
+            except BlockingIOError:
+                pool.give(pipe)
+                self.readable = False
+                return
+            except OSError as exc:
+                pool.give(pipe)        # (an error means nothing went into it)
+                if exc.errno in UNSUPPORTED:
+                    pool.disable(exc)
+                    self.splicing = False
+                    self.read(copy=True)
+                    return
+                relay._fail(self, exc)
+                return
+            if n == 0:
+                pool.give(pipe)
+                self.readable = False
+                self._eof()
+                return
+            relay.active = True
+            self.nread += n
+            pipe.held = n
+            if not self.peer.send_piped(pipe):
+                return                 # partly sent (we are paused now), or failed
+            if self.paused or self.sock is None:
+                return
         relay.poller.again(self)
 
     def read_again(self) -> None:
@@ -192,34 +270,70 @@ class _Half:
         self.peer.paused = True
         return False
 
-    def send_bytes(self, data: bytes) -> None:
-        """Send `data` (at join: the PROXY header and the first bytes) or keep the rest."""
+    def send_piped(self, pipe: Pipe) -> bool:
+        """Splice what `pipe` holds to this socket; True when all was taken (the pipe goes
+        back to the pool). Otherwise this half keeps the pipe and the peer is paused."""
+        n = pipe.held
+        try:
+            sent = _splice(pipe.r, self.fd, n, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            pool = self.relay.buffer.pipes
+            if exc.errno in UNSUPPORTED:   # send the bytes by copy, and copy from now on
+                data = pipe.drain()
+                pool.give(pipe)
+                pool.disable(exc)
+                self.peer.splicing = False
+                return self.send_bytes(data)
+            pool.discard(pipe)
+            self.relay._fail(self, exc)
+            return False
+        if sent == n:
+            pipe.held = 0
+            self.relay.buffer.pipes.give(pipe)
+            return True
+        pipe.held = n - sent
+        self.pending = pipe
+        self.peer.paused = True
+        return False
+
+    def send_bytes(self, data: bytes) -> bool:
+        """Send `data` (at join: the PROXY header and the first bytes) or keep the rest;
+        True when all was taken."""
         try:
             sent = self.sock.send(data, _DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             self.relay._fail(self, exc)
-            return
+            return False
         if sent < len(data):
             self.pending = memoryview(data)[sent:]
             self.peer.paused = True
+            return False
+        return True
 
     def flush(self) -> None:
-        try:
-            sent = self.sock.send(self.pending, _DONTWAIT)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self.relay._fail(self, exc)
-            return
-        if sent < len(self.pending):
-            self.pending = self.pending[sent:]
-            return
-        self.pending = None
-        if self.lent is not None:
-            self.relay.buffer.give_back(self.lent)
-            self.lent = None
+        pending = self.pending
+        if pending.__class__ is Pipe:
+            if not self._flush_pipe(pending):
+                return
+        else:
+            try:
+                sent = self.sock.send(pending, _DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self.relay._fail(self, exc)
+                return
+            if sent < len(pending):
+                self.pending = pending[sent:]
+                return
+            self.pending = None
+            if self.lent is not None:
+                self.relay.buffer.give_back(self.lent)
+                self.lent = None
         peer = self.peer
         if self.shut_pending:          # the peer's EOF came while we were sending
             self.shut_pending = False
@@ -234,6 +348,30 @@ class _Half:
             peer.paused = False
             if peer.readable:
                 peer.read()
+
+    def _flush_pipe(self, pipe: Pipe) -> bool:
+        """Splice more of `pipe` to this socket; True when it is empty (and back in the pool)."""
+        try:
+            sent = _splice(pipe.r, self.fd, pipe.held, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in UNSUPPORTED:   # the rest by copy, and copy from now on
+                pool = self.relay.buffer.pipes
+                self.pending = memoryview(pipe.drain())
+                pool.give(pipe)
+                pool.disable(exc)
+                self.peer.splicing = False
+                self.flush()
+                return False
+            self.relay._fail(self, exc)
+            return False
+        pipe.held -= sent
+        if pipe.held:
+            return False
+        self.pending = None
+        self.relay.buffer.pipes.give(pipe)
+        return True
 
     def shutdown(self) -> None:
         try:
@@ -270,6 +408,8 @@ class _Half:
         if self.lent is not None:
             self.relay.buffer.give_back(self.lent)
             self.lent = None
+        elif self.pending.__class__ is Pipe:   # its bytes are stale now: not for another connection
+            self.relay.buffer.pipes.discard(self.pending)
         self.pending = None
 
 
