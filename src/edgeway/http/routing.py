@@ -25,7 +25,8 @@ class Route:
         m = config.match
         self.prefix = m.path_prefix
         self.strip = config.strip_prefix and m.path_prefix is not None
-        self.set_host = config.set_host.encode() if config.set_host else None
+        host = config.proxy_headers.host
+        self.set_host = host.encode() if host else None
         sticky = getattr(getattr(upstream, "config", None), "sticky", None)
         self.sticky_cookie: str | None = sticky.cookie if sticky is not None else None
         self.key = None   # request -> hash key, set by the listener for hash/ip_hash upstreams
@@ -153,7 +154,8 @@ def parse_cookies(text: str) -> dict[str, str]:
 
 class Router:
     def __init__(self, routes: list[RouteConfig], upstreams: Mapping[str, object]):
-        self.routes = [Route(i, r, upstreams[r.upstream]) for i, r in enumerate(routes)]
+        self.routes = [Route(i, r, upstreams[r.upstream] if r.upstream is not None else None)
+                       for i, r in enumerate(routes)]
 
     def match(self, request: RequestView) -> Route | None:
         return self.match_path(request.path, lambda: request)[0]
