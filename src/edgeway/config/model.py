@@ -492,6 +492,10 @@ def _field_name(name: str) -> str:
 def _template(value: str, allowed: frozenset[str] = variables.BASE) -> str:
     if "\r" in value or "\n" in value:
         raise ValueError(f"a header value cannot hold CR or LF: {value!r}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"a header value is Latin-1 text (percent-encode the rest): {value!r}") from None
     variables.compile_template(value, allowed)
     return value
 

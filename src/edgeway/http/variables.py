@@ -102,3 +102,8 @@ class Values:
 
 def expand(template: Template, values: Values) -> str:
     return "".join(p if isinstance(p, str) else values.get(p[0]) for p in template)
+
+
+def expand_bytes(template: Template, values: Values) -> bytes:
+    """expand() for a body: the config's text as UTF-8, the request's values as they came."""
+    return b"".join(p.encode() if isinstance(p, str) else values.get(p[0]).encode("latin-1") for p in template)
