@@ -147,7 +147,8 @@ def test_respond_beside_proxied_routes_keeps_alive(tmp_path):
                   {"match": {"path_prefix": "/"}, "upstream": "api"}]
         with serve(tmp_path, port, routes, {"api": {"servers": [{"address": backend.address}]}}):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /r HTTP/1.1\r\nHost: h\r\n\r\n"
+                s.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+                          b"POST /r HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"   # (body read, dropped)
                           b"GET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
                 data = b""
                 while chunk := s.recv(65536):
