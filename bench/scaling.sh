@@ -177,14 +177,15 @@ ratio() { local a=${MED[$2]:-} b=${MED[$3]:-}
     python3 -c "import sys; r=float(sys.argv[1])/float(sys.argv[2]); print(f'%-36s {sys.argv[1]} / {sys.argv[2]} = {r:.2f}  (goal >= {sys.argv[4]}: {\"met\" if r >= float(sys.argv[4]) else \"NOT met\"})' % sys.argv[3])" "$a" "$b" "$1" "$4"
   else echo "$1: n/a ($2: ${NOTE[$2]:-no figure}; $3: ${NOTE[$3]:-no figure})"; fi | tee -a "$TABLE"
   for k in $2 $3; do case ${NOTE[$k]:-} in NOT*) echo "    caution: $k quota ${NOTE[$k]}" | tee -a "$TABLE" ;; esac; done
-  if [ -n "$a" ] && [ -n "${EST[$3]:-}" ]; then   # the reference's figure at its full budget, extrapolated
-    python3 -c "import sys; print(f'    against {sys.argv[3]} extrapolated to its full budget: {sys.argv[1]} / {sys.argv[2]} = {float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$a" "${EST[$3]}" "$3" | tee -a "$TABLE"; fi
+  if [ -n "$a" ] && [ -n "$b" ] && [ -n "${EST[$2]:-}${EST[$3]:-}" ]; then   # both at their full budget, extrapolated where below it
+    python3 -c "import sys; print(f'    with the side(s) below budget extrapolated to it: {sys.argv[1]} / {sys.argv[2]} = {float(sys.argv[1])/float(sys.argv[2]):.2f} (an estimate, not a measurement)')" \
+      "${EST[$2]:-$a}" "${EST[$3]:-$b}" | tee -a "$TABLE"; fi
 }
 
 n=; trap 'finish; stop backends; gen_done' EXIT
 mkdir -p $GEN; echo $$ > $GEN/cgroup.procs
 trap 'echo "scaling.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
-build=$(git -C "$SRC" log -1 --format='%h %s' 2>/dev/null | cut -c1-70 || echo "?"); branch=$(git -C "$SRC" rev-parse --abbrev-ref HEAD 2>/dev/null || echo "?")
+build=$(git -C "$SRC" log -1 --format='%h %s' 2>/dev/null | cut -c1-70 || echo "?"); branch=$(git -C "$SRC" name-rev --name-only --exclude="refs/tags/*" HEAD 2>/dev/null || echo "?")
 echo "# scaling $(date -Is) $WHAT; edgeway from $SRC ($branch: $build); server in a cgroup v$CGV CPU quota of ${SHARE}% of a core per worker, period ${PERIOD}us, over CPUs $ALL (not pinned); generator not pinned, -t/-T $GEN_THREADS; REPS=$REPS DUR=${DUR}s" | tee -a "$TABLE"
 
 if [ $WHAT != dns ]; then
