@@ -10,17 +10,26 @@
 #
 # Prints each figure (median of REPS x DUR s) and the ratios edgeway 2w/1w (goal >= 1.8),
 # edgeway 2w / nginx 2w and edgeway 2w / NSD 2 (goal >= 0.60). Each row says whether the quota
-# was binding: the cgroup was throttled (cpu.stat nr_throttled > 0) and its processes used at
-# least 90% of the budget; a reference below its budget was limited by the load generator or
-# the backends (2 cores for everything), so a ratio against it is too kind to edgeway.
+# was binding: the cgroup was throttled (cpu.stat nr_throttled > 0) and used at least 90% of its
+# budget (cpuacct / cpu.stat usage). On 2 cores the generator, the backends and the loopback
+# softirq share the CPUs left over: a row below its budget was limited by them (or by other
+# load), not by the quota; the row then also shows its figure extrapolated to the budget, and a
+# ratio with such a side is printed both as measured and extrapolated (an estimate).
+# Columns: used/budget (% of one core), throttled/periods, gen% (wrk or dnsperf + backends, in
+# a cpuacct group of their own, not capped), si% (softirq: loopback network work, charged to no
+# cgroup nor quota), others% (the rest of the machine: other people's work), load1 (uptime).
 # L7: the shared bench's 3 nginx backends on 127.0.0.1:9001-9003 and its nginx proxy config
 # (../shared/bench/http_servers.sh) with worker_processes 2; edgeway with bench/http_l7.yaml on
 # :8090 (plus `workers: N` when N > 1). DNS: the shared bench's zone and query file on
-# 127.0.0.20:53, edgeway configured as bench/dns_auth.sh does, NSD as dns_servers.sh with
-# server-count 2. A build that refuses the `workers` key gets a "not supported" row, no figure.
-# env: REPS=3 DUR=10 CONNS=50 SHARE=40 PERIOD=10000 (us) GEN_THREADS=2 (wrk -t / dnsperf -T)
-#   SRC (default this checkout's src) PYTHON (default .venv/bin/python) WAIT_FREE=120 (s to wait
-#   for ports another run holds) TAG (table suffix) SHARED_BENCH BENCH_OUT. Needs root (cgroups).
+# 127.0.0.20:53 (dnsperf -c 10 -q 500 as dns_capacity.sh), edgeway configured as
+# bench/dns_auth.sh does, NSD as dns_servers.sh with server-count 2. A build that refuses the
+# `workers` key gets a "workers: 2 not supported by this build" row, no figure.
+# cgroup v2 (cpu.max) where the cpu controller is on v2, else v1 (cpu.cfs_quota_us + cpuacct).
+# env: REPS=3 DUR=10 CONNS=50 DNS_Q=500 SHARE=40 PERIOD=10000 (us) GEN_THREADS=2 (wrk -t,
+#   dnsperf -T) SRC (default this checkout's src) PYTHON (default .venv/bin/python)
+#   QUIET=30 QUIET_WAIT=60 (before each entry, wait up to QUIET_WAIT s for other load < QUIET% of
+#   a core) WAIT_FREE=120 (s to wait for ports another run holds) TAG (table suffix)
+#   SHARED_BENCH BENCH_OUT. Needs root (cgroups). Every wrk/dnsperf run is bounded by timeout.
 # Results: $BENCH_OUT/results/scaling_<what>_table[_TAG].txt and the raw wrk/dnsperf output.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
