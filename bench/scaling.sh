@@ -6,6 +6,7 @@
 #   sudo bench/scaling.sh all    # l7 then dns
 #   sudo bench/scaling.sh l7     # wrk keep-alive: edgeway workers 1 @40%, workers 2 @2x40%, nginx worker_processes 2 @2x40%
 #   sudo bench/scaling.sh dns    # dnsperf: edgeway workers 1 @40%, workers 2 @2x40%, NSD server-count 2 @2x40%
+#                                # (and nginx / NSD with 1 process @40%: the method check, REF1=0 skips it)
 #   sudo SRC=/path/to/other/tree/src bench/scaling.sh all   # bench another tree's edgeway
 #
 # Prints each figure (median of REPS x DUR s) and the ratios edgeway 2w/1w (goal >= 1.8),
@@ -29,7 +30,9 @@
 #   dnsperf -T) SRC (default this checkout's src) PYTHON (default .venv/bin/python)
 #   QUIET=30 QUIET_WAIT=60 (before each entry, wait up to QUIET_WAIT s for other load < QUIET% of
 #   a core) WAIT_FREE=120 (s to wait for ports another run holds) TAG (table suffix)
-#   SHARED_BENCH BENCH_OUT. Needs root (cgroups). Every wrk/dnsperf run is bounded by timeout.
+#   REF1=1 (also nginx worker_processes 1 / NSD server-count 1 at SHARE%: how far the method lets
+#   a reference scale; REF1=0 skips them) SHARED_BENCH BENCH_OUT.
+# Needs root (cgroups). Every wrk/dnsperf run is bounded by timeout.
 # Results: $BENCH_OUT/results/scaling_<what>_table[_TAG].txt and the raw wrk/dnsperf output.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,7 +49,7 @@ set +u   # the shared helpers read unset variables
 source "$SHARED/common.sh"; source "$SHARED/http_servers.sh"; source "$SHARED/dns_servers.sh"
 RUN=$OUT/run/scaling; mkdir -p "$RUN"   # own pid files: another shared run may use $OUT/run at the same time
 CONNS=${CONNS:-50}; DNS_Q=${DNS_Q:-500}; SHARE=${SHARE:-40}; PERIOD=${PERIOD:-10000}; GEN_THREADS=${GEN_THREADS:-2}; WAIT_FREE=${WAIT_FREE:-120}
-QUIET=${QUIET:-30}; QUIET_WAIT=${QUIET_WAIT:-60}
+QUIET=${QUIET:-30}; QUIET_WAIT=${QUIET_WAIT:-60}; REF1=${REF1:-1}
 NCPU=$(nproc); ALL=0-$((NCPU - 1))   # "pinned" to every CPU = not pinned
 TICK=$(getconf CLK_TCK)
 TABLE=$RES/scaling_${WHAT}_table${TAG:+_$TAG}.txt; : > "$TABLE"
@@ -197,6 +200,27 @@ trap 'echo "scaling.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 build=$(git -C "$SRC" log -1 --format='%h %s' 2>/dev/null | cut -c1-70 || echo "?"); branch=$(git -C "$SRC" branch --contains HEAD --format='%(refname:short)' 2>/dev/null | grep -v '^(' | head -3 | tr '\n' ' ' || true)
 echo "# scaling $(date -Is) $WHAT; edgeway from $SRC (commit $build; in branches: ${branch:-none}); server in a cgroup v$CGV CPU quota of ${SHARE}% of a core per worker, period ${PERIOD}us, over CPUs $ALL (not pinned); generator not pinned, -t/-T $GEN_THREADS; REPS=$REPS DUR=${DUR}s" | tee -a "$TABLE"
 
+# run_nginx N -> the shared bench's nginx proxy (http_servers.sh) with worker_processes N, SHARE x N %
+run_nginx() {
+  n=sc-l7-nginx$1; URL=http://127.0.0.1:8081; wait_quiet
+  ( start() { :; }; start_nginx_lb $n $ALL )   # writes the shared config only; then the worker count
+  sed -i "s/^worker_processes 1;/worker_processes $1;/" $RUN/$n/nginx.conf; grep -q "^worker_processes $1;" $RUN/$n/nginx.conf
+  start $n $ALL nginx -p $RUN/$n -c $RUN/$n/nginx.conf
+  if ready l7 && procs_up $1; then entry l7_nginx$1 "nginx worker_processes $1" $((SHARE * $1)) l7
+  else failed l7_nginx$1 "nginx worker_processes $1" "failed to start (see $RUN/$n.log)"; fi
+  finish
+}
+# run_nsd N -> NSD as the shared bench's dns_servers.sh starts it, with server-count N, SHARE x N %
+run_nsd() {
+  n=sc-dns-nsd$1; wait_quiet
+  ( start() { :; }; start_nsd $n $ALL $IP 53 example.com.zone example.com )   # writes the shared config only
+  sed -i "s/^  server-count: 1\$/  server-count: $1/" $RUN/$n/nsd.conf; grep -q "server-count: $1\$" $RUN/$n/nsd.conf
+  start $n $ALL nsd -d -c $RUN/$n/nsd.conf
+  if ready dns; then entry dns_nsd$1 "nsd server-count $1" $((SHARE * $1)) dns
+  else failed dns_nsd$1 "nsd server-count $1" "failed to start (see $RUN/$n.log)"; fi
+  finish
+}
+
 if [ $WHAT != dns ]; then
   URL=http://127.0.0.1:8090
   echo "## L7 keep-alive: wrk -t$GEN_THREADS -c$CONNS, 3 nginx backends 127.0.0.1:9001-9003 (not in the cgroup)" | tee -a "$TABLE"
@@ -205,15 +229,12 @@ if [ $WHAT != dns ]; then
   hdr "req/s min/med/max" "errors"
   run_edgeway l7 1 l7_ew1
   run_edgeway l7 2 l7_ew2
-  n=sc-l7-nginx; URL=http://127.0.0.1:8081; wait_quiet
-  ( start() { :; }; start_nginx_lb $n $ALL )   # the shared config, written only; then 2 workers
-  sed -i 's/^worker_processes 1;/worker_processes 2;/' $RUN/$n/nginx.conf; grep -q '^worker_processes 2;' $RUN/$n/nginx.conf
-  start $n $ALL nginx -p $RUN/$n -c $RUN/$n/nginx.conf
-  if ready l7 && procs_up 2; then entry l7_nginx2 "nginx worker_processes 2" $((SHARE * 2)) l7
-  else failed l7_nginx2 "nginx worker_processes 2" "failed to start (see $RUN/$n.log)"; fi
-  finish; stop backends
+  [ "$REF1" = 0 ] || run_nginx 1
+  run_nginx 2
+  stop backends
   ratio "L7 scaling edgeway 2w/1w" l7_ew2 l7_ew1 1.8
   ratio "L7 edgeway 2w / nginx 2w" l7_ew2 l7_nginx2 0.60
+  [ "$REF1" = 0 ] || ratio "L7 scaling nginx 2w/1w (method check)" l7_nginx2 l7_nginx1 1.8
 fi
 if [ $WHAT != l7 ]; then
   IP=127.0.0.20
@@ -222,14 +243,10 @@ if [ $WHAT != l7 ]; then
   hdr "QPS min/med/max" "lost%"
   run_edgeway dns 1 dns_ew1
   run_edgeway dns 2 dns_ew2
-  n=sc-dns-nsd; wait_quiet
-  ( start() { :; }; start_nsd $n $ALL $IP 53 example.com.zone example.com )   # the shared config, written only
-  sed -i 's/^  server-count: 1$/  server-count: 2/' $RUN/$n/nsd.conf; grep -q 'server-count: 2' $RUN/$n/nsd.conf
-  start $n $ALL nsd -d -c $RUN/$n/nsd.conf
-  if ready dns; then entry dns_nsd2 "nsd server-count 2" $((SHARE * 2)) dns
-  else failed dns_nsd2 "nsd server-count 2" "failed to start (see $RUN/$n.log)"; fi
-  finish
+  [ "$REF1" = 0 ] || run_nsd 1
+  run_nsd 2
   ratio "DNS scaling edgeway 2w/1w" dns_ew2 dns_ew1 1.8
   ratio "DNS edgeway 2w / nsd 2" dns_ew2 dns_nsd2 0.60
+  [ "$REF1" = 0 ] || ratio "DNS scaling nsd 2/1 (method check)" dns_nsd2 dns_nsd1 1.8
 fi
 echo "table: $TABLE"
