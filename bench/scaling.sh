@@ -109,6 +109,9 @@ hdr() { printf "$ROW" entry budget "$1" "$2" "used/budget" "throttled/periods" "
 entry() {
   local key=$1 label=$2 pct=$3 kind=$4 i out v=() err=()
   cg_make $pct; cg_move $n; sleep 0.5; cg_move $n   # catch children forked meanwhile
+  # another program that took the address meanwhile would answer instead of ours: refuse to measure it
+  if ! alive "$(cat $RUN/$n.pid 2>/dev/null)" || [ -z "$(cat $CG/cgroup.procs)" ]; then
+    failed $key "$label" "our server is not running (see $RUN/$n.log*): not measured"; return 0; fi
   if [ $kind = l7 ]; then wrk -t$GEN_THREADS -c$CONNS -d2s $URL >/dev/null 2>&1 || true
   else dnsperf -s $IP -p 53 -d $DATA/queries.txt -l 2 -c 10 -q $DNS_Q -T $GEN_THREADS >/dev/null 2>&1 || true; fi
   local ld; ld=$(load1); local s0 p0 t0 t1 s1 p1 u0 u1 g0 g1 m0 m1
@@ -153,7 +156,7 @@ EOP
   [ -z "${EST[$key]}" ] || echo "    at the full budget ~${EST[$key]} (extrapolated: median x $pct% / $used% used)" | tee -a "$TABLE"
 }
 failed() { echo "$2: $3" | tee -a "$TABLE"; MED[$1]=; NOTE[$1]=$3; }
-finish() { stop $n; cg_done; }
+finish() { stop $n || true; cg_done; }   # (stop fails under set -e when the server is already gone)
 
 # edgeway_cfg KIND N -> config file path; with N > 1 the `workers` key (which older builds refuse)
 edgeway_cfg() {
@@ -172,12 +175,13 @@ run_edgeway() {
     else failed $key "$label" "config refused: $(echo "$msg" | tail -1)"; fi
     return 0
   fi
-  n=sc-$kind-ew$w; wait_quiet
+  n=sc-$kind-ew$w; wait_quiet; free_for $kind || { failed $key "$label" "address in use by another program: not measured"; return 0; }
   start $n $ALL env PYTHONPATH=$SRC "$EPY" -m edgeway serve --config "$cfg" --log-level warning
   if ready $kind && procs_up $w; then entry $key "$label" $((SHARE * w)) $kind
   else failed $key "$label" "failed to start (see $RUN/$n.log)"; fi
   finish; trim_log $n
 }
+free_for() { if [ $1 = l7 ]; then wait_free 127.0.0.1 ${URL##*:}; else wait_free $IP 53; fi; }
 ready() { if [ $1 = l7 ]; then wait_tcp 127.0.0.1 ${URL##*:} && [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' $URL/)" = 200 ]
           else wait_dns $IP 53; fi; }
 # procs_up N -> with N > 1, wait (10 s at most) until the supervisor has N children
@@ -194,15 +198,16 @@ ratio() { local a=${MED[$2]:-} b=${MED[$3]:-}
       "${EST[$2]:-$a}" "${EST[$3]:-$b}" | tee -a "$TABLE"; fi
 }
 
-n=; trap 'finish; stop backends; gen_done' EXIT
+n=; trap 'set +e; finish; stop backends; gen_done' EXIT
 mkdir -p $GEN; echo $$ > $GEN/cgroup.procs
-trap 'echo "scaling.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
+set -E; trap 'echo "scaling.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 build=$(git -C "$SRC" log -1 --format='%h %s' 2>/dev/null | cut -c1-70 || echo "?"); branch=$(git -C "$SRC" branch --contains HEAD --format='%(refname:short)' 2>/dev/null | grep -v '^(' | head -3 | tr '\n' ' ' || true)
 echo "# scaling $(date -Is) $WHAT; edgeway from $SRC (commit $build; in branches: ${branch:-none}); server in a cgroup v$CGV CPU quota of ${SHARE}% of a core per worker, period ${PERIOD}us, over CPUs $ALL (not pinned); generator not pinned, -t/-T $GEN_THREADS; REPS=$REPS DUR=${DUR}s" | tee -a "$TABLE"
 
 # run_nginx N -> the shared bench's nginx proxy (http_servers.sh) with worker_processes N, SHARE x N %
 run_nginx() {
   n=sc-l7-nginx$1; URL=http://127.0.0.1:8081; wait_quiet
+  free_for l7 || { failed l7_nginx$1 "nginx worker_processes $1" "address in use by another program: not measured"; return 0; }
   ( start() { :; }; start_nginx_lb $n $ALL )   # writes the shared config only; then the worker count
   sed -i "s/^worker_processes 1;/worker_processes $1;/" $RUN/$n/nginx.conf; grep -q "^worker_processes $1;" $RUN/$n/nginx.conf
   start $n $ALL nginx -p $RUN/$n -c $RUN/$n/nginx.conf
@@ -213,6 +218,7 @@ run_nginx() {
 # run_nsd N -> NSD as the shared bench's dns_servers.sh starts it, with server-count N, SHARE x N %
 run_nsd() {
   n=sc-dns-nsd$1; wait_quiet
+  free_for dns || { failed dns_nsd$1 "nsd server-count $1" "address in use by another program: not measured"; return 0; }
   ( start() { :; }; start_nsd $n $ALL $IP 53 example.com.zone example.com )   # writes the shared config only
   sed -i "s/^  server-count: 1\$/  server-count: $1/" $RUN/$n/nsd.conf; grep -q "server-count: $1\$" $RUN/$n/nsd.conf
   start $n $ALL nsd -d -c $RUN/$n/nsd.conf
