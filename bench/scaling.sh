@@ -200,7 +200,7 @@ ratio() { local a=${MED[$2]:-} b=${MED[$3]:-}
 
 n=; trap 'set +e; finish; stop backends; gen_done' EXIT
 mkdir -p $GEN; echo $$ > $GEN/cgroup.procs
-set -E; trap 'echo "scaling.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
+trap 'echo "scaling.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 build=$(git -C "$SRC" log -1 --format='%h %s' 2>/dev/null | cut -c1-70 || echo "?"); branch=$(git -C "$SRC" branch --contains HEAD --format='%(refname:short)' 2>/dev/null | grep -v '^(' | head -3 | tr '\n' ' ' || true)
 echo "# scaling $(date -Is) $WHAT; edgeway from $SRC (commit $build; in branches: ${branch:-none}); server in a cgroup v$CGV CPU quota of ${SHARE}% of a core per worker, period ${PERIOD}us, over CPUs $ALL (not pinned); generator not pinned, -t/-T $GEN_THREADS; REPS=$REPS DUR=${DUR}s" | tee -a "$TABLE"
 
