@@ -1,0 +1,1111 @@
+"""nginx.conf -> edgeway config, sans-IO: crossplane's parse in, a config dict and a report out.
+
+The translation aims at what nginx *does* with the file, not at what it says: nginx's defaults
+are written out (Host is the upstream's name, no X-Forwarded-For, 60 s timeouts), and every
+directive gets one line in the report: translated (exactly), approximated (and how) or not
+translated (and why), with the nginx file and line it came from.
+
+Two orders of nginx have to become edgeway's single rule, "the first route that matches":
+
+- Locations: nginx tries `=` exact locations, then the longest prefix; unless that prefix is
+  `^~`, the regex locations in the order of the file; then the longest prefix. Routes are
+  written as: exact paths, regexes (each guarded so that it cannot match where a `^~` prefix
+  is the longest match), then every prefix longest first. That order is exact.
+- Server blocks sharing an address: nginx picks the server by the Host name (exact names, then
+  the longest `*.` wildcard, then the default server). Routes are written in that order, each
+  with `match.host`; a named server without `location /` ends with a route that answers 404,
+  so that its unmatched requests do not fall through to another server's routes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TRANSLATED, APPROXIMATED, NOT_TRANSLATED = "translated", "approximated", "not translated"
+_SEVERITY = {TRANSLATED: 0, APPROXIMATED: 1, NOT_TRANSLATED: 2}
+
+# directives whose value a block inherits from the enclosing one (nginx's merge of conf)
+_SCALARS = frozenset({
+    "proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout", "client_header_timeout",
+    "client_body_timeout", "send_timeout", "keepalive_timeout", "large_client_header_buffers",
+    "default_type", "underscores_in_headers", "ssl_certificate", "ssl_certificate_key", "ssl_protocols",
+    "proxy_timeout", "proxy_protocol", "proxy_http_version", "server_tokens",
+})
+# array directives: a block that has any of its own replaces the whole inherited list
+_ARRAYS = frozenset({"proxy_set_header", "add_header"})
+
+# nginx's own defaults (ngx_http_proxy_module, ngx_http_core_module, ngx_stream_proxy_module)
+_DEFAULTS = {
+    "proxy_connect_timeout": "60s", "proxy_read_timeout": "60s", "proxy_send_timeout": "60s",
+    "client_header_timeout": "60s", "client_body_timeout": "60s", "send_timeout": "60s",
+    "keepalive_timeout": "75s", "large_client_header_buffers": ("4", "8k"), "default_type": "text/plain",
+    "proxy_timeout": "10m",
+}
+
+# directives with nothing to translate: they change nothing a client or a server can see
+_NO_EFFECT = {
+    "pid": "the process id file (edgeway is run by its supervisor)",
+    "user": "the worker processes' user (edgeway runs as the user that starts it)",
+    "daemon": "how nginx runs in the background",
+    "master_process": "how nginx runs its processes",
+    "error_log": "nginx's own error log (edgeway logs on stderr)",
+    "worker_rlimit_nofile": "a process limit, set by the supervisor for edgeway",
+    "worker_connections": "nginx's connection table size (edgeway's limits are per listener)",
+    "use": "the event method (edgeway uses epoll)",
+    "multi_accept": "how nginx accepts connections",
+    "accept_mutex": "how nginx accepts connections",
+    "pcre_jit": "how nginx compiles regexes",
+    "sendfile": "how nginx sends files (edgeway serves none)",
+    "tcp_nopush": "a socket option for files sent with sendfile",
+    "tcp_nodelay": "edgeway sets TCP_NODELAY on its connections as nginx does by default",
+    "types": "MIME types of static files (edgeway serves none)",
+    "types_hash_max_size": "a hash table size",
+    "types_hash_bucket_size": "a hash table size",
+    "server_names_hash_bucket_size": "a hash table size",
+    "server_names_hash_max_size": "a hash table size",
+    "variables_hash_max_size": "a hash table size",
+    "proxy_headers_hash_max_size": "a hash table size",
+    "proxy_headers_hash_bucket_size": "a hash table size",
+    "map_hash_bucket_size": "a hash table size",
+    "client_body_temp_path": "nginx's temporary files",
+    "proxy_temp_path": "nginx's temporary files",
+    "fastcgi_temp_path": "nginx's temporary files",
+    "uwsgi_temp_path": "nginx's temporary files",
+    "scgi_temp_path": "nginx's temporary files",
+    "zone": "shared memory for the upstream's state (edgeway's workers share one health view)",
+    "include": "its directives are translated where they stand",
+    "http": "its blocks are translated below",
+    "stream": "its blocks are translated below",
+    "events": "its directives are process settings",
+    "ssl_session_cache": "TLS session resumption (a cache; no change to what is served)",
+    "ssl_session_timeout": "TLS session resumption (a cache; no change to what is served)",
+    "ssl_prefer_server_ciphers": "cipher preference (edgeway uses OpenSSL's defaults)",
+    "proxy_http_version": "edgeway always speaks HTTP/1.1 to servers",
+}
+
+# known to be untranslatable, and why (anything else unknown gets a generic line)
+_WHY_NOT = {
+    "if": "edgeway has no per-request conditions beyond route matches (header, cookie, method, host)",
+    "rewrite": "edgeway does not rewrite URIs by regex (replace_prefix covers proxy_pass with a URI)",
+    "set": "edgeway has no variables to set",
+    "map": "edgeway has no variables to map",
+    "root": "edgeway serves no files",
+    "alias": "edgeway serves no files",
+    "index": "edgeway serves no files",
+    "try_files": "edgeway serves no files",
+    "autoindex": "edgeway serves no files",
+    "gzip": "edgeway does not compress responses",
+    "limit_req": "edgeway has no request rate limits",
+    "limit_req_zone": "edgeway has no request rate limits",
+    "limit_conn": "edgeway limits connections per listener (max_connections), not per key",
+    "limit_conn_zone": "edgeway limits connections per listener (max_connections), not per key",
+    "allow": "edgeway has no address access lists on HTTP routes",
+    "deny": "edgeway has no address access lists on HTTP routes",
+    "auth_basic": "edgeway does not authenticate clients",
+    "auth_request": "edgeway does not authenticate clients",
+    "error_page": "edgeway answers errors with its own pages",
+    "client_max_body_size": "edgeway has no request body size limit",
+    "proxy_redirect": "edgeway does not rewrite the Location of responses",
+    "proxy_hide_header": "edgeway does not remove response headers",
+    "proxy_next_upstream": "edgeway retries idempotent requests on its own terms (limits.max_retries)",
+    "proxy_intercept_errors": "edgeway answers errors with its own pages",
+    "sub_filter": "edgeway does not edit response bodies",
+    "ssl_verify_client": "edgeway does not check client certificates",
+    "ssl_client_certificate": "edgeway does not check client certificates",
+    "split_clients": "edgeway has no variables",
+    "geo": "edgeway has no variables",
+    "log_format": "edgeway writes its own access log format",
+    "internal": "edgeway has no internal redirects",
+}
+
+_NO_VARIABLES_BUT = re.compile(r"\$(\w+)")
+# the variables routes' values may use (edgeway's respond / set_headers / proxy_headers.host)
+_KNOWN_VARIABLES = {"scheme", "host", "request_uri", "uri", "args", "is_args", "remote_addr", "server_port",
+                    "proxy_host"}
+_AUTO_REDIRECT_CODES = (301, 302, 303, 307, 308)
+_ADD_HEADER_CODES = {200, 201, 204, 206, 301, 302, 303, 304, 307, 308}
+_PORT = "\x00port"   # stands for ":PORT" in an auto-redirect until the listener is known
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line of the report: a directive, what became of it, and how or why."""
+
+    status: str
+    file: str
+    line: int
+    directive: str
+    note: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.status}: {self.directive}: {self.note}"
+
+
+@dataclass
+class Result:
+    config: dict[str, Any]
+    report: list[Item]
+    sources: dict[tuple, str] = field(default_factory=dict)    # key path -> "file:line"
+
+    @property
+    def exact(self) -> bool:
+        """True when every directive was translated exactly (`--strict` passes)."""
+        return all(item.status == TRANSLATED for item in self.report)
+
+    def summary(self) -> str:
+        counts = {s: sum(1 for i in self.report if i.status == s) for s in (TRANSLATED, APPROXIMATED, NOT_TRANSLATED)}
+        return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+class NginxImportError(Exception):
+    """The nginx configuration cannot be read (a parse error names file and line)."""
+
+
+def flatten(payload: dict) -> list[dict]:
+    """crossplane's parse (not combined) -> the main file's directives with every `include`
+    followed by the directives of the files it included, where it stands."""
+    if payload.get("errors"):
+        err = payload["errors"][0]
+        raise NginxImportError(f"{err.get('file')}:{err.get('line')}: {err.get('error')}")
+    configs = payload["config"]
+
+    def expand(block: list[dict], file: str, depth: int = 0) -> list[dict]:
+        if depth > 32:
+            raise NginxImportError(f"{file}: includes nest more than 32 deep (an include loop?)")
+        out = []
+        for d in block:
+            d = dict(d, file=file)
+            if "block" in d:
+                d["block"] = expand(d["block"], file, depth)
+            out.append(d)
+            if d["directive"] == "include":
+                for index in d.get("includes", ()):
+                    out.extend(expand(configs[index]["parsed"], configs[index]["file"], depth + 1))
+        return out
+
+    return expand(configs[0]["parsed"], configs[0]["file"]) if configs else []
+
+
+def parse_time(text: str) -> float:
+    """nginx time: `60`, `60s`, `1m30s`, `500ms`, `1h` -> seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|M|y)?", text)
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"invalid time {text!r}")
+    return sum(int(n) * units[u or "s"] for n, u in parts)
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+)([kKmMgG]?)", text.strip())
+    if not m:
+        raise ValueError(f"invalid size {text!r}")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+
+
+def duration(seconds: float) -> str:
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+class _Scope:
+    """The directives a block sees: its own and those it inherits (nginx's merge)."""
+
+    def __init__(self, parent: "_Scope | None" = None, block: list[dict] = ()):
+        self.values: dict[str, dict | list[dict]] = dict(parent.values) if parent else {}
+        arrays: dict[str, list[dict]] = {}
+        for d in block:
+            name = d["directive"]
+            if name in _SCALARS:
+                self.values[name] = d
+            elif name in _ARRAYS:
+                arrays.setdefault(name, []).append(d)
+        self.values.update(arrays)
+
+    def get(self, name: str) -> dict | None:
+        value = self.values.get(name)
+        return value if isinstance(value, dict) else None
+
+    def args(self, name: str) -> tuple[str, ...]:
+        d = self.get(name)
+        if d is not None:
+            return tuple(d["args"])
+        default = _DEFAULTS.get(name)
+        return (default,) if isinstance(default, str) else tuple(default or ())
+
+    def array(self, name: str) -> list[dict]:
+        value = self.values.get(name)
+        return value if isinstance(value, list) else []
+
+
+@dataclass
+class _Location:
+    kind: str                  # "=", "^~", "", "~", "~*"
+    path: str
+    d: dict
+    scope: _Scope
+    route: dict | None = None  # the route's body (without match)
+
+
+@dataclass
+class _Server:
+    d: dict
+    scope: _Scope
+    names: list[str]
+    listens: list[tuple[str, int, dict]]   # (host, port, directive)
+    ssl: bool
+    default_for: set = field(default_factory=set)
+    routes: list[tuple[dict, dict]] = field(default_factory=list)   # (match extra, route body, in order)
+    has_root: bool = False
+
+
+class Translator:
+    def __init__(self, display=lambda path: path):
+        self.display = display        # file name as the report shows it (relative to the main file)
+        self.items: dict[tuple, list] = {}
+        self.sources: dict[tuple, str] = {}
+        self.upstreams: dict[str, dict] = {}
+        self.upstream_kinds: dict[str, str] = {}
+        self.listeners: list[dict] = []
+        self.top: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- the report
+
+    def where(self, d: dict) -> str:
+        return f"{self.display(d['file'])}:{d['line']}"
+
+    def note(self, d: dict, status: str, text: str) -> None:
+        """Report `d`; a directive reported twice keeps its worst status and both notes."""
+        key = (d["file"], d["line"], d["directive"], tuple(d["args"]))
+        entry = self.items.get(key)
+        if entry is None:
+            self.items[key] = [status, [text], d]
+        else:
+            if _SEVERITY[status] > _SEVERITY[entry[0]]:
+                entry[0] = status
+            if text not in entry[1]:
+                entry[1].append(text)
+
+    def unknown(self, d: dict, context: str) -> None:
+        name = d["directive"]
+        if name in _NO_EFFECT:
+            self.note(d, TRANSLATED, "nothing to translate: " + _NO_EFFECT[name])
+        elif name in _WHY_NOT:
+            self.note(d, NOT_TRANSLATED, _WHY_NOT[name])
+        elif name.endswith("_by_lua") or name.endswith("_by_lua_block") or name.endswith("_by_lua_file") \
+                or name.startswith("lua_"):
+            self.note(d, NOT_TRANSLATED, "edgeway runs no Lua")
+        elif name.startswith("proxy_cache") or name == "proxy_store":
+            self.note(d, NOT_TRANSLATED, "edgeway does not cache responses")
+        elif name.startswith(("fastcgi_", "uwsgi_", "scgi_", "grpc_", "memcached_")):
+            self.note(d, NOT_TRANSLATED, "edgeway proxies HTTP only (no FastCGI, uwsgi, SCGI, gRPC, memcached)")
+        elif name.startswith(("proxy_buffer", "proxy_busy_buffers", "proxy_max_temp", "proxy_temp_file",
+                              "client_body_buffer", "output_buffers", "proxy_request_buffering")):
+            self.note(d, APPROXIMATED, "edgeway streams bodies through small buffers of its own")
+        elif name.startswith("ssl_"):
+            self.note(d, NOT_TRANSLATED, "edgeway's TLS has no such setting (only cert, key, min_version)")
+        else:
+            self.note(d, NOT_TRANSLATED, f"edgeway has no counterpart for {name} in {context}")
+
+    def source(self, path: tuple, d: dict) -> None:
+        self.sources.setdefault(path, self.where(d))
+
+    def report(self) -> list[Item]:
+        items = [Item(status, self.display(d["file"]), d["line"],
+                      " ".join([d["directive"], *d["args"]]).strip(), "; ".join(notes))
+                 for status, notes, d in self.items.values()]
+        return items
+
+    # ----------------------------------------------------------------- main
+
+    def translate(self, directives: list[dict]) -> Result:
+        for d in directives:
+            name = d["directive"]
+            if name == "worker_processes":
+                value = d["args"][0] if d["args"] else "1"
+                self.top["workers"] = "auto" if value == "auto" else int(value)
+                self.source(("workers",), d)
+                self.note(d, TRANSLATED, "workers: " + value)
+            elif name == "events":
+                self.note(d, TRANSLATED, "nothing to translate: " + _NO_EFFECT["events"])
+                for inner in d.get("block", ()):
+                    self.unknown(inner, "events")
+            elif name == "http":
+                self.note(d, TRANSLATED, _NO_EFFECT["http"])
+                self.http(d)
+            elif name == "stream":
+                self.note(d, TRANSLATED, _NO_EFFECT["stream"])
+                self.stream(d)
+            else:
+                self.unknown(d, "the main context")
+        config: dict[str, Any] = dict(self.top)
+        config["upstreams"] = self.upstreams
+        config["listeners"] = self.listeners
+        if not self.listeners:
+            config.pop("listeners")
+        return Result(config, self.report(), self.sources)
+
+    # ----------------------------------------------------------------- upstream
+
+    def upstream(self, d: dict, kind: str) -> None:
+        if not d["args"]:
+            return self.note(d, NOT_TRANSLATED, "an upstream needs a name")
+        name = d["args"][0]
+        path = ("upstreams", name)
+        self.source(path, d)
+        up: dict[str, Any] = {}
+        servers: list[dict] = []
+        passive: list[tuple[int, float, dict]] = []
+        hashed = False
+        for inner in d.get("block", ()):
+            iname, args = inner["directive"], inner["args"]
+            if iname == "server":
+                server = self.upstream_server(inner, path + ("servers", len(servers)), passive)
+                if server is not None:
+                    servers.append(server)
+            elif iname == "least_conn":
+                up["balance"] = "least_conn"
+                self.note(inner, TRANSLATED, "balance: least_conn")
+            elif iname == "ip_hash":
+                up["balance"] = "ip_hash"
+                hashed = True
+                self.note(inner, APPROXIMATED, "balance: ip_hash (the client's /24 as nginx, but edgeway's hash "
+                          "ring puts a network on another server than nginx's table does)")
+            elif iname == "hash":
+                up["balance"] = "hash"
+                up["hash_key"] = args[0] if args else ""
+                hashed = True
+                how = "consistent (ketama) as nginx's" if "consistent" in args[1:] else \
+                    "consistent, where nginx's plain hash is not: a key still stays on one server"
+                self.note(inner, APPROXIMATED, f"balance: hash, hash_key: {args[0] if args else ''} ({how}; "
+                          "edgeway's ring maps a key to another server than nginx's does)")
+            elif iname == "random":
+                up["balance"] = "random_two"
+                exact = list(args) in (["two"], ["two", "least_conn"])
+                self.note(inner, TRANSLATED if exact else APPROXIMATED,
+                          "balance: random_two (two random servers, the less loaded one)"
+                          + ("" if exact else f"; nginx's `random {' '.join(args)}` picks otherwise"))
+            elif iname in ("keepalive", "keepalive_timeout", "keepalive_requests", "keepalive_time"):
+                self.note(inner, APPROXIMATED, "edgeway keeps idle connections to servers in its own pool "
+                          "(as nginx with keepalive; sizes and times are its own)")
+            elif iname == "sticky":
+                self.sticky(inner, up)
+            elif iname == "zone":
+                self.note(inner, TRANSLATED, "nothing to translate: " + _NO_EFFECT["zone"])
+            else:
+                self.unknown(inner, "upstream")
+            if iname in ("least_conn", "ip_hash", "hash", "random"):
+                self.source(path + ("balance",), inner)
+        if not servers:
+            self.note(d, NOT_TRANSLATED, "no server left to translate: the upstream is left out")
+            return
+        up["servers"] = servers
+        if passive:
+            fails, timeout, first = passive[0]
+            up["passive"] = {"max_fails": fails, "fail_timeout": duration(timeout)}
+            if any((f, t) != (fails, timeout) for f, t, _ in passive):
+                for _, _, sd in passive[1:]:
+                    self.note(sd, APPROXIMATED, f"edgeway's passive checks are per upstream: max_fails {fails}, "
+                              f"fail_timeout {duration(timeout)} (from {self.where(first)}) for every server")
+        if hashed and any(s.get("backup") for s in servers):
+            self.note(d, APPROXIMATED, "backup servers with a hash: nginx refuses them; edgeway uses them")
+        self.upstreams[name] = up
+        self.upstream_kinds[name] = kind
+        self.note(d, TRANSLATED, f"upstreams.{name}")
+
+    def upstream_server(self, d: dict, path: tuple, passive: list) -> dict | None:
+        args = d["args"]
+        if not args:
+            self.note(d, NOT_TRANSLATED, "a server needs an address")
+            return None
+        address = args[0]
+        if address.startswith("unix:"):
+            self.note(d, NOT_TRANSLATED, "edgeway connects to servers over TCP only (no unix sockets)")
+            return None
+        server: dict[str, Any] = {"address": _host_port(address, 80)}
+        fails, timeout, approx = 1, 10.0, []
+        for param in args[1:]:
+            key, _, value = param.partition("=")
+            if key == "weight":
+                server["weight"] = int(value)
+            elif key == "max_conns":
+                if int(value):
+                    server["max_conns"] = int(value)
+            elif key == "max_fails":
+                fails = int(value)
+            elif key == "fail_timeout":
+                timeout = parse_time(value)
+            elif key == "backup":
+                server["backup"] = True
+            elif key == "down":
+                self.note(d, APPROXIMATED, "a server marked down is left out (for a hash, nginx keeps its place "
+                          "on the ring; edgeway: `edgeway ctl maint` keeps it)")
+                return None
+            else:
+                approx.append(param)
+        passive.append((fails, timeout, d))
+        self.source(path, d)
+        if approx:
+            self.note(d, NOT_TRANSLATED, f"server parameters {' '.join(approx)}: edgeway has no counterpart "
+                      "(the server is kept without them)")
+        else:
+            self.note(d, TRANSLATED, f"{server['address']}" + "".join(
+                f", {k}" if v is True else f", {k} {v}" for k, v in server.items() if k != "address"))
+        return server
+
+    def sticky(self, d: dict, up: dict) -> None:
+        args = d["args"]
+        if len(args) < 2 or args[0] != "cookie":
+            self.note(d, NOT_TRANSLATED, "edgeway's sticky sessions are `sticky cookie NAME` only")
+            return
+        sticky: dict[str, Any] = {"cookie": args[1]}
+        other = []
+        for param in args[2:]:
+            key, _, value = param.partition("=")
+            if key == "expires" and value != "max":
+                sticky["max_age"] = duration(parse_time(value))
+            elif key == "secure":
+                sticky["secure"] = True
+            else:
+                other.append(param)
+        up["sticky"] = sticky
+        if other:
+            self.note(d, APPROXIMATED, f"sticky cookie {args[1]} (not {' '.join(other)}: edgeway sets Path=/ "
+                      "and HttpOnly itself, no Domain)")
+        else:
+            self.note(d, TRANSLATED, f"sticky: cookie {args[1]}")
+
+    def upstream_for(self, d: dict, target: str, kind: str) -> tuple[str, str] | None:
+        """proxy_pass's host[:port] -> (upstream name, nginx's $proxy_host); makes an
+        upstream of one server for an address."""
+        if "$" in target:
+            self.note(d, NOT_TRANSLATED, "proxy_pass with variables: edgeway routes to fixed upstreams")
+            return None
+        if target in self.upstreams:
+            return target, target
+        host_port = _host_port(target, 80)
+        name = target
+        if name not in self.upstreams:
+            self.upstreams[name] = {"servers": [{"address": host_port}]}
+            self.upstream_kinds[name] = kind
+            self.source(("upstreams", name), d)
+        proxy_host = host_port[:-3] if host_port.endswith(":80") else host_port
+        return name, proxy_host
+
+    # ----------------------------------------------------------------- http
+
+    def http(self, d: dict) -> None:
+        block = d.get("block", [])
+        scope = _Scope(None, block)
+        for inner in block:
+            if inner["directive"] == "upstream":
+                self.upstream(inner, "http")
+        servers: list[_Server] = []
+        for inner in block:
+            name = inner["directive"]
+            if name == "upstream":
+                continue
+            if name == "server":
+                server = self.http_server(inner, scope)
+                if server is not None:
+                    servers.append(server)
+            elif name in _SCALARS or name in _ARRAYS:
+                self.inherited_note(inner)
+            else:
+                self.unknown(inner, "http")
+        self.http_listeners(servers)
+
+    def inherited_note(self, d: dict) -> None:
+        notes = {
+            "proxy_connect_timeout": "timeouts.connect", "proxy_read_timeout": "timeouts.upstream_header and "
+            "upstream_idle", "client_header_timeout": "timeouts.client_header", "client_body_timeout":
+            "timeouts.client_body", "send_timeout": "timeouts.client_send", "keepalive_timeout":
+            "timeouts.client_idle", "default_type": "Content-Type of `return` answers",
+            "underscores_in_headers": "underscores_in_headers", "ssl_certificate": "tls", "ssl_certificate_key":
+            "tls", "proxy_set_header": "routes' proxy_headers / set_headers", "add_header": "respond.headers",
+            "proxy_timeout": "idle_timeout / session_timeout", "proxy_protocol": "proxy_protocol: v1",
+            "server_tokens": "nothing to translate: only nginx's own error pages name nginx",
+            "proxy_http_version": "nothing to translate: " + _NO_EFFECT["proxy_http_version"],
+        }
+        name = d["directive"]
+        if name == "proxy_send_timeout":
+            self.note(d, APPROXIMATED, "edgeway has no timeout for sending a request to a server; "
+                      "timeouts.upstream_header covers the wait for its answer")
+        elif name == "large_client_header_buffers":
+            self.note(d, APPROXIMATED, "limits.max_uri_length (the request line, 414 as nginx) and "
+                      "limits.max_header_size = number x size (the whole head; edgeway answers 431 where nginx "
+                      "answers 400 for one long header line)")
+        elif name == "ssl_protocols":
+            versions = [a for a in d["args"] if a.startswith("TLSv")]
+            low = "1.3" if versions == ["TLSv1.3"] else "1.2"
+            self.note(d, TRANSLATED if set(versions) <= {"TLSv1.2", "TLSv1.3"} else APPROXIMATED,
+                      f"tls.min_version: {low}" + ("" if set(versions) <= {"TLSv1.2", "TLSv1.3"}
+                                                    else " (edgeway offers nothing older than TLS 1.2)"))
+        else:
+            self.note(d, TRANSLATED, notes.get(name, name))
+
+    def http_server(self, d: dict, http_scope: _Scope) -> _Server | None:
+        block = d.get("block", [])
+        scope = _Scope(http_scope, block)
+        names: list[str] = []
+        listens: list[tuple[str, int, dict]] = []
+        ssl = False
+        server = _Server(d, scope, names, listens, ssl)
+        for inner in block:
+            name, args = inner["directive"], inner["args"]
+            if name == "listen":
+                parsed = self.http_listen(inner)
+                if parsed is not None:
+                    host, port, is_ssl, default = parsed
+                    listens.append((host, port, inner))
+                    server.ssl = server.ssl or is_ssl
+                    if default:
+                        server.default_for.add((host, port))
+            elif name == "server_name":
+                for n in args:
+                    if n in ("", "_"):
+                        continue
+                    if n.startswith("~") or (n.endswith(".*")):
+                        self.note(inner, NOT_TRANSLATED, f"server name {n}: edgeway matches exact names and "
+                                  "leading wildcards only")
+                        continue
+                    names.append(n)
+                self.note(inner, TRANSLATED, "routes' match.host" + (
+                    " (\"_\" and \"\" name no host: nginx's catch-all convention)" if {"_", ""} & set(args) else ""))
+        if not listens:
+            listens.append(("0.0.0.0", 80, d))
+            self.note(d, APPROXIMATED, "no listen: nginx listens on *:80 (or *:8000 when not root); edgeway "
+                      "on 0.0.0.0:80")
+        # server-level return: answers every request before any location is looked at
+        server_return = next((i for i in block if i["directive"] == "return"), None)
+        locations: list[_Location] = []
+        for inner in block:
+            name = inner["directive"]
+            if name in ("listen", "server_name"):
+                continue
+            if name == "location":
+                loc = self.location(inner, scope, server_return)
+                if loc is not None:
+                    locations.append(loc)
+            elif name == "return":
+                if inner is server_return:
+                    route = self.respond(inner, scope)
+                    if route is not None:
+                        server.routes.append(({}, route, inner))
+                        server.has_root = True
+                else:
+                    self.note(inner, NOT_TRANSLATED, "a second return is never reached")
+            elif name in ("ssl_certificate", "ssl_certificate_key", "ssl_protocols") or name in _SCALARS \
+                    or name in _ARRAYS:
+                self.inherited_note(inner)
+            else:
+                self.unknown(inner, "server")
+        if server_return is None:
+            self.order_locations(server, locations)
+        elif locations:
+            for loc in locations:
+                self.note(loc.d, NOT_TRANSLATED, f"never reached: the server's return ({self.where(server_return)}) "
+                          "answers first")
+        return server
+
+    def http_listen(self, d: dict) -> tuple[str, int, bool, bool] | None:
+        args = d["args"]
+        if not args or args[0].startswith("unix:"):
+            self.note(d, NOT_TRANSLATED, "edgeway listens on TCP addresses only")
+            return None
+        host, port = _split_listen(args[0])
+        ssl, default, other = False, False, []
+        for param in args[1:]:
+            if param == "ssl":
+                ssl = True
+            elif param in ("default_server", "default"):
+                default = True
+            elif param in ("http2", "reuseport") or param.startswith(("backlog=", "rcvbuf=", "sndbuf=", "so_keepalive")):
+                other.append(param)
+            else:
+                self.note(d, NOT_TRANSLATED, f"listen parameter {param}: edgeway has no counterpart")
+        text = f"listen {host}:{port}" + (" (https)" if ssl else "") + (" (default server)" if default else "")
+        if other:
+            self.note(d, APPROXIMATED, text + f"; {' '.join(other)}: edgeway's own socket settings (HTTP/1.1 only)")
+        else:
+            self.note(d, TRANSLATED, text)
+        return host, port, ssl, default
+
+    # ----------------------------------------------------------------- locations
+
+    def location(self, d: dict, server_scope: _Scope, server_return: dict | None) -> _Location | None:
+        args = d["args"]
+        if len(args) == 2:
+            kind, path = args
+        elif len(args) == 1 and args[0].startswith("@"):
+            self.note(d, NOT_TRANSLATED, "named locations serve internal redirects, which edgeway has not")
+            return None
+        elif len(args) == 1:
+            kind, path = "", args[0]
+        else:
+            self.note(d, NOT_TRANSLATED, "unexpected location arguments")
+            return None
+        if kind not in ("=", "^~", "", "~", "~*"):
+            self.note(d, NOT_TRANSLATED, f"location modifier {kind}")
+            return None
+        if kind in ("~", "~*"):
+            try:
+                re.compile(path)
+            except re.error as exc:
+                self.note(d, NOT_TRANSLATED, f"the regex {path!r} is not one Python reads ({exc})")
+                return None
+        elif not path.startswith("/"):
+            self.note(d, NOT_TRANSLATED, f"location {path!r} does not start with '/'")
+            return None
+        block = d.get("block", [])
+        scope = _Scope(server_scope, block)
+        loc = _Location(kind, path, d, scope)
+        proxy = next((i for i in block if i["directive"] == "proxy_pass"), None)
+        ret = next((i for i in block if i["directive"] == "return"), None)
+        for inner in block:
+            name = inner["directive"]
+            if name in ("proxy_pass", "return"):
+                continue
+            if name == "location":
+                self.note(inner, NOT_TRANSLATED, "nested locations: edgeway's routes are one flat list")
+            elif name in _SCALARS or name in _ARRAYS:
+                self.inherited_note(inner)
+            else:
+                self.unknown(inner, "location")
+        if ret is not None:
+            loc.route = self.respond(ret, scope)
+            if proxy is not None:
+                self.note(proxy, NOT_TRANSLATED, f"never reached: return ({self.where(ret)}) answers first")
+        elif proxy is not None:
+            loc.route = self.proxy_route(proxy, loc)
+        else:
+            loc.route = {"respond": {"status": 404}}
+            self.note(d, NOT_TRANSLATED, "no proxy_pass or return: nginx serves files here, edgeway answers 404")
+            return loc
+        if loc.route is not None:
+            self.note(d, TRANSLATED, {"=": "match.path", "": "match.path_prefix", "^~": "match.path_prefix "
+                                      "(before the regexes)", "~": "match.path_regex", "~*": "match.path_regex "
+                                      "(case-insensitive)"}[kind])
+        return loc
+
+    def proxy_route(self, d: dict, loc: _Location) -> dict | None:
+        target = d["args"][0] if d["args"] else ""
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            self.note(d, NOT_TRANSLATED, "proxy_pass needs http://")
+            return None
+        if scheme == "https":
+            self.note(d, NOT_TRANSLATED, "edgeway speaks plain HTTP to servers (no TLS upstream)")
+            return None
+        authority, slash, uri = rest.partition("/")
+        found = self.upstream_for(d, authority, "http")
+        if found is None:
+            return None
+        upstream, proxy_host = found
+        route: dict[str, Any] = {"upstream": upstream}
+        how = [f"upstream: {upstream}"]
+        status = TRANSLATED
+        if slash:
+            uri = "/" + uri
+            if loc.kind in ("~", "~*"):
+                self.note(d, NOT_TRANSLATED, "a URI in proxy_pass inside a regex location (nginx refuses it)")
+                return None
+            if loc.kind == "=":
+                if uri != loc.path:
+                    self.note(d, NOT_TRANSLATED, "a URI in proxy_pass of an exact location: edgeway replaces "
+                              "prefixes only")
+                    return None
+            elif uri != loc.path:
+                route["replace_prefix"] = uri
+                how.append(f"replace_prefix: {uri} (nginx's rule: the location's prefix replaced by the URI)")
+        route.update(self.proxy_headers(loc.scope, proxy_host, how))
+        self.note(d, status, "; ".join(how))
+        return route
+
+    def proxy_headers(self, scope: _Scope, proxy_host: str, how: list[str]) -> dict:
+        """The effective proxy_set_header list -> proxy_headers and set_headers (nginx's default:
+        Host is $proxy_host, and nothing is added)."""
+        headers: dict[str, Any] = {"host": "$proxy_host" if proxy_host else "$host",
+                                   "x_real_ip": False, "x_forwarded_for": False,
+                                   "x_forwarded_proto": False, "x_forwarded_host": False}
+        extra: dict[str, str] = {}
+        flags = {("x-real-ip", "$remote_addr"): "x_real_ip",
+                 ("x-forwarded-for", "$proxy_add_x_forwarded_for"): "x_forwarded_for",
+                 ("x-forwarded-proto", "$scheme"): "x_forwarded_proto",
+                 ("x-forwarded-host", "$host"): "x_forwarded_host"}
+        for d in scope.array("proxy_set_header"):
+            if len(d["args"]) != 2:
+                self.note(d, NOT_TRANSLATED, "proxy_set_header needs a name and a value")
+                continue
+            name, value = d["args"]
+            lower = name.lower()
+            unknown = [v for v in _NO_VARIABLES_BUT.findall(value)
+                       if v not in _KNOWN_VARIABLES and not v.startswith("http_")]
+            if (lower, value) in flags:
+                headers[flags[(lower, value)]] = True
+                self.note(d, TRANSLATED, f"proxy_headers.{flags[(lower, value)]}: true")
+            elif lower == "host":
+                if unknown:
+                    self.note(d, NOT_TRANSLATED, f"variables {', '.join('$' + v for v in unknown)}: edgeway has no "
+                              "such variable (Host left as nginx's default, $proxy_host)")
+                    continue
+                headers["host"] = value.replace("$proxy_host", proxy_host) if value != "$proxy_host" else value
+                self.note(d, TRANSLATED, f"proxy_headers.host: {value}")
+            elif lower in ("connection", "upgrade") and value in ("", "upgrade", "$http_upgrade",
+                                                                  "$connection_upgrade", "close", "keep-alive"):
+                self.note(d, TRANSLATED, "nothing to translate: edgeway forwards upgrades and keeps connections "
+                          "to servers alive by itself")
+            elif unknown:
+                self.note(d, NOT_TRANSLATED, f"variables {', '.join('$' + v for v in unknown)}: edgeway has no "
+                          "such variable")
+            else:
+                extra[name] = value
+                self.note(d, TRANSLATED, f"set_headers.{name}" + (" (empty: removed, as nginx)" if not value else ""))
+        if headers["host"] == "$proxy_host" and ":" in proxy_host:
+            headers["host"] = proxy_host       # an address: nginx's $proxy_host is host:port
+        out: dict[str, Any] = {"proxy_headers": headers}
+        if extra:
+            out["set_headers"] = extra
+        return out
+
+    def respond(self, d: dict, scope: _Scope) -> dict | None:
+        args = d["args"]
+        if not args:
+            self.note(d, NOT_TRANSLATED, "return needs a status or a URL")
+            return None
+        if args[0].isdigit():
+            status, text = int(args[0]), (args[1] if len(args) > 1 else None)
+        elif args[0].startswith(("http://", "https://", "$scheme")):
+            status, text = 302, args[0]
+        else:
+            self.note(d, NOT_TRANSLATED, f"return {args[0]}: expected a status or a URL")
+            return None
+        if status == 444:
+            self.note(d, NOT_TRANSLATED, "444 closes the connection without an answer, which edgeway does not do")
+            return None
+        if not 100 <= status <= 599:
+            self.note(d, NOT_TRANSLATED, f"status {status} is out of range")
+            return None
+        unknown = [v for v in _NO_VARIABLES_BUT.findall(text or "") if v not in _KNOWN_VARIABLES
+                   and not v.startswith("http_")]
+        if unknown:
+            self.note(d, NOT_TRANSLATED, f"variables {', '.join('$' + v for v in unknown)}: edgeway has no such "
+                      "variable")
+            return None
+        respond: dict[str, Any] = {"status": status}
+        if status in _AUTO_REDIRECT_CODES and text is not None:
+            respond["location"] = text
+            how = f"respond: {status}, location {text}"
+        elif text is not None:
+            respond["body"] = text
+            content_type = scope.args("default_type")[0]
+            respond["headers"] = {"Content-Type": content_type}
+            how = f"respond: {status} with its text (Content-Type {content_type})"
+        else:
+            how = f"respond: {status}"
+        headers = respond.setdefault("headers", {})
+        for add in scope.array("add_header"):
+            if "always" in add["args"][2:] or status in _ADD_HEADER_CODES:
+                headers[add["args"][0]] = add["args"][1] if len(add["args"]) > 1 else ""
+                self.note(add, TRANSLATED, f"respond.headers.{add['args'][0]}")
+            else:
+                self.note(add, TRANSLATED, f"not sent with status {status}, as nginx")
+        if not headers:
+            respond.pop("headers")
+        self.note(d, TRANSLATED, how)
+        return {"respond": respond}
+
+    def order_locations(self, server: _Server, locations: list[_Location]) -> None:
+        """nginx's location order as a first-match list (see the module's docstring)."""
+        exact = [loc for loc in locations if loc.kind == "=" and loc.route]
+        regexes = [loc for loc in locations if loc.kind in ("~", "~*") and loc.route]
+        prefixes = sorted((loc for loc in locations if loc.kind in ("", "^~") and loc.route),
+                          key=lambda loc: -len(loc.path))
+        exact_paths = {loc.path for loc in exact}
+        for loc in exact:
+            server.routes.append(({"path": loc.path}, loc.route, loc.d))
+        # nginx answers /p with a 301 to /p/ when `location /p/` proxies and nothing else has /p
+        prefix_paths = {loc.path for loc in prefixes}
+        for loc in prefixes:
+            bare = loc.path[:-1]
+            if loc.route.get("upstream") and loc.path.endswith("/") and len(loc.path) > 1 \
+                    and bare not in exact_paths and bare not in prefix_paths:
+                # the port is the listener's, filled in by server_routes (nginx's port_in_redirect)
+                server.routes.append(({"path": bare}, {"respond": {"status": 301, "location": "$scheme://$host"
+                                      + _PORT + loc.path + "$is_args$args"}}, loc.d))
+                self.note(loc.d, TRANSLATED, f"and {bare} answers 301 to {loc.path}, as nginx")
+        guard = _noregex_guard(prefixes)
+        for loc in regexes:
+            pattern = f"(?i:{loc.path})" if loc.kind == "~*" else loc.path
+            if guard:
+                pattern = f"^(?!{guard}).*?(?:{pattern})"
+            server.routes.append(({"path_regex": pattern}, loc.route, loc.d))
+        for loc in prefixes:
+            server.routes.append(({"path_prefix": loc.path}, loc.route, loc.d))
+        server.has_root = any(loc.path == "/" for loc in prefixes)
+
+    # ----------------------------------------------------------------- http listeners
+
+    def http_listeners(self, servers: list[_Server]) -> None:
+        by_address: dict[tuple[str, int], list[_Server]] = {}
+        for server in servers:
+            for host, port, _ in server.listens:
+                by_address.setdefault((host, port), []).append(server)
+        for (host, port), group in by_address.items():
+            default = next((s for s in group if (host, port) in s.default_for), group[0])
+            ssl = any(s.ssl and any((h, p) == (host, port) for h, p, _ in s.listens) for s in group)
+            index = len(self.listeners)
+            base = ("listeners", index)
+            listener: dict[str, Any] = {"name": f"http-{host}:{port}", "protocol": "https" if ssl else "http",
+                                        "listen": f"{host}:{port}", "health_path": None, "request_id": False}
+            self.source(base, next(d for h, p, d in default.listens if (h, p) == (host, port)))
+            scope = default.scope
+            listener["timeouts"] = self.timeouts(scope)
+            listener["limits"] = self.limits(scope)
+            if scope.get("underscores_in_headers") and scope.args("underscores_in_headers")[0] == "on":
+                listener["underscores_in_headers"] = True
+            if ssl:
+                tls = self.tls(default, group, base)
+                if tls is None:
+                    continue
+                listener["tls"] = tls
+            routes: list[dict] = []
+            exact_names, wild_names = [], []
+            for server in group:
+                for name in server.names:
+                    (wild_names if name.startswith(("*.", ".")) else exact_names).append((name, server))
+            # the default server's names need routes of their own only where another server's
+            # wildcard would take them first; elsewhere its routes without a host serve them
+            others = [n for s in group if s is not default for n in s.names if n.startswith(("*.", "."))]
+            exact_names = [(n, s) for n, s in exact_names if s is not default or _shadowed(n, others)]
+            wild_names = [(n, s) for n, s in wild_names if s is not default or _shadowed(n, others)]
+            for name, server in exact_names:
+                self.server_routes(server, name, routes, base, port, ssl)
+            wild = []
+            for name, server in wild_names:
+                if name.startswith("."):       # .example.com: example.com and *.example.com
+                    self.server_routes(server, name[1:], routes, base, port, ssl)
+                    name = "*" + name
+                wild.append((name, server))
+            for name, server in sorted(wild, key=lambda ns: -len(ns[0])):
+                self.server_routes(server, name, routes, base, port, ssl)
+            self.server_routes(default, None, routes, base, port, ssl)
+            for server in group:
+                if server is not default and not server.names:
+                    self.note(server.d, APPROXIMATED, f"no name edgeway can match and not the default server of "
+                              f"{host}:{port}: its routes are left out")
+            self.timeout_overrides(group, listener)
+            if not routes:
+                routes.append({"respond": {"status": 404}})
+            listener["routes"] = routes
+            self.listeners.append(listener)
+
+    def server_routes(self, server: _Server, host: str | None, routes: list[dict], base: tuple, port: int,
+                      ssl: bool) -> None:
+        for extra, body, d in server.routes:
+            respond = body.get("respond")
+            if respond is not None and _PORT in respond.get("location", ""):
+                shown = "" if port == (443 if ssl else 80) else f":{port}"
+                body = dict(body, respond=dict(respond, location=respond["location"].replace(_PORT, shown)))
+            match = dict(extra)
+            if host is not None:
+                match["host"] = host
+            route = {"match": match, **body} if match else dict(body)
+            self.source(base + ("routes", len(routes)), d)
+            routes.append(route)
+        if host is not None and not server.has_root:
+            self.source(base + ("routes", len(routes)), server.d)
+            routes.append({"match": {"host": host}, "respond": {"status": 404}})
+
+    def timeouts(self, scope: _Scope) -> dict:
+        read = duration(parse_time(scope.args("proxy_read_timeout")[0]))
+        keepalive = scope.args("keepalive_timeout")
+        return {
+            "connect": duration(parse_time(scope.args("proxy_connect_timeout")[0])),
+            "upstream_header": read, "upstream_idle": read,
+            "client_header": duration(parse_time(scope.args("client_header_timeout")[0])),
+            "client_body": duration(parse_time(scope.args("client_body_timeout")[0])),
+            "client_idle": duration(parse_time(keepalive[0])),
+            "client_send": duration(parse_time(scope.args("send_timeout")[0])),
+        }
+
+    def limits(self, scope: _Scope) -> dict:
+        number, size = scope.args("large_client_header_buffers")
+        return {"max_uri_length": parse_size(size), "max_header_size": int(number) * parse_size(size)}
+
+    def timeout_overrides(self, group: list[_Server], listener: dict) -> None:
+        """A location (or a non-default server) with other timeouts than the listener's."""
+        for server in group:
+            for loc_scope, d in [(server.scope, server.d)]:
+                theirs = self.timeouts(loc_scope)
+                if theirs != listener["timeouts"]:
+                    self.note(d, APPROXIMATED, "edgeway's timeouts are per listener: this server's differ "
+                              f"and the default server's are used ({listener['listen']})")
+
+    def tls(self, default: _Server, group: list[_Server], base: tuple) -> dict | None:
+        certs = []
+        for server in [default] + [s for s in group if s is not default]:
+            cert, key = server.scope.get("ssl_certificate"), server.scope.get("ssl_certificate_key")
+            if cert is None or key is None:
+                continue
+            pair = {"cert": self.path_of(cert, cert["args"][0]), "key": self.path_of(key, key["args"][0])}
+            if pair not in certs:
+                certs.append(pair)
+        if not certs:
+            self.note(default.d, NOT_TRANSLATED, "an ssl listen without ssl_certificate and ssl_certificate_key")
+            return None
+        tls: dict[str, Any] = dict(certs[0])
+        if len(certs) > 1:
+            tls["certificates"] = certs[1:]
+        protocols = default.scope.args("ssl_protocols")
+        if protocols == ("TLSv1.3",):
+            tls["min_version"] = "1.3"
+        return tls
+
+    def path_of(self, d: dict, text: str) -> str:
+        # nginx reads relative certificate paths from its configuration's folder (conf prefix)
+        path = Path(text)
+        if not path.is_absolute():
+            path = Path(self.conf_prefix) / path
+        return str(path)
+
+    conf_prefix = "."
+
+    # ----------------------------------------------------------------- stream
+
+    def stream(self, d: dict) -> None:
+        block = d.get("block", [])
+        scope = _Scope(None, block)
+        for inner in block:
+            if inner["directive"] == "upstream":
+                self.upstream(inner, "stream")
+        for inner in block:
+            name = inner["directive"]
+            if name == "upstream":
+                continue
+            if name == "server":
+                self.stream_server(inner, scope)
+            elif name in ("proxy_timeout", "proxy_connect_timeout", "proxy_protocol"):
+                self.note(inner, TRANSLATED, {"proxy_timeout": "idle_timeout (tcp), session_timeout (udp)",
+                                              "proxy_connect_timeout": "timeouts.connect",
+                                              "proxy_protocol": "proxy_protocol: v1"}[name])
+            else:
+                self.unknown(inner, "stream")
+
+    def stream_server(self, d: dict, stream_scope: _Scope) -> None:
+        block = d.get("block", [])
+        scope = _Scope(stream_scope, block)
+        listens, proxy = [], None
+        for inner in block:
+            name, args = inner["directive"], inner["args"]
+            if name == "listen":
+                if not args or args[0].startswith("unix:"):
+                    self.note(inner, NOT_TRANSLATED, "edgeway listens on TCP and UDP addresses only")
+                    continue
+                host, port = _split_listen(args[0])
+                udp = "udp" in args[1:]
+                other = [a for a in args[1:] if a not in ("udp", "reuseport")]
+                listens.append((host, port, udp, inner))
+                self.note(inner, NOT_TRANSLATED if other else TRANSLATED,
+                          f"listen {host}:{port} ({'udp' if udp else 'tcp'})" +
+                          (f"; {' '.join(other)}: edgeway has no counterpart" if other else ""))
+            elif name == "proxy_pass":
+                proxy = inner
+            elif name in ("proxy_timeout", "proxy_protocol"):
+                self.note(inner, TRANSLATED, "idle_timeout (tcp), session_timeout (udp)"
+                          if name == "proxy_timeout" else "proxy_protocol: v1 (tcp)")
+            elif name == "proxy_connect_timeout":
+                self.note(inner, TRANSLATED, "timeouts.connect")
+            elif name == "proxy_responses":
+                self.note(inner, APPROXIMATED, "edgeway relays every datagram of a flow until session_timeout")
+            else:
+                self.unknown(inner, "stream server")
+        if proxy is None or not proxy["args"]:
+            self.note(d, NOT_TRANSLATED, "a stream server without proxy_pass")
+            return
+        found = self.upstream_for(proxy, proxy["args"][0], "stream")
+        if found is None:
+            return
+        upstream = found[0]
+        self.note(proxy, TRANSLATED, f"upstream: {upstream}")
+        timeout = duration(parse_time(scope.args("proxy_timeout")[0]))
+        connect = scope.get("proxy_connect_timeout")
+        connect_s = duration(parse_time(connect["args"][0])) if connect else "60s"
+        for host, port, udp, ld in listens:
+            kind = "udp" if udp else "tcp"
+            listener: dict[str, Any] = {"name": f"{kind}-{host}:{port}", "protocol": kind,
+                                        "listen": f"{host}:{port}", "upstream": upstream}
+            if udp:
+                listener["session_timeout"] = timeout
+            else:
+                listener["idle_timeout"] = timeout
+                listener["timeouts"] = {"connect": connect_s}
+                pp = scope.get("proxy_protocol")
+                if pp is not None and pp["args"] == ["on"]:
+                    listener["proxy_protocol"] = "v1"
+            if udp and scope.get("proxy_protocol") is not None and scope.args("proxy_protocol") == ("on",):
+                self.note(scope.get("proxy_protocol"), NOT_TRANSLATED, "PROXY protocol over UDP: edgeway sends "
+                          "it on TCP only")
+            self.source(("listeners", len(self.listeners)), ld)
+            self.listeners.append(listener)
+
+
+def _noregex_guard(prefixes: list[_Location]) -> str:
+    """A regex matching the paths whose longest matching prefix location is `^~`: the regex
+    locations must not see them (nginx skips the regexes there)."""
+    alternatives = []
+    for loc in prefixes:
+        if loc.kind != "^~":
+            continue
+        longer = [other.path[len(loc.path):] for other in prefixes
+                  if len(other.path) > len(loc.path) and other.path.startswith(loc.path) and other.kind == ""]
+        alternative = re.escape(loc.path)
+        if longer:
+            alternative += "(?!" + "|".join(re.escape(rest) for rest in longer) + ")"
+        alternatives.append(alternative)
+    return "|".join(alternatives)
+
+
+def _shadowed(name: str, wildcards: list[str]) -> bool:
+    """Could one of `wildcards` (`*.a.b` or `.a.b`) match a host that `name` matches?"""
+    base = name.lstrip("*").lstrip(".")
+    for wild in wildcards:
+        suffix = wild.lstrip("*").lstrip(".")
+        if base == suffix or base.endswith("." + suffix) or suffix.endswith("." + base):
+            return True
+    return False
+
+
+def _split_listen(text: str) -> tuple[str, int]:
+    """nginx listen address: `80`, `1.2.3.4`, `1.2.3.4:80`, `*:80`, `[::1]:80`, `localhost:80`."""
+    if text.isdigit():
+        return "0.0.0.0", int(text)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 80
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "80"
+    if host in ("*", ""):
+        host = "0.0.0.0"
+    return host, int(port)
+
+
+def _host_port(text: str, default_port: int) -> str:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return f"[{host}]:{rest[1:] if rest.startswith(':') else default_port}"
+    host, sep, port = text.partition(":")
+    return f"{host}:{port if sep else default_port}"
+
+
+def translate(payload: dict, display=lambda path: path, conf_prefix: str = ".") -> Result:
+    """crossplane.parse(...) (not combined) -> Result (config dict, report, sources)."""
+    translator = Translator(display)
+    translator.conf_prefix = conf_prefix
+    result = translator.translate(flatten(payload))
+    result.report.sort(key=lambda item: (item.file != display(payload["config"][0]["file"]), item.file, item.line))
+    return result
