@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from edgeway.http import variables
 from edgeway.config.types import Address, ByteSize, DnsServerAddress, Duration, HostPort, Network
 
 KeyPath = tuple[str | int, ...]
@@ -474,11 +475,162 @@ class RouteMatch(Model):
         return value
 
 
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# fields whose value edgeway writes itself: framing and connection management
+_OWN_FIELDS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te",
+                         "trailer", "proxy-connection"})
+
+
+def _field_name(name: str) -> str:
+    if not _TOKEN.match(name):
+        raise ValueError(f"invalid header name {name!r}")
+    if name.lower() in _OWN_FIELDS:
+        raise ValueError(f"{name} is written by edgeway itself (framing, connection); it cannot be set")
+    return name
+
+
+def _template(value: str, allowed: frozenset[str] = variables.BASE) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"a header value cannot hold CR or LF: {value!r}")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"a header value is Latin-1 text (percent-encode the rest): {value!r}") from None
+    variables.compile_template(value, allowed)
+    return value
+
+
+class RespondConfig(Model):
+    """A route that answers by itself (nginx `return`): no upstream."""
+
+    status: int | None = Field(None, ge=100, le=599)   # default: 302 with location, else 200
+    body: str = ""                       # variables expanded; empty: nginx's own page for 3xx/4xx/5xx
+    headers: dict[str, str] = Field(default_factory=dict)
+    location: str | None = None          # the Location field (redirects; 3xx only)
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, value: str) -> str:
+        variables.compile_template(value)
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            _field_name(name)
+            try:
+                _template(text)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value:
+                raise ValueError("location is empty")
+            _template(value)
+        return value
+
+    @model_validator(mode="after")
+    def _status(self) -> "RespondConfig":
+        if self.status is None:
+            object.__setattr__(self, "status", 302 if self.location is not None else 200)
+        elif self.location is not None and not 300 <= self.status <= 399:
+            raise ValueError(f"location: is for redirects (a 3xx status), not {self.status}")
+        if self.location is not None and any(k.lower() == "location" for k in self.headers):
+            raise ValueError("Location is given twice (location: and headers:)")
+        return self
+
+
+class ProxyHeaders(Model):
+    """Which of the fields edgeway adds to a proxied request it adds for this route. The
+    defaults are edgeway's behaviour; nginx's own (no proxy_set_header) is host: $proxy_host
+    and all four off. A field turned off is passed on as the client sent it, as nginx does."""
+
+    host: str | None = None              # None: the client's Host as it came ($http_host)
+    x_real_ip: bool = True
+    x_forwarded_for: bool = True         # the client's list with its address appended
+    x_forwarded_proto: bool = True
+    x_forwarded_host: bool = True
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value:
+                raise ValueError("host is empty (leave it out to send the client's Host)")
+            _template(value, variables.PROXY)
+        return value
+
+
 class RouteConfig(Model):
     match: RouteMatch = RouteMatch()
-    upstream: str
-    strip_prefix: bool = False
-    set_host: str | None = None          # Host sent upstream (default: the client's, as nginx $host)
+    upstream: str | None = None          # exactly one of upstream and respond
+    respond: RespondConfig | None = None
+    strip_prefix: bool = False           # = replace_prefix: "/"
+    replace_prefix: str | None = None    # match.path_prefix replaced by this (nginx proxy_pass with a URI)
+    set_host: str | None = None          # alias of proxy_headers.host (older configs)
+    proxy_headers: ProxyHeaders = ProxyHeaders()
+    set_headers: dict[str, str] = Field(default_factory=dict)   # nginx proxy_set_header; "" removes
+
+    @field_validator("set_headers")
+    @classmethod
+    def _set_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for name, text in value.items():
+            _field_name(name)
+            lowered = name.lower()
+            if lowered in ("host", "x-real-ip", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"):
+                key = lowered.replace("-", "_")
+                raise ValueError(f"{name} is set with proxy_headers.{key}: (set_headers is for other fields)")
+            if lowered in seen:
+                raise ValueError(f"{name} is given twice (also as {seen[lowered]})")
+            seen[lowered] = name
+            try:
+                _template(text, variables.PROXY)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value
+
+    @field_validator("replace_prefix")
+    @classmethod
+    def _replace_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"replace_prefix starts with '/': {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> "RouteConfig":
+        if (self.upstream is None) == (self.respond is None):
+            raise ValueError("a route has exactly one of upstream: NAME and respond: {status: ...}")
+        if self.respond is not None:
+            proxy_only = [k for k in ("strip_prefix", "replace_prefix", "set_host", "proxy_headers", "set_headers")
+                          if k in self.model_fields_set]
+            if proxy_only:
+                raise ValueError(f"{', '.join(proxy_only)}: only for a route with an upstream (this one responds)")
+        if self.set_host is not None:
+            if self.proxy_headers.host is not None:
+                raise ValueError("set_host and proxy_headers.host both given; keep proxy_headers.host")
+            _template(self.set_host, variables.PROXY)
+            # moved to proxy_headers.host (a dump of this config, read back, is then valid)
+            object.__setattr__(self, "proxy_headers", self.proxy_headers.model_copy(update={"host": self.set_host}))
+            object.__setattr__(self, "set_host", None)
+        if self.strip_prefix and self.replace_prefix is not None:
+            raise ValueError("strip_prefix and replace_prefix both given (strip_prefix is replace_prefix: \"/\")")
+        # (strip_prefix without a path_prefix has always been accepted, and does nothing)
+        if self.replace_prefix is not None and self.match.path_prefix is None:
+            raise ValueError("replace_prefix needs match.path_prefix (the part it replaces)")
+        return self
+
+    @property
+    def prefix_replacement(self) -> str | None:
+        """What replaces match.path_prefix in the target sent on (None: nothing replaced)."""
+        if self.match.path_prefix is None:
+            return None
+        return "/" if self.strip_prefix else self.replace_prefix
 
 
 class TlsCertificate(Model):
@@ -778,7 +930,7 @@ class Config(Model):
                     (("listeners", i, "upstream"), f"unknown upstream {listener.upstream!r} (known: {known})")
                 )
             for j, route in enumerate(listener.routes):
-                if route.upstream not in self.upstreams:
+                if route.upstream is not None and route.upstream not in self.upstreams:
                     errors.append(
                         (
                             ("listeners", i, "routes", j, "upstream"),

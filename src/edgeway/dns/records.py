@@ -208,7 +208,7 @@ class ListenerTarget(Target):
         self.address = host
         names = []
         if listener is not None:
-            names = [listener.upstream] if listener.upstream else [r.upstream for r in listener.routes]
+            names = [listener.upstream] if listener.upstream else [r.upstream for r in listener.routes if r.upstream]
         self.upstreams = [upstreams[n] for n in dict.fromkeys(names) if n in upstreams]
 
     def _up(self, now: float) -> bool:

@@ -97,11 +97,14 @@ class Forwarding:
         head = ex.head
         route = ex.route
         data = head.upstream_head   # rendered by scan_request, for a route that keeps target and Host
-        if data is None or route.strip or route.set_host or ctx.forwarded:
-            set_host = route.set_host
-            host = set_host.decode() if set_host else (head.host or ex.server.label)
-            data = upstream_request_head(head, ex.target, host, self.client_ip, ctx.scheme, ctx.forwarded,
-                                         ex.upgrade)
+        if data is None or route.custom or ctx.forwarded:
+            rewrite = route.rewrite
+            if rewrite is None:
+                data = upstream_request_head(head, ex.target, head.host or ex.server.label, self.client_ip,
+                                             ctx.scheme, ctx.forwarded, ex.upgrade)
+            else:   # proxy_headers, set_headers
+                data = rewrite.render(head, ex.target, self.client_ip, ctx.scheme, ctx.port, ctx.forwarded,
+                                      ex.upgrade, ex.server.label)
         if ex.body:   # what arrived with the head leaves with it, in one send
             data = b"".join([data, *ex.body])
             ex.body.clear()

@@ -167,7 +167,7 @@ class AccessLog:
                 f'"listener":{text(self.name)},"client":{text(client)},"method":{text(logs.client_text(method))},'
                 f'"path":{text(logs.client_text(target))},"version":{text(version)},"status":{_json_int(status)},'
                 f'"route":{"null" if route is None else text(route.label)},'
-                f'"upstream":{"null" if route is None else text(route.upstream.name)},'
+                f'"upstream":{"null" if route is None else text(route.upstream_name) if route.upstream_name else "null"},'
                 f'"server":{"null" if server == "-" else text(server)},"bytes":{_json_int(sent)},'
                 f'"connect_ms":{_json_ms(connect)},"header_ms":{_json_ms(header)},"total_ms":{_json_ms(total)},'
                 f'"cause":{text(cause) if cause else "null"},"request_id":{text(request_id)}}}\n')
@@ -237,8 +237,14 @@ class ListenerContext:
         self.forwarded = config.forwarded
         self.request_id = config.request_id is not False   # None: the default, on
         self.underscores_in_headers = config.underscores_in_headers
+        self.port = config.listen.port          # ($server_port, redirects)
+        self.listen_host = config.listen.host
         for route in router.routes:
             up = route.upstream
+            if up is None:   # a route that responds by itself
+                route.sticky_cookie = route.key = None
+                route.stats = self.stats.for_route(route)
+                continue
             sticky = up.config.sticky
             route.sticky_cookie = sticky.cookie if sticky is not None else None
             route.key = _hash_key(up) if up.algorithm in ("hash", "ip_hash") else None
@@ -249,7 +255,7 @@ class ListenerContext:
         sticky_lines = {}
         for route in router.routes:
             up = route.upstream
-            if up.config.sticky is not None:
+            if up is not None and up.config.sticky is not None:
                 for server in up.servers:
                     sticky_lines[server] = (server.id.encode(), sticky_line(up.config.sticky, server.id))
         self.sticky_lines = sticky_lines
@@ -260,7 +266,7 @@ class ListenerContext:
         # alone: the proxy fills this and then takes the shortest way (proxy._whole_request).
         # A new dict on each apply: a path cached for the old routes must not skip the new ones
         self.plain_candidates = frozenset() if self.forwarded or self.trace_header or self.redirect else frozenset(
-            r for r in router.routes if not r.strip and r.set_host is None and r.key is None)
+            r for r in router.routes if not r.custom and r.key is None)
         self.plain_routes: dict[str, object] = {}
         pool = self.pool
         pool.idle_timeout = config.timeouts.upstream_idle

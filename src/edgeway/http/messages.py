@@ -225,6 +225,56 @@ def upstream_request_head(req: RequestHead, target: str, host: str, client_ip: s
     return head + b"\r\n"
 
 
+_ADDED = (b"x-real-ip", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+
+
+def custom_request_head(req: RequestHead, target: str, host: str, client_ip: str, scheme: str, forwarded: bool,
+                        upgrade: bool, adds: tuple[bool, bool, bool, bool], fields: list[tuple[bytes, bytes]],
+                        replaced: frozenset[bytes]) -> bytes:
+    """upstream_request_head for a route with proxy_headers or set_headers: `adds` says which
+    of X-Real-IP, X-Forwarded-For, -Proto, -Host we add; one we do not add passes on as the
+    client sent it (nginx forwards every field it does not set). `fields` (set_headers,
+    expanded) replace the client's fields of the same names (`replaced`, lower case); an empty
+    value sends none, as nginx's proxy_set_header NAME "" does."""
+    forward = req.forward
+    if replaced and forward:
+        forward = b"\r\n".join(line for line in forward.split(b"\r\n")
+                                if line.split(b":", 1)[0].lower() not in replaced)
+    parts = [f"{req.method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1"), forward]
+    for name, value in fields:
+        if value:
+            parts.append(name + b": " + value + b"\r\n")
+    ip = client_ip.encode("latin-1")
+    add_ip, add_xff, add_proto, add_host = adds
+    if add_ip:
+        parts.append(b"X-Real-IP: " + ip + b"\r\n")
+    if add_xff:
+        xff = req.xff
+        parts.append(b"X-Forwarded-For: " + (xff + b", " + ip if xff else ip) + b"\r\n")
+    if add_proto:
+        parts.append(b"X-Forwarded-Proto: " + scheme.encode() + b"\r\n")
+    if add_host:
+        parts.append(b"X-Forwarded-Host: " + req.host.encode("latin-1") + b"\r\n")
+    if not (add_ip and add_xff and add_proto and add_host):
+        passed = {name for name, on in zip(_ADDED, adds) if not on} - replaced
+        for name, value in req.headers:
+            if name.lower() in passed:
+                parts.append(name + b": " + value + b"\r\n")
+    if forwarded:
+        node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
+        element = f'for={node};host="{req.host}";proto={scheme}'.encode("latin-1")
+        prior = req.prior_forwarded
+        parts.append(b"Forwarded: " + (prior + b", " + element if prior else element) + b"\r\n")
+    if req.chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif req.content_length is not None:
+        parts.append(b"Content-Length: %d\r\n" % req.content_length)
+    if upgrade and req.upgrade:
+        parts.append(b"Connection: upgrade\r\nUpgrade: " + req.upgrade + b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
 # --------------------------------------------------------------------------- responses
 
 

@@ -446,6 +446,11 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                                            head_only=method == "HEAD"), 404, "no route")
             return
         ex.route = route
+        if route.respond is not None:   # the route answers by itself (nginx `return`)
+            respond = route.respond
+            self._local(ex, respond.render(head, ctx.scheme, self.client_ip, ctx.listen_host, ctx.port),
+                        respond.status, "")
+            return
         ex.upstream = route.upstream
         ex.target = route.rewrite_path(target) if route.strip else target
         if head.upgrade is not None:

@@ -10,22 +10,31 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-from edgeway.config.model import RouteConfig
+from edgeway.config.model import RespondConfig, RouteConfig
+from edgeway.http import variables
+from edgeway.http.messages import custom_request_head
+from edgeway.http.responses import respond_response
 
 
 class Route:
-    __slots__ = ("index", "config", "upstream", "upstream_name", "prefix", "_tests", "strip", "set_host",
-                 "label", "match_text", "sticky_cookie", "key", "stats", "_others")
+    __slots__ = ("index", "config", "upstream", "upstream_name", "prefix", "_tests", "strip", "replacement",
+                 "custom", "rewrite", "respond", "label", "match_text", "sticky_cookie", "key", "stats", "_others")
 
     def __init__(self, index: int, config: RouteConfig, upstream: object):
         self.index = index
         self.config = config
         self.upstream = upstream
-        self.upstream_name = config.upstream
+        self.upstream_name = config.upstream or ""
         m = config.match
         self.prefix = m.path_prefix
-        self.strip = config.strip_prefix and m.path_prefix is not None
-        self.set_host = config.set_host.encode() if config.set_host else None
+        self.replacement = config.prefix_replacement
+        self.strip = self.replacement is not None     # the target changes
+        # how the head for the server is made: None, as today (upstream_request_head, or the
+        # head scan_request rendered); else a HeadRewrite for proxy_headers and set_headers
+        self.rewrite = HeadRewrite(config) if _rewrites(config) else None
+        self.respond = Responder(config.respond) if config.respond is not None else None
+        # anything that keeps the request from going on as it came (listener.plain_candidates)
+        self.custom = self.strip or self.rewrite is not None or self.respond is not None
         sticky = getattr(getattr(upstream, "config", None), "sticky", None)
         self.sticky_cookie: str | None = sticky.cookie if sticky is not None else None
         self.key = None   # request -> hash key, set by the listener for hash/ip_hash upstreams
@@ -65,11 +74,81 @@ class Route:
         return True
 
     def rewrite_path(self, target: str) -> str:
-        """The request target sent upstream: the prefix removed when strip_prefix is on."""
-        if not self.strip:
+        """The request target sent upstream: the matched prefix removed (strip_prefix), or
+        replaced as nginx's proxy_pass with a URI does (replace_prefix: exactly, so that
+        `location /api` with `proxy_pass http://up/v1/` sends /api/x as /v1//x, as nginx)."""
+        replacement = self.replacement
+        if replacement is None:
             return target
         rest = target[len(self.prefix):]
-        return rest if rest.startswith("/") else "/" + rest
+        if self.config.strip_prefix:
+            return rest if rest.startswith("/") else "/" + rest
+        return replacement + rest
+
+
+_DEFAULT_ADDS = (True, True, True, True)
+
+
+def _rewrites(config: RouteConfig) -> bool:
+    ph = config.proxy_headers
+    return bool(ph.host is not None or config.set_headers
+                or (ph.x_real_ip, ph.x_forwarded_for, ph.x_forwarded_proto, ph.x_forwarded_host) != _DEFAULT_ADDS)
+
+
+class HeadRewrite:
+    """A route's proxy_headers and set_headers, compiled: render() makes the head for the
+    server (messages.custom_request_head) with the variables expanded for the request."""
+
+    __slots__ = ("host", "adds", "fields", "replaced", "proxy_host", "constant")
+
+    def __init__(self, config: RouteConfig):
+        ph = config.proxy_headers
+        self.host = variables.compile_template(ph.host, variables.PROXY) if ph.host is not None else None
+        self.adds = (ph.x_real_ip, ph.x_forwarded_for, ph.x_forwarded_proto, ph.x_forwarded_host)
+        self.fields = tuple((name.encode("latin-1"), variables.compile_template(value, variables.PROXY))
+                            for name, value in config.set_headers.items())
+        self.replaced = frozenset(name.lower() for name, _ in self.fields)
+        self.proxy_host = config.upstream or ""
+        self.constant = all(variables.is_constant(t) for t in (self.host or (), *(t for _, t in self.fields)))
+
+    def render(self, head, target: str, client_ip: str, scheme: str, port: int, forwarded: bool,
+               upgrade: bool, fallback_host: str) -> bytes:
+        values = None if self.constant else variables.Values(scheme, head.host, head.target, client_ip, port,
+                                                             head.headers, self.proxy_host)
+        if self.host is None:
+            host = head.host or fallback_host
+        else:
+            host = variables.expand(self.host, values) or fallback_host
+        fields = [(name, variables.expand(t, values).encode("latin-1")) for name, t in self.fields]
+        return custom_request_head(head, target, host, client_ip, scheme, forwarded, upgrade, self.adds,
+                                   fields, self.replaced)
+
+
+class Responder:
+    """A route's respond: compiled once; render() is the whole response for one request."""
+
+    __slots__ = ("status", "body", "fields", "location")
+
+    def __init__(self, config: RespondConfig):
+        self.status = config.status
+        self.body = variables.compile_template(config.body)
+        self.fields = tuple((name, variables.compile_template(value)) for name, value in config.headers.items())
+        self.location = variables.compile_template(config.location) if config.location is not None else None
+
+    def render(self, head, scheme: str, client_ip: str, listen_host: str, port: int) -> bytes:
+        values = variables.Values(scheme, head.host, head.target, client_ip, port, head.headers)
+        fields = [(name, variables.expand(t, values)) for name, t in self.fields]
+        if self.location is not None:
+            location = variables.expand(self.location, values)
+            if location.startswith("/"):
+                # nginx's absolute_redirect (on by default): scheme, the Host without its
+                # port (or the listener's address), and the listener's port unless the default
+                host = normalize_host(head.host) if head.host else listen_host
+                default = 443 if scheme == "https" else 80
+                location = f"{scheme}://{host}{'' if port == default else f':{port}'}{location}"
+            fields.append(("Location", location))
+        return respond_response(self.status, variables.expand_bytes(self.body, values), fields,
+                                head.method == "HEAD")
 
 
 def _host_test(pattern: str) -> Callable[["RequestView"], bool]:
@@ -153,7 +232,8 @@ def parse_cookies(text: str) -> dict[str, str]:
 
 class Router:
     def __init__(self, routes: list[RouteConfig], upstreams: Mapping[str, object]):
-        self.routes = [Route(i, r, upstreams[r.upstream]) for i, r in enumerate(routes)]
+        self.routes = [Route(i, r, upstreams[r.upstream] if r.upstream is not None else None)
+                       for i, r in enumerate(routes)]
 
     def match(self, request: RequestView) -> Route | None:
         return self.match_path(request.path, lambda: request)[0]

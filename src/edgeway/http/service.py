@@ -103,14 +103,14 @@ class HttpListenerService:
         if config.protocol != self.config.protocol:
             raise EdgewayError(f"listener {self.config.name}: a reload keeps the protocol "
                                f"({self.config.protocol}); got {config.protocol}")
-        missing = sorted({r.upstream for r in config.routes} - set(upstreams))
+        missing = sorted({r.upstream for r in config.routes if r.upstream is not None} - set(upstreams))
         if missing:
             raise EdgewayError(f"listener {config.name}: routes name upstream(s) {', '.join(missing)} "
                            f"not in the new config")
         router = Router(config.routes, upstreams)
         for route in router.routes:   # what ListenerContext.apply does at commit, where it must not fail
             up = route.upstream
-            if up.algorithm in ("hash", "ip_hash"):
+            if up is not None and up.algorithm in ("hash", "ip_hash"):
                 try:
                     compile_hash_key(up.config.hash_key, up.algorithm)
                 except ValueError as exc:
