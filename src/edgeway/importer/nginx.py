@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeway.http import variables
+
 TRANSLATED, APPROXIMATED, NOT_TRANSLATED = "translated", "approximated", "not translated"
 _SEVERITY = {TRANSLATED: 0, APPROXIMATED: 1, NOT_TRANSLATED: 2}
 
@@ -121,10 +123,6 @@ _WHY_NOT = {
     "internal": "edgeway has no internal redirects",
 }
 
-_NO_VARIABLES_BUT = re.compile(r"\$(\w+)")
-# the variables routes' values may use (edgeway's respond / set_headers / proxy_headers.host)
-_KNOWN_VARIABLES = {"scheme", "host", "request_uri", "uri", "args", "is_args", "remote_addr", "server_port",
-                    "proxy_host"}
 _AUTO_REDIRECT_CODES = (301, 302, 303, 307, 308)
 _ADD_HEADER_CODES = {200, 201, 204, 206, 301, 302, 303, 304, 307, 308}
 _PORT = "\x00port"   # stands for ":PORT" in an auto-redirect until the listener is known
@@ -742,15 +740,13 @@ class Translator:
                 continue
             name, value = d["args"]
             lower = name.lower()
-            unknown = [v for v in _NO_VARIABLES_BUT.findall(value)
-                       if v not in _KNOWN_VARIABLES and not v.startswith("http_")]
+            unknown = _unknown_variable(value, variables.PROXY)
             if (lower, value) in flags:
                 headers[flags[(lower, value)]] = True
                 self.note(d, TRANSLATED, f"proxy_headers.{flags[(lower, value)]}: true")
             elif lower == "host":
                 if unknown:
-                    self.note(d, NOT_TRANSLATED, f"variables {', '.join('$' + v for v in unknown)}: edgeway has no "
-                              "such variable (Host left as nginx's default, $proxy_host)")
+                    self.note(d, NOT_TRANSLATED, f"{unknown} (Host left as nginx's default, $proxy_host)")
                     continue
                 headers["host"] = value.replace("$proxy_host", proxy_host) if value != "$proxy_host" else value
                 self.note(d, TRANSLATED, f"proxy_headers.host: {value}")
@@ -758,9 +754,11 @@ class Translator:
                                                                   "$connection_upgrade", "close", "keep-alive"):
                 self.note(d, TRANSLATED, "nothing to translate: edgeway forwards upgrades and keeps connections "
                           "to servers alive by itself")
+            elif lower in ("x-real-ip", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"):
+                self.note(d, NOT_TRANSLATED, f"edgeway sets {name} only as nginx's usual value "
+                          f"({[v for (n, v) in flags if n == lower][0]}); the field is passed on as the client sent it")
             elif unknown:
-                self.note(d, NOT_TRANSLATED, f"variables {', '.join('$' + v for v in unknown)}: edgeway has no "
-                          "such variable")
+                self.note(d, NOT_TRANSLATED, unknown)
             else:
                 extra[name] = value
                 self.note(d, TRANSLATED, f"set_headers.{name}" + (" (empty: removed, as nginx)" if not value else ""))
@@ -789,11 +787,9 @@ class Translator:
         if not 100 <= status <= 599:
             self.note(d, NOT_TRANSLATED, f"status {status} is out of range")
             return None
-        unknown = [v for v in _NO_VARIABLES_BUT.findall(text or "") if v not in _KNOWN_VARIABLES
-                   and not v.startswith("http_")]
+        unknown = _unknown_variable(text or "", variables.BASE)
         if unknown:
-            self.note(d, NOT_TRANSLATED, f"variables {', '.join('$' + v for v in unknown)}: edgeway has no such "
-                      "variable")
+            self.note(d, NOT_TRANSLATED, unknown)
             return None
         respond: dict[str, Any] = {"status": status}
         if status in _AUTO_REDIRECT_CODES and text is not None:
@@ -1067,6 +1063,15 @@ def _noregex_guard(prefixes: list[_Location]) -> str:
             alternative += "(?!" + "|".join(re.escape(rest) for rest in longer) + ")"
         alternatives.append(alternative)
     return "|".join(alternatives)
+
+
+def _unknown_variable(text: str, allowed: frozenset[str]) -> str | None:
+    """Why edgeway cannot expand `text` (an nginx variable it does not have), or None."""
+    try:
+        variables.compile_template(text, allowed)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _shadowed(name: str, wildcards: list[str]) -> bool:
