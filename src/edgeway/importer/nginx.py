@@ -34,7 +34,7 @@ _SCALARS = frozenset({
     "proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout", "client_header_timeout",
     "client_body_timeout", "send_timeout", "keepalive_timeout", "large_client_header_buffers",
     "default_type", "underscores_in_headers", "ssl_certificate", "ssl_certificate_key", "ssl_protocols",
-    "proxy_timeout", "proxy_protocol", "proxy_http_version", "server_tokens",
+    "proxy_timeout", "proxy_protocol", "proxy_http_version", "server_tokens", "access_log",
 })
 # array directives: a block that has any of its own replaces the whole inherited list
 _ARRAYS = frozenset({"proxy_set_header", "add_header"})
@@ -49,6 +49,7 @@ _DEFAULTS = {
 
 # directives with nothing to translate: they change nothing a client or a server can see
 _NO_EFFECT = {
+    "load_module": "nginx's dynamic modules (edgeway's roles are built in)",
     "pid": "the process id file (edgeway is run by its supervisor)",
     "user": "the worker processes' user (edgeway runs as the user that starts it)",
     "daemon": "how nginx runs in the background",
@@ -175,7 +176,7 @@ def flatten(payload: dict) -> list[dict]:
             raise NginxImportError(f"{file}: includes nest more than 32 deep (an include loop?)")
         out = []
         for d in block:
-            d = dict(d, file=file)
+            d = dict(d, file=file, args=[_unescape(a) for a in d["args"]])
             if "block" in d:
                 d["block"] = expand(d["block"], file, depth)
             out.append(d)
@@ -185,6 +186,15 @@ def flatten(payload: dict) -> list[dict]:
         return out
 
     return expand(configs[0]["parsed"], configs[0]["file"]) if configs else []
+
+
+_ESCAPES = re.compile(r"\\([\"'\\tnr])")
+
+
+def _unescape(arg: str) -> str:
+    r"""nginx's escapes in a token (crossplane keeps them): \" \' \\ and \t \r \n; any
+    other backslash stays, so a regex's `\.` is still `\.`."""
+    return _ESCAPES.sub(lambda m: {"t": "\t", "r": "\r", "n": "\n"}.get(m.group(1), m.group(1)), arg)
 
 
 def parse_time(text: str) -> float:
@@ -291,6 +301,11 @@ class Translator:
         name = d["directive"]
         if name in _NO_EFFECT:
             self.note(d, TRANSLATED, "nothing to translate: " + _NO_EFFECT[name])
+        elif name == "access_log":
+            if d["args"] == ["off"]:
+                self.note(d, TRANSLATED, "access_log: false")
+            else:
+                self.note(d, APPROXIMATED, "edgeway writes its own access log lines, on stderr")
         elif name in _WHY_NOT:
             self.note(d, NOT_TRANSLATED, _WHY_NOT[name])
         elif name.endswith("_by_lua") or name.endswith("_by_lua_block") or name.endswith("_by_lua_file") \
@@ -358,6 +373,7 @@ class Translator:
         servers: list[dict] = []
         passive: list[tuple[int, float, dict]] = []
         hashed = False
+        least_conn = None
         for inner in d.get("block", ()):
             iname, args = inner["directive"], inner["args"]
             if iname == "server":
@@ -366,7 +382,7 @@ class Translator:
                     servers.append(server)
             elif iname == "least_conn":
                 up["balance"] = "least_conn"
-                self.note(inner, TRANSLATED, "balance: least_conn")
+                least_conn = inner
             elif iname == "ip_hash":
                 up["balance"] = "ip_hash"
                 hashed = True
@@ -397,6 +413,12 @@ class Translator:
                 self.unknown(inner, "upstream")
             if iname in ("least_conn", "ip_hash", "hash", "random"):
                 self.source(path + ("balance",), inner)
+        if least_conn is not None:
+            if len({s.get("weight", 1) for s in servers}) > 1:
+                self.note(least_conn, APPROXIMATED, "balance: least_conn; among servers as loaded as each other "
+                          "edgeway takes turns, where nginx takes weighted turns (weights count only under load)")
+            else:
+                self.note(least_conn, TRANSLATED, "balance: least_conn")
         if not servers:
             self.note(d, NOT_TRANSLATED, "no server left to translate: the upstream is left out")
             return
@@ -529,6 +551,8 @@ class Translator:
             "proxy_http_version": "nothing to translate: " + _NO_EFFECT["proxy_http_version"],
         }
         name = d["directive"]
+        if name == "access_log":
+            return self.unknown(d, "http")
         if name == "proxy_send_timeout":
             self.note(d, APPROXIMATED, "edgeway has no timeout for sending a request to a server; "
                       "timeouts.upstream_header covers the wait for its answer")
@@ -674,7 +698,7 @@ class Translator:
             else:
                 self.unknown(inner, "location")
         if ret is not None:
-            loc.route = self.respond(ret, scope)
+            loc.route = self.respond(ret, scope, path if kind == "=" else None)
             if proxy is not None:
                 self.note(proxy, NOT_TRANSLATED, f"never reached: return ({self.where(ret)}) answers first")
         elif proxy is not None:
@@ -733,7 +757,7 @@ class Translator:
         flags = {("x-real-ip", "$remote_addr"): "x_real_ip",
                  ("x-forwarded-for", "$proxy_add_x_forwarded_for"): "x_forwarded_for",
                  ("x-forwarded-proto", "$scheme"): "x_forwarded_proto",
-                 ("x-forwarded-host", "$host"): "x_forwarded_host"}
+                 ("x-forwarded-host", "$http_host"): "x_forwarded_host"}
         for d in scope.array("proxy_set_header"):
             if len(d["args"]) != 2:
                 self.note(d, NOT_TRANSLATED, "proxy_set_header needs a name and a value")
@@ -741,7 +765,11 @@ class Translator:
             name, value = d["args"]
             lower = name.lower()
             unknown = _unknown_variable(value, variables.PROXY)
-            if (lower, value) in flags:
+            if (lower, value) == ("x-forwarded-host", "$host"):
+                headers["x_forwarded_host"] = True
+                self.note(d, APPROXIMATED, "proxy_headers.x_forwarded_host: true, which sends the Host as the "
+                          "client wrote it ($http_host); nginx's $host is lower case, without the port")
+            elif (lower, value) in flags:
                 headers[flags[(lower, value)]] = True
                 self.note(d, TRANSLATED, f"proxy_headers.{flags[(lower, value)]}: true")
             elif lower == "host":
@@ -769,7 +797,7 @@ class Translator:
             out["set_headers"] = extra
         return out
 
-    def respond(self, d: dict, scope: _Scope) -> dict | None:
+    def respond(self, d: dict, scope: _Scope, exact_path: str | None = None) -> dict | None:
         args = d["args"]
         if not args:
             self.note(d, NOT_TRANSLATED, "return needs a status or a URL")
@@ -800,6 +828,10 @@ class Translator:
             content_type = scope.args("default_type")[0]
             respond["headers"] = {"Content-Type": content_type}
             how = f"respond: {status} with its text (Content-Type {content_type})"
+            if not exact_path or "." in exact_path.rsplit("/", 1)[-1]:
+                self.note(d, APPROXIMATED, how + "; nginx picks the Content-Type by the URI's extension (types, "
+                          f"e.g. text/html for .html) and sends default_type only for others: edgeway always "
+                          f"sends {content_type}")
         else:
             how = f"respond: {status}"
         headers = respond.setdefault("headers", {})
@@ -861,6 +893,8 @@ class Translator:
             scope = default.scope
             listener["timeouts"] = self.timeouts(scope)
             listener["limits"] = self.limits(scope)
+            if scope.args("access_log") == ("off",):
+                listener["access_log"] = False
             if scope.get("underscores_in_headers") and scope.args("underscores_in_headers")[0] == "on":
                 listener["underscores_in_headers"] = True
             if ssl:
