@@ -298,14 +298,29 @@ server {{
     location = /temp {{ return 307 /other; }}
     location / {{ return 404 "nothing here\\n"; }}
 }}
+server {{
+    listen 127.0.0.1:{port};
+    server_name redirect.test;
+    return 301 https://$host$request_uri;
+}}
+server {{
+    listen 127.0.0.1:{port};
+    server_name *.wild.test;
+    location /w/ {{ return 200 "wild $host\\n"; }}
+}}
 """
 
 
 def test_return_and_redirects(tmp_path):
     requests = [(p,) for p in ("/text", "/moved?a=1", "/found", "/gone", "/temp", "/else")]
-    nginx, edgeway, _ = differential(tmp_path, lambda b, port, w: http_block(w, RETURNS.format(port=port)),
+    # server blocks by name: a server-level return, a wildcard, and a name no server has (the
+    # default server). (The wildcard server's other paths are nginx's files: edgeway answers
+    # 404 there, and the report says so.)
+    requests += [("/x?y=1", "Redirect.Test"), ("/w/1", "a.b.wild.test"), ("/text", "nobody.test")]
+    nginx, edgeway, report = differential(tmp_path, lambda b, port, w: http_block(w, RETURNS.format(port=port)),
                                      requests, backends=1)
     assert_same(nginx, edgeway, requests)
+    assert "approximated: server: requests that no location matches" in report
 
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")   # Debian: libnginx-mod-stream

@@ -946,9 +946,12 @@ class Translator:
             route = {"match": match, **body} if match else dict(body)
             self.source(base + ("routes", len(routes)), d)
             routes.append(route)
-        if host is not None and not server.has_root:
+        if not server.has_root:
+            self.note(server.d, APPROXIMATED, "requests that no location matches: nginx serves files from the "
+                      "server's root; edgeway answers 404 (and does not try another server's routes)")
             self.source(base + ("routes", len(routes)), server.d)
-            routes.append({"match": {"host": host}, "respond": {"status": 404}})
+            routes.append({"match": {"host": host}, "respond": {"status": 404}} if host is not None
+                          else {"respond": {"status": 404}})
 
     def timeouts(self, scope: _Scope) -> dict:
         read = duration(parse_time(scope.args("proxy_read_timeout")[0]))

@@ -147,7 +147,7 @@ def test_location_order_is_nginx_order(tmp_path):
                                 "location ^~ /static/ { return 200 noregex; }\n"
                                 "location /static/deep/ { return 200 deeper; }\n"
                                 "location = /exact { return 200 exact; }\n}"))
-    order = [(next(iter(r["match"].items()))) for r in routes(result)]
+    order = [(next(iter(r.get("match", {}).items()))) for r in routes(result)]
     assert order[0] == ("path", "/exact")
     assert order[1][0] == "path_regex"
     assert [p for k, p in order[2:]] == ["/static/deep/", "/images/", "/static/", "/"]
@@ -179,7 +179,7 @@ def test_return_and_redirects(tmp_path):
                                 "location = /c { return 404; }\n"
                                 "location = /d { add_header X-Up yes; return 200 '{\"ok\":1}'; }\n"
                                 "location = /e { return 444; } }"))
-    r = {route["match"]["path"]: route["respond"] for route in routes(result) if "path" in route["match"]}
+    r = {route.get("match", {})["path"]: route["respond"] for route in routes(result) if "path" in route.get("match", {})}
     assert r["/a"] == {"status": 301, "location": "https://$host$request_uri"}
     assert r["/b"] == {"status": 302, "location": "https://example.com/"}
     assert r["/c"] == {"status": 404}
@@ -196,12 +196,12 @@ def test_server_names_order(tmp_path):
                                 "location / { proxy_pass http://b; } }\n"
                                 "server { listen 127.0.0.1:8080 default_server; server_name www.example.com; "
                                 "location /x/ { proxy_pass http://c; } }"))
-    got = [(r["match"].get("host"), r["match"].get("path_prefix") or r["match"].get("path"),
+    got = [(r.get("match", {}).get("host"), r.get("match", {}).get("path_prefix") or r.get("match", {}).get("path"),
             r.get("upstream") or r["respond"]["status"]) for r in routes(result)]
     assert got == [
         ("www.example.com", "/x", 301), ("www.example.com", "/x/", "c"), ("www.example.com", None, 404),
         ("*.example.com", "/", "b"),
-        (None, "/x", 301), (None, "/x/", "c"),
+        (None, "/x", 301), (None, "/x/", "c"), (None, None, 404),
     ]
     # the server named _ is neither named nor the default: reported, left out
     assert any(i.status == APPROXIMATED and "left out" in i.note for i in result.report)
@@ -279,3 +279,24 @@ def test_parse_errors_name_file_and_line(tmp_path):
 @pytest.mark.parametrize("text, seconds", [("60", 60), ("60s", 60), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600)])
 def test_nginx_times(text, seconds):
     assert parse_time(text) == seconds
+
+
+def test_strict_fails_unless_everything_is_exact(tmp_path):
+    from click.testing import CliRunner
+
+    from edgeway.cli import cli
+
+    exact = http("upstream b { server 127.0.0.1:1; }\n"
+                 "server { listen 127.0.0.1:8080; location / { proxy_pass http://b; } }")
+    (tmp_path / "exact.conf").write_text(exact)
+    (tmp_path / "not.conf").write_text(exact.replace("proxy_pass", "proxy_cache one; proxy_pass"))
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["import", "nginx", str(tmp_path / "exact.conf"), "--strict", "-o",
+                             str(tmp_path / "out.yaml")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "out.yaml").read_text().startswith("# edgeway config imported from ")
+    plain = runner.invoke(cli, ["import", "nginx", str(tmp_path / "not.conf")])
+    assert plain.exit_code == 0 and "upstreams:" in plain.stdout
+    assert "not.conf:4: not translated: proxy_cache one: edgeway does not cache responses" in plain.stderr
+    strict = runner.invoke(cli, ["import", "nginx", str(tmp_path / "not.conf"), "--strict"])
+    assert strict.exit_code == 1 and "--strict" in strict.stderr
