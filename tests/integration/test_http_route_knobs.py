@@ -7,7 +7,9 @@ one packet: the fast path; the head in two packets: httptools)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -145,7 +147,8 @@ def test_respond_beside_proxied_routes_keeps_alive(tmp_path):
                   {"match": {"path_prefix": "/"}, "upstream": "api"}]
         with serve(tmp_path, port, routes, {"api": {"servers": [{"address": backend.address}]}}):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /r HTTP/1.1\r\nHost: h\r\n\r\n"
+                s.sendall(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+                          b"POST /r HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"   # (body read, dropped)
                           b"GET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
                 data = b""
                 while chunk := s.recv(65536):
@@ -283,3 +286,37 @@ def test_bad_knobs_are_named_with_file_line_and_key(tmp_path):
         assert out.returncode != 0
         message = out.stdout + out.stderr
         assert f"bad.yaml:" in message and f"listeners.0.{key}" in message and text in message, (route, message)
+
+
+def test_a_reload_adds_a_responding_route_and_the_json_log_names_it(tmp_path):
+    """SIGHUP: a respond route added in front of a proxied one answers at once; the JSON access
+    line names its route and no upstream, and metrics and reload keep working."""
+    with BackgroundLoop() as bg:
+        backend = bg.call(EchoBackend("b1").start())
+        port = free_port()
+        upstreams = {"api": {"servers": [{"address": backend.address}]}}
+        proxied = {"match": {"path_prefix": "/"}, "upstream": "api"}
+        config = {"log": {"format": "json"}, "upstreams": upstreams,
+                  "listeners": [{"name": "web", "protocol": "http", "listen": f"127.0.0.1:{port}", "routes": [proxied]}]}
+        path = tmp_path / "edgeway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with EdgewayProcess(path, ready=("127.0.0.1", port)) as proc:
+            assert exchange(port, request("/maint"))[2] == b"b1 /maint"
+            config["listeners"][0]["routes"] = [
+                {"match": {"path": "/maint"}, "respond": {"status": 503, "body": "back soon\n",
+                                                          "headers": {"Retry-After": "60"}}}, proxied]
+            path.write_text(yaml.safe_dump(config))
+            proc.proc.send_signal(signal.SIGHUP)
+            for _ in range(100):   # bounded: 5 s
+                status, fields, body = exchange(port, request("/maint"))
+                if status == 503:
+                    break
+                time.sleep(0.05)
+            assert (status, fields.get("retry-after"), body) == (503, "60", b"back soon\n")
+            assert exchange(port, request("/other"))[2] == b"b1 /other"
+            code, out = proc.stop()
+        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        maint = [x for x in lines if x.get("logger") == "edgeway.access" and x.get("status") == 503]
+        assert maint and maint[0]["upstream"] is None and maint[0]["route"].startswith("#0 (path=/maint")
+        assert maint[0]["server"] is None, maint[0]
+        bg.call(backend.stop())

@@ -607,8 +607,9 @@ class RouteConfig(Model):
         if (self.upstream is None) == (self.respond is None):
             raise ValueError("a route has exactly one of upstream: NAME and respond: {status: ...}")
         if self.respond is not None:
+            # (compared with the defaults, not by the keys given: a dump of this route reads back)
             proxy_only = [k for k in ("strip_prefix", "replace_prefix", "set_host", "proxy_headers", "set_headers")
-                          if k in self.model_fields_set]
+                          if getattr(self, k) != RouteConfig.model_fields[k].get_default(call_default_factory=True)]
             if proxy_only:
                 raise ValueError(f"{', '.join(proxy_only)}: only for a route with an upstream (this one responds)")
         if self.set_host is not None:

@@ -75,8 +75,11 @@ def respond_response(status: int, body: bytes, fields: list[tuple[str, str]], he
     """A route's own answer (routes[].respond), shaped as nginx's `return`: a body without a
     Content-Type field is text/plain (nginx's default_type); no body: nginx's page for the
     statuses that have one (text/html), else an empty body; 1xx, 204 and 304 have none."""
-    has_type = any(name.lower() == "content-type" for name, _ in fields)
-    lines = [f"HTTP/1.1 {status} {reason(status)}", "Server: edgeway"]
+    names = {name.lower() for name, _ in fields}
+    has_type = "content-type" in names
+    lines = [f"HTTP/1.1 {status} {reason(status)}"]
+    if "server" not in names:   # (a Server in headers: replaces ours)
+        lines.append("Server: edgeway")
     if status < 200 or status in (204, 304):
         body = b""
     else:
