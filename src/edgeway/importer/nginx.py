@@ -267,6 +267,7 @@ class _Server:
     ssl: bool
     default_for: set = field(default_factory=set)
     routes: list[tuple[dict, dict]] = field(default_factory=list)   # (match extra, route body, in order)
+    locations: list = field(default_factory=list)                      # its _Locations
     has_root: bool = False
 
 
@@ -625,6 +626,7 @@ class Translator:
                 self.inherited_note(inner)
             else:
                 self.unknown(inner, "server")
+        server.locations = locations
         if server_return is None:
             self.order_locations(server, locations)
         elif locations:
@@ -649,7 +651,7 @@ class Translator:
                 other.append(param)
             else:
                 self.note(d, NOT_TRANSLATED, f"listen parameter {param}: edgeway has no counterpart")
-        text = f"listen {host}:{port}" + (" (https)" if ssl else "") + (" (default server)" if default else "")
+        text = f"listen {_addr(host, port)}" + (" (https)" if ssl else "") + (" (default server)" if default else "")
         if other:
             self.note(d, APPROXIMATED, text + f"; {' '.join(other)}: edgeway's own socket settings (HTTP/1.1 only)")
         else:
@@ -887,8 +889,8 @@ class Translator:
             ssl = any(s.ssl and any((h, p) == (host, port) for h, p, _ in s.listens) for s in group)
             index = len(self.listeners)
             base = ("listeners", index)
-            listener: dict[str, Any] = {"name": f"http-{host}:{port}", "protocol": "https" if ssl else "http",
-                                        "listen": f"{host}:{port}", "health_path": None, "request_id": False}
+            listener: dict[str, Any] = {"name": f"http-{_addr(host, port)}", "protocol": "https" if ssl else "http",
+                                        "listen": f"{_addr(host, port)}", "health_path": None, "request_id": False}
             self.source(base, next(d for h, p, d in default.listens if (h, p) == (host, port)))
             scope = default.scope
             listener["timeouts"] = self.timeouts(scope)
@@ -926,7 +928,7 @@ class Translator:
             for server in group:
                 if server is not default and not server.names:
                     self.note(server.d, APPROXIMATED, f"no name edgeway can match and not the default server of "
-                              f"{host}:{port}: its routes are left out")
+                              f"{_addr(host, port)}: its routes are left out")
             self.timeout_overrides(group, listener)
             if not routes:
                 routes.append({"respond": {"status": 404}})
@@ -971,12 +973,19 @@ class Translator:
 
     def timeout_overrides(self, group: list[_Server], listener: dict) -> None:
         """A location (or a non-default server) with other timeouts than the listener's."""
+        names = {"connect": "proxy_connect_timeout", "upstream_header": "proxy_read_timeout",
+                 "upstream_idle": "proxy_read_timeout", "client_header": "client_header_timeout",
+                 "client_body": "client_body_timeout", "client_idle": "keepalive_timeout",
+                 "client_send": "send_timeout"}
         for server in group:
-            for loc_scope, d in [(server.scope, server.d)]:
-                theirs = self.timeouts(loc_scope)
-                if theirs != listener["timeouts"]:
-                    self.note(d, APPROXIMATED, "edgeway's timeouts are per listener: this server's differ "
-                              f"and the default server's are used ({listener['listen']})")
+            for scope, d in [(server.scope, server.d)] + [(loc.scope, loc.d) for loc in server.locations]:
+                theirs = self.timeouts(scope)
+                for key, value in theirs.items():
+                    if value != listener["timeouts"][key]:
+                        source = scope.get(names[key]) or d
+                        self.note(source, APPROXIMATED, f"edgeway's timeouts are per listener: {listener['listen']} "
+                                  f"uses the default server's {names[key]} ({listener['timeouts'][key]}), not "
+                                  f"{value} here")
 
     def tls(self, default: _Server, group: list[_Server], base: tuple) -> dict | None:
         certs = []
@@ -1043,7 +1052,7 @@ class Translator:
                 other = [a for a in args[1:] if a not in ("udp", "reuseport")]
                 listens.append((host, port, udp, inner))
                 self.note(inner, NOT_TRANSLATED if other else TRANSLATED,
-                          f"listen {host}:{port} ({'udp' if udp else 'tcp'})" +
+                          f"listen {_addr(host, port)} ({'udp' if udp else 'tcp'})" +
                           (f"; {' '.join(other)}: edgeway has no counterpart" if other else ""))
             elif name == "proxy_pass":
                 proxy = inner
@@ -1069,8 +1078,8 @@ class Translator:
         connect_s = duration(parse_time(connect["args"][0])) if connect else "60s"
         for host, port, udp, ld in listens:
             kind = "udp" if udp else "tcp"
-            listener: dict[str, Any] = {"name": f"{kind}-{host}:{port}", "protocol": kind,
-                                        "listen": f"{host}:{port}", "upstream": upstream}
+            listener: dict[str, Any] = {"name": f"{kind}-{_addr(host, port)}", "protocol": kind,
+                                        "listen": f"{_addr(host, port)}", "upstream": upstream}
             if udp:
                 listener["session_timeout"] = timeout
             else:
@@ -1119,6 +1128,10 @@ def _shadowed(name: str, wildcards: list[str]) -> bool:
         if base == suffix or base.endswith("." + suffix) or suffix.endswith("." + base):
             return True
     return False
+
+
+def _addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _split_listen(text: str) -> tuple[str, int]:

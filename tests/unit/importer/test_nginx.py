@@ -300,3 +300,16 @@ def test_strict_fails_unless_everything_is_exact(tmp_path):
     assert "not.conf:4: not translated: proxy_cache one: edgeway does not cache responses" in plain.stderr
     strict = runner.invoke(cli, ["import", "nginx", str(tmp_path / "not.conf"), "--strict"])
     assert strict.exit_code == 1 and "--strict" in strict.stderr
+
+
+def test_timeouts_are_per_listener(tmp_path):
+    result = run(tmp_path, http("proxy_read_timeout 30s;\nupstream b { server 127.0.0.1:1; }\n"
+                                "server { listen [::1]:8080; keepalive_timeout 5s;\n"
+                                "  location / { proxy_pass http://b; }\n"
+                                "  location /slow/ { proxy_read_timeout 300s; proxy_pass http://b; } }"))
+    listener = result.config["listeners"][0]
+    assert listener["listen"] == "[::1]:8080"
+    assert listener["timeouts"]["upstream_header"] == "30s" and listener["timeouts"]["client_idle"] == "5s"
+    slow = item(result, "proxy_read_timeout 300s")
+    assert slow.status == APPROXIMATED and slow.line == 7 and "30s" in slow.note
+    assert item(result, "proxy_read_timeout 30s").status == TRANSLATED
