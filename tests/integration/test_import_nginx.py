@@ -429,3 +429,57 @@ def test_stream_tcp_and_udp(tmp_path):
     assert Counter(d.split()[0] for d in nginx[1]) == Counter(d.split()[0] for d in edgeway[1])
     assert nginx[2:] == edgeway[2:]
     assert ": not translated: " not in report, report
+
+
+TLS = """
+upstream pool {{ server {b1}; }}
+server {{
+    listen 127.0.0.1:{port} ssl;
+    server_name a.test;
+    ssl_certificate a.crt;
+    ssl_certificate_key a.key;
+    location / {{ proxy_pass http://pool; proxy_set_header X-Forwarded-Proto $scheme; }}
+}}
+server {{
+    listen 127.0.0.1:{port} ssl default_server;
+    server_name b.test;
+    ssl_certificate b.crt;
+    ssl_certificate_key b.key;
+    location / {{ return 200 "b $scheme $host\\n"; }}
+}}
+"""
+
+
+def test_tls_servers_chosen_by_sni(tmp_path):
+    import trustme
+
+    curl = require_tool("curl")
+    ca = trustme.CA()
+    for name in ("a", "b"):
+        cert = ca.issue_cert(f"{name}.test")
+        cert.private_key_pem.write_to_path(tmp_path / f"{name}.key")
+        cert.cert_chain_pems[0].write_to_path(tmp_path / f"{name}.crt")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    with BackgroundLoop() as bg:
+        backend = bg.call(EchoBackend("b1").start())
+        port = free_port()
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(nginx_conf(tmp_path, http_block(tmp_path, TLS.format(b1=backend.address, port=port))))
+        out, report = imported(conf)
+
+        def ask(name: str, path: str) -> tuple[str, bytes | None]:
+            before = len(backend.heads)
+            got = subprocess.run([curl, "-s", "--max-time", "5", "--cacert", str(tmp_path / "ca.pem"),
+                                  "--resolve", f"{name}:{port}:127.0.0.1", f"https://{name}:{port}{path}"],
+                                 capture_output=True, text=True)
+            assert got.returncode == 0, got.stderr       # the certificate of that name, verified
+            head = backend.heads[before] if len(backend.heads) > before else None
+            return got.stdout, head and seen(head)["x-forwarded-proto"]
+
+        results = []
+        for runner in (lambda: run_nginx(conf, port), lambda: EdgewayProcess(out, ready=("127.0.0.1", port))):
+            with runner():
+                results.append([ask("a.test", "/x"), ask("b.test", "/y")])
+        bg.call(backend.stop())
+    assert results[0] == results[1] == [("b1 /x", "https"), ("b https b.test\n", None)]
+    assert ": not translated: " not in report, report
