@@ -3,6 +3,7 @@ and the report out). The translation itself is edgeway.importer.nginx, sans-IO."
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,12 @@ def import_nginx(path: Path) -> Result:
     import crossplane
 
     payload = crossplane.parse(str(path), check_ctx=False, check_args=False)
-    main_dir = path.resolve().parent
+    main_dir = Path(os.path.abspath(path)).parent
 
     def display(name: str) -> str:
+        # as the include named it (sites-enabled/app, not the file its symlink points to)
         try:
-            return str(Path(name).resolve().relative_to(main_dir))
+            return str(Path(os.path.abspath(name)).relative_to(main_dir))
         except ValueError:
             return name
 
