@@ -313,3 +313,71 @@ def test_timeouts_are_per_listener(tmp_path):
     slow = item(result, "proxy_read_timeout 300s")
     assert slow.status == APPROXIMATED and slow.line == 7 and "30s" in slow.note
     assert item(result, "proxy_read_timeout 30s").status == TRANSLATED
+
+
+# ---------------------------------------------------------------- nginx's location order, as a property
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from edgeway.importer.nginx import Translator, _Scope  # noqa: E402
+
+_SEGMENT = st.text(alphabet="ab.", min_size=0, max_size=3)
+_PREFIX = st.lists(_SEGMENT, min_size=1, max_size=3).map(lambda parts: "/" + "/".join(parts))
+_REGEXES = [r"\.b$", r"^/a", r"b/", r"(?:ab|ba)", r"^/$"]
+_LOCATION = st.one_of(
+    st.tuples(st.sampled_from(["", "^~", "="]), _PREFIX),
+    st.tuples(st.sampled_from(["~", "~*"]), st.sampled_from(_REGEXES)),
+)
+
+
+def nginx_choice(locations: list[tuple[str, str]], path: str) -> int | None:
+    """ngx_http_core_find_location, for a flat list: the index of the location nginx picks."""
+    for i, (kind, p) in enumerate(locations):
+        if kind == "=" and p == path:
+            return i
+    best = None
+    for i, (kind, p) in enumerate(locations):
+        if kind in ("", "^~") and path.startswith(p) and (best is None or len(p) > len(locations[best][1])):
+            best = i
+    if best is not None and locations[best][0] == "^~":
+        return best
+    for i, (kind, p) in enumerate(locations):
+        if kind in ("~", "~*") and re.search(p, path, re.IGNORECASE if kind == "~*" else 0):
+            return i
+    return best
+
+
+def first_match(routes: list[dict], path: str) -> int | None:
+    for route in routes:
+        m = route.get("match", {})
+        if "path" in m and m["path"] != path:
+            continue
+        if "path_prefix" in m and not path.startswith(m["path_prefix"]):
+            continue
+        if "path_regex" in m and not re.search(m["path_regex"], path):
+            continue
+        return int(route["respond"]["body"])
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_LOCATION, min_size=1, max_size=6, unique_by=lambda loc: (loc[0] == "=", loc[1])),
+       st.lists(_PREFIX, min_size=1, max_size=8))
+def test_routes_pick_the_location_nginx_picks(locations, paths):
+    # nginx refuses two prefix locations with the same path, ^~ or not
+    seen = set()
+    locations = [loc for loc in locations if not (loc[0] in ("", "^~") and (loc[1] in seen or seen.add(loc[1])))]
+    translator = Translator()
+    directives = [{"directive": "location", "args": [p] if kind == "" else [kind, p], "line": i + 1,
+                   "file": "nginx.conf", "block": [{"directive": "return", "args": ["200", str(i)],
+                                                    "line": i + 1, "file": "nginx.conf"}]}
+                  for i, (kind, p) in enumerate(locations)]
+    server = {"directive": "server", "args": [], "line": 1, "file": "nginx.conf",
+              "block": [{"directive": "listen", "args": ["127.0.0.1:8080"], "line": 1, "file": "nginx.conf"},
+                        *directives]}
+    result = translator.translate([{"directive": "http", "args": [], "line": 1, "file": "nginx.conf",
+                                    "block": [server]}])
+    routes = [r for r in result.config["listeners"][0]["routes"] if "body" in r["respond"]]
+    for path in paths + [p for _, p in locations if p.startswith("/")]:
+        assert first_match(routes, path) == nginx_choice(locations, path), (locations, path, routes)
