@@ -277,7 +277,7 @@ class Translator:
         self.items: dict[tuple, list] = {}
         self.sources: dict[tuple, str] = {}
         self.upstreams: dict[str, dict] = {}
-        self.upstream_kinds: dict[str, str] = {}
+        self.names: dict[tuple[str, str], str] = {}    # (http|stream, nginx's name) -> upstreams key
         self.listeners: list[dict] = []
         self.top: dict[str, Any] = {}
 
@@ -368,7 +368,9 @@ class Translator:
         if not d["args"]:
             return self.note(d, NOT_TRANSLATED, "an upstream needs a name")
         name = d["args"][0]
-        path = ("upstreams", name)
+        # http and stream upstreams are two name spaces in nginx, one in edgeway
+        key = name if name not in self.upstreams else f"{kind}-{name}"
+        path = ("upstreams", key)
         self.source(path, d)
         up: dict[str, Any] = {}
         servers: list[dict] = []
@@ -433,9 +435,9 @@ class Translator:
                               f"fail_timeout {duration(timeout)} (from {self.where(first)}) for every server")
         if hashed and any(s.get("backup") for s in servers):
             self.note(d, APPROXIMATED, "backup servers with a hash: nginx refuses them; edgeway uses them")
-        self.upstreams[name] = up
-        self.upstream_kinds[name] = kind
-        self.note(d, TRANSLATED, f"upstreams.{name}")
+        self.upstreams[key] = up
+        self.names[(kind, name)] = key
+        self.note(d, TRANSLATED, f"upstreams.{key}")
 
     def upstream_server(self, d: dict, path: tuple, passive: list) -> dict | None:
         args = d["args"]
@@ -505,16 +507,16 @@ class Translator:
         if "$" in target:
             self.note(d, NOT_TRANSLATED, "proxy_pass with variables: edgeway routes to fixed upstreams")
             return None
-        if target in self.upstreams:
-            return target, target
+        if (kind, target) in self.names:
+            return self.names[(kind, target)], target
         host_port = _host_port(target, 80)
-        name = target
-        if name not in self.upstreams:
-            self.upstreams[name] = {"servers": [{"address": host_port}]}
-            self.upstream_kinds[name] = kind
-            self.source(("upstreams", name), d)
+        if (kind, "address " + target) not in self.names:
+            key = target if target not in self.upstreams else f"{kind}-{target}"
+            self.upstreams[key] = {"servers": [{"address": host_port}]}
+            self.names[(kind, "address " + target)] = key
+            self.source(("upstreams", key), d)
         proxy_host = host_port[:-3] if host_port.endswith(":80") else host_port
-        return name, proxy_host
+        return self.names[(kind, "address " + target)], proxy_host
 
     # ----------------------------------------------------------------- http
 
@@ -745,11 +747,11 @@ class Translator:
             elif uri != loc.path:
                 route["replace_prefix"] = uri
                 how.append(f"replace_prefix: {uri} (nginx's rule: the location's prefix replaced by the URI)")
-        route.update(self.proxy_headers(loc.scope, proxy_host, how))
+        route.update(self.proxy_headers(loc.scope, proxy_host, how, upstream))
         self.note(d, status, "; ".join(how))
         return route
 
-    def proxy_headers(self, scope: _Scope, proxy_host: str, how: list[str]) -> dict:
+    def proxy_headers(self, scope: _Scope, proxy_host: str, how: list[str], upstream: str) -> dict:
         """The effective proxy_set_header list -> proxy_headers and set_headers (nginx's default:
         Host is $proxy_host, and nothing is added)."""
         headers: dict[str, Any] = {"host": "$proxy_host" if proxy_host else "$host",
@@ -792,8 +794,9 @@ class Translator:
             else:
                 extra[name] = value
                 self.note(d, TRANSLATED, f"set_headers.{name}" + (" (empty: removed, as nginx)" if not value else ""))
-        if headers["host"] == "$proxy_host" and ":" in proxy_host:
-            headers["host"] = proxy_host       # an address: nginx's $proxy_host is host:port
+        if headers["host"] == "$proxy_host" and (":" in proxy_host or upstream != proxy_host):
+            # an address (nginx's $proxy_host is host:port), or an upstream renamed here
+            headers["host"] = proxy_host
         out: dict[str, Any] = {"proxy_headers": headers}
         if extra:
             out["set_headers"] = extra

@@ -381,3 +381,17 @@ def test_routes_pick_the_location_nginx_picks(locations, paths):
     routes = [r for r in result.config["listeners"][0]["routes"] if "body" in r["respond"]]
     for path in paths + [p for _, p in locations if p.startswith("/")]:
         assert first_match(routes, path) == nginx_choice(locations, path), (locations, path, routes)
+
+
+def test_http_and_stream_upstreams_of_one_name(tmp_path):
+    result = run(tmp_path, "events {}\nstream { upstream app { server 127.0.0.1:7001; }\n"
+                           "  server { listen 127.0.0.1:7000; proxy_pass app; } }\n"
+                           "http { upstream app { server 127.0.0.1:8001; }\n"
+                           "  server { listen 127.0.0.1:8000; location / { proxy_pass http://app; } } }\n")
+    ups = result.config["upstreams"]
+    assert ups["app"]["servers"] == [{"address": "127.0.0.1:7001"}]
+    assert ups["http-app"]["servers"] == [{"address": "127.0.0.1:8001"}]
+    tcp, web = result.config["listeners"]
+    assert tcp["upstream"] == "app"
+    route = web["routes"][0]
+    assert route["upstream"] == "http-app" and route["proxy_headers"]["host"] == "app"   # nginx's $proxy_host
