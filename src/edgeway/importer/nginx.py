@@ -25,228 +25,32 @@ from pathlib import Path
 from typing import Any
 
 from edgeway.http import variables
-
-TRANSLATED, APPROXIMATED, NOT_TRANSLATED = "translated", "approximated", "not translated"
-_SEVERITY = {TRANSLATED: 0, APPROXIMATED: 1, NOT_TRANSLATED: 2}
-
-# directives whose value a block inherits from the enclosing one (nginx's merge of conf)
-_SCALARS = frozenset({
-    "proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout", "client_header_timeout",
-    "client_body_timeout", "send_timeout", "keepalive_timeout", "large_client_header_buffers",
-    "default_type", "underscores_in_headers", "ssl_certificate", "ssl_certificate_key", "ssl_protocols",
-    "proxy_timeout", "proxy_protocol", "proxy_http_version", "server_tokens", "access_log",
-})
-# array directives: a block that has any of its own replaces the whole inherited list
-_ARRAYS = frozenset({"proxy_set_header", "add_header"})
-
-# nginx's own defaults (ngx_http_proxy_module, ngx_http_core_module, ngx_stream_proxy_module)
-_DEFAULTS = {
-    "proxy_connect_timeout": "60s", "proxy_read_timeout": "60s", "proxy_send_timeout": "60s",
-    "client_header_timeout": "60s", "client_body_timeout": "60s", "send_timeout": "60s",
-    "keepalive_timeout": "75s", "large_client_header_buffers": ("4", "8k"), "default_type": "text/plain",
-    "proxy_timeout": "10m",
-}
-
-# directives with nothing to translate: they change nothing a client or a server can see
-_NO_EFFECT = {
-    "load_module": "nginx's dynamic modules (edgeway's roles are built in)",
-    "pid": "the process id file (edgeway is run by its supervisor)",
-    "user": "the worker processes' user (edgeway runs as the user that starts it)",
-    "daemon": "how nginx runs in the background",
-    "master_process": "how nginx runs its processes",
-    "error_log": "nginx's own error log (edgeway logs on stderr)",
-    "worker_rlimit_nofile": "a process limit, set by the supervisor for edgeway",
-    "worker_connections": "nginx's connection table size (edgeway's limits are per listener)",
-    "use": "the event method (edgeway uses epoll)",
-    "multi_accept": "how nginx accepts connections",
-    "accept_mutex": "how nginx accepts connections",
-    "pcre_jit": "how nginx compiles regexes",
-    "sendfile": "how nginx sends files (edgeway serves none)",
-    "tcp_nopush": "a socket option for files sent with sendfile",
-    "tcp_nodelay": "edgeway sets TCP_NODELAY on its connections as nginx does by default",
-    "types": "MIME types of static files (edgeway serves none)",
-    "types_hash_max_size": "a hash table size",
-    "types_hash_bucket_size": "a hash table size",
-    "server_names_hash_bucket_size": "a hash table size",
-    "server_names_hash_max_size": "a hash table size",
-    "variables_hash_max_size": "a hash table size",
-    "proxy_headers_hash_max_size": "a hash table size",
-    "proxy_headers_hash_bucket_size": "a hash table size",
-    "map_hash_bucket_size": "a hash table size",
-    "client_body_temp_path": "nginx's temporary files",
-    "proxy_temp_path": "nginx's temporary files",
-    "fastcgi_temp_path": "nginx's temporary files",
-    "uwsgi_temp_path": "nginx's temporary files",
-    "scgi_temp_path": "nginx's temporary files",
-    "zone": "shared memory for the upstream's state (edgeway's workers share one health view)",
-    "include": "its directives are translated where they stand",
-    "http": "its blocks are translated below",
-    "stream": "its blocks are translated below",
-    "events": "its directives are process settings",
-    "ssl_session_cache": "TLS session resumption (a cache; no change to what is served)",
-    "ssl_session_timeout": "TLS session resumption (a cache; no change to what is served)",
-    "ssl_prefer_server_ciphers": "cipher preference (edgeway uses OpenSSL's defaults)",
-    "proxy_http_version": "edgeway always speaks HTTP/1.1 to servers",
-}
-
-# known to be untranslatable, and why (anything else unknown gets a generic line)
-_WHY_NOT = {
-    "if": "edgeway has no per-request conditions beyond route matches (header, cookie, method, host)",
-    "rewrite": "edgeway does not rewrite URIs by regex (replace_prefix covers proxy_pass with a URI)",
-    "set": "edgeway has no variables to set",
-    "map": "edgeway has no variables to map",
-    "root": "edgeway serves no files",
-    "alias": "edgeway serves no files",
-    "index": "edgeway serves no files",
-    "try_files": "edgeway serves no files",
-    "autoindex": "edgeway serves no files",
-    "gzip": "edgeway does not compress responses",
-    "limit_req": "edgeway has no request rate limits",
-    "limit_req_zone": "edgeway has no request rate limits",
-    "limit_conn": "edgeway limits connections per listener (max_connections), not per key",
-    "limit_conn_zone": "edgeway limits connections per listener (max_connections), not per key",
-    "allow": "edgeway has no address access lists on HTTP routes",
-    "deny": "edgeway has no address access lists on HTTP routes",
-    "auth_basic": "edgeway does not authenticate clients",
-    "auth_request": "edgeway does not authenticate clients",
-    "error_page": "edgeway answers errors with its own pages",
-    "client_max_body_size": "edgeway has no request body size limit",
-    "proxy_redirect": "edgeway does not rewrite the Location of responses",
-    "proxy_hide_header": "edgeway does not remove response headers",
-    "proxy_next_upstream": "edgeway retries idempotent requests on its own terms (limits.max_retries)",
-    "proxy_intercept_errors": "edgeway answers errors with its own pages",
-    "sub_filter": "edgeway does not edit response bodies",
-    "ssl_verify_client": "edgeway does not check client certificates",
-    "ssl_client_certificate": "edgeway does not check client certificates",
-    "split_clients": "edgeway has no variables",
-    "geo": "edgeway has no variables",
-    "log_format": "edgeway writes its own access log format",
-    "internal": "edgeway has no internal redirects",
-}
-
-_AUTO_REDIRECT_CODES = (301, 302, 303, 307, 308)
-_ADD_HEADER_CODES = {200, 201, 204, 206, 301, 302, 303, 304, 307, 308}
-_PORT = "\x00port"   # stands for ":PORT" in an auto-redirect until the listener is known
-
-
-@dataclass(frozen=True)
-class Item:
-    """One line of the report: a directive, what became of it, and how or why."""
-
-    status: str
-    file: str
-    line: int
-    directive: str
-    note: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.status}: {self.directive}: {self.note}"
-
-
-@dataclass
-class Result:
-    config: dict[str, Any]
-    report: list[Item]
-    sources: dict[tuple, str] = field(default_factory=dict)    # key path -> "file:line"
-
-    @property
-    def exact(self) -> bool:
-        """True when every directive was translated exactly (`--strict` passes)."""
-        return all(item.status == TRANSLATED for item in self.report)
-
-    def summary(self) -> str:
-        counts = {s: sum(1 for i in self.report if i.status == s) for s in (TRANSLATED, APPROXIMATED, NOT_TRANSLATED)}
-        return ", ".join(f"{n} {s}" for s, n in counts.items())
-
-
-class NginxImportError(Exception):
-    """The nginx configuration cannot be read (a parse error names file and line)."""
-
-
-def flatten(payload: dict) -> list[dict]:
-    """crossplane's parse (not combined) -> the main file's directives with every `include`
-    followed by the directives of the files it included, where it stands."""
-    if payload.get("errors"):
-        err = payload["errors"][0]
-        raise NginxImportError(f"{err.get('file')}:{err.get('line')}: {err.get('error')}")
-    configs = payload["config"]
-
-    def expand(block: list[dict], file: str, depth: int = 0) -> list[dict]:
-        if depth > 32:
-            raise NginxImportError(f"{file}: includes nest more than 32 deep (an include loop?)")
-        out = []
-        for d in block:
-            d = dict(d, file=file, args=[_unescape(a) for a in d["args"]])
-            if "block" in d:
-                d["block"] = expand(d["block"], file, depth)
-            out.append(d)
-            if d["directive"] == "include":
-                for index in d.get("includes", ()):
-                    out.extend(expand(configs[index]["parsed"], configs[index]["file"], depth + 1))
-        return out
-
-    return expand(configs[0]["parsed"], configs[0]["file"]) if configs else []
-
-
-_ESCAPES = re.compile(r"\\([\"'\\tnr])")
-
-
-def _unescape(arg: str) -> str:
-    r"""nginx's escapes in a token (crossplane keeps them): \" \' \\ and \t \r \n; any
-    other backslash stays, so a regex's `\.` is still `\.`."""
-    return _ESCAPES.sub(lambda m: {"t": "\t", "r": "\r", "n": "\n"}.get(m.group(1), m.group(1)), arg)
-
-
-def parse_time(text: str) -> float:
-    """nginx time: `60`, `60s`, `1m30s`, `500ms`, `1h` -> seconds."""
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "M": 2592000, "y": 31536000}
-    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|M|y)?", text)
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ValueError(f"invalid time {text!r}")
-    return sum(int(n) * units[u or "s"] for n, u in parts)
-
-
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"(\d+)([kKmMgG]?)", text.strip())
-    if not m:
-        raise ValueError(f"invalid size {text!r}")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
-
-
-def duration(seconds: float) -> str:
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{round(seconds * 1000)}ms"
-
-
-class _Scope:
-    """The directives a block sees: its own and those it inherits (nginx's merge)."""
-
-    def __init__(self, parent: "_Scope | None" = None, block: list[dict] = ()):
-        self.values: dict[str, dict | list[dict]] = dict(parent.values) if parent else {}
-        arrays: dict[str, list[dict]] = {}
-        for d in block:
-            name = d["directive"]
-            if name in _SCALARS:
-                self.values[name] = d
-            elif name in _ARRAYS:
-                arrays.setdefault(name, []).append(d)
-        self.values.update(arrays)
-
-    def get(self, name: str) -> dict | None:
-        value = self.values.get(name)
-        return value if isinstance(value, dict) else None
-
-    def args(self, name: str) -> tuple[str, ...]:
-        d = self.get(name)
-        if d is not None:
-            return tuple(d["args"])
-        default = _DEFAULTS.get(name)
-        return (default,) if isinstance(default, str) else tuple(default or ())
-
-    def array(self, name: str) -> list[dict]:
-        value = self.values.get(name)
-        return value if isinstance(value, list) else []
+from edgeway.importer.nginx_conf import (  # noqa: F401  (Item, Result, ... are this module's API too)
+    _ARRAYS,
+    _NO_EFFECT,
+    _PORT,
+    _SCALARS,
+    _SEVERITY,
+    _WHY_NOT,
+    _ADD_HEADER_CODES,
+    _AUTO_REDIRECT_CODES,
+    APPROXIMATED,
+    NOT_TRANSLATED,
+    TRANSLATED,
+    Item,
+    NginxImportError,
+    Result,
+    _Scope,
+    _addr,
+    _shadowed,
+    _split_listen,
+    _unknown_variable,
+    duration,
+    flatten,
+    parse_size,
+    parse_time,
+)
+from edgeway.importer.nginx_upstreams import UpstreamsAndStreams
 
 
 @dataclass
@@ -271,7 +75,7 @@ class _Server:
     has_root: bool = False
 
 
-class Translator:
+class Translator(UpstreamsAndStreams):
     def __init__(self, display=lambda path: path):
         self.display = display        # file name as the report shows it (relative to the main file)
         self.items: dict[tuple, list] = {}
@@ -361,162 +165,6 @@ class Translator:
         if not self.listeners:
             config.pop("listeners")
         return Result(config, self.report(), self.sources)
-
-    # ----------------------------------------------------------------- upstream
-
-    def upstream(self, d: dict, kind: str) -> None:
-        if not d["args"]:
-            return self.note(d, NOT_TRANSLATED, "an upstream needs a name")
-        name = d["args"][0]
-        # http and stream upstreams are two name spaces in nginx, one in edgeway
-        key = name if name not in self.upstreams else f"{kind}-{name}"
-        path = ("upstreams", key)
-        self.source(path, d)
-        up: dict[str, Any] = {}
-        servers: list[dict] = []
-        passive: list[tuple[int, float, dict]] = []
-        hashed = False
-        least_conn = None
-        for inner in d.get("block", ()):
-            iname, args = inner["directive"], inner["args"]
-            if iname == "server":
-                server = self.upstream_server(inner, path + ("servers", len(servers)), passive)
-                if server is not None:
-                    servers.append(server)
-            elif iname == "least_conn":
-                up["balance"] = "least_conn"
-                least_conn = inner
-            elif iname == "ip_hash":
-                up["balance"] = "ip_hash"
-                hashed = True
-                self.note(inner, APPROXIMATED, "balance: ip_hash (the client's /24 as nginx, but edgeway's hash "
-                          "ring puts a network on another server than nginx's table does)")
-            elif iname == "hash":
-                up["balance"] = "hash"
-                up["hash_key"] = args[0] if args else ""
-                hashed = True
-                how = "consistent (ketama) as nginx's" if "consistent" in args[1:] else \
-                    "consistent, where nginx's plain hash is not: a key still stays on one server"
-                self.note(inner, APPROXIMATED, f"balance: hash, hash_key: {args[0] if args else ''} ({how}; "
-                          "edgeway's ring maps a key to another server than nginx's does)")
-            elif iname == "random":
-                up["balance"] = "random_two"
-                exact = list(args) in (["two"], ["two", "least_conn"])
-                self.note(inner, TRANSLATED if exact else APPROXIMATED,
-                          "balance: random_two (two random servers, the less loaded one)"
-                          + ("" if exact else f"; nginx's `random {' '.join(args)}` picks otherwise"))
-            elif iname in ("keepalive", "keepalive_timeout", "keepalive_requests", "keepalive_time"):
-                self.note(inner, APPROXIMATED, "edgeway keeps idle connections to servers in its own pool "
-                          "(as nginx with keepalive; sizes and times are its own)")
-            elif iname == "sticky":
-                self.sticky(inner, up)
-            elif iname == "zone":
-                self.note(inner, TRANSLATED, "nothing to translate: " + _NO_EFFECT["zone"])
-            else:
-                self.unknown(inner, "upstream")
-            if iname in ("least_conn", "ip_hash", "hash", "random"):
-                self.source(path + ("balance",), inner)
-        if least_conn is not None:
-            if len({s.get("weight", 1) for s in servers}) > 1:
-                self.note(least_conn, APPROXIMATED, "balance: least_conn; among servers as loaded as each other "
-                          "edgeway takes turns, where nginx takes weighted turns (weights count only under load)")
-            else:
-                self.note(least_conn, TRANSLATED, "balance: least_conn")
-        if not servers:
-            self.note(d, NOT_TRANSLATED, "no server left to translate: the upstream is left out")
-            return
-        up["servers"] = servers
-        if passive:
-            fails, timeout, first = passive[0]
-            up["passive"] = {"max_fails": fails, "fail_timeout": duration(timeout)}
-            if any((f, t) != (fails, timeout) for f, t, _ in passive):
-                for _, _, sd in passive[1:]:
-                    self.note(sd, APPROXIMATED, f"edgeway's passive checks are per upstream: max_fails {fails}, "
-                              f"fail_timeout {duration(timeout)} (from {self.where(first)}) for every server")
-        if hashed and any(s.get("backup") for s in servers):
-            self.note(d, APPROXIMATED, "backup servers with a hash: nginx refuses them; edgeway uses them")
-        self.upstreams[key] = up
-        self.names[(kind, name)] = key
-        self.note(d, TRANSLATED, f"upstreams.{key}")
-
-    def upstream_server(self, d: dict, path: tuple, passive: list) -> dict | None:
-        args = d["args"]
-        if not args:
-            self.note(d, NOT_TRANSLATED, "a server needs an address")
-            return None
-        address = args[0]
-        if address.startswith("unix:"):
-            self.note(d, NOT_TRANSLATED, "edgeway connects to servers over TCP only (no unix sockets)")
-            return None
-        server: dict[str, Any] = {"address": _host_port(address, 80)}
-        fails, timeout, approx = 1, 10.0, []
-        for param in args[1:]:
-            key, _, value = param.partition("=")
-            if key == "weight":
-                server["weight"] = int(value)
-            elif key == "max_conns":
-                if int(value):
-                    server["max_conns"] = int(value)
-            elif key == "max_fails":
-                fails = int(value)
-            elif key == "fail_timeout":
-                timeout = parse_time(value)
-            elif key == "backup":
-                server["backup"] = True
-            elif key == "down":
-                self.note(d, APPROXIMATED, "a server marked down is left out (for a hash, nginx keeps its place "
-                          "on the ring; edgeway: `edgeway ctl maint` keeps it)")
-                return None
-            else:
-                approx.append(param)
-        passive.append((fails, timeout, d))
-        self.source(path, d)
-        if approx:
-            self.note(d, NOT_TRANSLATED, f"server parameters {' '.join(approx)}: edgeway has no counterpart "
-                      "(the server is kept without them)")
-        else:
-            self.note(d, TRANSLATED, f"{server['address']}" + "".join(
-                f", {k}" if v is True else f", {k} {v}" for k, v in server.items() if k != "address"))
-        return server
-
-    def sticky(self, d: dict, up: dict) -> None:
-        args = d["args"]
-        if len(args) < 2 or args[0] != "cookie":
-            self.note(d, NOT_TRANSLATED, "edgeway's sticky sessions are `sticky cookie NAME` only")
-            return
-        sticky: dict[str, Any] = {"cookie": args[1]}
-        other = []
-        for param in args[2:]:
-            key, _, value = param.partition("=")
-            if key == "expires" and value != "max":
-                sticky["max_age"] = duration(parse_time(value))
-            elif key == "secure":
-                sticky["secure"] = True
-            else:
-                other.append(param)
-        up["sticky"] = sticky
-        if other:
-            self.note(d, APPROXIMATED, f"sticky cookie {args[1]} (not {' '.join(other)}: edgeway sets Path=/ "
-                      "and HttpOnly itself, no Domain)")
-        else:
-            self.note(d, TRANSLATED, f"sticky: cookie {args[1]}")
-
-    def upstream_for(self, d: dict, target: str, kind: str) -> tuple[str, str] | None:
-        """proxy_pass's host[:port] -> (upstream name, nginx's $proxy_host); makes an
-        upstream of one server for an address."""
-        if "$" in target:
-            self.note(d, NOT_TRANSLATED, "proxy_pass with variables: edgeway routes to fixed upstreams")
-            return None
-        if (kind, target) in self.names:
-            return self.names[(kind, target)], target
-        host_port = _host_port(target, 80)
-        if (kind, "address " + target) not in self.names:
-            key = target if target not in self.upstreams else f"{kind}-{target}"
-            self.upstreams[key] = {"servers": [{"address": host_port}]}
-            self.names[(kind, "address " + target)] = key
-            self.source(("upstreams", key), d)
-        proxy_host = host_port[:-3] if host_port.endswith(":80") else host_port
-        return self.names[(kind, "address " + target)], proxy_host
 
     # ----------------------------------------------------------------- http
 
@@ -1019,85 +667,6 @@ class Translator:
 
     conf_prefix = "."
 
-    # ----------------------------------------------------------------- stream
-
-    def stream(self, d: dict) -> None:
-        block = d.get("block", [])
-        scope = _Scope(None, block)
-        for inner in block:
-            if inner["directive"] == "upstream":
-                self.upstream(inner, "stream")
-        for inner in block:
-            name = inner["directive"]
-            if name == "upstream":
-                continue
-            if name == "server":
-                self.stream_server(inner, scope)
-            elif name in ("proxy_timeout", "proxy_connect_timeout", "proxy_protocol"):
-                self.note(inner, TRANSLATED, {"proxy_timeout": "idle_timeout (tcp), session_timeout (udp)",
-                                              "proxy_connect_timeout": "timeouts.connect",
-                                              "proxy_protocol": "proxy_protocol: v1"}[name])
-            else:
-                self.unknown(inner, "stream")
-
-    def stream_server(self, d: dict, stream_scope: _Scope) -> None:
-        block = d.get("block", [])
-        scope = _Scope(stream_scope, block)
-        listens, proxy = [], None
-        for inner in block:
-            name, args = inner["directive"], inner["args"]
-            if name == "listen":
-                if not args or args[0].startswith("unix:"):
-                    self.note(inner, NOT_TRANSLATED, "edgeway listens on TCP and UDP addresses only")
-                    continue
-                host, port = _split_listen(args[0])
-                udp = "udp" in args[1:]
-                other = [a for a in args[1:] if a not in ("udp", "reuseport")]
-                listens.append((host, port, udp, inner))
-                self.note(inner, NOT_TRANSLATED if other else TRANSLATED,
-                          f"listen {_addr(host, port)} ({'udp' if udp else 'tcp'})" +
-                          (f"; {' '.join(other)}: edgeway has no counterpart" if other else ""))
-            elif name == "proxy_pass":
-                proxy = inner
-            elif name in ("proxy_timeout", "proxy_protocol"):
-                self.note(inner, TRANSLATED, "idle_timeout (tcp), session_timeout (udp)"
-                          if name == "proxy_timeout" else "proxy_protocol: v1 (tcp)")
-            elif name == "proxy_connect_timeout":
-                self.note(inner, TRANSLATED, "timeouts.connect")
-            elif name == "proxy_responses":
-                self.note(inner, APPROXIMATED, "edgeway relays every datagram of a flow until session_timeout")
-            else:
-                self.unknown(inner, "stream server")
-        if proxy is None or not proxy["args"]:
-            self.note(d, NOT_TRANSLATED, "a stream server without proxy_pass")
-            return
-        found = self.upstream_for(proxy, proxy["args"][0], "stream")
-        if found is None:
-            return
-        upstream = found[0]
-        self.note(proxy, TRANSLATED, f"upstream: {upstream}")
-        timeout = duration(parse_time(scope.args("proxy_timeout")[0]))
-        connect = scope.get("proxy_connect_timeout")
-        connect_s = duration(parse_time(connect["args"][0])) if connect else "60s"
-        for host, port, udp, ld in listens:
-            kind = "udp" if udp else "tcp"
-            listener: dict[str, Any] = {"name": f"{kind}-{_addr(host, port)}", "protocol": kind,
-                                        "listen": f"{_addr(host, port)}", "upstream": upstream}
-            if udp:
-                listener["session_timeout"] = timeout
-            else:
-                listener["idle_timeout"] = timeout
-                listener["timeouts"] = {"connect": connect_s}
-                pp = scope.get("proxy_protocol")
-                if pp is not None and pp["args"] == ["on"]:
-                    listener["proxy_protocol"] = "v1"
-            if udp and scope.get("proxy_protocol") is not None and scope.args("proxy_protocol") == ("on",):
-                self.note(scope.get("proxy_protocol"), NOT_TRANSLATED, "PROXY protocol over UDP: edgeway sends "
-                          "it on TCP only")
-            self.source(("listeners", len(self.listeners)), ld)
-            self.listeners.append(listener)
-
-
 def _noregex_guard(prefixes: list[_Location]) -> str:
     """A regex matching the paths whose longest matching prefix location is `^~`: the regex
     locations must not see them (nginx skips the regexes there)."""
@@ -1112,52 +681,6 @@ def _noregex_guard(prefixes: list[_Location]) -> str:
             alternative += "(?!" + "|".join(re.escape(rest) for rest in longer) + ")"
         alternatives.append(alternative)
     return "|".join(alternatives)
-
-
-def _unknown_variable(text: str, allowed: frozenset[str]) -> str | None:
-    """Why edgeway cannot expand `text` (an nginx variable it does not have), or None."""
-    try:
-        variables.compile_template(text, allowed)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _shadowed(name: str, wildcards: list[str]) -> bool:
-    """Could one of `wildcards` (`*.a.b` or `.a.b`) match a host that `name` matches?"""
-    base = name.lstrip("*").lstrip(".")
-    for wild in wildcards:
-        suffix = wild.lstrip("*").lstrip(".")
-        if base == suffix or base.endswith("." + suffix) or suffix.endswith("." + base):
-            return True
-    return False
-
-
-def _addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _split_listen(text: str) -> tuple[str, int]:
-    """nginx listen address: `80`, `1.2.3.4`, `1.2.3.4:80`, `*:80`, `[::1]:80`, `localhost:80`."""
-    if text.isdigit():
-        return "0.0.0.0", int(text)
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else 80
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, "80"
-    if host in ("*", ""):
-        host = "0.0.0.0"
-    return host, int(port)
-
-
-def _host_port(text: str, default_port: int) -> str:
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return f"[{host}]:{rest[1:] if rest.startswith(':') else default_port}"
-    host, sep, port = text.partition(":")
-    return f"{host}:{port if sep else default_port}"
 
 
 def translate(payload: dict, display=lambda path: path, conf_prefix: str = ".") -> Result:
