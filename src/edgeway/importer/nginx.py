@@ -396,6 +396,8 @@ class Translator(UpstreamsAndStreams):
                 route["replace_prefix"] = uri
                 how.append(f"replace_prefix: {uri} (nginx's rule: the location's prefix replaced by the URI)")
         route.update(self.proxy_headers(loc.scope, proxy_host, how, upstream))
+        for add in loc.scope.array("add_header"):
+            self.note(add, NOT_TRANSLATED, f"edgeway adds no fields to proxied responses (here: {self.where(d)})")
         self.note(d, status, "; ".join(how))
         return route
 

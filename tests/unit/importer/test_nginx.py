@@ -395,3 +395,18 @@ def test_http_and_stream_upstreams_of_one_name(tmp_path):
     assert tcp["upstream"] == "app"
     route = web["routes"][0]
     assert route["upstream"] == "http-app" and route["proxy_headers"]["host"] == "app"   # nginx's $proxy_host
+
+
+def test_proxy_set_header_lists_replace_the_inherited_one(tmp_path):
+    result = run(tmp_path, http("proxy_set_header X-Real-IP $remote_addr;\nproxy_set_header X-Team web;\n"
+                                "add_header X-Served-By nginx;\n"
+                                "upstream b { server 127.0.0.1:1; }\nserver { listen 127.0.0.1:8080;\n"
+                                "  location /own/ { proxy_set_header X-Forwarded-Proto $scheme; proxy_pass http://b; }\n"
+                                "  location / { proxy_pass http://b; } }"))
+    by_prefix = {r["match"]["path_prefix"]: r for r in routes(result) if "path_prefix" in r.get("match", {})}
+    own, inherited = by_prefix["/own/"], by_prefix["/"]
+    # nginx: a level with its own proxy_set_header drops every inherited one
+    assert own["proxy_headers"]["x_forwarded_proto"] and not own["proxy_headers"]["x_real_ip"]
+    assert "set_headers" not in own
+    assert inherited["proxy_headers"]["x_real_ip"] and inherited["set_headers"] == {"X-Team": "web"}
+    assert item(result, "add_header X-Served-By").status == NOT_TRANSLATED
