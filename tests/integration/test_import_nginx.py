@@ -292,7 +292,9 @@ def test_proxy_pass_with_a_uri(tmp_path):
 RETURNS = """
 server {{
     listen 127.0.0.1:{port};
+    default_type application/json;
     location = /text {{ return 200 "hello $remote_addr\\n"; }}
+    location = /empty {{ return 200; }}
     location = /moved {{ return 301 https://example.test$request_uri; }}
     location = /found {{ return http://$host/elsewhere; }}
     location = /gone {{ return 410; }}
@@ -313,7 +315,7 @@ server {{
 
 
 def test_return_and_redirects(tmp_path):
-    requests = [(p,) for p in ("/text", "/moved?a=1", "/found", "/gone", "/temp", "/else")]
+    requests = [(p,) for p in ("/text", "/empty", "/moved?a=1", "/found", "/gone", "/temp", "/else")]
     # server blocks by name: a server-level return, a wildcard, and a name no server has (the
     # default server). (The wildcard server's other paths are nginx's files: edgeway answers
     # 404 there, and the report says so.)

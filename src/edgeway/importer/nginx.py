@@ -489,6 +489,9 @@ class Translator(UpstreamsAndStreams):
                           f"sends {content_type}")
         else:
             how = f"respond: {status}"
+            content_type = scope.args("default_type")[0]
+            if status < 300 and content_type != "text/plain":   # (edgeway's own is nginx's default)
+                respond["headers"] = {"Content-Type": content_type}
         headers = respond.setdefault("headers", {})
         for add in scope.array("add_header"):
             if "always" in add["args"][2:] or status in _ADD_HEADER_CODES:
