@@ -285,7 +285,7 @@ def test_bad_knobs_are_named_with_file_line_and_key(tmp_path):
         out = run_edgeway("check", str(path))
         assert out.returncode != 0
         message = out.stdout + out.stderr
-        assert f"bad.yaml:" in message and f"listeners.0.{key}" in message and text in message, (route, message)
+        assert "bad.yaml:" in message and f"listeners.0.{key}" in message and text in message, (route, message)
 
 
 def test_a_reload_adds_a_responding_route_and_the_json_log_names_it(tmp_path):
