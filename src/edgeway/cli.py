@@ -18,6 +18,7 @@ LAZY_COMMANDS = {
     "dig": ("edgeway.dns.dig:command", "Query a DNS server and print the answer as dig does."),
     "trace": ("edgeway.trace:command", "Follow one request through DNS, TCP, TLS, the balancer."),
     "demo-backend": ("edgeway.demo.backend:command", None),  # hidden: started by `edgeway demo`
+    "import": ("edgeway.importer.command:command", "Translate an nginx.conf into an edgeway config, with a report."),
     "doctor": ("edgeway.doctor.cli:command", "Troubleshooting checkpoints: DNS, health, TLS, 502."),
 }
 
