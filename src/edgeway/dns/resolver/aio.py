@@ -105,7 +105,10 @@ class Resolver:
             query_port=recursion.query_port, max_depth=recursion.max_depth,
             max_upstream_queries=recursion.max_upstream_queries,
             forwarders=tuple((a.host, a.port) for a in recursion.forward),
-            allow_loopback=not hints.builtin,
+            allow_loopback=(not hints.builtin if recursion.do_not_query_localhost is None
+                            else not recursion.do_not_query_localhost),
+            qname_minimisation=recursion.qname_minimisation, harden_glue=recursion.harden_glue,
+            prefetch=recursion.prefetch,
         )
         c, stale = recursion.cache, recursion.serve_stale
         cache = Cache(c.max_entries, c.min_ttl, c.max_ttl, c.negative_max_ttl,

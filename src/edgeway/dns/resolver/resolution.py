@@ -35,6 +35,7 @@ from edgeway.dns.resolver.infra import Infra
 MAX_LINKS = 16          # CNAME + DNAME links in one answer chain
 MAX_SUB_DEPTH = 3       # nesting of name-server address lookups (glueless delegations)
 MAX_SUB_RESOLUTIONS = 6 # name-server address lookups per client question
+MAX_MINIMISE_COUNT = 10 # minimised queries per client question (RFC 9156 section 2.3)
 
 # Errors a transport reports instead of a response.
 TIMEOUT = "timeout"
@@ -90,6 +91,9 @@ class Settings:
     max_upstream_queries: int = 64
     forwarders: tuple[tuple[str, int], ...] = ()
     allow_loopback: bool = True  # False with the built-in (real) root hints: do-not-query-localhost
+    qname_minimisation: bool = True   # RFC 9156, relaxed mode
+    harden_glue: bool = True          # False: use out-of-bailiwick glue of a referral (not cached)
+    prefetch: bool = False
 
 
 @dataclass(slots=True)
@@ -154,6 +158,11 @@ class Resolution:
         self.probed_bad = False
         self.child: Resolution | None = None
         self.answered_from_cache = True
+        # QNAME minimisation (RFC 9156): labels below the current zone asked for (1 at a cut),
+        # how many minimised queries were sent; off for the rest once a server breaks it.
+        self.minimise = settings.qname_minimisation and not settings.forwarders
+        self.min_extra = 1
+        self.min_sent = 0
 
     # ================================================================= driving
 
@@ -182,7 +191,14 @@ class Resolution:
                     host, port = address.rsplit("#", 1)
                     return Request(host, int(port), self.qname, self.rdtype, self.rdclass, True,
                                    self.infra.query_timeout(address, now), dns.name.root)
-                return Request(address, self.settings.query_port, self.qname, self.rdtype, self.rdclass,
+                qname, rdtype = self.qname, self.rdtype
+                if self.minimise:
+                    count = len(self.zone.labels) + self.min_extra
+                    if count < len(qname.labels) and self.min_sent < MAX_MINIMISE_COUNT:
+                        # One more label than the zone, asked as type A (RFC 9156 section 3).
+                        qname, rdtype = dns.name.Name(qname.labels[-count:]), dns.rdatatype.A
+                        self.min_sent += 1
+                return Request(address, self.settings.query_port, qname, rdtype, self.rdclass,
                                False, self.infra.query_timeout(address, now), self.zone)
             if not self._sub_resolve():
                 what = "forwarder" if self.settings.forwarders else f"server for zone {self.zone}"
@@ -206,6 +222,8 @@ class Resolution:
         self.infra.answered(key, rtt, now)
         if self.settings.forwarders:
             self._forward_response(response, now)
+        elif len(request.qname.labels) < len(self.qname.labels):
+            self._minimised_response(request, response, now)
         else:
             self._iterative_response(request, response, now)
 
@@ -247,6 +265,7 @@ class Resolution:
         self.missing_ns = missing
         self.tried = set()
         self.probed_bad = False
+        self.min_extra = 1
 
     def _allowed(self, address: str) -> bool:
         if self.settings.allow_loopback:
@@ -419,7 +438,7 @@ class Resolution:
             return
         ns = next((r for r in authority if r.rdtype == dns.rdatatype.NS), None)
         if ns is not None and not _same(ns.name, zone) and _under(self.qname, ns.name) and not answer:
-            self._referral(ns, additional, now)
+            self._referral(ns, additional, now, response.additional)
             return
         if soa is not None or (aa and ns is None):
             self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
@@ -429,7 +448,29 @@ class Resolution:
         self.infra.mark_lame(address, zone, now)
         self.errors.append(f"{address}: lame for {zone}")
 
-    def _referral(self, ns: dns.rrset.RRset, additional, now: float) -> None:
+    def _minimised_response(self, request: Request, response: dns.message.Message, now: float) -> None:
+        """A response to a minimised query (RFC 9156): a referral is followed as usual; an
+        answer or NODATA means no zone cut there, so one more label is asked of the same
+        servers. Relaxed mode: NXDOMAIN (RFC 8020 would end the resolution, but some servers
+        answer it for empty non-terminals), REFUSED, an error rcode or an odd response make the
+        resolution ask the full name, of the same server first, without blaming it."""
+        zone, address = self.zone, request.address
+        rcode = _rcode(response)
+        if rcode == dns.rcode.NOERROR:
+            authority = self._scrub(response.authority, zone)
+            ns = next((r for r in authority if r.rdtype == dns.rdatatype.NS), None)
+            if ns is not None and not _same(ns.name, zone) and _under(request.qname, ns.name):
+                self._referral(ns, self._scrub(response.additional, zone), now, response.additional)
+                return
+            if int(response.flags) & _AA:
+                self.min_extra += 1
+                self.tried = set()
+                return
+        self.minimise = False
+        self.tried.discard(address)
+        self.errors.append(f"{address}: {dns.rcode.to_text(rcode)} to the minimised query {request.qname}")
+
+    def _referral(self, ns: dns.rrset.RRset, additional, now: float, unscrubbed=()) -> None:
         self.referrals += 1
         if self.referrals > self.settings.max_depth:
             self._fail("max_depth", f"more than {self.settings.max_depth} referrals")
@@ -446,6 +487,14 @@ class Resolution:
                 if key in targets:
                     self.cache.put_rrset(rrset, now, RANK_GLUE)
                     glue.setdefault(key, []).extend(rd.address for rd in rrset)
+        if not self.settings.harden_glue:
+            # harden_glue off (Unbound's harden-glue: no): glue outside the asking zone's
+            # bailiwick is used for this delegation, never cached (it could poison other names).
+            for rrset in unscrubbed:
+                if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.rdclass == self.rdclass:
+                    key = name_key(rrset.name)
+                    if key in targets and not _under(rrset.name, self.zone):
+                        glue.setdefault(key, []).extend(rd.address for rd in rrset)
         for key, target in targets.items():
             known = glue.get(key) or self.cache.addresses(target, self.rdclass, now)
             if known:

@@ -1,0 +1,182 @@
+"""The resolver on the messy internet (issue 19): `edgeway serve` as the resolver, asked with
+real dig, iterating through a loopback hierarchy whose authoritative servers are built for each
+case (tests/support/quirky_dns.py: correct by default, broken by a `quirk`) on 127.0.62.x.
+
+    root  .             127.0.62.1
+    tld   com. net.     127.0.62.2
+    auth  example.com.  127.0.62.3 (ns1) and whatever a case adds
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import dns.rcode
+import pytest
+
+from tests.support.quirky_dns import start_quirky
+from tests.support.tools import EdgewayProcess, free_port, require_tool
+
+pytestmark = pytest.mark.interop
+
+ROOT, TLD, AUTH, AUTH_B, RESOLVER = "127.0.62.1", "127.0.62.2", "127.0.62.3", "127.0.62.4", "127.0.62.53"
+
+ROOT_ZONE = f"""\
+. 86400 SOA a.root.test. h.root.test. 1 1800 900 604800 86400
+. 86400 NS a.root.test.
+a.root.test. 86400 A {ROOT}
+com. 172800 NS a.gtld.net.
+net. 172800 NS a.gtld.net.
+a.gtld.net. 172800 A {TLD}
+"""
+COM_ZONE = f"""\
+com. 900 SOA a.gtld.net. h.gtld.net. 1 1800 900 604800 900
+com. 900 NS a.gtld.net.
+example.com. 172800 NS ns1.example.com.
+ns1.example.com. 172800 A {AUTH}
+"""
+NET_ZONE = f"""\
+net. 900 SOA a.gtld.net. h.gtld.net. 1 1800 900 604800 900
+net. 900 NS a.gtld.net.
+a.gtld.net. 900 A {TLD}
+"""
+EXAMPLE_ZONE = f"""\
+example.com. 300 SOA ns1.example.com. h.example.com. 1 3600 900 1209600 300
+example.com. 300 NS ns1.example.com.
+ns1.example.com. 300 A {AUTH}
+www.example.com. 300 A 192.0.2.1
+www.example.com. 300 AAAA 2001:db8::1
+host.sub.example.com. 300 A 192.0.2.2
+"""
+
+
+def resolver_config(folder: Path, port: int, query_port: int, extra: str = "") -> Path:
+    hints = folder / "root.hints"
+    hints.write_text(f". 3600000 NS a.root.test.\na.root.test. 3600000 A {ROOT}\n")
+    config = folder / "resolver.yaml"
+    config.write_text(f"""\
+dns:
+  listen: ["{RESOLVER}:{port}"]
+  recursion:
+    enabled: true
+    root_hints: {hints}
+    query_port: {query_port}
+    timeout: 300ms
+    resolution_timeout: 3s
+{extra}""")
+    return config
+
+
+async def dig(port: int, name: str, rdtype: str = "A") -> tuple[str, list[str]]:
+    """(status, answer lines 'name TYPE data' without TTLs, sorted) from a real dig."""
+    proc = await asyncio.create_subprocess_exec(
+        require_tool("dig"), f"@{RESOLVER}", "-p", str(port), name, rdtype, "+tries=1", "+time=5",
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 10)
+    text = out.decode()
+    status = text.split("status: ", 1)[1].split(",", 1)[0] if "status: " in text else "no answer"
+    lines, in_answer = [], False
+    for line in text.splitlines():
+        if line.startswith(";; ANSWER SECTION"):
+            in_answer = True
+        elif in_answer and not line.strip():
+            in_answer = False
+        elif in_answer:
+            owner, _ttl, _cls, kind, *data = line.split()
+            lines.append(f"{owner} {kind} {' '.join(data)}")
+    return status, sorted(lines)
+
+
+class World:
+    """The quirky servers of one case, on one port, and the resolver's port."""
+
+    def __init__(self, port: int, servers: dict) -> None:
+        self.port, self.servers = port, servers
+
+    def __getitem__(self, name):
+        return self.servers[name]
+
+
+async def start_world(port: int, quirks: dict | None = None, extra_zones: dict | None = None) -> World:
+    """root, tld and auth (plus `extra_zones`: ip -> zone texts), each with its quirk."""
+    quirks = quirks or {}
+    layout = {ROOT: (ROOT_ZONE,), TLD: (COM_ZONE, NET_ZONE), AUTH: (EXAMPLE_ZONE,), **(extra_zones or {})}
+    servers = {}
+    for ip, texts in layout.items():
+        servers[ip] = await start_quirky(ip, port, *texts, quirk=quirks.get(ip))
+    return World(port, servers)
+
+
+def stop_world(world: World) -> None:
+    for server in world.servers.values():
+        server.transport.close()
+
+
+@pytest.fixture
+async def ports():
+    return free_port(ROOT, kind=__import__("socket").SOCK_DGRAM), free_port(RESOLVER)
+
+
+# ======================================================================= QNAME minimisation
+
+
+async def test_each_server_sees_only_one_label_more_than_its_zone(tmp_path, ports):
+    auth_port, port = ports
+    world = await start_world(auth_port)
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert await dig(port, "host.sub.example.com.") == ("NOERROR", ["host.sub.example.com. A 192.0.2.2"])
+        assert world[ROOT].names() == ["com. A"]
+        assert world[TLD].names() == ["example.com. A"]
+        # sub.example.com is an empty non-terminal (NODATA): one more label, then the full name
+        assert world[AUTH].names() == ["sub.example.com. A", "host.sub.example.com. A"]
+    finally:
+        stop_world(world)
+
+
+async def test_minimisation_off_sends_the_full_name_everywhere(tmp_path, ports):
+    auth_port, port = ports
+    world = await start_world(auth_port)
+    try:
+        config = resolver_config(tmp_path, port, auth_port, "    qname_minimisation: false\n")
+        with EdgewayProcess(config, ready=(RESOLVER, port)):
+            assert await dig(port, "host.sub.example.com.") == ("NOERROR", ["host.sub.example.com. A 192.0.2.2"])
+        assert world[ROOT].names() == ["host.sub.example.com. A"]
+        assert world[TLD].names() == ["host.sub.example.com. A"]
+        assert world[AUTH].names() == ["host.sub.example.com. A"]
+    finally:
+        stop_world(world)
+
+
+def _nxdomain_for_short_names(query, response):
+    """A broken server: NXDOMAIN for an empty non-terminal (RFC 8020 says the whole subtree
+    is then gone, which is false here)."""
+    if query.question[0].name.to_text() == "sub.example.com.":
+        response.set_rcode(dns.rcode.NXDOMAIN)
+    return response
+
+
+def _refused_for_short_names(query, response):
+    """A broken server (a filter in front of it that knows only full names): REFUSED for the
+    empty non-terminal."""
+    if query.question[0].name.to_text() == "sub.example.com.":
+        response.answer.clear()
+        response.authority.clear()
+        response.set_rcode(dns.rcode.REFUSED)
+    return response
+
+
+@pytest.mark.parametrize("quirk", [_nxdomain_for_short_names, _refused_for_short_names], ids=["nxdomain", "refused"])
+async def test_relaxed_mode_asks_the_full_name_when_a_server_breaks_minimisation(tmp_path, ports, quirk):
+    auth_port, port = ports
+    world = await start_world(auth_port, {AUTH: quirk})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert await dig(port, "host.sub.example.com.") == ("NOERROR", ["host.sub.example.com. A 192.0.2.2"])
+            # the server stays usable for the zone: not marked lame
+            assert await dig(port, "www.example.com.") == ("NOERROR", ["www.example.com. A 192.0.2.1"])
+        assert world[AUTH].names()[:2] == ["sub.example.com. A", "host.sub.example.com. A"]
+        assert world[ROOT].names() == ["com. A"]
+    finally:
+        stop_world(world)
