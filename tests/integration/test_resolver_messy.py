@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import dns.flags
 import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import pytest
 
 from tests.support.quirky_dns import start_quirky
@@ -178,5 +181,76 @@ async def test_relaxed_mode_asks_the_full_name_when_a_server_breaks_minimisation
             assert await dig(port, "www.example.com.") == ("NOERROR", ["www.example.com. A 192.0.2.1"])
         assert world[AUTH].names()[:2] == ["sub.example.com. A", "host.sub.example.com. A"]
         assert world[ROOT].names() == ["com. A"]
+    finally:
+        stop_world(world)
+
+
+# ======================================================================= parent and child disagree
+
+def _servfail(query, response):
+    response.answer.clear()
+    response.authority.clear()
+    response.additional.clear()
+    response.flags &= ~dns.flags.AA
+    response.set_rcode(dns.rcode.SERVFAIL)
+    return response
+
+
+async def test_child_addresses_broken_falls_back_to_the_parents_glue(tmp_path, ports):
+    """com's glue says ns1.example.com is AUTH (it works); the zone itself says AUTH_B, a server
+    that answers SERVFAIL. Once the child's address is cached (someone asked for it), the
+    parent's glue must still be tried."""
+    auth_port, port = ports
+    child = EXAMPLE_ZONE.replace(f"ns1.example.com. 300 A {AUTH}", f"ns1.example.com. 300 A {AUTH_B}")
+    world = await start_world(auth_port, {AUTH_B: _servfail},
+                              extra_zones={AUTH: (child,), AUTH_B: (child,)})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert await dig(port, "ns1.example.com.") == ("NOERROR", [f"ns1.example.com. A {AUTH_B}"])
+            assert await dig(port, "www.example.com.") == ("NOERROR", ["www.example.com. A 192.0.2.1"])
+        assert world[AUTH_B].asked          # the child's address was tried, and failed
+    finally:
+        stop_world(world)
+
+
+async def test_name_server_renamed_in_the_child_with_a_broken_address(tmp_path, ports):
+    """The parent delegates to ns1.example.com (AUTH); the child names ns-new.example.com, whose
+    address (AUTH_B) answers SERVFAIL. The parent's name and glue still work."""
+    auth_port, port = ports
+    child = (EXAMPLE_ZONE.replace("example.com. 300 NS ns1.example.com.", "example.com. 300 NS ns-new.example.com.")
+             + f"ns-new.example.com. 300 A {AUTH_B}\n")
+    world = await start_world(auth_port, {AUTH_B: _servfail}, extra_zones={AUTH: (child,), AUTH_B: (child,)})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert (await dig(port, "example.com.", "NS"))[1] == ["example.com. NS ns-new.example.com."]
+            assert await dig(port, "ns-new.example.com.") == ("NOERROR", [f"ns-new.example.com. A {AUTH_B}"])
+            assert await dig(port, "www.example.com.") == ("NOERROR", ["www.example.com. A 192.0.2.1"])
+            assert await dig(port, "www.example.com.", "AAAA") == ("NOERROR", ["www.example.com. AAAA 2001:db8::1"])
+    finally:
+        stop_world(world)
+
+
+# ======================================================================= lame per type
+
+def _upward_referral_for_aaaa(query, response):
+    """A server that answers AAAA questions with a referral to the root (an old load balancer)."""
+    if query.question[0].rdtype == dns.rdatatype.AAAA:
+        response.answer.clear()
+        response.additional.clear()
+        response.flags &= ~dns.flags.AA
+        response.authority[:] = [dns.rrset.from_text(".", 86400, "IN", "NS", "a.root.test.")]
+    return response
+
+
+async def test_a_server_lame_for_one_type_still_answers_the_others(tmp_path, ports):
+    auth_port, port = ports
+    world = await start_world(auth_port, {AUTH: _upward_referral_for_aaaa})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert (await dig(port, "www.example.com.", "AAAA"))[0] == "SERVFAIL"
+            assert await dig(port, "www.example.com.") == ("NOERROR", ["www.example.com. A 192.0.2.1"])
+            asked = len(world[AUTH].asked)
+            assert await dig(port, "host.sub.example.com.") == ("NOERROR", ["host.sub.example.com. A 192.0.2.2"])
+            assert len(world[AUTH].asked) > asked      # asked, not skipped as lame
     finally:
         stop_world(world)

@@ -163,6 +163,9 @@ class Resolution:
         self.minimise = settings.qname_minimisation and not settings.forwarders
         self.min_extra = 1
         self.min_sent = 0
+        # Parent-side fallback (Unbound's): zones whose servers all failed, and which ones did.
+        self.fell_back: set[tuple] = set()
+        self.failed: dict[tuple, set[str]] = {}
 
     # ================================================================= driving
 
@@ -200,7 +203,7 @@ class Resolution:
                         self.min_sent += 1
                 return Request(address, self.settings.query_port, qname, rdtype, self.rdclass,
                                False, self.infra.query_timeout(address, now), self.zone)
-            if not self._sub_resolve():
+            if not self._sub_resolve() and not self._parent_fallback(now):
                 what = "forwarder" if self.settings.forwarders else f"server for zone {self.zone}"
                 detail = "; ".join(self.errors[-4:]) or "no usable address"
                 return self._fail("no_answer", f"no {what} answered ({detail})")
@@ -245,6 +248,10 @@ class Resolution:
             return
         # DS records live on the parent side of a zone cut (RFC 4035 3.1.4.1): ask the parent.
         start = self.qname.parent() if self.rdtype == dns.rdatatype.DS and self.qname != dns.name.root else self.qname
+        self._cut_from_cache(start, now)
+
+    def _cut_from_cache(self, start: dns.name.Name, now: float) -> None:
+        """The closest cached zone cut at or above `start` with a usable server, else the root."""
         for ns in self.cache.delegation(start, self.rdclass, now):
             addresses, missing = [], []
             for rd in ns:
@@ -259,11 +266,28 @@ class Resolution:
                 return
         self._set_cut(dns.name.root, [a for a in self.hints.all_addresses() if self._allowed(a)], [])
 
+    def _parent_fallback(self, now: float) -> bool:
+        """Every server of the zone failed: ask the parent again (once per zone), whose referral
+        brings its own NS set and glue (Unbound's parent-side fallback): the child's records may
+        have replaced the parent's in the cache and be the broken ones."""
+        zone = self.zone
+        if self.settings.forwarders or zone is None or len(zone.labels) <= 1:
+            return False
+        key = name_key(zone)
+        if key in self.fell_back:
+            return False
+        self.fell_back.add(key)
+        self.failed[key] = set(self.tried)
+        self.errors.append(f"every server for {zone} failed: asking its parent again")
+        self._cut_from_cache(zone.parent(), now)
+        return True
+
     def _set_cut(self, zone, addresses, missing) -> None:
         self.zone = zone
         self.addresses = list(dict.fromkeys(addresses))
         self.missing_ns = missing
-        self.tried = set()
+        # (after a parent-side fallback, the servers that failed already are not asked again)
+        self.tried = set(self.failed.get(name_key(zone), ())) if self.failed else set()
         self.probed_bad = False
         self.min_extra = 1
 
@@ -282,8 +306,9 @@ class Resolution:
             return None
         zone = self.zone
         infra = self.infra
-        best = infra.order(candidates, zone, now)[0] if len(candidates) > 1 else candidates[0]
-        if infra.is_lame(best, zone, now) or infra.is_unreachable(best, now):
+        rdtype = self.rdtype
+        best = infra.order(candidates, zone, now, rdtype)[0] if len(candidates) > 1 else candidates[0]
+        if infra.is_lame(best, zone, now, rdtype) or infra.is_unreachable(best, now):
             # Only bad servers left: probe one of them (it may be back), then give up on the rest.
             if self.probed_bad or self.missing_ns:
                 return None
@@ -444,9 +469,10 @@ class Resolution:
             self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
             self._finish(rcode, [soa] if soa else [])
             return
-        # An upward or sideways referral, or an empty non-authoritative answer: a lame server.
-        self.infra.mark_lame(address, zone, now)
-        self.errors.append(f"{address}: lame for {zone}")
+        # An upward or sideways referral, or an empty non-authoritative answer: a lame server,
+        # for this type only (another type's question may get a good answer: issue 19).
+        self.infra.mark_lame(address, zone, now, request.rdtype)
+        self.errors.append(f"{address}: lame for {zone} {dns.rdatatype.to_text(request.rdtype)}")
 
     def _minimised_response(self, request: Request, response: dns.message.Message, now: float) -> None:
         """A response to a minimised query (RFC 9156): a referral is followed as usual; an
@@ -496,7 +522,14 @@ class Resolution:
                     if key in targets and not _under(rrset.name, self.zone):
                         glue.setdefault(key, []).extend(rd.address for rd in rrset)
         for key, target in targets.items():
-            known = glue.get(key) or self.cache.addresses(target, self.rdclass, now)
+            # The parent's glue and the child's own addresses (cached from an answer): both are
+            # tried, the child's may be the broken ones (parent-side fallback).
+            known = glue.get(key)
+            cached = self.cache.addresses(target, self.rdclass, now)
+            if known is None:
+                known = cached
+            elif cached and cached != known:
+                known = known + [a for a in cached if a not in known]
             if known:
                 addresses.extend(a for a in known if self._allowed(a))
             elif not target.is_subdomain(ns.name):
