@@ -107,6 +107,8 @@ async def start_world(port: int, quirks: dict | None = None, extra_zones: dict |
     layout = {ROOT: (ROOT_ZONE,), TLD: (COM_ZONE, NET_ZONE), AUTH: (EXAMPLE_ZONE,), **(extra_zones or {})}
     servers = {}
     for ip, texts in layout.items():
+        if texts is None:
+            continue            # served by something else (NSD)
         servers[ip] = await start_quirky(ip, port, *texts, quirk=quirks.get(ip))
     return World(port, servers)
 
@@ -254,3 +256,34 @@ async def test_a_server_lame_for_one_type_still_answers_the_others(tmp_path, por
             assert len(world[AUTH].asked) > asked      # asked, not skipped as lame
     finally:
         stop_world(world)
+
+
+# ======================================================================= DNAME loops
+
+DNAME_LOOP_ZONE = EXAMPLE_ZONE + """\
+d1.example.com. 300 DNAME d2.example.com.
+d2.example.com. 300 DNAME d1.example.com.
+"""
+
+
+async def test_dname_loop_is_answered_with_the_chain_followed_so_far(tmp_path, ports):
+    """RFC 6672: x.d1 -> x.d2 -> x.d1 ... The answer carries the DNAME and CNAME records up to
+    the loop, with the rcode of the last step (NOERROR, as NSD itself answers), not an empty
+    SERVFAIL. (A plain CNAME loop stays SERVFAIL: test_resolver_nsd.)"""
+    from tests.support.nsd import start_nsd, stop_nsd
+
+    require_tool("nsd")
+    auth_port, port = ports
+    world = await start_world(auth_port, extra_zones={AUTH: None})
+    nsd = start_nsd(tmp_path / "nsd", AUTH, auth_port, {"example.com.": DNAME_LOOP_ZONE})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            status, answer = await dig(port, "x.d1.example.com.")
+            assert "d1.example.com. DNAME d2.example.com." in answer
+            assert "x.d1.example.com. CNAME x.d2.example.com." in answer
+            assert "d2.example.com. DNAME d1.example.com." in answer
+            assert "x.d2.example.com. CNAME x.d1.example.com." in answer
+            assert status == "NOERROR"
+    finally:
+        stop_world(world)
+        stop_nsd(nsd)

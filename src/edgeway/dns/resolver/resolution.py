@@ -354,6 +354,11 @@ class Resolution:
                 target = rrset[0].target
                 key = name_key(target)
                 if key in self.seen:
+                    if any(r.rdtype == dns.rdatatype.DNAME for r in self.chain):
+                        # A DNAME loop (RFC 6672): answered with the DNAME and CNAME records
+                        # followed so far, as the zone's own server answers it.
+                        self._finish(dns.rcode.NOERROR)
+                        return False
                     self._fail("cname_chain", f"CNAME loop at {target}")
                     return False
                 self.seen.add(key)
