@@ -287,3 +287,49 @@ async def test_dname_loop_is_answered_with_the_chain_followed_so_far(tmp_path, p
     finally:
         stop_world(world)
         stop_nsd(nsd)
+
+
+# ======================================================================= Unbound's switches
+
+def _out_of_bailiwick_glue(query, response):
+    """com's server adds glue for a name server under net. (outside its bailiwick)."""
+    if any(r.name.to_text() == "example.com." for r in response.authority):
+        response.additional.append(dns.rrset.from_text("ns.other.net.", 172800, "IN", "A", AUTH))
+    return response
+
+
+@pytest.mark.parametrize("harden", [True, False])
+async def test_harden_glue(tmp_path, ports, harden):
+    """example.com is delegated to ns.other.net, which does not exist; com's server sends glue
+    for it anyway. Trusted only with harden_glue: false (Unbound's harden-glue: no)."""
+    auth_port, port = ports
+    com = COM_ZONE.replace(f"example.com. 172800 NS ns1.example.com.\nns1.example.com. 172800 A {AUTH}\n",
+                           "example.com. 172800 NS ns.other.net.\n")
+    world = await start_world(auth_port, {TLD: _out_of_bailiwick_glue}, extra_zones={TLD: (com, NET_ZONE)})
+    try:
+        config = resolver_config(tmp_path, port, auth_port, f"    harden_glue: {str(harden).lower()}\n")
+        with EdgewayProcess(config, ready=(RESOLVER, port)):
+            got = await dig(port, "www.example.com.")
+        if harden:
+            assert got[0] == "SERVFAIL" and not world[AUTH].asked
+        else:
+            assert got == ("NOERROR", ["www.example.com. A 192.0.2.1"])
+    finally:
+        stop_world(world)
+
+
+@pytest.mark.parametrize("refuse", [True, False])
+async def test_do_not_query_localhost(tmp_path, ports, refuse):
+    """Custom hints default to querying loopback servers; do_not_query_localhost: true refuses."""
+    auth_port, port = ports
+    world = await start_world(auth_port)
+    try:
+        extra = "    do_not_query_localhost: true\n" if refuse else ""
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port, extra), ready=(RESOLVER, port)):
+            got = await dig(port, "www.example.com.")
+        if refuse:
+            assert got[0] == "SERVFAIL" and not world[ROOT].asked
+        else:
+            assert got == ("NOERROR", ["www.example.com. A 192.0.2.1"])
+    finally:
+        stop_world(world)
