@@ -333,3 +333,58 @@ async def test_do_not_query_localhost(tmp_path, ports, refuse):
             assert got == ("NOERROR", ["www.example.com. A 192.0.2.1"])
     finally:
         stop_world(world)
+
+
+# ======================================================================= name server addresses
+
+GLUELESS_COM = COM_ZONE + "glueless.com. 172800 NS ns.provider.net.\n"
+GLUELESS_ZONE = """\
+glueless.com. 300 SOA ns.provider.net. h.provider.net. 1 3600 900 1209600 300
+glueless.com. 300 NS ns.provider.net.
+www.glueless.com. 300 A 192.0.2.7
+"""
+PROVIDER_ZONE = f"""\
+provider.net. 300 SOA ns.provider.net. h.provider.net. 1 3600 900 1209600 300
+provider.net. 300 NS ns.provider.net.
+ns.provider.net. 300 A {AUTH_B}
+"""
+
+
+def _garbled_address(query, response):
+    """The name server's own zone answers `ns.provider.net A` with a TXT record."""
+    question = query.question[0]
+    if question.name.to_text() == "ns.provider.net." and question.rdtype == dns.rdatatype.A:
+        response.answer[:] = [dns.rrset.from_text(question.name, 300, "IN", "TXT", '"not an address"')]
+    return response
+
+
+async def test_a_garbled_address_answer_does_not_discard_the_parents_glue(tmp_path, ports):
+    auth_port, port = ports
+    net = NET_ZONE + f"provider.net. 172800 NS ns.provider.net.\nns.provider.net. 172800 A {AUTH_B}\n"
+    world = await start_world(auth_port, {AUTH_B: _garbled_address},
+                              extra_zones={TLD: (GLUELESS_COM, net), AUTH_B: (PROVIDER_ZONE, GLUELESS_ZONE)})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert await dig(port, "www.glueless.com.") == ("NOERROR", ["www.glueless.com. A 192.0.2.7"])
+        assert ("ns.provider.net.", "A") in world[AUTH_B].asked
+        # the glue is used at once, not found again by asking com's server a second time
+        assert world[TLD].asked.count(("glueless.com.", "A")) == 1
+    finally:
+        stop_world(world)
+
+
+async def test_a_glueless_name_server_with_only_an_ipv6_address(tmp_path, ports):
+    """glueless.com's server ns.v6.net has an AAAA record and no A: found by an AAAA lookup."""
+    auth_port, port = ports
+    com = COM_ZONE + "glueless.com. 172800 NS ns.v6.net.\n"
+    net = NET_ZONE + "v6.net. 172800 NS ns.v6.net.\nns.v6.net. 172800 AAAA ::1\n"
+    v6 = "v6.net. 300 SOA ns.v6.net. h.v6.net. 1 3600 900 1209600 300\nv6.net. 300 NS ns.v6.net.\nns.v6.net. 300 AAAA ::1\n"
+    glueless = GLUELESS_ZONE.replace("ns.provider.net.", "ns.v6.net.")
+    world = await start_world(auth_port, extra_zones={TLD: (com, net), "::1": (v6, glueless)})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert await dig(port, "www.glueless.com.") == ("NOERROR", ["www.glueless.com. A 192.0.2.7"])
+        assert ("www.glueless.com.", "A") in world["::1"].asked
+        assert ("ns.v6.net.", "AAAA") in world["::1"].asked or world[TLD].asked.count(("glueless.com.", "A")) == 1
+    finally:
+        stop_world(world)

@@ -154,6 +154,7 @@ class Resolution:
         self.zone: dns.name.Name | None = None
         self.addresses: list[str] = []
         self.missing_ns: list[dns.name.Name] = []
+        self.missing_aaaa: list[dns.name.Name] = []
         self.tried: set[str] = set()
         self.probed_bad = False
         self.child: Resolution | None = None
@@ -177,7 +178,7 @@ class Resolution:
                 step = self.child.next_request(now)
                 if isinstance(step, Request):
                     return step
-                self._child_done(step)
+                self._child_done(step, now)
                 continue
             if self.zone is None:
                 self._start(now)
@@ -286,6 +287,7 @@ class Resolution:
         self.zone = zone
         self.addresses = list(dict.fromkeys(addresses))
         self.missing_ns = missing
+        self.missing_aaaa = []
         # (after a parent-side fallback, the servers that failed already are not asked again)
         self.tried = set(self.failed.get(name_key(zone), ())) if self.failed else set()
         self.probed_bad = False
@@ -316,26 +318,35 @@ class Resolution:
         return best
 
     def _sub_resolve(self) -> bool:
-        """Start looking up the address of a name server named without glue."""
-        while self.missing_ns:
-            name = self.missing_ns.pop(0)
+        """Start looking up the address of a name server named without glue (A, then AAAA)."""
+        while self.missing_ns or self.missing_aaaa:
+            rdtype = dns.rdatatype.A if self.missing_ns else dns.rdatatype.AAAA
+            name = (self.missing_ns or self.missing_aaaa).pop(0)
             if self.depth >= MAX_SUB_DEPTH or self.budget.sub_resolutions >= MAX_SUB_RESOLUTIONS:
                 self.errors.append(f"address of {name}: too many nested lookups")
                 return False
             if name_key(name) in self.seen:
                 continue
             self.budget.sub_resolutions += 1
-            self.child = Resolution(name, dns.rdatatype.A, self.rdclass, self.cache, self.infra, self.hints,
+            self.child = Resolution(name, rdtype, self.rdclass, self.cache, self.infra, self.hints,
                                     self.settings, self.budget, self.depth + 1)
             self.child.seen |= self.seen
             return True
         return False
 
-    def _child_done(self, result: Result) -> None:
+    def _child_done(self, result: Result, now: float) -> None:
         child, self.child = self.child, None
         found = [rd.address for rrset in result.answer if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
                  for rd in rrset]
+        if not found:
+            # A failed or garbled answer (a record of another type, an error) from the name
+            # server's own zone does not discard what the parent's glue said (issue 19).
+            found = self.cache.addresses(child.original, self.rdclass, now)
         found = [a for a in found if self._allowed(a)]
+        if not found and child.rdtype == dns.rdatatype.A:
+            # No IPv4 address: the name server may have only an IPv6 one (asked after A, not
+            # beside it as Unbound does: one lookup in the usual case).
+            self.missing_aaaa.append(child.original)
         if not found:
             self.errors.append(f"address of {child.original}: {dns.rcode.to_text(result.rcode)} {result.reason}".strip())
         self.addresses.extend(a for a in found if a not in self.addresses)
@@ -471,7 +482,8 @@ class Resolution:
             self._referral(ns, additional, now, response.additional)
             return
         if soa is not None or (aa and ns is None):
-            self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
+            if not answer:   # (records of another type for the name: garbled, not a NODATA to keep)
+                self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
             self._finish(rcode, [soa] if soa else [])
             return
         # An upward or sideways referral, or an empty non-authoritative answer: a lame server,
