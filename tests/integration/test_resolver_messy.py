@@ -388,3 +388,30 @@ async def test_a_glueless_name_server_with_only_an_ipv6_address(tmp_path, ports)
         assert ("ns.v6.net.", "AAAA") in world["::1"].asked or world[TLD].asked.count(("glueless.com.", "A")) == 1
     finally:
         stop_world(world)
+
+
+# ======================================================================= prefetch
+
+@pytest.mark.parametrize("prefetch", [True, False])
+async def test_prefetch_refreshes_an_answer_asked_for_in_its_last_tenth(tmp_path, ports, prefetch):
+    """short.example.com has TTL 8: asked at 7.5 s (the last 10%), it is answered from the
+    cache and resolved again in the background; asked after 8 s, it is still a cache hit."""
+    auth_port, port = ports
+    world = await start_world(auth_port, extra_zones={AUTH: (EXAMPLE_ZONE + "short.example.com. 8 A 192.0.2.8\n",)})
+    asked = lambda: world[AUTH].asked.count(("short.example.com.", "A"))   # noqa: E731
+    try:
+        config = resolver_config(tmp_path, port, auth_port, f"    prefetch: {str(prefetch).lower()}\n")
+        with EdgewayProcess(config, ready=(RESOLVER, port)):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await dig(port, "short.example.com.") == ("NOERROR", ["short.example.com. A 192.0.2.8"])
+            assert asked() == 1
+            await asyncio.sleep(started + 7.5 - loop.time())
+            assert await dig(port, "short.example.com.") == ("NOERROR", ["short.example.com. A 192.0.2.8"])
+            await asyncio.sleep(0.3)
+            assert asked() == (2 if prefetch else 1)
+            await asyncio.sleep(started + 8.6 - loop.time())
+            assert await dig(port, "short.example.com.") == ("NOERROR", ["short.example.com. A 192.0.2.8"])
+            assert asked() == 2            # prefetched: a hit; without: a miss after expiry
+    finally:
+        stop_world(world)

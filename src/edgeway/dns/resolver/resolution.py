@@ -137,7 +137,8 @@ def _find(rrsets, name, rdtype):
 
 class Resolution:
     def __init__(self, qname: dns.name.Name, rdtype: int, rdclass: int, cache: Cache, infra: Infra,
-                 hints: Hints, settings: Settings, budget: Budget | None = None, depth: int = 0) -> None:
+                 hints: Hints, settings: Settings, budget: Budget | None = None, depth: int = 0,
+                 refresh: bool = False) -> None:
         self.original = qname
         self.qname = qname
         self.rdtype, self.rdclass = rdtype, rdclass
@@ -159,6 +160,7 @@ class Resolution:
         self.probed_bad = False
         self.child: Resolution | None = None
         self.answered_from_cache = True
+        self.refresh = refresh      # a prefetch: the cached answer is not used, it is replaced
         # QNAME minimisation (RFC 9156): labels below the current zone asked for (1 at a cut),
         # how many minimised queries were sent; off for the rest once a server breaks it.
         self.minimise = settings.qname_minimisation and not settings.forwarders
@@ -235,7 +237,11 @@ class Resolution:
 
     def _start(self, now: float) -> None:
         """Use the cache for the current name; else find the closest zone cut to ask."""
-        found = self.cache.lookup(self.qname, self.rdtype, self.rdclass, now)
+        found = None
+        if self.refresh:
+            self.refresh = False
+        else:
+            found = self.cache.lookup(self.qname, self.rdtype, self.rdclass, now)
         if found is not None:
             for rrset in found.answer:
                 if not self._add_link(rrset):
