@@ -13,12 +13,13 @@ import asyncio
 from pathlib import Path
 
 import dns.flags
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
 
-from tests.support.quirky_dns import start_quirky
+from tests.support.quirky_dns import start_quirky, zone
 from tests.support.tools import EdgewayProcess, free_port, require_tool
 
 pytestmark = pytest.mark.interop
@@ -413,5 +414,37 @@ async def test_prefetch_refreshes_an_answer_asked_for_in_its_last_tenth(tmp_path
             await asyncio.sleep(started + 8.6 - loop.time())
             assert await dig(port, "short.example.com.") == ("NOERROR", ["short.example.com. A 192.0.2.8"])
             assert asked() == 2            # prefetched: a hit; without: a miss after expiry
+    finally:
+        stop_world(world)
+
+
+# ======================================================================= expired glue
+
+async def test_expired_name_server_address_is_looked_up_again_after_a_renumbering(tmp_path, ports):
+    """glueless.com's NS set (ns.provider.net, 2 days) outlives its server's address (2 s).
+    The provider moves the server from AUTH to AUTH_B and the old address stops answering:
+    under the cached NS set, and behind a cached CNAME, the new address is found."""
+    auth_port, port = ports
+    net = NET_ZONE + f"provider.net. 172800 NS ns.provider.net.\nns.provider.net. 2 A {AUTH}\n"
+    provider = PROVIDER_ZONE.replace(f"ns.provider.net. 300 A {AUTH_B}", f"ns.provider.net. 2 A {AUTH}")
+    example = EXAMPLE_ZONE + "alias.example.com. 300 CNAME www2.glueless.com.\n"
+    glueless = GLUELESS_ZONE + "www2.glueless.com. 300 A 192.0.2.9\n"
+    world = await start_world(auth_port, extra_zones={TLD: (GLUELESS_COM, net), AUTH: (example, provider, glueless),
+                                                      AUTH_B: (provider, glueless)})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert await dig(port, "www.glueless.com.") == ("NOERROR", ["www.glueless.com. A 192.0.2.7"])
+            # renumbered: the parent's glue and the zone both say AUTH_B; AUTH serves only example.com
+            renumbered_net = net.replace(f"ns.provider.net. 2 A {AUTH}", f"ns.provider.net. 2 A {AUTH_B}")
+            world[TLD].zones = [zone(COM_ZONE + "glueless.com. 172800 NS ns.provider.net.\n"), zone(renumbered_net)]
+            world[AUTH_B].zones = [zone(PROVIDER_ZONE.replace("300 A", "2 A")), zone(glueless)]
+            world[AUTH].zones = [zone(example)]
+            world[AUTH].quirk = lambda query, response: (
+                response if query.question[0].name.is_subdomain(dns.name.from_text("example.com.")) else None)
+            await asyncio.sleep(2.2)
+            assert await dig(port, "alias.example.com.") == ("NOERROR", ["alias.example.com. CNAME www2.glueless.com.",
+                                                                         "www2.glueless.com. A 192.0.2.9"])
+            assert await dig(port, "lb.glueless.com.") == ("NXDOMAIN", [])
+        assert ("www2.glueless.com.", "A") in world[AUTH_B].asked
     finally:
         stop_world(world)
