@@ -448,3 +448,24 @@ async def test_expired_name_server_address_is_looked_up_again_after_a_renumberin
         assert ("www2.glueless.com.", "A") in world[AUTH_B].asked
     finally:
         stop_world(world)
+
+
+async def test_a_renumbered_name_server_whose_old_address_is_still_cached(tmp_path, ports):
+    """ns.provider.net moves from AUTH to AUTH_B while its old address is cached (300 s): when
+    that address fails for glueless.com, the address is looked up again, not only reused."""
+    auth_port, port = ports
+    net = NET_ZONE + f"provider.net. 172800 NS ns.provider.net.\nns.provider.net. 300 A {AUTH}\n"
+    provider = PROVIDER_ZONE.replace(f"A {AUTH_B}", f"A {AUTH}")
+    glueless = GLUELESS_ZONE + "www2.glueless.com. 300 A 192.0.2.9\n"
+    world = await start_world(auth_port, extra_zones={TLD: (GLUELESS_COM, net), AUTH: (EXAMPLE_ZONE, provider, glueless),
+                                                      AUTH_B: (PROVIDER_ZONE, glueless)})
+    try:
+        with EdgewayProcess(resolver_config(tmp_path, port, auth_port), ready=(RESOLVER, port)):
+            assert await dig(port, "www.glueless.com.") == ("NOERROR", ["www.glueless.com. A 192.0.2.7"])
+            world[TLD].zones = [zone(GLUELESS_COM), zone(net.replace(f"A {AUTH}", f"A {AUTH_B}"))]
+            world[AUTH].quirk = lambda query, response: (
+                response if query.question[0].name.is_subdomain(dns.name.from_text("example.com.")) else None)
+            assert await dig(port, "www2.glueless.com.") == ("NOERROR", ["www2.glueless.com. A 192.0.2.9"])
+        assert ("www2.glueless.com.", "A") in world[AUTH_B].asked
+    finally:
+        stop_world(world)

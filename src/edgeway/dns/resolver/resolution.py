@@ -169,6 +169,7 @@ class Resolution:
         # Parent-side fallback (Unbound's): zones whose servers all failed, and which ones did.
         self.fell_back: set[tuple] = set()
         self.failed: dict[tuple, set[str]] = {}
+        self.refresh_ns: set[tuple] = set()   # name servers whose cached addresses all failed
 
     # ================================================================= driving
 
@@ -335,7 +336,8 @@ class Resolution:
                 continue
             self.budget.sub_resolutions += 1
             self.child = Resolution(name, rdtype, self.rdclass, self.cache, self.infra, self.hints,
-                                    self.settings, self.budget, self.depth + 1)
+                                    self.settings, self.budget, self.depth + 1,
+                                    refresh=bool(self.refresh_ns) and name_key(name) in self.refresh_ns)
             self.child.seen |= self.seen
             return True
         return False
@@ -544,6 +546,7 @@ class Resolution:
                     key = name_key(rrset.name)
                     if key in targets and not _under(rrset.name, self.zone):
                         glue.setdefault(key, []).extend(rd.address for rd in rrset)
+        failed = self.failed.get(name_key(ns.name)) if self.failed else None
         for key, target in targets.items():
             # The parent's glue and the child's own addresses (cached from an answer): both are
             # tried, the child's may be the broken ones (parent-side fallback).
@@ -553,7 +556,12 @@ class Resolution:
                 known = cached
             elif cached and cached != known:
                 known = known + [a for a in cached if a not in known]
-            if known:
+            if known and failed and not target.is_subdomain(ns.name) and all(a in failed for a in known):
+                # Every cached address of this name server failed (a renumbered server whose
+                # old address is still cached): look its address up again (issue 19).
+                missing.append(target)
+                self.refresh_ns.add(key)
+            elif known:
                 addresses.extend(a for a in known if self._allowed(a))
             elif not target.is_subdomain(ns.name):
                 missing.append(target)
