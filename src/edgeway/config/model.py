@@ -185,6 +185,12 @@ class RecursionConfig(Model):
     max_outstanding: int = Field(1000, ge=1)
     cache: CacheConfig = CacheConfig()
     serve_stale: ServeStaleConfig = ServeStaleConfig()
+    # RFC 9156 relaxed mode, on as in Unbound and Knot Resolver: each server is asked for one
+    # label below its zone, the full name again when it answers that wrongly (NXDOMAIN, REFUSED, error).
+    qname_minimisation: bool = True
+    harden_glue: bool = True              # False: use a referral's out-of-bailiwick glue (Unbound harden-glue: no)
+    do_not_query_localhost: bool | None = None   # None: true with the built-in root hints, false with custom ones
+    prefetch: bool = False                # refresh an answer asked for in the last 10% of its TTL
 
 
 class DnsTcpConfig(Model):

@@ -50,9 +50,11 @@ HOST = "127.0.0.1"
 
 
 class _FakeHierarchy:
-    """Root, `invalid.` and `rehearsal.invalid.` in one loopback socket, told apart by how
-    many times a name has been asked (each name is asked by exactly one rehearsal question);
-    a sibling (`s*`) is only ever asked of `rehearsal.invalid.`."""
+    """Root, `invalid.` and `rehearsal.invalid.` in one loopback socket, told apart by the
+    name asked (QNAME minimisation: `invalid.` of the root, `rehearsal.invalid.` of `invalid.`)
+    or, for a full name, by how many times it has been asked (each name is asked by exactly one
+    rehearsal question; without minimisation each server sees it); a sibling (`s*`) is only
+    ever asked of `rehearsal.invalid.`."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -60,6 +62,7 @@ class _FakeHierarchy:
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
         self.asked: dict[dns.name.Name, int] = {}
+        self.minimised = False
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self._readable)
 
@@ -77,8 +80,14 @@ class _FakeHierarchy:
     def _answer(self, data: bytes) -> bytes:
         query = dns.message.from_wire(data)
         qname = query.question[0].name
-        hop = 2 if qname.labels[0].startswith(b"s") else self.asked.get(qname, 0)
-        self.asked[qname] = hop + 1
+        if len(qname.labels) < len(ZONE.labels) + 1:
+            hop = len(qname.labels) - 2        # minimised (RFC 9156): invalid. then rehearsal.invalid.
+            self.minimised = True
+        elif self.minimised:
+            hop = 2                            # a full name is only asked of the last server
+        else:
+            hop = 2 if qname.labels[0].startswith(b"s") else self.asked.get(qname, 0)
+            self.asked[qname] = hop + 1
         response = dns.message.make_response(query)
         if hop == 0:
             response.authority.append(dns.rrset.from_text("invalid.", 300, "IN", "NS", "ns.invalid."))

@@ -143,6 +143,9 @@ def build_resolver_handlers(dns_config, resolver: Resolver | None = None) -> tup
                 raise ConfigError(f"dns.recursion.root_hints: {exc}") from None
         allow = Allow(recursion.allow)
         wire_cache = WireCache(allow, max_entries=recursion.cache.max_entries)
+        if recursion.prefetch:
+            # The last 10% of a TTL goes through the resolver's cache, which starts the prefetch.
+            wire_cache.keep_share = 0.9
         if hosts is not None:
             # Fast-path hits skip the handlers: the hosts file is checked from there too, and a
             # change empties the wire cache so that an override wins at once.

@@ -46,6 +46,7 @@ class Counters:
     stale_answers: int = 0
     limited: int = 0          # refused work: max_outstanding reached
     scrubbed: int = 0         # out-of-bailiwick RRsets dropped, never cached
+    prefetches: int = 0       # answers refreshed before they expired (recursion.prefetch)
     # servfail by cause (resolution.SERVFAIL_CAUSES): one per failed resolution, not per asker
     servfail_causes: dict[str, int] = field(default_factory=dict)
 
@@ -105,11 +106,15 @@ class Resolver:
             query_port=recursion.query_port, max_depth=recursion.max_depth,
             max_upstream_queries=recursion.max_upstream_queries,
             forwarders=tuple((a.host, a.port) for a in recursion.forward),
-            allow_loopback=not hints.builtin,
+            allow_loopback=(not hints.builtin if recursion.do_not_query_localhost is None
+                            else not recursion.do_not_query_localhost),
+            qname_minimisation=recursion.qname_minimisation, harden_glue=recursion.harden_glue,
+            prefetch=recursion.prefetch,
         )
         c, stale = recursion.cache, recursion.serve_stale
         cache = Cache(c.max_entries, c.min_ttl, c.max_ttl, c.negative_max_ttl,
                       serve_stale=stale.enabled, stale_ttl=stale.stale_ttl, max_stale=stale.max_stale)
+        cache.prefetch = recursion.prefetch
         return cls(hints, settings, cache, Infra(timeout=recursion.timeout),
                    resolution_timeout=recursion.resolution_timeout, max_outstanding=recursion.max_outstanding)
 
@@ -122,6 +127,8 @@ class Resolver:
             return None
         self.counters.queries += 1
         self.counters.cache_hits += 1
+        if found.prefetch:
+            self._prefetch(qname, rdtype, rdclass)
         return Result(found.rcode, found.answer, found.authority, from_cache=True)
 
     async def resolve(self, qname: dns.name.Name, rdtype: int, rdclass: int = dns.rdataclass.IN) -> Result:
@@ -151,6 +158,8 @@ class Resolver:
             found = self.cache.lookup(qname, rdtype, rdclass, self.clock())
             if found is not None and found.complete:
                 c.cache_hits += 1
+                if found.prefetch:
+                    self._prefetch(qname, rdtype, rdclass)
                 return Result(found.rcode, found.answer, found.authority, from_cache=True)
         c.cache_misses += 1
         key = (name_key(qname), rdtype, rdclass)
@@ -187,6 +196,21 @@ class Resolver:
         else:
             pending.add_done_callback(functools.partial(settle_from_task, waiter))
         return waiter
+
+    def _prefetch(self, qname: dns.name.Name, rdtype: int, rdclass: int) -> None:
+        """Resolve again an answer asked for in the last 10% of its TTL, in the background
+        (Unbound's prefetch: a popular name never expires in front of its askers)."""
+        key = (name_key(qname), rdtype, rdclass)
+        if key in self._inflight or self._closed or len(self._inflight) >= self.max_outstanding \
+                or not hasattr(self.transport, "send"):
+            return
+        self.counters.prefetches += 1
+        self.counters.resolutions += 1
+        resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings,
+                                refresh=True)
+        driver = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout)
+        self._inflight[key] = driver
+        driver.begin()
 
     async def _resolve(self, resolution: Resolution) -> Result:
         try:

@@ -77,6 +77,7 @@ class Lookup:
     complete: bool = True
     next_name: dns.name.Name | None = None
     stale: bool = False
+    prefetch: bool = False      # the answer is in the last 10% of its TTL (Cache.prefetch on)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Cache:
         self.serve_stale, self.stale_ttl, self.max_stale = serve_stale, int(stale_ttl), float(max_stale)
         self._map: OrderedDict[tuple, _Entry] = OrderedDict()
         self.stats = CacheStats()
+        self.prefetch = False       # mark answers near expiry (Unbound's prefetch: the last 10%)
 
     def __len__(self) -> int:
         return len(self._map)
@@ -251,8 +253,12 @@ class Cache:
         for _ in range(MAX_CHAIN + 1):
             found = get((key, qtype, qclass), now, stale)
             if found is not None and found[0].rrset is not None:
-                answer.append(found[0].view(found[1]))
-                return self._hit(Lookup(dns.rcode.NOERROR, answer, stale=used_stale or found[0].expires <= now))
+                entry = found[0]
+                answer.append(entry.view(found[1]))
+                hit = Lookup(dns.rcode.NOERROR, answer, stale=used_stale or entry.expires <= now)
+                if self.prefetch and 0 < entry.expires - now < 0.1 * self._clamp(entry.rrset.ttl):
+                    hit.prefetch = True
+                return self._hit(hit)
             negative = get((key, NXDOMAIN_KEY, qclass), now, stale) or (
                 found if found is not None and found[0].rrset is None else None
             )

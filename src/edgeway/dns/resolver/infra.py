@@ -5,8 +5,10 @@ cache). Sans-IO: every call takes `now`.
   A server never asked has srtt 0, so each one is tried once before the fastest is preferred.
 - A timeout doubles the server's estimate (backoff); after `unreachable_after` timeouts in a
   row (or an ICMP refusal) the server is skipped for `unreachable_for` seconds.
-- Lame delegations are per (server, zone): a server that answers a zone's question with
-  REFUSED, SERVFAIL or an upward referral is skipped for that zone for `lame_for` seconds.
+- Lame delegations are per (server, zone), and per (server, zone, type) where the evidence is
+  about one type: a server that answers a zone's question with REFUSED or NOTAUTH is skipped for
+  the zone; one that answers one type with an upward or sideways referral or an empty
+  non-authoritative answer only for that type (the others may work: issue 19). For `lame_for` s.
 - A server's per-query timeout is its RTO (srtt + 4 rttvar) within [min_timeout, timeout].
 
 Entries are bounded (LRU); an entry not refreshed for `entry_ttl` seconds is forgotten, so a
@@ -41,7 +43,7 @@ class Infra:
         self.unreachable_after, self.unreachable_for = unreachable_after, unreachable_for
         self.lame_for, self.entry_ttl, self.max_entries = lame_for, entry_ttl, max_entries
         self._servers: OrderedDict[str, ServerInfo] = OrderedDict()
-        self._lame: OrderedDict[tuple[str, dns.name.Name], float] = OrderedDict()
+        self._lame: OrderedDict[tuple[str, dns.name.Name, int], float] = OrderedDict()
         self._rng = rng or random.Random()
 
     def info(self, address: str, now: float) -> ServerInfo:
@@ -87,24 +89,28 @@ class Infra:
         info.unreachable_until = now + self.unreachable_for
         info.updated = now
 
-    def mark_lame(self, address: str, zone: dns.name.Name, now: float) -> None:
-        self._lame[(address, zone)] = now + self.lame_for
-        self._lame.move_to_end((address, zone))
+    def mark_lame(self, address: str, zone: dns.name.Name, now: float, rdtype: int = 0) -> None:
+        """Lame for the zone (rdtype 0: every type) or only for questions of `rdtype`."""
+        key = (address, zone, rdtype)
+        self._lame[key] = now + self.lame_for
+        self._lame.move_to_end(key)
         while len(self._lame) > self.max_entries:
             self._lame.popitem(last=False)
 
     # ----------------------------------------------------------------- decisions
 
-    def is_lame(self, address: str, zone: dns.name.Name, now: float) -> bool:
+    def is_lame(self, address: str, zone: dns.name.Name, now: float, rdtype: int = 0) -> bool:
         if not self._lame:
             return False   # the usual case: no Name to hash
-        until = self._lame.get((address, zone))
-        if until is None:
-            return False
-        if until <= now:
-            del self._lame[(address, zone)]
-            return False
-        return True
+        for key in ((address, zone, 0), (address, zone, rdtype)) if rdtype else ((address, zone, 0),):
+            until = self._lame.get(key)
+            if until is None:
+                continue
+            if until <= now:
+                del self._lame[key]
+                continue
+            return True
+        return False
 
     def is_unreachable(self, address: str, now: float) -> bool:
         info = self._servers.get(address)
@@ -116,7 +122,7 @@ class Infra:
             return self.timeout
         return max(self.min_timeout, min(self.timeout, info.srtt + 4 * info.rttvar))
 
-    def order(self, addresses: list[str], zone: dns.name.Name, now: float) -> list[str]:
+    def order(self, addresses: list[str], zone: dns.name.Name, now: float, rdtype: int = 0) -> list[str]:
         """Addresses best first: usable before lame/unreachable, then by smoothed RTT.
 
         Ties (e.g. servers never asked) are broken at random, spreading the first queries.
@@ -124,7 +130,7 @@ class Infra:
         still tried rather than failing at once.
         """
         def key(address: str) -> tuple:
-            bad = self.is_lame(address, zone, now) or self.is_unreachable(address, now)
+            bad = self.is_lame(address, zone, now, rdtype) or self.is_unreachable(address, now)
             info = self._servers.get(address)
             srtt = info.srtt if info is not None and now - info.updated <= self.entry_ttl else 0.0
             return (bad, srtt, self._rng.random())

@@ -35,6 +35,7 @@ from edgeway.dns.resolver.infra import Infra
 MAX_LINKS = 16          # CNAME + DNAME links in one answer chain
 MAX_SUB_DEPTH = 3       # nesting of name-server address lookups (glueless delegations)
 MAX_SUB_RESOLUTIONS = 6 # name-server address lookups per client question
+MAX_MINIMISE_COUNT = 10 # minimised queries per client question (RFC 9156 section 2.3)
 
 # Errors a transport reports instead of a response.
 TIMEOUT = "timeout"
@@ -90,6 +91,9 @@ class Settings:
     max_upstream_queries: int = 64
     forwarders: tuple[tuple[str, int], ...] = ()
     allow_loopback: bool = True  # False with the built-in (real) root hints: do-not-query-localhost
+    qname_minimisation: bool = True   # RFC 9156, relaxed mode
+    harden_glue: bool = True          # False: use out-of-bailiwick glue of a referral (not cached)
+    prefetch: bool = False
 
 
 @dataclass(slots=True)
@@ -133,7 +137,8 @@ def _find(rrsets, name, rdtype):
 
 class Resolution:
     def __init__(self, qname: dns.name.Name, rdtype: int, rdclass: int, cache: Cache, infra: Infra,
-                 hints: Hints, settings: Settings, budget: Budget | None = None, depth: int = 0) -> None:
+                 hints: Hints, settings: Settings, budget: Budget | None = None, depth: int = 0,
+                 refresh: bool = False) -> None:
         self.original = qname
         self.qname = qname
         self.rdtype, self.rdclass = rdtype, rdclass
@@ -150,10 +155,21 @@ class Resolution:
         self.zone: dns.name.Name | None = None
         self.addresses: list[str] = []
         self.missing_ns: list[dns.name.Name] = []
+        self.missing_aaaa: list[dns.name.Name] = []
         self.tried: set[str] = set()
         self.probed_bad = False
         self.child: Resolution | None = None
         self.answered_from_cache = True
+        self.refresh = refresh      # a prefetch: the cached answer is not used, it is replaced
+        # QNAME minimisation (RFC 9156): labels below the current zone asked for (1 at a cut),
+        # how many minimised queries were sent; off for the rest once a server breaks it.
+        self.minimise = settings.qname_minimisation and not settings.forwarders
+        self.min_extra = 1
+        self.min_sent = 0
+        # Parent-side fallback (Unbound's): zones whose servers all failed, and which ones did.
+        self.fell_back: set[tuple] = set()
+        self.failed: dict[tuple, set[str]] = {}
+        self.refresh_ns: set[tuple] = set()   # name servers whose cached addresses all failed
 
     # ================================================================= driving
 
@@ -165,7 +181,7 @@ class Resolution:
                 step = self.child.next_request(now)
                 if isinstance(step, Request):
                     return step
-                self._child_done(step)
+                self._child_done(step, now)
                 continue
             if self.zone is None:
                 self._start(now)
@@ -182,9 +198,16 @@ class Resolution:
                     host, port = address.rsplit("#", 1)
                     return Request(host, int(port), self.qname, self.rdtype, self.rdclass, True,
                                    self.infra.query_timeout(address, now), dns.name.root)
-                return Request(address, self.settings.query_port, self.qname, self.rdtype, self.rdclass,
+                qname, rdtype = self.qname, self.rdtype
+                if self.minimise:
+                    count = len(self.zone.labels) + self.min_extra
+                    if count < len(qname.labels) and self.min_sent < MAX_MINIMISE_COUNT:
+                        # One more label than the zone, asked as type A (RFC 9156 section 3).
+                        qname, rdtype = dns.name.Name(qname.labels[-count:]), dns.rdatatype.A
+                        self.min_sent += 1
+                return Request(address, self.settings.query_port, qname, rdtype, self.rdclass,
                                False, self.infra.query_timeout(address, now), self.zone)
-            if not self._sub_resolve():
+            if not self._sub_resolve() and not self._parent_fallback(now):
                 what = "forwarder" if self.settings.forwarders else f"server for zone {self.zone}"
                 detail = "; ".join(self.errors[-4:]) or "no usable address"
                 return self._fail("no_answer", f"no {what} answered ({detail})")
@@ -206,6 +229,8 @@ class Resolution:
         self.infra.answered(key, rtt, now)
         if self.settings.forwarders:
             self._forward_response(response, now)
+        elif len(request.qname.labels) < len(self.qname.labels):
+            self._minimised_response(request, response, now)
         else:
             self._iterative_response(request, response, now)
 
@@ -213,7 +238,11 @@ class Resolution:
 
     def _start(self, now: float) -> None:
         """Use the cache for the current name; else find the closest zone cut to ask."""
-        found = self.cache.lookup(self.qname, self.rdtype, self.rdclass, now)
+        found = None
+        if self.refresh:
+            self.refresh = False
+        else:
+            found = self.cache.lookup(self.qname, self.rdtype, self.rdclass, now)
         if found is not None:
             for rrset in found.answer:
                 if not self._add_link(rrset):
@@ -227,6 +256,10 @@ class Resolution:
             return
         # DS records live on the parent side of a zone cut (RFC 4035 3.1.4.1): ask the parent.
         start = self.qname.parent() if self.rdtype == dns.rdatatype.DS and self.qname != dns.name.root else self.qname
+        self._cut_from_cache(start, now)
+
+    def _cut_from_cache(self, start: dns.name.Name, now: float) -> None:
+        """The closest cached zone cut at or above `start` with a usable server, else the root."""
         for ns in self.cache.delegation(start, self.rdclass, now):
             addresses, missing = [], []
             for rd in ns:
@@ -241,12 +274,31 @@ class Resolution:
                 return
         self._set_cut(dns.name.root, [a for a in self.hints.all_addresses() if self._allowed(a)], [])
 
+    def _parent_fallback(self, now: float) -> bool:
+        """Every server of the zone failed: ask the parent again (once per zone), whose referral
+        brings its own NS set and glue (Unbound's parent-side fallback): the child's records may
+        have replaced the parent's in the cache and be the broken ones."""
+        zone = self.zone
+        if self.settings.forwarders or zone is None or len(zone.labels) <= 1:
+            return False
+        key = name_key(zone)
+        if key in self.fell_back:
+            return False
+        self.fell_back.add(key)
+        self.failed[key] = set(self.tried)
+        self.errors.append(f"every server for {zone} failed: asking its parent again")
+        self._cut_from_cache(zone.parent(), now)
+        return True
+
     def _set_cut(self, zone, addresses, missing) -> None:
         self.zone = zone
         self.addresses = list(dict.fromkeys(addresses))
         self.missing_ns = missing
-        self.tried = set()
+        self.missing_aaaa = []
+        # (after a parent-side fallback, the servers that failed already are not asked again)
+        self.tried = set(self.failed.get(name_key(zone), ())) if self.failed else set()
         self.probed_bad = False
+        self.min_extra = 1
 
     def _allowed(self, address: str) -> bool:
         if self.settings.allow_loopback:
@@ -263,8 +315,9 @@ class Resolution:
             return None
         zone = self.zone
         infra = self.infra
-        best = infra.order(candidates, zone, now)[0] if len(candidates) > 1 else candidates[0]
-        if infra.is_lame(best, zone, now) or infra.is_unreachable(best, now):
+        rdtype = self.rdtype
+        best = infra.order(candidates, zone, now, rdtype)[0] if len(candidates) > 1 else candidates[0]
+        if infra.is_lame(best, zone, now, rdtype) or infra.is_unreachable(best, now):
             # Only bad servers left: probe one of them (it may be back), then give up on the rest.
             if self.probed_bad or self.missing_ns:
                 return None
@@ -272,26 +325,36 @@ class Resolution:
         return best
 
     def _sub_resolve(self) -> bool:
-        """Start looking up the address of a name server named without glue."""
-        while self.missing_ns:
-            name = self.missing_ns.pop(0)
+        """Start looking up the address of a name server named without glue (A, then AAAA)."""
+        while self.missing_ns or self.missing_aaaa:
+            rdtype = dns.rdatatype.A if self.missing_ns else dns.rdatatype.AAAA
+            name = (self.missing_ns or self.missing_aaaa).pop(0)
             if self.depth >= MAX_SUB_DEPTH or self.budget.sub_resolutions >= MAX_SUB_RESOLUTIONS:
                 self.errors.append(f"address of {name}: too many nested lookups")
                 return False
             if name_key(name) in self.seen:
                 continue
             self.budget.sub_resolutions += 1
-            self.child = Resolution(name, dns.rdatatype.A, self.rdclass, self.cache, self.infra, self.hints,
-                                    self.settings, self.budget, self.depth + 1)
+            self.child = Resolution(name, rdtype, self.rdclass, self.cache, self.infra, self.hints,
+                                    self.settings, self.budget, self.depth + 1,
+                                    refresh=bool(self.refresh_ns) and name_key(name) in self.refresh_ns)
             self.child.seen |= self.seen
             return True
         return False
 
-    def _child_done(self, result: Result) -> None:
+    def _child_done(self, result: Result, now: float) -> None:
         child, self.child = self.child, None
         found = [rd.address for rrset in result.answer if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
                  for rd in rrset]
+        if not found:
+            # A failed or garbled answer (a record of another type, an error) from the name
+            # server's own zone does not discard what the parent's glue said (issue 19).
+            found = self.cache.addresses(child.original, self.rdclass, now)
         found = [a for a in found if self._allowed(a)]
+        if not found and child.rdtype == dns.rdatatype.A:
+            # No IPv4 address: the name server may have only an IPv6 one (asked after A, not
+            # beside it as Unbound does: one lookup in the usual case).
+            self.missing_aaaa.append(child.original)
         if not found:
             self.errors.append(f"address of {child.original}: {dns.rcode.to_text(result.rcode)} {result.reason}".strip())
         self.addresses.extend(a for a in found if a not in self.addresses)
@@ -310,6 +373,11 @@ class Resolution:
                 target = rrset[0].target
                 key = name_key(target)
                 if key in self.seen:
+                    if any(r.rdtype == dns.rdatatype.DNAME for r in self.chain):
+                        # A DNAME loop (RFC 6672): answered with the DNAME and CNAME records
+                        # followed so far, as the zone's own server answers it.
+                        self._finish(dns.rcode.NOERROR)
+                        return False
                     self._fail("cname_chain", f"CNAME loop at {target}")
                     return False
                 self.seen.add(key)
@@ -419,17 +487,41 @@ class Resolution:
             return
         ns = next((r for r in authority if r.rdtype == dns.rdatatype.NS), None)
         if ns is not None and not _same(ns.name, zone) and _under(self.qname, ns.name) and not answer:
-            self._referral(ns, additional, now)
+            self._referral(ns, additional, now, response.additional)
             return
         if soa is not None or (aa and ns is None):
-            self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
+            if not answer:   # (records of another type for the name: garbled, not a NODATA to keep)
+                self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
             self._finish(rcode, [soa] if soa else [])
             return
-        # An upward or sideways referral, or an empty non-authoritative answer: a lame server.
-        self.infra.mark_lame(address, zone, now)
-        self.errors.append(f"{address}: lame for {zone}")
+        # An upward or sideways referral, or an empty non-authoritative answer: a lame server,
+        # for this type only (another type's question may get a good answer: issue 19).
+        self.infra.mark_lame(address, zone, now, request.rdtype)
+        self.errors.append(f"{address}: lame for {zone} {dns.rdatatype.to_text(request.rdtype)}")
 
-    def _referral(self, ns: dns.rrset.RRset, additional, now: float) -> None:
+    def _minimised_response(self, request: Request, response: dns.message.Message, now: float) -> None:
+        """A response to a minimised query (RFC 9156): a referral is followed as usual; an
+        answer or NODATA means no zone cut there, so one more label is asked of the same
+        servers. Relaxed mode: NXDOMAIN (RFC 8020 would end the resolution, but some servers
+        answer it for empty non-terminals), REFUSED, an error rcode or an odd response make the
+        resolution ask the full name, of the same server first, without blaming it."""
+        zone, address = self.zone, request.address
+        rcode = _rcode(response)
+        if rcode == dns.rcode.NOERROR:
+            authority = self._scrub(response.authority, zone)
+            ns = next((r for r in authority if r.rdtype == dns.rdatatype.NS), None)
+            if ns is not None and not _same(ns.name, zone) and _under(request.qname, ns.name):
+                self._referral(ns, self._scrub(response.additional, zone), now, response.additional)
+                return
+            if int(response.flags) & _AA:
+                self.min_extra += 1
+                self.tried = set()
+                return
+        self.minimise = False
+        self.tried.discard(address)
+        self.errors.append(f"{address}: {dns.rcode.to_text(rcode)} to the minimised query {request.qname}")
+
+    def _referral(self, ns: dns.rrset.RRset, additional, now: float, unscrubbed=()) -> None:
         self.referrals += 1
         if self.referrals > self.settings.max_depth:
             self._fail("max_depth", f"more than {self.settings.max_depth} referrals")
@@ -446,9 +538,30 @@ class Resolution:
                 if key in targets:
                     self.cache.put_rrset(rrset, now, RANK_GLUE)
                     glue.setdefault(key, []).extend(rd.address for rd in rrset)
+        if not self.settings.harden_glue:
+            # harden_glue off (Unbound's harden-glue: no): glue outside the asking zone's
+            # bailiwick is used for this delegation, never cached (it could poison other names).
+            for rrset in unscrubbed:
+                if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.rdclass == self.rdclass:
+                    key = name_key(rrset.name)
+                    if key in targets and not _under(rrset.name, self.zone):
+                        glue.setdefault(key, []).extend(rd.address for rd in rrset)
+        failed = self.failed.get(name_key(ns.name)) if self.failed else None
         for key, target in targets.items():
-            known = glue.get(key) or self.cache.addresses(target, self.rdclass, now)
-            if known:
+            # The parent's glue and the child's own addresses (cached from an answer): both are
+            # tried, the child's may be the broken ones (parent-side fallback).
+            known = glue.get(key)
+            cached = self.cache.addresses(target, self.rdclass, now)
+            if known is None:
+                known = cached
+            elif cached and cached != known:
+                known = known + [a for a in cached if a not in known]
+            if known and failed and not target.is_subdomain(ns.name) and all(a in failed for a in known):
+                # Every cached address of this name server failed (a renumbered server whose
+                # old address is still cached): look its address up again (issue 19).
+                missing.append(target)
+                self.refresh_ns.add(key)
+            elif known:
                 addresses.extend(a for a in known if self._allowed(a))
             elif not target.is_subdomain(ns.name):
                 missing.append(target)

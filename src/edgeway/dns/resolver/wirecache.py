@@ -86,6 +86,7 @@ class WireCache:
         self._tcp: OrderedDict[bytes, _Entry] = OrderedDict()
         self._checks: list = []
         self._next_check = 0.0
+        self.keep_share = 1.0       # of the smallest TTL; 0.9 with prefetch (the rest via the resolver)
 
     def watch(self, check) -> None:
         self._checks.append(check)
@@ -132,7 +133,7 @@ class WireCache:
         if smallest <= 0:
             return False
         table = self._udp if transport == "udp" else self._tcp
-        table[key] = _Entry(b"\0\0" + response_wire[2:], ttls, now, now + smallest,
+        table[key] = _Entry(b"\0\0" + response_wire[2:], ttls, now, now + smallest * self.keep_share,
                             cell if cell is not None else [0])
         table.move_to_end(key)
         while len(table) > self.max_entries:

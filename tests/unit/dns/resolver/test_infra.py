@@ -1,6 +1,7 @@
 import random
 
 import dns.name
+import dns.rdatatype
 
 from edgeway.dns.resolver.infra import Infra
 
@@ -38,6 +39,17 @@ def test_lame_is_per_zone_and_expires():
     assert infra.is_lame("10.0.0.1", ZONE, 5)
     assert not infra.is_lame("10.0.0.1", dns.name.from_text("example.net."), 5)
     assert not infra.is_lame("10.0.0.1", ZONE, 11)
+
+
+def test_lame_for_one_type_leaves_the_others():
+    infra = Infra(lame_for=10)
+    infra.mark_lame("10.0.0.1", ZONE, now=0, rdtype=dns.rdatatype.AAAA)
+    assert infra.is_lame("10.0.0.1", ZONE, 5, dns.rdatatype.AAAA)
+    assert not infra.is_lame("10.0.0.1", ZONE, 5, dns.rdatatype.A)
+    assert not infra.is_lame("10.0.0.1", ZONE, 5)
+    assert infra.order(["10.0.0.1", "10.0.0.2"], ZONE, 5, dns.rdatatype.AAAA)[0] == "10.0.0.2"
+    infra.mark_lame("10.0.0.1", ZONE, now=0)      # REFUSED: lame for every type
+    assert infra.is_lame("10.0.0.1", ZONE, 5, dns.rdatatype.A)
 
 
 def test_query_timeout_is_rto_within_bounds():

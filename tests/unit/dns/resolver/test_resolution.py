@@ -10,7 +10,7 @@ from edgeway.dns.resolver.cache import Cache
 from edgeway.dns.resolver.hints import parse_hints
 from edgeway.dns.resolver.infra import Infra
 from edgeway.dns.resolver.resolution import Resolution, Settings
-from tests.unit.dns.resolver.fakenet import EXAMPLE, HINTS_TEXT, TIMEOUT, FakeAuth, drive, world
+from tests.unit.dns.resolver.fakenet import EXAMPLE, HINTS_TEXT, ROOT, TIMEOUT, FakeAuth, drive, world
 
 N = dns.name.from_text
 A, IN = dns.rdatatype.A, dns.rdataclass.IN
@@ -171,3 +171,29 @@ def test_ds_is_asked_of_the_parent_zone():
     drive(resolution("www.example.com.", cache), world())          # example.com's cut is cached now
     result, sent = drive(resolution("example.com.", cache, rdtype=dns.rdatatype.DS), world())
     assert sent[0].address == "10.0.0.2"          # first the com server, not example.com's
+
+
+@pytest.mark.parametrize("minimise", [True, False])
+def test_qname_minimisation_sends_one_label_below_each_zone(minimise):
+    result, sent = drive(resolution("www.example.com.", qname_minimisation=minimise,
+                                    rdtype=dns.rdatatype.MX), world())
+    assert result.rcode == dns.rcode.NOERROR
+    asked = [(s.qname.to_text(), dns.rdatatype.to_text(s.rdtype)) for s in sent]
+    if minimise:
+        assert asked == [("com.", "A"), ("example.com.", "A"), ("www.example.com.", "MX")]
+    else:
+        assert asked == [("www.example.com.", "MX")] * 3
+
+
+def test_a_server_refusing_the_minimised_name_is_asked_the_full_name():
+    def refuse_short(response, request):
+        if request.qname == N("com."):
+            response.set_rcode(dns.rcode.REFUSED)
+            response.authority.clear()
+        return response
+    infra = Infra()
+    servers = world(**{"10.0.0.1": FakeAuth(ROOT, tamper=refuse_short)})
+    result, sent = drive(resolution("www.example.com.", infra=infra), servers)
+    assert result.rcode == dns.rcode.NOERROR
+    assert [s.qname.to_text() for s in sent][:2] == ["com.", "www.example.com."]
+    assert not infra.is_lame("10.0.0.1", dns.name.root, 1)
