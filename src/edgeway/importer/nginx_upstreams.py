@@ -77,11 +77,7 @@ class UpstreamsAndStreams:
             if iname in ("least_conn", "ip_hash", "hash", "random"):
                 self.source(path + ("balance",), inner)
         if least_conn is not None:
-            if len({s.get("weight", 1) for s in servers}) > 1:
-                self.note(least_conn, APPROXIMATED, "balance: least_conn; among servers as loaded as each other "
-                          "edgeway takes turns, where nginx takes weighted turns (weights count only under load)")
-            else:
-                self.note(least_conn, TRANSLATED, "balance: least_conn")
+            self.note(least_conn, TRANSLATED, "balance: least_conn")
         if not servers:
             self.note(d, NOT_TRANSLATED, "no server left to translate: the upstream is left out")
             return

@@ -181,3 +181,11 @@ def test_server_ids_are_stable_opaque_and_findable():
     assert len({s.id for s in a.servers}) == 3
     assert all("127.0.0.1" not in s.id for s in a.servers)
     assert a.find(a.servers[2].id) is a.servers[2] and a.find("nope") is None
+
+
+def test_least_conn_ties_take_smooth_weighted_turns_as_nginx():
+    # nginx's least_conn: among the equally loaded, weighted round robin (weights 2,1,1 -> a b a c)
+    up = make("least_conn", servers=(("127.0.0.1:1", 2), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)))
+    assert ports(picks(up, 8)) == [1, 2, 3, 1, 1, 2, 3, 1]
+    up.servers[0].in_flight = 1     # 1/2 per weight: b and c (0) are less loaded, alone in the tie
+    assert set(ports(picks(up, 4))) == {2, 3}

@@ -1,7 +1,11 @@
 """Weighted least connections: the fewest in-flight requests per unit of weight.
 
-Ties are broken round robin (a rotating start index), as nginx does, so that an idle
-upstream still spreads sequential requests instead of sending them all to the first server.
+As nginx's ngx_http_upstream_get_least_conn_peer: the servers with the fewest in-flight
+requests per unit of weight are found first; when several tie (an idle upstream: every
+server at 0), they take smooth weighted turns among themselves, as round_robin.py does
+(each tied server's `current` grows by its weight, the largest wins and gives back the
+tied total). So an idle upstream with weights 2,1,1 sends sequential requests a b a c, as
+nginx does, and weights count when the servers are equally loaded, not only under load.
 Comparison is by cross-multiplication (a.in_flight * b.weight < b.in_flight * a.weight) to
 stay in integers.
 """
@@ -17,17 +21,37 @@ class LeastConn:
     name = "least_conn"
 
     def __init__(self, servers: Sequence[Server]):
-        self._turn = 0
+        self.current: dict[Server, int] = {s: 0 for s in servers}   # servers hash by identity
 
     def choose(self, candidates: Sequence[Server], key: bytes | None = None) -> Server | None:
         n = len(candidates)
         if n == 0:
             return None
-        start = self._turn % n
-        self._turn += 1
-        best = candidates[start]
+        if n == 1:
+            return candidates[0]
+        best = candidates[0]
+        ties = 1
         for i in range(1, n):
-            server = candidates[(start + i) % n]
-            if server.in_flight * best.weight < best.in_flight * server.weight:
-                best = server
-        return best
+            server = candidates[i]
+            lhs, rhs = server.in_flight * best.weight, best.in_flight * server.weight
+            if lhs < rhs:
+                best, ties = server, 1
+            elif lhs == rhs:
+                ties += 1
+        if ties == 1:
+            return best
+        # smooth weighted round robin among the servers as loaded as `best`
+        current = self.current
+        total = 0
+        pick = None
+        pick_value = 0
+        for server in candidates:
+            if server.in_flight * best.weight != best.in_flight * server.weight:
+                continue
+            value = current.get(server, 0) + server.weight
+            current[server] = value
+            total += server.weight
+            if pick is None or value > pick_value:
+                pick, pick_value = server, value
+        current[pick] = pick_value - total
+        return pick
