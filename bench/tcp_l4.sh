@@ -3,6 +3,7 @@
 # using the shared reference script (../shared/bench/tcp_l4.sh) with edgeway as its `custom` entry.
 #   iperf3 throughput (1 stream, DUR s) and new connections/s (wrk -c50, Connection: close, to nginx).
 # usage: sudo bench/tcp_l4.sh [proxies...]   (default: haproxy nginx custom; env REPS DUR TAG BENCH_OUT as there)
+#   SPLICE=1: edgeway's listeners with `splice: true` (tcp_l4.yaml, copied with that key added)
 # Prints the shared table, then edgeway's ratios to HAProxy and nginx.
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -12,7 +13,13 @@ SHARED=${SHARED_BENCH:-$REPO/../shared/bench}
 PY=${EDGEWAY_PYTHON:-$REPO/.venv/bin/python}   # make venv
 [ -x "$PY" ] || { echo "no $PY: run 'make venv' first (or set EDGEWAY_PYTHON)" >&2; exit 1; }
 export CUSTOM_LABEL=${CUSTOM_LABEL:-edgeway}
-export CUSTOM_CMD="cd $REPO && exec env PYTHONPATH=$REPO/src $PY -m edgeway serve --config $HERE/tcp_l4.yaml --log-level warning"
+CONFIG=$HERE/tcp_l4.yaml
+if [ "${SPLICE:-0}" != 0 ]; then
+  CONFIG=$(mktemp --suffix=.yaml /tmp/edgeway-tcp_l4-splice.XXXXXX)
+  trap 'rm -f "$CONFIG"' EXIT
+  sed 's/idle_timeout: 60s}/idle_timeout: 60s, splice: true}/' "$HERE/tcp_l4.yaml" > "$CONFIG"
+fi
+export CUSTOM_CMD="cd $REPO && exec env PYTHONPATH=$REPO/src $PY -m edgeway serve --config $CONFIG --log-level warning"
 OUT=${BENCH_OUT:-/tmp/edgeway-bench}
 "$SHARED/tcp_l4.sh" ${*:-haproxy nginx custom}
 TABLE=$OUT/results/tcp_l4_table${TAG:+_$TAG}.txt

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Splice against copy for L4 TCP bulk transfers: iperf3 (1 stream, DUR s) through `edgeway serve`
-# with splicing (EDGEWAY_L4_SPLICE=on) and without (the default), and through HAProxy (mode tcp) with
-# and without `option splice-auto`, all side by side on their own ports, measured in turn, ROUNDS
-# times. Prints per round and as medians: Gbit/s, and the proxy's CPU time per GB relayed
+# with splicing (the listener's `splice: true`) and without (the default), and through HAProxy
+# (mode tcp) with and without `option splice-auto`, all side by side on their own ports, measured
+# in turn, ROUNDS times. Prints per round and as medians: Gbit/s, and the proxy's CPU time per GB relayed
 # (utime+stime from /proc/PID/stat), which the neighbours disturb less than the rate.
 #   bench/tcp_l4_splice.sh [ROUNDS=5 DUR=5 PYTHON=... SRV_CPU=1 GEN_CPU=0 HAPROXY=1]
 # Ports: iperf3 server 127.0.0.1:29201, HAProxy 29211 (splice 29212), edgeway 29221 (copy 29222).
@@ -29,11 +29,11 @@ if [ "${HAPROXY:-1}" != 0 ]; then
   done
 fi
 for v in edgeway edgeway-copy; do
-  port=29221; mode=on
-  [ $v = edgeway-copy ] && { port=29222; mode=off; }
-  printf 'upstreams:\n  iperf: {servers: [{address: "127.0.0.1:29201"}], passive: {max_fails: 0}}\nlisteners:\n  - {name: iperf, protocol: tcp, listen: "127.0.0.1:%s", upstream: iperf, idle_timeout: 60s}\n' \
-    $port > $D/$v.yaml
-  (cd $REPO && EDGEWAY_L4_SPLICE=$mode PYTHONPATH=$REPO/src exec taskset -c $SRV_CPU $PY -m edgeway serve \
+  port=29221; splice=true
+  [ $v = edgeway-copy ] && { port=29222; splice=false; }
+  printf 'upstreams:\n  iperf: {servers: [{address: "127.0.0.1:29201"}], passive: {max_fails: 0}}\nlisteners:\n  - {name: iperf, protocol: tcp, listen: "127.0.0.1:%s", upstream: iperf, idle_timeout: 60s, splice: %s}\n' \
+    $port $splice > $D/$v.yaml
+  (cd $REPO && PYTHONPATH=$REPO/src exec taskset -c $SRV_CPU $PY -m edgeway serve \
     --config $D/$v.yaml --log-level warning) >$D/$v.log 2>&1 & PIDS+=($!)
   NAMES+=($v); PORT[$v]=$port; PID[$v]=$!
 done

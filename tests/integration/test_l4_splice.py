@@ -1,9 +1,10 @@
-"""Bulk transfers through a real `edgeway serve`, spliced (`EDGEWAY_L4_SPLICE=on`) and
-copied (the default, and the fallback): byte-exact in both directions at once, each side
+"""Bulk transfers through a real `edgeway serve`, spliced (the listener's `splice: true`)
+and copied (the default, and the fallback): byte-exact in both directions at once, each side
 half-closing after its last byte; small exchanges (never spliced) and large ones; a client
 that does not read for a while (bytes held in a pipe, the FIN behind them); the byte
-counters of /metrics equal to what was sent. Which path ran is checked from the outside: a
-spliced transfer leaves the listener's pipes open (/proc/PID/fd), a copied one none."""
+counters of /metrics equal to what was sent; a reload that turns splicing on, then off.
+Which path ran is checked from the outside: a spliced transfer leaves the listener's pipes
+open (/proc/PID/fd), a copied one none."""
 
 from __future__ import annotations
 
@@ -111,9 +112,24 @@ def l4_bytes(serve: AdminServe) -> tuple[float, float]:
     return values.get("in", 0.0), values.get("out", 0.0)
 
 
+def bulk_config(backend_port: int, port: int, splice: bool) -> dict:
+    return {"upstreams": {"bulk": {"servers": [{"address": f"127.0.0.1:{backend_port}"}]}},
+            "listeners": [{"name": "bulk", "protocol": "tcp", "listen": f"127.0.0.1:{port}",
+                           "upstream": "bulk", "idle_timeout": "30s", "splice": splice}]}
+
+
+def transfer(port: int, up: bytes, down: bytes, pause: float = 0.0) -> None:
+    """One connection: `up` sent (then FIN) while `down` is read to its EOF, checked."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        sender = threading.Thread(target=send_then_fin, args=(client, up))
+        sender.start()
+        got = read_to_eof(client, pause)
+        sender.join()
+    assert got == (len(down), hashlib.sha256(down).hexdigest())
+
+
 @pytest.fixture(params=["on", "off"])
-def splice_mode(request, monkeypatch):
-    monkeypatch.setenv("EDGEWAY_L4_SPLICE", request.param)
+def splice_mode(request):
     return request.param
 
 
@@ -132,9 +148,7 @@ def test_bulk_both_ways_with_half_close_is_byte_exact(tmp_path, splice_mode, cas
     up, down = pattern(up_size, 1), pattern(down_size, 2)
     backend = Backend(down)
     port = free_port()
-    config = {"upstreams": {"bulk": {"servers": [{"address": f"127.0.0.1:{backend.port}"}]}},
-              "listeners": [{"name": "bulk", "protocol": "tcp", "listen": f"127.0.0.1:{port}",
-                             "upstream": "bulk", "idle_timeout": "30s"}]}
+    config = bulk_config(backend.port, port, splice_mode == "on")
     connections = 3
     try:
         with AdminServe(tmp_path, config) as serve:
@@ -142,12 +156,7 @@ def test_bulk_both_ways_with_half_close_is_byte_exact(tmp_path, splice_mode, cas
             pipes_before = pipes_of(pid)
             in0, out0 = l4_bytes(serve)
             for _ in range(connections):
-                with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
-                    sender = threading.Thread(target=send_then_fin, args=(client, up))
-                    sender.start()
-                    got = read_to_eof(client, pause)
-                    sender.join()
-                assert got == (len(down), hashlib.sha256(down).hexdigest())
+                transfer(port, up, down, pause)
             deadline = time.monotonic() + 10
             while len(backend.got) < connections and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -167,3 +176,36 @@ def test_bulk_both_ways_with_half_close_is_byte_exact(tmp_path, splice_mode, cas
         assert pipes_after == pipes_before            # copied: no pipe was made
     else:
         assert pipes_after > pipes_before             # spliced: the pool keeps its pipes
+
+
+def test_a_reload_turns_splicing_on_then_off(tmp_path):
+    """`splice:` is read on reload: off at start (no pipe), on after one reload (the pool
+    keeps its pipes), off after another (the free pipes are closed at once)."""
+    up, down = pattern(8 * MiB, 3), pattern(8 * MiB, 4)
+    backend = Backend(down)
+    port = free_port()
+    try:
+        with AdminServe(tmp_path, bulk_config(backend.port, port, False)) as serve:
+            pid = serve.process.proc.pid
+            before = pipes_of(pid)
+            transfer(port, up, down)
+            assert pipes_of(pid) == before             # copied
+            for splice in (True, False):
+                serve.write({**serve.config, **bulk_config(backend.port, port, splice)})
+                result = serve.ctl("reload")
+                assert result.returncode == 0, result.stdout + result.stderr
+                transfer(port, up, down)
+                if splice:
+                    assert pipes_of(pid) > before      # spliced: the pool keeps its pipes
+                else:
+                    deadline = time.monotonic() + 5    # (the connection's last pipe comes back
+                    while pipes_of(pid) != before:     # as it closes, and is closed then)
+                        assert time.monotonic() < deadline, (pipes_of(pid), before)
+                        time.sleep(0.05)
+            code, out = serve.stop()
+        assert code == 0, out
+        assert "Traceback" not in out, out
+        assert "splicing on" in out and "splicing off" in out
+    finally:
+        backend.close()
+    assert not backend.errors, backend.errors

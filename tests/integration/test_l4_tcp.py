@@ -342,9 +342,11 @@ async def test_backpressure_bounds_what_the_proxy_buffers():
             sock.close()
 
 
-async def test_bytes_arrive_intact_both_ways_with_a_slow_reader():
-    """Read buffers are reused between reads and handed to a stalled half under backpressure:
-    random data both ways, one side reading slowly, must arrive byte for byte."""
+@pytest.mark.parametrize("splice", [False, True])
+async def test_bytes_arrive_intact_both_ways_with_a_slow_reader(splice):
+    """Read buffers are reused between reads and handed to a stalled half under backpressure
+    (or, with `splice: true`, pipes from the listener's pool): random data both ways, one side
+    reading slowly, must arrive byte for byte."""
     import hashlib
 
     size = 6 * 1024 * 1024
@@ -365,7 +367,9 @@ async def test_bytes_arrive_intact_both_ways_with_a_slow_reader():
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with balancer([], servers=[{"address": f"127.0.0.1:{port}"}]) as (svc, _):
+        async with balancer([], servers=[{"address": f"127.0.0.1:{port}"}], splice=splice) as (svc, _):
+            pool = svc._buffer.pipes
+            assert pool.enabled is splice
             reader, writer = await tcp_client(svc.address[1])
 
             async def send():
@@ -380,6 +384,7 @@ async def test_bytes_arrive_intact_both_ways_with_a_slow_reader():
                     await asyncio.sleep(0.01)             # slow at first: the proxy must hold back
             await sender
             writer.close()
+            assert (pool.made > 0) is splice          # the key reaches the relay, and only it
         assert hashlib.sha256(received).digest() == hashlib.sha256(down_data).digest()
         assert hashlib.sha256(got_up[0]).digest() == hashlib.sha256(up_data).digest()
     finally:

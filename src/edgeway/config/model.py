@@ -718,6 +718,7 @@ class ListenerConfig(Model):
     # that default, so that a tcp/udp listener's config, dumped and read back, stays valid
     request_id: bool | None = None
     proxy_protocol: Literal["v1", "v2"] | None = None           # tcp: sent to the server
+    splice: bool = False                 # tcp: bulk directions through os.splice (docs/l4.md, "Splice")
     session_timeout: Duration = 30                             # udp flows
     idle_timeout: Duration = 300                               # tcp
     max_connections: int = Field(10_000, ge=1)                 # tcp: connections; udp: flows
@@ -744,6 +745,8 @@ class ListenerConfig(Model):
             raise ValueError("request_id: is only for http and https listeners")
         if self.proxy_protocol is not None and self.protocol != "tcp":
             raise ValueError("proxy_protocol: is only for protocol: tcp listeners")
+        if self.splice and self.protocol != "tcp":
+            raise ValueError("splice: is only for protocol: tcp listeners")
         if self.protocol == "https" and self.tls is None:
             raise ValueError("an https listener needs tls: {cert: ..., key: ...}")
         if self.protocol != "https" and self.tls is not None:

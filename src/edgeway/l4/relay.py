@@ -18,7 +18,7 @@ time (see docs/l4.md). The rules, and why:
   reads until a short read; a read of less than READ_SIZE empties the socket's queue, so a
   later arrival is a new edge (nginx does the same). A half that read MAX_READS full buffers
   in a row lets the others have their turn first (`Poller.again`).
-* Splice (only with EDGEWAY_L4_SPLICE=on; splice.py says why it is off by default): a
+* Splice (only with the listener's `splice: true`; splice.py says why it is off by default): a
   direction that fills a whole read buffer is a bulk transfer; from then on it moves its
   bytes with os.splice through a pipe from the listener's pool (no copy into Python and out
   again, two system calls per chunk). The pipe stands in for the buffer in the rules above:

@@ -18,13 +18,15 @@ now, not the open connections. The rules, and why:
   again for a second.
 * Where splice is not possible at all (no `os.splice`, or the kernel refuses sockets with
   EINVAL and the like), the pool turns itself off, logs it once, and the listener copies.
-* Off unless `EDGEWAY_L4_SPLICE=on` is in the environment: on `bench/tcp_l4.sh` (iperf3 and
+* Off unless the listener's config says `splice: true`: on `bench/tcp_l4.sh` (iperf3 and
   the proxy on one 2-core host, over loopback) splicing takes a third off the proxy's CPU
   per GB but lowers the single stream's throughput, because the endpoints' kernel work grows
   on the shared core (their pages stay referenced by the pipe and the other socket instead
   of being recycled at once); see docs/l4.md and bench/results/tcp_l4_2026-12-03.md. Where
   the proxy's own core is the limit (endpoints on other hosts, many bulk streams) it is
-  there to be turned on and measured.
+  there to be turned on and measured. A reload that changes the key changes the pool
+  (`set_enabled`): a direction starts splicing at its next full read, or goes back to copying
+  at its next chunk, open connections included.
 * A pipe is given back only when empty; a pipe still holding bytes when its connection is
   reset is closed (its bytes are stale), and the pool makes another when one is needed.
 """
@@ -48,13 +50,6 @@ _RETRY_AFTER = 1.0                 # seconds without trying pipe2 again after it
 UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESPIPE, errno.EBADF})
 
 splice = getattr(os, "splice", None)
-
-
-def enabled_by_environment() -> bool:
-    """True when `EDGEWAY_L4_SPLICE=on` asks for splicing and splice exists here."""
-    if splice is None:
-        return False
-    return os.environ.get("EDGEWAY_L4_SPLICE", "off").strip().lower() in ("on", "1", "yes", "true")
 
 
 class Pipe:
@@ -97,8 +92,8 @@ class PipePool:
 
     __slots__ = ("enabled", "free", "count", "limit", "_retry_at", "made", "failed")
 
-    def __init__(self, limit: int = MAX_PIPES, enabled: bool | None = None):
-        self.enabled = enabled_by_environment() if enabled is None else (enabled and splice is not None)
+    def __init__(self, limit: int = MAX_PIPES, enabled: bool = False):
+        self.enabled = enabled and splice is not None
         self.free: list[Pipe] = []
         self.count = 0                 # pipes open (free or held)
         self.limit = limit
@@ -143,6 +138,14 @@ class PipePool:
         if pipe.r >= 0:
             pipe.close()
             self.count -= 1
+
+    def set_enabled(self, enabled: bool) -> None:
+        """The listener's `splice:` (at start and on reload). Off: the free pipes close now,
+        the pipes held by stalled directions when they are given back. A reload from false to
+        true after the kernel refused splice tries again (refused again: one more log line)."""
+        self.enabled = enabled and splice is not None
+        if not self.enabled:
+            self.close()
 
     def disable(self, exc: OSError) -> None:
         """Splice does not work here: copy from now on."""

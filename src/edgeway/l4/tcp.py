@@ -36,6 +36,7 @@ from edgeway.l4 import proxy_protocol
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import ReadBuffer, Relay
 from edgeway.l4.reload import L4ReloadPlan
+from edgeway.l4.splice import PipePool
 from edgeway.listening import in_worker, inherited, listening_sockets, raise_fd_limit, unique_addresses
 
 _ACCEPTS_PER_WAKEUP = 16
@@ -118,7 +119,7 @@ class TcpListenerService:
         self._warn = _RateLimitedLog(log)
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
-        self._buffer = ReadBuffer()
+        self._buffer = ReadBuffer(PipePool(enabled=config.splice))   # splice.py: why off by default
         self._want_key = upstream.config.balance in ("ip_hash", "hash")
         self._targets: dict = {}                   # server address -> (family, sockaddr), literals only
         self._connecting: set[Relay] = set()       # a connect attempt in progress
@@ -223,6 +224,9 @@ class TcpListenerService:
         self._connect_timeout = config.timeouts.connect
         self._attempts = 1 + config.limits.max_retries
         self._want_key = upstream.config.balance in ("ip_hash", "hash")
+        if config.splice != old.splice:        # every direction, from its next full read or chunk
+            self._buffer.pipes.set_enabled(config.splice)
+            log.info("tcp listener %s: splicing %s", self.name, "on" if config.splice else "off")
         if self._loop is None:                 # not started: start() reads the rest
             return
         raise_fd_limit(2 * config.max_connections + 64, self.name)

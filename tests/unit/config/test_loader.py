@@ -95,6 +95,18 @@ def test_issue_5_shape_works_as_written(tmp_path):
     assert config.listeners[1].session_timeout == 30
 
 
+def test_splice_is_a_tcp_listener_key_off_by_default(tmp_path):
+    config = load_config(write(tmp_path, """
+        upstreams:
+          pg: {servers: [{address: "127.0.0.1:5432"}]}
+        listeners:
+          - {name: a, protocol: tcp, listen: "127.0.0.1:6432", upstream: pg}
+          - {name: b, protocol: tcp, listen: "127.0.0.1:6433", upstream: pg, splice: true}
+          - {name: c, protocol: udp, listen: "127.0.0.1:6434", upstream: pg, splice: false}
+    """))
+    assert [listener.splice for listener in config.listeners] == [False, True, False]
+
+
 def test_issue_3_shape_works_as_written(tmp_path):
     (tmp_path / "hints").mkdir()
     (tmp_path / "hints" / "root.hints").write_text(".  3600000 NS a.root.\na.root. 3600000 A 127.0.0.2\n")
@@ -142,6 +154,12 @@ def test_issue_3_shape_works_as_written(tmp_path):
         ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
          "    protocol: tcp\n    listen: \"127.0.0.1:2\"\n    upstream: a\n    request_id: true\n",
          "edgeway.yaml:4: listeners.0: request_id: is only for http and https listeners"),
+        ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
+         "    protocol: udp\n    listen: \"127.0.0.1:2\"\n    upstream: a\n    splice: true\n",
+         "edgeway.yaml:4: listeners.0: splice: is only for protocol: tcp listeners"),
+        ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"
+         "    protocol: http\n    listen: \"127.0.0.1:2\"\n    routes: [{upstream: a}]\n    splice: true\n",
+         "edgeway.yaml:4: listeners.0: splice: is only for protocol: tcp listeners"),
         ("dns:\n  listen: [\"127.0.0.1:53\"]\nlog:\n  format: jsonl\n",
          "edgeway.yaml:4: log.format: Input should be 'text' or 'json'"),
         ("upstreams:\n  a: {servers: [{address: \"127.0.0.1:1\"}]}\nlisteners:\n  - name: w\n"

@@ -1,6 +1,6 @@
 """The pipe pool of the splicing relay (real pipes, no sockets): bounded, pipes reused only
-when empty, stale ones closed, on only when the environment asks, off for good when the
-kernel refuses."""
+when empty, stale ones closed, on only when the listener's `splice:` says so (and turned on
+and off by a reload), off when the kernel refuses."""
 
 import errno
 import os
@@ -8,7 +8,7 @@ import os
 import pytest
 
 from edgeway.l4 import splice as splice_module
-from edgeway.l4.splice import Pipe, PipePool, enabled_by_environment
+from edgeway.l4.splice import Pipe, PipePool
 
 
 def open_pipes() -> int:
@@ -78,19 +78,32 @@ def test_disable_closes_the_free_pipes_and_stops_making_new_ones(caplog):
     assert "splice is not possible here" in caplog.text
 
 
-@pytest.mark.parametrize("value, enabled", [(None, False), ("off", False), ("0", False), ("auto", False),
-                                            ("on", True), ("ON", True), ("1", True)])
-def test_splicing_is_off_unless_the_environment_turns_it_on(monkeypatch, value, enabled):
-    if value is None:
-        monkeypatch.delenv("EDGEWAY_L4_SPLICE", raising=False)
-    else:
-        monkeypatch.setenv("EDGEWAY_L4_SPLICE", value)
-    assert enabled_by_environment() is enabled
-    assert PipePool().enabled is enabled
+def test_splicing_is_off_unless_the_listener_turns_it_on():
+    assert not PipePool().enabled
+    assert PipePool().take() is None           # off: every chunk is copied, no pipe made
+    assert PipePool(enabled=True).enabled
+
+
+def test_a_reload_turns_splicing_off_and_on_again():
+    before = open_pipes()
+    pool = PipePool(enabled=True)
+    held, spare = pool.take(), pool.take()
+    pool.give(spare)
+    pool.set_enabled(False)                    # splice: false
+    assert not pool.enabled and pool.count == 1 and open_pipes() == before + 2   # the spare closed now
+    assert pool.take() is None
+    pool.give(held)                            # the stalled direction's pipe, once empty: closed
+    assert pool.count == 0 and open_pipes() == before
+    pool.set_enabled(True)                     # splice: true again
+    pipe = pool.take()
+    assert isinstance(pipe, Pipe) and pool.count == 1
+    pool.give(pipe)
+    pool.close()
 
 
 def test_no_os_splice_means_copy(monkeypatch):
     monkeypatch.setattr(splice_module, "splice", None)
-    monkeypatch.setenv("EDGEWAY_L4_SPLICE", "on")
-    assert not enabled_by_environment()
     assert not PipePool(enabled=True).enabled
+    pool = PipePool()
+    pool.set_enabled(True)
+    assert not pool.enabled
