@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from edgeway.atomicfile import write_atomically
 from edgeway.dns.zone import Zone, ZoneError, load_zone, serial_compare
 
 log = logging.getLogger("edgeway.dns")
@@ -160,24 +159,6 @@ def _files(journal_dir: Path, origin: dns.name.Name) -> tuple[Path, Path]:
     # "example.com." -> example.com.journal / example.com.last; the root zone -> ".journal"
     base = origin.to_text().replace("/", "_")
     return journal_dir / f"{base}journal", journal_dir / f"{base}last"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
 
 
 def read_journal(journal_dir: Path, origin: dns.name.Name) -> Journal:

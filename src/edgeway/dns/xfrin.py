@@ -18,8 +18,7 @@ stall the event loop. Every failure is a `TransferError` naming the zone and the
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import dns.tsig
 import dns.xfr
 import dns.zone
 
+from edgeway.atomicfile import write_atomically
 from edgeway.errors import EdgewayError
 
 TIMEOUT = 10.0          # per message
@@ -170,27 +170,8 @@ def _inbound(zone: dns.zone.Zone, primary: Primary, key: dns.tsig.Key | None, se
 
 
 def write_zone_file(path: Path, zone: dns.zone.Zone) -> None:
-    """`zone` as a master file at `path`, atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(f"; transferred by edgeway at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
-            zone.to_file(out, sorted=True, relativize=False, want_origin=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    """`zone` as a master file at `path`, atomically (edgeway.atomicfile)."""
+    out = io.StringIO()
+    out.write(f"; transferred by edgeway at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+    zone.to_file(out, sorted=True, relativize=False, want_origin=True)
+    write_atomically(path, out.getvalue())

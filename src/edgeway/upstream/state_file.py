@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from edgeway.atomicfile import write_atomically
 from edgeway.upstream.upstream import ADMIN_STATES, Upstream, UpstreamError
 
 log = logging.getLogger("edgeway.state")
@@ -48,32 +48,8 @@ def dump(upstreams: Mapping[str, Upstream]) -> dict:
 
 def save(path: str | os.PathLike, upstreams: Mapping[str, Upstream]) -> None:
     """Write the state atomically: a reader (or a crash) sees the old file or the new one."""
-    path = Path(path)
-    text = json.dumps(dump(upstreams), indent=1, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    # the rename itself is durable only once the directory is synced
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    # (a missing folder is the operator's typo in admin.state_file: an error, not created)
+    write_atomically(path, json.dumps(dump(upstreams), indent=1, sort_keys=True) + "\n", make_folder=False)
 
 
 def load(path: str | os.PathLike) -> dict:
