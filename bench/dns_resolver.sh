@@ -19,8 +19,14 @@ export BENCH_OUT=${BENCH_OUT:-/tmp/edgeway-bench-resolver}
 EDGEWAY_PY=${EDGEWAY_PY:-$REPO/.venv/bin/python}
 RESOLVERS=${*:-unbound custom}
 mkdir -p "$BENCH_OUT/run"
-# The shared scripts want $BENCH_OUT/.venv/bin/python (dnspython for coldq.py): reuse edgeway's.
-[ -x "$BENCH_OUT/.venv/bin/python" ] || { mkdir -p "$BENCH_OUT/.venv/bin"; ln -sf "$EDGEWAY_PY" "$BENCH_OUT/.venv/bin/python"; }
+# The shared scripts want $BENCH_OUT/.venv/bin/python (dnspython for coldq.py): reuse edgeway's
+# through a wrapper (a symlink to a venv's python, outside its venv, loses the venv's packages and
+# coldq.py then fails on `import dns`: every cold figure "n/a").
+if ! "$BENCH_OUT/.venv/bin/python" -c 'import dns.message' 2>/dev/null; then
+  mkdir -p "$BENCH_OUT/.venv/bin"; rm -f "$BENCH_OUT/.venv/bin/python"
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$EDGEWAY_PY" > "$BENCH_OUT/.venv/bin/python"; chmod +x "$BENCH_OUT/.venv/bin/python"
+  "$BENCH_OUT/.venv/bin/python" -c 'import dns.message' || { echo "$EDGEWAY_PY has no dnspython" >&2; exit 1; }
+fi
 
 CONFIG=$BENCH_OUT/run/edgeway-resolver.yaml
 cat > "$CONFIG" <<EOC

@@ -139,7 +139,7 @@ class Responder:
                 duration.sum += elapsed
                 return wire[:2] + reply
         if self.wire_cache is not None and not self.log_queries:
-            hit = self.wire_cache.get(wire, client, transport, time.monotonic())
+            hit = self.wire_cache.get(wire, client, transport, started)
             if hit is not None:     # (the entry's cell counted it)
                 duration, elapsed = self._duration, _clock() - started
                 duration.counts[bisect_left(duration.bounds, elapsed)] += 1
@@ -382,8 +382,8 @@ class Responder:
         meta = (request.name, request.rdtype, answer.rcode, len(answer.answer))
         if self.wire_cache is not None and answer.source in ("cache", "recursion") and answer.rcode in (
                 dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            self.wire_cache.put(key, wire, transport, time.monotonic(),
-                                counters.cell(transport, request.rdtype, answer.rcode, CACHE))
+            self.wire_cache.put(key, wire, transport, _clock(),
+                                counters.cell(transport, request.rdtype, answer.rcode, CACHE), request.client)
         # a TSIG-signed question's answer is signed for it: never kept for another
         signed = getattr(request.message, "tsig", None) is not None
         if answer.dynamic is not None:

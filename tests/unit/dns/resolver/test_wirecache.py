@@ -28,10 +28,16 @@ def test_hit_ages_ttls_and_expires_with_the_smallest():
     query, response = rendered(CNAME, A)
     assert cache.put(query[2:], response, "udp", now=100.0)
     other_id = b"\x12\x34" + query[2:]
-    hit = cache.get(other_id, ("127.0.0.1", 1), "udp", now=100.2)
+    hit = cache.get(other_id, ("127.0.0.1", 1), "udp", now=100.0)
     assert hit[:2] == b"\x12\x34" and dns.message.from_wire(hit).answer[0].ttl == 300
+    # the age rounded up, as the resolver's cache shows int(time left): 299 after 0.2 s
+    assert dns.message.from_wire(cache.get(query, ("127.0.0.1", 1), "udp", now=100.2)).answer[0].ttl == 299
     aged = dns.message.from_wire(cache.get(query, ("127.0.0.1", 1), "udp", now=130.9))
-    assert [r.ttl for r in aged.answer] == [270, 30]
+    assert [r.ttl for r in aged.answer] == [269, 29]
+    aged = dns.message.from_wire(cache.get(query, ("127.0.0.1", 1), "udp", now=131.0))
+    assert [r.ttl for r in aged.answer] == [269, 29]
+    last = dns.message.from_wire(cache.get(query, ("127.0.0.1", 1), "udp", now=159.9))
+    assert [r.ttl for r in last.answer] == [240, 1]       # never 0 before the end: 1, as the resolver
     assert cache.get(query, ("127.0.0.1", 1), "udp", now=160.0) is None and len(cache) == 0
     assert cache.get(query, ("127.0.0.1", 1), "tcp", now=100.0) is None
 
@@ -67,7 +73,7 @@ def test_a_watch_that_clears_wins_at_once():
     query, response = rendered(A)
     cache.put(query[2:], response, "udp", now=0)
     changed = []
-    cache.watch(lambda now: changed and cache.clear())
+    cache.watch(lambda: changed and cache.clear())
     assert cache.get(query, ("127.0.0.1", 1), "udp", now=0.5) is not None
     changed.append(True)
     assert cache.get(query, ("127.0.0.1", 1), "udp", now=0.9) is not None   # checked at most once a second
