@@ -243,7 +243,11 @@ async def test_a_client_outside_allow_never_sees_the_cache(tmp_path, clock):
     try:
         wire = QUERIES["plain"]
         await served.ask(wire)
-        await served.ask(wire)                               # an entry, and its client remembered
+        clock.now = 1000.5
+        await served.ask(wire)                  # the bytes for now: the server loop's from here
+        slow = served.slow
+        await served.ask(wire)
+        assert served.slow == slow
         hits = served.responder.counters.cache_fast_hits()
         for qid in (1, 2, 3):
             refused = dns.message.from_wire(await served.ask(with_id(wire, qid), REFUSED_CLIENT))
@@ -279,12 +283,16 @@ async def test_the_hosts_file_wins_at_once(tmp_path, clock):
     served = await serve(tmp_path, clock, {"hosts_file": str(hosts)})
     try:
         wire = QUERIES["plain"]
-        await served.ask(wire)
+        await served.ask(QUERIES["aaaa"])     # (the file looked at: the next look at 1001)
+        clock.now = 1000.5
+        await served.ask(wire)                # kept at 1000.5: its bytes change at 1001.5, 1002.5...
+        clock.now = 1000.7
         assert dns.message.from_wire(await served.ask(wire)).answer[0][0].address == "192.0.2.1"
         hosts.write_text("192.0.2.77 host1.example.com\n")
-        clock.now += 1.5                                      # the file is looked at once a second
+        clock.now = 1001.2                    # the entry's bytes still right, the file due again
+        slow = served.slow
         answer = dns.message.from_wire(await served.ask(wire)).answer
-        assert [r.address for r in answer[0]] == ["192.0.2.77"]
+        assert [r.address for r in answer[0]] == ["192.0.2.77"] and served.slow == slow + 1
     finally:
         served.close()
 
