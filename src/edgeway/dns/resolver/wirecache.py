@@ -32,9 +32,11 @@ a client not seen yet or refused, TCP) takes `get`, which does the rest and sets
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections import OrderedDict
 
+log = logging.getLogger("edgeway.dns")
 _OPT = 41
 _TTL = struct.Struct("!I")
 
@@ -119,11 +121,17 @@ class WireCache:
         self.tcp.clear()
 
     def due(self, now: float) -> None:
-        """Run the watched checks if a second has passed since they last ran."""
+        """Run the watched checks if a second has passed since they last ran. A check that
+        fails (a hosts file that is not text) empties the cache and is logged: the socket loop
+        that calls this must go on answering."""
         if now >= self.next_check:
             self.next_check = now + 1.0
             for check in self._checks:
-                check()
+                try:
+                    check()
+                except Exception:
+                    log.exception("dns: a check of the resolver's fast path failed; fast path emptied")
+                    self.clear()
 
     def _allowed(self, client) -> bool:
         if not self.allow(client):

@@ -78,3 +78,15 @@ def test_a_watch_that_clears_wins_at_once():
     changed.append(True)
     assert cache.get(query, ("127.0.0.1", 1), "udp", now=0.9) is not None   # checked at most once a second
     assert cache.get(query, ("127.0.0.1", 1), "udp", now=1.6) is None
+
+
+def test_a_failing_watch_empties_the_cache_and_raises_nothing():
+    cache = WireCache(allow=lambda c: True)
+    query, response = rendered(A)
+    cache.put(query[2:], response, "udp", now=0)
+
+    def broken():
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "not text")
+    cache.watch(broken)
+    cache.due(5.0)
+    assert len(cache) == 0 and cache.next_check == 6.0
