@@ -315,3 +315,87 @@ async def test_prefetch_still_starts_in_the_last_tenth(tmp_path, clock):
         served.close()
         await served.service.resolver.close()
 
+
+
+class HeldRoot(asyncio.DatagramProtocol):
+    """A root server on a real socket that answers every question itself (AA, one A record)
+    but only when told: a recursion kept in flight for as long as the test wants."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.held: list = []
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data, addr) -> None:
+        self.held.append((data, addr))
+
+    def release(self) -> None:
+        for data, addr in self.held:
+            question = dns.message.from_wire(data)
+            reply = dns.message.make_response(question)
+            reply.flags |= dns.flags.AA
+            name = question.question[0].name
+            reply.answer.append(dns.rrset.from_text(name, 3600, "IN", "A", self.address))
+            self.transport.sendto(reply.to_wire(), addr)
+        self.held.clear()
+
+
+async def test_an_answer_still_in_flight_when_the_hosts_file_changes_is_not_kept(tmp_path):
+    """The hosts file gains a name while a recursion for it is in flight: the change empties
+    the wire cache, and the recursion's answer, arriving after, must not be kept there (the
+    server loop would answer it, over the override, for the record's whole TTL)."""
+    root = "127.0.0.9"
+    loop = asyncio.get_running_loop()
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((root, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    transport, held = await loop.create_datagram_endpoint(lambda: HeldRoot("192.0.2.66"), local_addr=(root, port))
+    hints = tmp_path / "root.hints"
+    hints.write_text(f". 3600000 NS a.root.test.\na.root.test. 3600000 A {root}\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("192.0.2.200 other.example.com\n")
+    config = {"listen": [f"{HOST}:0"], "hosts_file": str(hosts),
+              "recursion": {"enabled": True, "root_hints": str(hints), "allow": ["127.0.0.0/8"],
+                            "query_port": port, "timeout": "2s", "resolution_timeout": "3s",
+                            "qname_minimisation": False}}     # (the root gets the whole question)
+    service = DnsService(DnsConfig.model_validate(config))
+    service.resolver.prepare()
+    for handler in service.responder.handlers:
+        if hasattr(handler, "check_interval"):
+            handler.check_interval = 0.0       # (the file looked at on every question)
+    server = await start_udp(service.responder, Address(HOST, 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind((HOST, 0))
+    client.setblocking(False)
+    client.connect(server.sockname)
+
+    async def ask(wire):
+        await loop.sock_sendall(client, wire)
+        return dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(client, 65535), 3))
+
+    try:
+        wire = query("late.example.com.")
+        await loop.sock_sendall(client, wire)             # recursion: held at the root
+        for _ in range(100):
+            if held.held:
+                break
+            await asyncio.sleep(0.01)
+        assert held.held
+        hosts.write_text("192.0.2.77 late.example.com\n")
+        other = await ask(query("late.example.com.", "AAAA", qid=2))   # the handler re-reads the file
+        assert other.id == 2 and other.rcode() == dns.rcode.NOERROR and not other.answer   # (NODATA: the override)
+        held.release()
+        first = dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(client, 65535), 3))
+        assert first.answer[0][0].address == "192.0.2.66"    # (asked before the change: the recursion's)
+        for qid in (3, 4, 5):                                # the responder's path, then the loop's
+            again = await ask(with_id(wire, qid))
+            assert again.id == qid and [r.address for r in again.answer[0]] == ["192.0.2.77"], qid
+    finally:
+        client.close()
+        server.close()
+        transport.close()
+        await service.resolver.close()

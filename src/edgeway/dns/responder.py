@@ -280,10 +280,14 @@ class Responder:
     def _ask_later(self, pending: Later, query, request, index, transport, key, started) -> Later:
         """The answer of a handler's Later, rendered from the callback that settles it."""
         out = Later()
-        pending.then(functools.partial(self._answered, out, query, request, index, transport, key, started))
+        # (the wire cache's generation now: a clear before the answer comes means it is not kept)
+        generation = self.wire_cache.generation if self.wire_cache is not None else None
+        pending.then(functools.partial(self._answered, out, query, request, index, transport, key, started,
+                                       generation))
         return out
 
-    def _answered(self, out: Later, query, request, index, transport, key, started, answer, error) -> None:
+    def _answered(self, out: Later, query, request, index, transport, key, started, generation,
+                  answer, error) -> None:
         if isinstance(error, asyncio.CancelledError):
             out.settle(None, error)      # abandoned (the resolver is closing): no answer
             return
@@ -305,11 +309,12 @@ class Responder:
             return
         out.settle(wire)     # (the server sends it from here)
         try:                 # then the bookkeeping, off the answer's path
-            self._keep(request, answer, transport, key, started, wire)
+            self._keep(request, answer, transport, key, started, wire, generation)
         except Exception:
             log.exception("internal error keeping the answer to %s from %s", request.name, _host(request.client))
 
     async def _ask_async(self, pending, query, request, index, transport, key, started):
+        generation = self.wire_cache.generation if self.wire_cache is not None else None
         try:
             answer = await pending
             if answer is None:
@@ -317,7 +322,7 @@ class Responder:
                 if inspect.isawaitable(answer):
                     return await answer
                 return answer
-            return self._finish(query, request, answer, transport, key, started)
+            return self._finish(query, request, answer, transport, key, started, generation)
         except Exception:
             log.exception("internal error answering %s from %s", request.name, _host(request.client))
             self.counters.answered(transport, request.rdtype, dns.rcode.SERVFAIL, _clock() - started)
@@ -325,9 +330,9 @@ class Responder:
 
     # ------------------------------------------------------------------ rendering
 
-    def _finish(self, query, request: Query, answer: Answer, transport, key, started) -> bytes:
+    def _finish(self, query, request: Query, answer: Answer, transport, key, started, generation=None) -> bytes:
         wire = self._render_answer(query, answer, transport)
-        self._keep(request, answer, transport, key, started, wire)
+        self._keep(request, answer, transport, key, started, wire, generation)
         return wire
 
     def _render_answer(self, query, answer: Answer, transport) -> bytes:
@@ -374,8 +379,10 @@ class Responder:
             return self._render(query, response, transport="udp")
         return wire
 
-    def _keep(self, request: Query, answer: Answer, transport, key, started, wire: bytes) -> None:
-        """Count, keep on the fast paths, log: what follows rendering an answer."""
+    def _keep(self, request: Query, answer: Answer, transport, key, started, wire: bytes,
+              generation: int | None = None) -> None:
+        """Count, keep on the fast paths, log: what follows rendering an answer. `generation`:
+        the wire cache's when the question was asked, for an answer that came later."""
         counters = self.counters
         elapsed = _clock() - started
         counters.answered(transport, request.rdtype, answer.rcode, elapsed)
@@ -383,7 +390,8 @@ class Responder:
         if self.wire_cache is not None and answer.source in ("cache", "recursion") and answer.rcode in (
                 dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             self.wire_cache.put(key, wire, transport, _clock(),
-                                counters.cell(transport, request.rdtype, answer.rcode, CACHE), request.client)
+                                counters.cell(transport, request.rdtype, answer.rcode, CACHE), request.client,
+                                generation)
         # a TSIG-signed question's answer is signed for it: never kept for another
         signed = getattr(request.message, "tsig", None) is not None
         if answer.dynamic is not None:

@@ -108,6 +108,10 @@ class WireCache:
         self.allowed: dict[str, bool] = {}
         self._checks: list = []
         self.next_check = 0.0
+        # One more at every clear(): an answer whose question came before the last clear
+        # (a recursion in flight while the hosts file, a zone or a flush changed what is
+        # right) is not kept; `put(..., generation=)` says which one the question saw.
+        self.generation = 0
         self.keep_share = 1.0       # of the smallest TTL; 0.9 with prefetch (the rest via the resolver)
 
     def watch(self, check) -> None:
@@ -119,6 +123,7 @@ class WireCache:
     def clear(self) -> None:
         self.udp.clear()
         self.tcp.clear()
+        self.generation += 1
 
     def due(self, now: float) -> None:
         """Run the watched checks if a second has passed since they last ran. A check that
@@ -172,9 +177,13 @@ class WireCache:
         return wire[:2] + entry.body
 
     def put(self, key: bytes, response_wire: bytes, transport: str, now: float,
-            cell: list[int] | None = None, client=None) -> bool:
+            cell: list[int] | None = None, client=None, generation: int | None = None) -> bool:
         """Keep a rendered answer that came from the cache or from recursion (not stale ones);
-        `client`, the one it was rendered for, is remembered as allowed if `allow` says so."""
+        `client`, the one it was rendered for, is remembered as allowed if `allow` says so.
+        `generation`: `self.generation` when its question was asked (None: just now); an
+        answer to a question asked before a clear() is not kept."""
+        if generation is not None and generation != self.generation:
+            return False
         if client is not None:
             self._allowed(client)
         ttls = ttl_offsets(response_wire)

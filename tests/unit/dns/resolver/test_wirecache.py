@@ -90,3 +90,13 @@ def test_a_failing_watch_empties_the_cache_and_raises_nothing():
     cache.watch(broken)
     cache.due(5.0)
     assert len(cache) == 0 and cache.next_check == 6.0
+
+
+def test_an_answer_to_a_question_asked_before_a_clear_is_not_kept():
+    cache = WireCache(allow=lambda c: True)
+    query, response = rendered(A)
+    asked = cache.generation
+    cache.clear()                                  # (the hosts file, a zone, a flush)
+    assert not cache.put(query[2:], response, "udp", now=0, generation=asked) and len(cache) == 0
+    assert cache.put(query[2:], response, "udp", now=0, generation=cache.generation)
+    assert cache.put(query[2:], response, "udp", now=0)      # (None: asked just now)
