@@ -399,3 +399,56 @@ async def test_an_answer_still_in_flight_when_the_hosts_file_changes_is_not_kept
         server.close()
         transport.close()
         await service.resolver.close()
+
+
+async def test_a_reload_that_narrows_allow_reaches_the_server_loop_at_once(tmp_path):
+    """The clients `allow` accepted are remembered per address by the wire cache; a reload
+    builds a new one (and, for new recursion settings, a new resolver): a client the new
+    `allow` leaves out is refused from its next question, on the service's own sockets."""
+    hints = tmp_path / "root.hints"
+    hints.write_text(". 3600000 NS a.root.test.\na.root.test. 3600000 A 127.0.0.9\n")
+    recursion = {"enabled": True, "root_hints": str(hints), "allow": [f"{a}/32" for a in ALLOWED],
+                 "timeout": "200ms", "resolution_timeout": "1s", "query_port": 9}
+    config = {"listen": [f"{HOST}:0"], "recursion": recursion}
+    service = DnsService(DnsConfig.model_validate(config))
+    await service.start()
+    loop = asyncio.get_running_loop()
+    address = next(sockname for kind, sockname in service.addresses if kind == "udp")
+    clients = {}
+
+    async def ask(wire, source):
+        client = clients.get(source)
+        if client is None:
+            client = clients[source] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            client.bind((source, 0))
+            client.setblocking(False)
+            client.connect(address)
+        await loop.sock_sendall(client, wire)
+        return dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(client, 65535), 3))
+
+    try:
+        wire = QUERIES["plain"]
+        fill(service.resolver, service.resolver.clock())
+        for qid in (1, 2, 3):                                  # kept, then the loop's
+            assert (await ask(with_id(wire, qid), "127.0.0.2")).answer[0][0].address == "192.0.2.1"
+        hits = service.counters.cache_fast_hits()
+        # the same settings again: the resolver and its cache kept, the wire cache new
+        plan = await service.prepare_reload(DnsConfig.model_validate(config))
+        plan.commit()
+        for qid in (4, 5, 6):
+            assert (await ask(with_id(wire, qid), "127.0.0.2")).answer[0][0].address == "192.0.2.1"
+        assert service.counters.cache_fast_hits() == hits + 2    # (the first one rendered again)
+        # 127.0.0.2 taken out of allow
+        narrowed = {**config, "recursion": {**recursion, "allow": ["127.0.0.1/32"]}}
+        plan = await service.prepare_reload(DnsConfig.model_validate(narrowed))
+        plan.commit()
+        fill(service.resolver, service.resolver.clock())       # (a new resolver: its cache filled again)
+        assert (await ask(with_id(wire, 7), "127.0.0.1")).answer[0][0].address == "192.0.2.1"
+        for qid in (8, 9, 10):
+            refused = await ask(with_id(wire, qid), "127.0.0.2")
+            assert refused.id == qid and refused.rcode() == dns.rcode.REFUSED and not refused.answer
+        assert "127.0.0.2" not in service.responder.wire_cache.allowed
+    finally:
+        for client in clients.values():
+            client.close()
+        await service.stop()
