@@ -8,7 +8,8 @@
 #   PLACE   none (not pinned), auto (process i on CPU i: edgeway's `worker_cpu_affinity: auto` when
 #           the build has it, else taskset; nginx `worker_cpu_affinity auto`), or a CPU list for
 #           every process (taskset, e.g. 1)
-# Per entry: req/s of each rep, the group's CPU (utime+stime of every process, /proc), requests
+# Per entry: req/s of each rep, the group's CPU (utime+stime of every process, /proc; in
+# brackets the user part, % of it), requests
 # per CPU-second (the efficiency: what a binding quota turns into req/s), context switches and
 # CPU migrations of the server's processes (perf stat, software events: the VM has no hardware
 # counters), and how wrk's 50 connections were spread over the processes (ss, 2 s into each rep).
@@ -35,8 +36,9 @@ procs() { tree "$(cat "$RUN/$n.pid")" | while read -r p; do
   c=$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null || true)
   case $c in *"workers.worker --index"*|"nginx: worker"*) echo "$p w" ;; *"edgeway serve"*|"nginx: master"*) echo "$p m" ;; esac; done; }
 ticks() { local p s=0; for p; do s=$((s + $(sed 's/.*) //' /proc/$p/stat | awk '{print $12 + $13}'))); done; echo $s; }
+uticks() { local p s=0; for p; do s=$((s + $(sed 's/.*) //' /proc/$p/stat | awk '{print $12}'))); done; echo $s; }   # user only
 echo "# l7_placement_ab $(date -Is); edgeway $(git -C "$SRC" log -1 --format='%h' 2>/dev/null); wrk -t2 -c$CONNS keep-alive, REPS=$REPS DUR=${DUR}s; quota period 10 ms; load1 $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$TABLE"
-printf "%-18s %-22s %-8s %-9s %-12s %-14s %-14s %s\n" entry "req/s each rep" "cpu%" "req/cpu-s" "worker cpu%" "ctxsw/s" "migr/s" "conns per worker" | tee -a "$TABLE"
+printf "%-18s %-22s %-10s %-9s %-12s %-14s %-14s %s\n" entry "req/s each rep" "cpu%" "req/cpu-s" "worker cpu%" "ctxsw/s" "migr/s" "conns per worker" | tee -a "$TABLE"
 start_backends $ALL; wait_tcp 127.0.0.1 9003
 for e; do
   IFS=: read -r srv np pct place <<< "$e"
@@ -66,7 +68,7 @@ for e; do
     *) for p in $ALLP; do taskset -a -pc $place $p >/dev/null; done ;;
   esac
   wrk -t2 -c$CONNS -d2s $url >/dev/null 2>&1 || true
-  v=(); t0=$(ticks $ALLP); w0=(); for p in "${W[@]}"; do w0+=($(ticks $p)); done; s0=$(date +%s.%N)
+  v=(); t0=$(ticks $ALLP); u0=$(uticks $ALLP); w0=(); for p in "${W[@]}"; do w0+=($(ticks $p)); done; s0=$(date +%s.%N)
   perf stat -x, -e context-switches,cpu-migrations -p "$(echo $ALLP | tr ' ' ,)" -o $RUN/perf.txt -- sleep $((REPS * DUR)) &
   pp=$!
   conns=
@@ -79,9 +81,9 @@ for e; do
     grep -q "Socket errors\|Non-2xx" $RUN/wrk.txt && grep "Socket errors\|Non-2xx" $RUN/wrk.txt | sed "s/^/    $e: /" | tee -a "$TABLE"
   done
   wait $pp || true
-  s1=$(date +%s.%N); t1=$(ticks $ALLP); wcpu=(); i=0
+  s1=$(date +%s.%N); t1=$(ticks $ALLP); u1=$(uticks $ALLP); wcpu=(); i=0
   for p in "${W[@]}"; do wcpu+=($(python3 -c "import sys; print(round(100*($(ticks $p)-${w0[$i]})/$TICK/($s1-$s0)))")); i=$((i + 1)); done
-  read -r cpu eff cs mg < <(python3 - "$t0" "$t1" "$s0" "$s1" "$TICK" "$RUN/perf.txt" "${v[@]}" <<'EOP'
+  read -r cpu eff cs mg < <(python3 - "$t0" "$t1" "$s0" "$s1" "$TICK" "$RUN/perf.txt" "$u0" "$u1" "${v[@]}" <<'EOP'
 import sys
 t0, t1, s0, s1, tick = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 ev = {}
@@ -89,13 +91,15 @@ for line in open(sys.argv[6]):
     f = line.strip().split(",")
     if len(f) > 2 and f[0].replace(".", "").isdigit():
         ev[f[2]] = float(f[0])
-reqs = [float(x) for x in sys.argv[7:]]
+u0, u1 = int(sys.argv[7]), int(sys.argv[8])
+reqs = [float(x) for x in sys.argv[9:]]
 wall = s1 - s0; cpu = (t1 - t0) / tick / wall
 mean = sum(reqs) / len(reqs)
-print(f"{100 * cpu:.0f} {mean / cpu:.0f} {ev.get('context-switches', 0) / wall:.0f} {ev.get('cpu-migrations', 0) / wall:.0f}")
+user = (u1 - u0) / max(1, t1 - t0)
+print(f"{100 * cpu:.0f}({100 * user:.0f}u) {mean / cpu:.0f} {ev.get('context-switches', 0) / wall:.0f} {ev.get('cpu-migrations', 0) / wall:.0f}")
 EOP
 )
-  printf "%-18s %-22s %-8s %-9s %-12s %-14s %-14s %s\n" "$e" "$(echo ${v[@]} | tr ' ' /)" "$cpu" "$eff" "$(echo ${wcpu[@]} | tr ' ' /)" "$cs" "$mg" "$conns" | tee -a "$TABLE"
+  printf "%-18s %-22s %-10s %-9s %-12s %-14s %-14s %s\n" "$e" "$(echo ${v[@]} | tr ' ' /)" "$cpu" "$eff" "$(echo ${wcpu[@]} | tr ' ' /)" "$cs" "$mg" "$conns" | tee -a "$TABLE"
   stop $n; n=; rmdir $CG
 done
 echo "table: $TABLE"
