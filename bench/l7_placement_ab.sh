@@ -12,7 +12,7 @@
 # brackets the user part, % of it), requests
 # per CPU-second (the efficiency: what a binding quota turns into req/s), context switches and
 # CPU migrations of the server's processes (perf stat, software events: the VM has no hardware
-# counters), and how wrk's 50 connections were spread over the processes (ss, 2 s into each rep).
+# counters; in brackets voluntary (v) and involuntary (i) switches per request, /proc), and how wrk's 50 connections were spread over the processes (ss, 2 s into each rep).
 #   sudo flock /tmp/edgeway-bench.lock env REPS=2 DUR=8 bench/l7_placement_ab.sh ew:1:25:none ew:1:25:1 ng:1:25:none
 # env: REPS=2 DUR=8 CONNS=50 SRC PYTHON (as scaling.sh) EW_CFG_EXTRA (yaml lines added to edgeway's config)
 set -euo pipefail
@@ -36,9 +36,11 @@ procs() { tree "$(cat "$RUN/$n.pid")" | while read -r p; do
   c=$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null || true)
   case $c in *"workers.worker --index"*|"nginx: worker"*) echo "$p w" ;; *"edgeway serve"*|"nginx: master"*) echo "$p m" ;; esac; done; }
 ticks() { local p s=0; for p; do s=$((s + $(sed 's/.*) //' /proc/$p/stat | awk '{print $12 + $13}'))); done; echo $s; }
+# csw PID... -> "voluntary nonvoluntary" context switches of every thread of them (/proc)
+csw() { local p; for p; do cat /proc/$p/task/*/status 2>/dev/null; done | awk '/^voluntary_ctxt/{v+=$2} /^nonvoluntary_ctxt/{n+=$2} END{print v+0, n+0}'; }
 uticks() { local p s=0; for p; do s=$((s + $(sed 's/.*) //' /proc/$p/stat | awk '{print $12}'))); done; echo $s; }   # user only
 echo "# l7_placement_ab $(date -Is); edgeway $(git -C "$SRC" log -1 --format='%h' 2>/dev/null); wrk -t2 -c$CONNS keep-alive, REPS=$REPS DUR=${DUR}s; quota period 10 ms; load1 $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$TABLE"
-printf "%-18s %-22s %-10s %-9s %-12s %-14s %-14s %s\n" entry "req/s each rep" "cpu%" "req/cpu-s" "worker cpu%" "ctxsw/s" "migr/s" "conns per worker" | tee -a "$TABLE"
+printf "%-18s %-22s %-10s %-9s %-12s %-22s %-14s %s\n" entry "req/s each rep" "cpu%" "req/cpu-s" "worker cpu%" "ctxsw/s" "migr/s" "conns per worker" | tee -a "$TABLE"
 start_backends $ALL; wait_tcp 127.0.0.1 9003
 for e; do
   IFS=: read -r srv np pct place <<< "$e"
@@ -68,7 +70,7 @@ for e; do
     *) for p in $ALLP; do taskset -a -pc $place $p >/dev/null; done ;;
   esac
   wrk -t2 -c$CONNS -d2s $url >/dev/null 2>&1 || true
-  v=(); t0=$(ticks $ALLP); u0=$(uticks $ALLP); w0=(); for p in "${W[@]}"; do w0+=($(ticks $p)); done; s0=$(date +%s.%N)
+  v=(); t0=$(ticks $ALLP); u0=$(uticks $ALLP); c0=$(csw $ALLP); w0=(); for p in "${W[@]}"; do w0+=($(ticks $p)); done; s0=$(date +%s.%N)
   perf stat -x, -e context-switches,cpu-migrations -p "$(echo $ALLP | tr ' ' ,)" -o $RUN/perf.txt -- sleep $((REPS * DUR)) &
   pp=$!
   conns=
@@ -81,9 +83,9 @@ for e; do
     grep -q "Socket errors\|Non-2xx" $RUN/wrk.txt && grep "Socket errors\|Non-2xx" $RUN/wrk.txt | sed "s/^/    $e: /" | tee -a "$TABLE"
   done
   wait $pp || true
-  s1=$(date +%s.%N); t1=$(ticks $ALLP); u1=$(uticks $ALLP); wcpu=(); i=0
+  s1=$(date +%s.%N); t1=$(ticks $ALLP); u1=$(uticks $ALLP); c1=$(csw $ALLP); wcpu=(); i=0
   for p in "${W[@]}"; do wcpu+=($(python3 -c "import sys; print(round(100*($(ticks $p)-${w0[$i]})/$TICK/($s1-$s0)))")); i=$((i + 1)); done
-  read -r cpu eff cs mg < <(python3 - "$t0" "$t1" "$s0" "$s1" "$TICK" "$RUN/perf.txt" "$u0" "$u1" "${v[@]}" <<'EOP'
+  read -r cpu eff cs mg < <(python3 - "$t0" "$t1" "$s0" "$s1" "$TICK" "$RUN/perf.txt" "$u0" "$u1" "$c0" "$c1" "${v[@]}" <<'EOP'
 import sys
 t0, t1, s0, s1, tick = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 ev = {}
@@ -92,14 +94,17 @@ for line in open(sys.argv[6]):
     if len(f) > 2 and f[0].replace(".", "").isdigit():
         ev[f[2]] = float(f[0])
 u0, u1 = int(sys.argv[7]), int(sys.argv[8])
-reqs = [float(x) for x in sys.argv[9:]]
+(v0, n0), (v1, n1) = [map(int, x.split()) for x in sys.argv[9:11]]
+reqs = [float(x) for x in sys.argv[11:]]
 wall = s1 - s0; cpu = (t1 - t0) / tick / wall
 mean = sum(reqs) / len(reqs)
 user = (u1 - u0) / max(1, t1 - t0)
-print(f"{100 * cpu:.0f}({100 * user:.0f}u) {mean / cpu:.0f} {ev.get('context-switches', 0) / wall:.0f} {ev.get('cpu-migrations', 0) / wall:.0f}")
+nreq = mean * wall   # (about: wrk's mean rate over the timed window)
+print(f"{100 * cpu:.0f}({100 * user:.0f}u) {mean / cpu:.0f} {ev.get('context-switches', 0) / wall:.0f}"
+      f"({(v1 - v0) / nreq:.2f}v/{(n1 - n0) / nreq:.2f}i) {ev.get('cpu-migrations', 0) / wall:.0f}")
 EOP
 )
-  printf "%-18s %-22s %-10s %-9s %-12s %-14s %-14s %s\n" "$e" "$(echo ${v[@]} | tr ' ' /)" "$cpu" "$eff" "$(echo ${wcpu[@]} | tr ' ' /)" "$cs" "$mg" "$conns" | tee -a "$TABLE"
+  printf "%-18s %-22s %-10s %-9s %-12s %-22s %-14s %s\n" "$e" "$(echo ${v[@]} | tr ' ' /)" "$cpu" "$eff" "$(echo ${wcpu[@]} | tr ' ' /)" "$cs" "$mg" "$conns" | tee -a "$TABLE"
   stop $n; n=; rmdir $CG
 done
 echo "table: $TABLE"
