@@ -15,7 +15,7 @@
 # counters; in brackets voluntary (v) and involuntary (i) switches per request, /proc), and how wrk's 50 connections were spread over the processes (ss, 2 s into each rep).
 #   sudo flock /tmp/edgeway-bench.lock env REPS=2 DUR=8 bench/l7_placement_ab.sh ew:1:25:none ew:1:25:1 ng:1:25:none
 # env: REPS=2 DUR=8 CONNS=50 SRC PYTHON (as scaling.sh) EW_CFG_EXTRA (yaml lines added to edgeway's config)
-#   GEN_CPUS (default: every CPU) pins wrk and the backends (GEN_CPUS=0 with PLACE 1: the layout
+#   WRK_THREADS=2 (wrk -t) GEN_CPUS (default: every CPU) pins wrk and the backends (GEN_CPUS=0 with PLACE 1: the layout
 #   of bench/http_l7.sh, where the server has a CPU of its own)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +28,7 @@ SRC=${SRC:-$REPO/src}
 set +u
 source "$SHARED/common.sh"; source "$SHARED/http_servers.sh"
 RUN=$OUT/run/placement; mkdir -p "$RUN"
-GEN_CPUS=${GEN_CPUS:-}; REPS=${REPS:-2}; DUR=${DUR:-8}; CONNS=${CONNS:-50}; TICK=$(getconf CLK_TCK); NCPU=$(nproc); ALL=0-$((NCPU - 1))
+GEN_CPUS=${GEN_CPUS:-}; WRK_THREADS=${WRK_THREADS:-2}; REPS=${REPS:-2}; DUR=${DUR:-8}; CONNS=${CONNS:-50}; TICK=$(getconf CLK_TCK); NCPU=$(nproc); ALL=0-$((NCPU - 1))
 CG=/sys/fs/cgroup/cpu/edgeway_placement_$$
 TABLE=$RES/l7_placement_table.txt; : > "$TABLE"
 n=
@@ -41,7 +41,7 @@ ticks() { local p s=0; for p; do s=$((s + $(sed 's/.*) //' /proc/$p/stat | awk '
 # csw PID... -> "voluntary nonvoluntary" context switches of every thread of them (/proc)
 csw() { local p; for p; do cat /proc/$p/task/*/status 2>/dev/null; done | awk '/^voluntary_ctxt/{v+=$2} /^nonvoluntary_ctxt/{n+=$2} END{print v+0, n+0}'; }
 uticks() { local p s=0; for p; do s=$((s + $(sed 's/.*) //' /proc/$p/stat | awk '{print $12}'))); done; echo $s; }   # user only
-echo "# l7_placement_ab $(date -Is); edgeway $(git -C "$SRC" log -1 --format='%h' 2>/dev/null); wrk -t2 -c$CONNS keep-alive, wrk and backends on CPUs ${GEN_CPUS:-$ALL}, REPS=$REPS DUR=${DUR}s; quota period 10 ms; load1 $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$TABLE"
+echo "# l7_placement_ab $(date -Is); edgeway $(git -C "$SRC" log -1 --format='%h' 2>/dev/null); wrk -t$WRK_THREADS -c$CONNS keep-alive, wrk and backends on CPUs ${GEN_CPUS:-$ALL}, REPS=$REPS DUR=${DUR}s; quota period 10 ms; load1 $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$TABLE"
 printf "%-18s %-22s %-10s %-9s %-12s %-22s %-14s %s\n" entry "req/s each rep" "cpu%" "req/cpu-s" "worker cpu%" "ctxsw/s" "migr/s" "conns per worker" | tee -a "$TABLE"
 start_backends ${GEN_CPUS:-$ALL}; wait_tcp 127.0.0.1 9003
 for e; do
@@ -72,13 +72,13 @@ for e; do
     *) for p in $ALLP; do taskset -a -pc $place $p >/dev/null; done ;;
   esac
   WRK="taskset -c ${GEN_CPUS:-$ALL} wrk"
-  $WRK -t2 -c$CONNS -d2s $url >/dev/null 2>&1 || true
+  $WRK -t$WRK_THREADS -c$CONNS -d2s $url >/dev/null 2>&1 || true
   v=(); t0=$(ticks $ALLP); u0=$(uticks $ALLP); c0=$(csw $ALLP); w0=(); for p in "${W[@]}"; do w0+=($(ticks $p)); done; s0=$(date +%s.%N)
   perf stat -x, -e context-switches,cpu-migrations -p "$(echo $ALLP | tr ' ' ,)" -o $RUN/perf.txt -- sleep $((REPS * DUR)) &
   pp=$!
   conns=
   for r in $(seq $REPS); do
-    $WRK -t2 -c$CONNS -d${DUR}s $url > $RUN/wrk.txt 2>&1 &
+    $WRK -t$WRK_THREADS -c$CONNS -d${DUR}s $url > $RUN/wrk.txt 2>&1 &
     wp=$!; sleep 2
     conns="$conns${conns:+ }$(for p in "${W[@]}"; do ss -Htnp state established "( sport = :$port )" | grep -c "pid=$p," || true; done | paste -sd/)"
     wait $wp || true
