@@ -15,7 +15,7 @@
 # counters; in brackets voluntary (v) and involuntary (i) switches per request, /proc), and how wrk's 50 connections were spread over the processes (ss, 2 s into each rep).
 #   sudo flock /tmp/edgeway-bench.lock env REPS=2 DUR=8 bench/l7_placement_ab.sh ew:1:25:none ew:1:25:1 ng:1:25:none
 # env: REPS=2 DUR=8 CONNS=50 SRC PYTHON (as scaling.sh) EW_CFG_EXTRA (yaml lines added to edgeway's config)
-#   WRK_THREADS=2 (wrk -t) GEN_CPUS (default: every CPU) pins wrk and the backends (GEN_CPUS=0 with PLACE 1: the layout
+#   PROBES=1 (0: no perf stat and no ss during the reps, to see what they cost) WRK_THREADS=2 (wrk -t) GEN_CPUS (default: every CPU) pins wrk and the backends (GEN_CPUS=0 with PLACE 1: the layout
 #   of bench/http_l7.sh, where the server has a CPU of its own)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +28,7 @@ SRC=${SRC:-$REPO/src}
 set +u
 source "$SHARED/common.sh"; source "$SHARED/http_servers.sh"
 RUN=$OUT/run/placement; mkdir -p "$RUN"
-GEN_CPUS=${GEN_CPUS:-}; WRK_THREADS=${WRK_THREADS:-2}; REPS=${REPS:-2}; DUR=${DUR:-8}; CONNS=${CONNS:-50}; TICK=$(getconf CLK_TCK); NCPU=$(nproc); ALL=0-$((NCPU - 1))
+GEN_CPUS=${GEN_CPUS:-}; WRK_THREADS=${WRK_THREADS:-2}; PROBES=${PROBES:-1}; REPS=${REPS:-2}; DUR=${DUR:-8}; CONNS=${CONNS:-50}; TICK=$(getconf CLK_TCK); NCPU=$(nproc); ALL=0-$((NCPU - 1))
 CG=/sys/fs/cgroup/cpu/edgeway_placement_$$
 TABLE=$RES/l7_placement_table.txt; : > "$TABLE"
 n=
@@ -74,18 +74,21 @@ for e; do
   WRK="taskset -c ${GEN_CPUS:-$ALL} wrk"
   $WRK -t$WRK_THREADS -c$CONNS -d2s $url >/dev/null 2>&1 || true
   v=(); t0=$(ticks $ALLP); u0=$(uticks $ALLP); c0=$(csw $ALLP); w0=(); for p in "${W[@]}"; do w0+=($(ticks $p)); done; s0=$(date +%s.%N)
-  perf stat -x, -e context-switches,cpu-migrations -p "$(echo $ALLP | tr ' ' ,)" -o $RUN/perf.txt -- sleep $((REPS * DUR)) &
-  pp=$!
+  : > $RUN/perf.txt; pp=
+  if [ $PROBES = 1 ]; then
+    perf stat -x, -e context-switches,cpu-migrations -p "$(echo $ALLP | tr ' ' ,)" -o $RUN/perf.txt -- sleep $((REPS * DUR)) &
+    pp=$!
+  fi
   conns=
   for r in $(seq $REPS); do
     $WRK -t$WRK_THREADS -c$CONNS -d${DUR}s $url > $RUN/wrk.txt 2>&1 &
     wp=$!; sleep 2
-    conns="$conns${conns:+ }$(for p in "${W[@]}"; do ss -Htnp state established "( sport = :$port )" | grep -c "pid=$p," || true; done | paste -sd/)"
+    [ $PROBES = 1 ] && conns="$conns${conns:+ }$(for p in "${W[@]}"; do ss -Htnp state established "( sport = :$port )" | grep -c "pid=$p," || true; done | paste -sd/)"
     wait $wp || true
     v+=($(awk '/Requests\/sec/{printf "%.0f", $2}' $RUN/wrk.txt))
     grep -q "Socket errors\|Non-2xx" $RUN/wrk.txt && grep "Socket errors\|Non-2xx" $RUN/wrk.txt | sed "s/^/    $e: /" | tee -a "$TABLE"
   done
-  wait $pp || true
+  [ -z "$pp" ] || wait $pp || true
   s1=$(date +%s.%N); t1=$(ticks $ALLP); u1=$(uticks $ALLP); c1=$(csw $ALLP); wcpu=(); i=0
   for p in "${W[@]}"; do wcpu+=($(python3 -c "import sys; print(round(100*($(ticks $p)-${w0[$i]})/$TICK/($s1-$s0)))")); i=$((i + 1)); done
   read -r cpu eff cs mg < <(python3 - "$t0" "$t1" "$s0" "$s1" "$TICK" "$RUN/perf.txt" "$u0" "$u1" "$c0" "$c1" "${v[@]}" <<'EOP'
