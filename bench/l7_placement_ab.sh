@@ -5,8 +5,8 @@
 # backends unpinned, outside the cgroup. An entry is SERVER:PROCS:PCT:PLACE
 #   SERVER  ew (edgeway, bench/http_l7.yaml, `workers: PROCS` when > 1) or ng (nginx proxy of ../shared/bench)
 #   PCT     the quota, % of one core for the whole group
-#   PLACE   none (not pinned), auto (process i on CPU i: edgeway's `worker_cpu_affinity: auto` when
-#           the build has it, else taskset; nginx `worker_cpu_affinity auto`), or a CPU list for
+#   PLACE   none (not pinned), auto (process i on CPU i: taskset for edgeway's workers, nginx
+#           `worker_cpu_affinity auto`), or a CPU list for
 #           every process (taskset, e.g. 1)
 # Per entry: req/s of each rep, the group's CPU (utime+stime of every process, /proc; in
 # brackets the user part, % of it), requests
@@ -15,8 +15,9 @@
 # counters; in brackets voluntary (v) and involuntary (i) switches per request, /proc), and how wrk's 50 connections were spread over the processes (ss, 2 s into each rep).
 #   sudo flock /tmp/edgeway-bench.lock env REPS=2 DUR=8 bench/l7_placement_ab.sh ew:1:25:none ew:1:25:1 ng:1:25:none
 # env: REPS=2 DUR=8 CONNS=50 SRC PYTHON (as scaling.sh) EW_CFG_EXTRA (yaml lines added to edgeway's config)
-#   PROBES=1 (0: no perf stat and no ss during the reps, to see what they cost) WRK_THREADS=2 (wrk -t) GEN_CPUS (default: every CPU) pins wrk and the backends (GEN_CPUS=0 with PLACE 1: the layout
-#   of bench/http_l7.sh, where the server has a CPU of its own)
+#   PROBES=1 (0: no perf stat and no ss during the reps, to see what they cost) WRK_THREADS=2
+#   (wrk -t) GEN_CPUS (default: every CPU) pins wrk and the backends (GEN_CPUS=0 with PLACE 1:
+#   the layout of bench/http_l7.sh, where the server has a CPU of its own)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
@@ -48,8 +49,7 @@ for e; do
   IFS=: read -r srv np pct place <<< "$e"
   if [ $srv = ew ]; then
     port=8090; cfg=$RUN/ew.yaml
-    { [ $np -gt 1 ] && echo "workers: $np"; [ $place = auto ] && [ -n "${EW_AFFINITY_KEY:-}" ] && echo "worker_cpu_affinity: auto"
-      [ -n "${EW_CFG_EXTRA:-}" ] && printf '%s\n' "$EW_CFG_EXTRA"; cat "$HERE/http_l7.yaml"; } > $cfg
+    { [ $np -gt 1 ] && echo "workers: $np"; [ -n "${EW_CFG_EXTRA:-}" ] && printf '%s\n' "$EW_CFG_EXTRA"; cat "$HERE/http_l7.yaml"; } > $cfg
     n=pl-ew; start $n $ALL env PYTHONPATH=$SRC "$EPY" -m edgeway serve --config $cfg --log-level warning
   else
     port=8081; n=pl-ng
@@ -68,7 +68,7 @@ for e; do
   ALLP=$(tree "$(cat "$RUN/$n.pid")" | tr '\n' ' ')
   case $place in
     none) ;;
-    auto) if [ $srv = ew ] && [ -z "${EW_AFFINITY_KEY:-}" ]; then i=0; for p in "${W[@]}"; do taskset -a -pc $((i % NCPU)) $p >/dev/null; i=$((i + 1)); done; fi ;;
+    auto) if [ $srv = ew ]; then i=0; for p in "${W[@]}"; do taskset -a -pc $((i % NCPU)) $p >/dev/null; i=$((i + 1)); done; fi ;;
     *) for p in $ALLP; do taskset -a -pc $place $p >/dev/null; done ;;
   esac
   WRK="taskset -c ${GEN_CPUS:-$ALL} wrk"
