@@ -35,6 +35,9 @@ from edgeway.config.model import DnsConfig
 from edgeway.dns.server import UdpServer
 from edgeway.dns.service import DnsService
 
+sys.path.insert(0, os.path.dirname(__file__))
+from dns_auth_inproc import FakeSocket  # noqa: E402
+
 ROUNDS = 7
 NAMES = [f"host{i}.example.com." for i in range(200)]
 
@@ -46,27 +49,6 @@ def queries(count: int) -> list[bytes]:
         query.id = i & 0xFFFF
         out.append(query.to_wire())
     return out
-
-
-class FakeSocket:
-    """recvfrom hands out the queries, one after another: each `_readable` takes a full BATCH.
-    (Never EAGAIN: a reader that raised it after every BATCH would make every other call empty.)"""
-
-    def __init__(self, wires: list[bytes]):
-        self.wires = wires
-        self.position = 0
-        self.sent = 0
-
-    def recvfrom(self, _size):
-        wire = self.wires[self.position]
-        self.position = (self.position + 1) % len(self.wires)
-        return wire, ("127.0.0.1", 40000)
-
-    def sendto(self, data, addr):
-        self.sent += 1
-
-    def fileno(self):
-        return -1
 
 
 def service_for(config: dict) -> DnsService:
