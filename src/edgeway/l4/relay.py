@@ -52,10 +52,15 @@ import struct
 from collections.abc import Callable
 
 from edgeway.l4.poller import Poller
-from edgeway.l4.splice import SPLICE_FLAGS, UNSUPPORTED, Pipe, PipePool
+from edgeway.l4.splice import SPLICE_CHUNK, SPLICE_FLAGS, UNSUPPORTED, Pipe, PipePool
 from edgeway.l4.splice import splice as _splice
 
-READ_SIZE = 128 * 1024            # one read (uvloop's own reads are 256 KiB; 128 KiB measured as fast)
+# One read. 256 KiB, not 128: on bench/tcp_l4.sh the relay's CPU per GB fell by a tenth and
+# more (half the recv/send calls, window updates and passes through Python per byte), enough to
+# keep up with HAProxy's single stream; 64 KiB, a hair above one loopback segment, was the
+# worst of all (bench/results/tcp_l4_2026-12-03b.md). The price: a stalled direction holds up
+# to 256 KiB instead of 128.
+READ_SIZE = 256 * 1024
 EARLY_LIMIT = 64 * 1024            # bytes read from the client before join; then it is paused
 MAX_READS = 8                      # full reads in a row before the other connections get a turn
 _LINGER_RST = struct.pack("ii", 1, 0)
@@ -220,7 +225,7 @@ class _Half:
                 self.read(copy=True)
                 return
             try:
-                n = _splice(fd, pipe.w, READ_SIZE, flags=SPLICE_FLAGS)
+                n = _splice(fd, pipe.w, SPLICE_CHUNK, flags=SPLICE_FLAGS)
             except BlockingIOError:
                 pool.give(pipe)
                 self.readable = False

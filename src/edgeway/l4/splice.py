@@ -7,7 +7,7 @@ pipe is empty): a direction takes a pipe for one chunk and gives it back as soon
 socket has taken everything, so the pipes in use are the directions that are stalled right
 now, not the open connections. The rules, and why:
 
-* Only bulk directions splice: a direction starts after a full read (READ_SIZE bytes in one
+* Only bulk directions splice: a direction starts after a full read (relay.READ_SIZE bytes in one
   recv), as HAProxy's `splice-auto` waits for a "streamer". A short exchange (a request, a
   reply, a handshake) never pays for the pipe or for the fcntl that makes the accepted
   socket non-blocking (a socket read by splice must be O_NONBLOCK: SPLICE_F_NONBLOCK only
@@ -42,7 +42,8 @@ import time
 log = logging.getLogger("edgeway.l4")
 
 MAX_PIPES = 16                     # per listener: pipes held by stalled directions, plus spares
-PIPE_SIZE = 256 * 1024             # room for one READ_SIZE chunk in pipe slots of at most a page each
+SPLICE_CHUNK = 128 * 1024          # one splice into a pipe (as measured in tcp_l4_2026-12-03.md)
+PIPE_SIZE = 256 * 1024             # room for one chunk in pipe slots of at most a page each
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _RETRY_AFTER = 1.0                 # seconds without trying pipe2 again after it failed
