@@ -17,7 +17,7 @@ from edgeway.l4 import relay as relay_module
 from edgeway.l4 import splice as splice_module
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import EARLY_LIMIT, READ_SIZE, ReadBuffer, Relay
-from edgeway.l4.splice import MAX_PIPES, SPLICE_CHUNK, Pipe, PipePool
+from edgeway.l4.splice import MAX_PIPES, SPLICE_AFTER, SPLICE_CHUNK, Pipe, PipePool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -313,6 +313,31 @@ async def test_bulk_both_ways_is_spliced_and_the_pipes_go_back():
     h.close()
     pool.close()
     assert pool.count == 0
+
+
+async def test_splicing_starts_after_splice_after_bytes_of_full_reads():
+    """A direction splices once its full reads in a row add up to SPLICE_AFTER, whatever
+    READ_SIZE is: bursts one byte short of it, each answered before the next, never do (the
+    reads can add up to less, never to more); a burst of many times it does. Byte-exact."""
+    pool = PipePool(enabled=True)
+    h = Harness(buffer=ReadBuffer(pool))
+    await h.connect()
+    h.relay.join()
+
+    async def burst(size):
+        data = os.urandom(size)
+        await h.loop.sock_sendall(h.client, data)
+        got = bytearray()
+        while len(got) < size:
+            got += await asyncio.wait_for(h.loop.sock_recv(h.server, 1 << 20), 5)
+        assert got == data
+    for _ in range(5):
+        await burst(SPLICE_AFTER - 1)
+    assert not h.relay.client.splicing and pool.made == 0
+    await burst(16 * SPLICE_AFTER)
+    assert h.relay.client.splicing and not h.relay.server.splicing
+    h.close()
+    pool.close()
 
 
 @pytest.mark.parametrize("why", ["no pipe free", "pipe2 fails", "splice in refused", "splice out refused"])

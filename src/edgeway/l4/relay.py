@@ -19,8 +19,8 @@ time (see docs/l4.md). The rules, and why:
   later arrival is a new edge (nginx does the same). A half that read MAX_READS full buffers
   in a row lets the others have their turn first (`Poller.again`).
 * Splice (only with the listener's `splice: true`; splice.py says why it is off by default): a
-  direction that fills a whole read buffer is a bulk transfer; from then on it moves its
-  bytes with os.splice through a pipe from the listener's pool (no copy into Python and out
+  direction whose full reads in a row add up to SPLICE_AFTER (128 KiB) is a bulk transfer;
+  from then on it moves its bytes with os.splice through a pipe from the listener's pool (no copy into Python and out
   again, two system calls per chunk). The pipe stands in for the buffer in the rules above:
   when the other socket takes only part, the receiving half keeps the pipe (`pending`) and
   the reading side is paused; an empty pipe goes back to the pool. No pipe to be had (pool
@@ -52,7 +52,7 @@ import struct
 from collections.abc import Callable
 
 from edgeway.l4.poller import Poller
-from edgeway.l4.splice import SPLICE_CHUNK, SPLICE_FLAGS, UNSUPPORTED, Pipe, PipePool
+from edgeway.l4.splice import SPLICE_AFTER, SPLICE_CHUNK, SPLICE_FLAGS, UNSUPPORTED, Pipe, PipePool
 from edgeway.l4.splice import splice as _splice
 
 # One read. 256 KiB, not 128: on bench/tcp_l4.sh the relay's CPU per GB fell by a tenth and
@@ -63,6 +63,7 @@ from edgeway.l4.splice import splice as _splice
 READ_SIZE = 256 * 1024
 EARLY_LIMIT = 64 * 1024            # bytes read from the client before join; then it is paused
 MAX_READS = 8                      # full reads in a row before the other connections get a turn
+assert MAX_READS * READ_SIZE >= SPLICE_AFTER   # (else a direction could never start splicing)
 _LINGER_RST = struct.pack("ii", 1, 0)
 _DONTWAIT = socket.MSG_DONTWAIT    # the accepted sockets stay in blocking mode: no fcntl per connection
 _IN, _OUT, _RDHUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLRDHUP
@@ -160,6 +161,7 @@ class _Half:
         relay = self.relay
         buffer = relay.buffer
         sock = self.sock
+        full = 0                       # bytes of full reads in a row, this turn (splice: SPLICE_AFTER)
         for _ in range(MAX_READS):
             view = buffer.view
             try:
@@ -193,7 +195,8 @@ class _Half:
                     self._eof()
                 return
             if n == READ_SIZE and peer is not None and not self.splicing and buffer.pipes.enabled:
-                if self._start_splicing():    # a full read: a bulk transfer, splice the rest
+                full += n
+                if full >= SPLICE_AFTER and self._start_splicing():   # a bulk transfer: splice the rest
                     self._read_spliced()
                     return
         relay.poller.again(self)
