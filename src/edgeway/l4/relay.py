@@ -55,12 +55,11 @@ from edgeway.l4.poller import Poller
 from edgeway.l4.splice import SPLICE_AFTER, SPLICE_CHUNK, SPLICE_FLAGS, UNSUPPORTED, Pipe, PipePool
 from edgeway.l4.splice import splice as _splice
 
-# One read. 256 KiB, not 128: on bench/tcp_l4.sh the relay's CPU per GB fell by a tenth and
-# more (half the recv/send calls, window updates and passes through Python per byte), enough to
-# keep up with HAProxy's single stream; 64 KiB, a hair above one loopback segment, was the
-# worst of all (bench/results/tcp_l4_2026-12-03b.md). The price: a stalled direction holds up
-# to 256 KiB instead of 128.
-READ_SIZE = 256 * 1024
+# One read. 32 KiB: on bench/tcp_l4.sh as fast as 256 KiB at the same CPU per GB (both a tenth
+# and more below 128 KiB's, enough to keep up with HAProxy's single stream), at an eighth of
+# what a stalled direction holds; 64 KiB, a hair above one loopback segment, was by far the
+# worst (bench/results/tcp_l4_2026-12-03b.md, paired batches of 32/64/256 KiB).
+READ_SIZE = 32 * 1024
 EARLY_LIMIT = 64 * 1024            # bytes read from the client before join; then it is paused
 MAX_READS = 8                      # full reads in a row before the other connections get a turn
 assert MAX_READS * READ_SIZE >= SPLICE_AFTER   # (else a direction could never start splicing)
