@@ -17,7 +17,7 @@ from edgeway.l4 import relay as relay_module
 from edgeway.l4 import splice as splice_module
 from edgeway.l4.poller import Poller
 from edgeway.l4.relay import EARLY_LIMIT, READ_SIZE, ReadBuffer, Relay
-from edgeway.l4.splice import MAX_PIPES, Pipe, PipePool
+from edgeway.l4.splice import MAX_PIPES, SPLICE_AFTER, SPLICE_CHUNK, Pipe, PipePool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,6 +121,29 @@ async def test_bytes_and_fin_before_join_arrive_after_the_header(size):
     await h.loop.sock_sendall(h.server, b"answer")
     h.server.shutdown(socket.SHUT_WR)
     assert await h.recv_all(h.client) == b"answer"
+    await h.until_closed()
+    assert h.closed == [None]
+    h.close()
+
+
+@pytest.mark.parametrize("size", [READ_SIZE - 1, READ_SIZE, READ_SIZE + 1, 3 * READ_SIZE])
+async def test_a_pause_after_a_full_read_holds_nothing_back(size):
+    """Bursts at the edges of one read, each followed by a pause (no FIN): every burst
+    arrives whole before the next is sent, whatever way the reads split it; both ways."""
+    h = Harness()
+    await h.connect()
+    h.relay.join()
+    for sender, receiver in ((h.client, h.server), (h.server, h.client), (h.client, h.server)):
+        data = os.urandom(size)
+        await h.loop.sock_sendall(sender, data)
+        got = bytearray()
+        while len(got) < size:
+            got += await asyncio.wait_for(h.loop.sock_recv(receiver, 1 << 20), 5)
+        assert got == data
+    h.client.shutdown(socket.SHUT_WR)
+    assert await h.recv_all(h.server) == b""
+    h.server.shutdown(socket.SHUT_WR)
+    assert await h.recv_all(h.client) == b""
     await h.until_closed()
     assert h.closed == [None]
     h.close()
@@ -292,6 +315,31 @@ async def test_bulk_both_ways_is_spliced_and_the_pipes_go_back():
     assert pool.count == 0
 
 
+async def test_splicing_starts_after_splice_after_bytes_of_full_reads():
+    """A direction splices once its full reads in a row add up to SPLICE_AFTER, whatever
+    READ_SIZE is: bursts one byte short of it, each answered before the next, never do (the
+    reads can add up to less, never to more); a burst of many times it does. Byte-exact."""
+    pool = PipePool(enabled=True)
+    h = Harness(buffer=ReadBuffer(pool))
+    await h.connect()
+    h.relay.join()
+
+    async def burst(size):
+        data = os.urandom(size)
+        await h.loop.sock_sendall(h.client, data)
+        got = bytearray()
+        while len(got) < size:
+            got += await asyncio.wait_for(h.loop.sock_recv(h.server, 1 << 20), 5)
+        assert got == data
+    for _ in range(5):
+        await burst(SPLICE_AFTER - 1)
+    assert not h.relay.client.splicing and pool.made == 0
+    await burst(16 * SPLICE_AFTER)
+    assert h.relay.client.splicing and not h.relay.server.splicing
+    h.close()
+    pool.close()
+
+
 @pytest.mark.parametrize("why", ["no pipe free", "pipe2 fails", "splice in refused", "splice out refused"])
 async def test_copy_when_splice_is_not_possible(why, monkeypatch):
     """Each way splicing can fail falls back to copying, with every byte delivered once and
@@ -334,6 +382,7 @@ async def test_reset_while_a_pipe_holds_bytes_closes_that_pipe():
     sender = h.loop.create_task(h.loop.sock_sendall(h.server, b"z" * (16 * 1024 * 1024)))
     await until(lambda: isinstance(h.relay.client.pending, Pipe), "bytes held in a pipe")
     held = h.relay.client.pending
+    assert 0 < len(held) <= SPLICE_CHUNK           # one splice's worth at most
     h.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     h.client.close()
     await h.until_closed()

@@ -19,8 +19,8 @@ time (see docs/l4.md). The rules, and why:
   later arrival is a new edge (nginx does the same). A half that read MAX_READS full buffers
   in a row lets the others have their turn first (`Poller.again`).
 * Splice (only with the listener's `splice: true`; splice.py says why it is off by default): a
-  direction that fills a whole read buffer is a bulk transfer; from then on it moves its
-  bytes with os.splice through a pipe from the listener's pool (no copy into Python and out
+  direction whose full reads in a row add up to SPLICE_AFTER (128 KiB) is a bulk transfer;
+  from then on it moves its bytes with os.splice through a pipe from the listener's pool (no copy into Python and out
   again, two system calls per chunk). The pipe stands in for the buffer in the rules above:
   when the other socket takes only part, the receiving half keeps the pipe (`pending`) and
   the reading side is paused; an empty pipe goes back to the pool. No pipe to be had (pool
@@ -52,12 +52,17 @@ import struct
 from collections.abc import Callable
 
 from edgeway.l4.poller import Poller
-from edgeway.l4.splice import SPLICE_FLAGS, UNSUPPORTED, Pipe, PipePool
+from edgeway.l4.splice import SPLICE_AFTER, SPLICE_CHUNK, SPLICE_FLAGS, UNSUPPORTED, Pipe, PipePool
 from edgeway.l4.splice import splice as _splice
 
-READ_SIZE = 128 * 1024            # one read (uvloop's own reads are 256 KiB; 128 KiB measured as fast)
+# One read. 32 KiB: on bench/tcp_l4.sh as fast as 256 KiB at the same CPU per GB (both a tenth
+# and more below 128 KiB's, enough to keep up with HAProxy's single stream), at an eighth of
+# what a stalled direction holds; 64 KiB, a hair above one loopback segment, was by far the
+# worst (bench/results/tcp_l4_2026-12-03b.md, paired batches of 32/64/256 KiB).
+READ_SIZE = 32 * 1024
 EARLY_LIMIT = 64 * 1024            # bytes read from the client before join; then it is paused
 MAX_READS = 8                      # full reads in a row before the other connections get a turn
+assert MAX_READS * READ_SIZE >= SPLICE_AFTER   # (else a direction could never start splicing)
 _LINGER_RST = struct.pack("ii", 1, 0)
 _DONTWAIT = socket.MSG_DONTWAIT    # the accepted sockets stay in blocking mode: no fcntl per connection
 _IN, _OUT, _RDHUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLRDHUP
@@ -155,6 +160,7 @@ class _Half:
         relay = self.relay
         buffer = relay.buffer
         sock = self.sock
+        full = 0                       # bytes of full reads in a row, this turn (splice: SPLICE_AFTER)
         for _ in range(MAX_READS):
             view = buffer.view
             try:
@@ -188,7 +194,8 @@ class _Half:
                     self._eof()
                 return
             if n == READ_SIZE and peer is not None and not self.splicing and buffer.pipes.enabled:
-                if self._start_splicing():    # a full read: a bulk transfer, splice the rest
+                full += n
+                if full >= SPLICE_AFTER and self._start_splicing():   # a bulk transfer: splice the rest
                     self._read_spliced()
                     return
         relay.poller.again(self)
@@ -220,7 +227,7 @@ class _Half:
                 self.read(copy=True)
                 return
             try:
-                n = _splice(fd, pipe.w, READ_SIZE, flags=SPLICE_FLAGS)
+                n = _splice(fd, pipe.w, SPLICE_CHUNK, flags=SPLICE_FLAGS)
             except BlockingIOError:
                 pool.give(pipe)
                 self.readable = False

@@ -7,9 +7,10 @@ pipe is empty): a direction takes a pipe for one chunk and gives it back as soon
 socket has taken everything, so the pipes in use are the directions that are stalled right
 now, not the open connections. The rules, and why:
 
-* Only bulk directions splice: a direction starts after a full read (READ_SIZE bytes in one
-  recv), as HAProxy's `splice-auto` waits for a "streamer". A short exchange (a request, a
-  reply, a handshake) never pays for the pipe or for the fcntl that makes the accepted
+* Only bulk directions splice: a direction starts once its full reads in a row (relay.READ_SIZE
+  bytes each, in one turn) add up to SPLICE_AFTER, 128 KiB (one full read when READ_SIZE is
+  that or more; the threshold measured in tcp_l4_2026-12-03.md), as HAProxy's `splice-auto`
+  waits for a "streamer". A short exchange (a request, a reply, a handshake) never pays for the pipe or for the fcntl that makes the accepted
   socket non-blocking (a socket read by splice must be O_NONBLOCK: SPLICE_F_NONBLOCK only
   makes the pipe's side non-blocking).
 * A bounded pool (MAX_PIPES per listener, 2 descriptors each, inside the 64 descriptors
@@ -42,7 +43,9 @@ import time
 log = logging.getLogger("edgeway.l4")
 
 MAX_PIPES = 16                     # per listener: pipes held by stalled directions, plus spares
-PIPE_SIZE = 256 * 1024             # room for one READ_SIZE chunk in pipe slots of at most a page each
+SPLICE_CHUNK = 128 * 1024          # one splice into a pipe (as measured in tcp_l4_2026-12-03.md)
+SPLICE_AFTER = 128 * 1024          # bytes of full reads in a row that make a direction splice
+PIPE_SIZE = 256 * 1024             # room for one chunk in pipe slots of at most a page each
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _RETRY_AFTER = 1.0                 # seconds without trying pipe2 again after it failed
