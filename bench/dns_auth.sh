@@ -22,7 +22,7 @@ export CUSTOM_CMD="cfg=\$(mktemp --suffix=.yaml); printf 'dns:\n  listen: [\"{ip
 bash "$SHARED_BENCH/dns_auth.sh" $REFERENCES custom
 QUOTA=${QUOTA:-50} bash "$SHARED_BENCH/dns_capacity.sh" $REFERENCES custom
 OUT=${BENCH_OUT:-/tmp/edgeway-bench}/results
-python3 - "$OUT/dns_capacity_table.txt" <<'PY'
+python3 - "$OUT/dns_capacity_table${TAG:+_$TAG}.txt" <<'PY'
 import sys
 rows = {}
 for line in open(sys.argv[1]):
