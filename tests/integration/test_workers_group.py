@@ -3,7 +3,7 @@
 backend going down is avoided by every worker within 100 ms; a passive ejection in one
 worker applies in all; the admin API's and /metrics' counters equal the traffic sent (summed
 and per worker, across a worker killed with SIGKILL); sticky cookies work across workers;
-`edgeway ctl workers`.
+`edgeway ctl workers`; a DNS cache flush (API and ctl) empties every worker's resolver and wire caches.
 
 Backends run on a background loop in this process and count what they get; clients are
 plain sockets on new connections (the kernel hands each to one worker or the other), the
@@ -452,3 +452,54 @@ def test_a_server_a_reload_adds_waits_for_the_supervisors_first_check_in_every_w
         each_worker_alone(group, lambda: {group.get(f"/s{i}")[0] for i in range(20)} == {"b1", "b2"})
         per = group.servers(per_worker=True)[b2.address]["workers"]
         assert len([w for w in per if w["requests"] > 0]) == 2, per
+
+
+def test_a_cache_flush_through_the_api_and_ctl_empties_every_workers_caches(tmp_path, backends):
+    """Each worker resolves and caches on its own, and its UDP loop answers repeated questions
+    from its wire cache (dig +nocookie: the same bytes each time). Both workers warmed (each
+    alone, the other stopped with SIGSTOP), the authoritative answer changed: each still answers
+    the old address from its caches; after one flush each answers the new one."""
+    from tests.support import hierarchy as h
+    from tests.support.records import dig_short
+
+    name, old, new = "long.example.com", "127.0.80.8", "127.0.80.18"   # TTL 3600: never expires here
+    port = free_port(h.ROOT)
+    with h.EdgewayHierarchy(tmp_path / "hierarchy", port) as hierarchy:
+        dns_port = free_port()
+        config = {"dns": {"listen": [f"127.0.0.1:{dns_port}"],
+                          "recursion": {"enabled": True, "root_hints": str(h.write_hints(tmp_path / "root.hints")),
+                                        "allow": ["127.0.0.0/8"], "query_port": port, "timeout": "500ms"}},
+                  **app(backends)}
+        with Group(tmp_path, config) as group:
+            def each_alone_answers(address: str) -> None:
+                # 6 questions: resolved, then kept, its bytes rendered, then the UDP loop's own hits
+                each_worker_alone(group, lambda: all(dig_short(dns_port, name, "+nocookie") == [address]
+                                                     for _ in range(6)))
+
+            each_alone_answers(old)
+            cached = group.api(f"/api/v1/dns/cache?name={name}")["entries"]
+            assert {e["worker"] for e in cached} == {0, 1}, cached
+            # the authoritative answer changes (both servers of example.com.)
+            for server in ("auth1", "auth2"):
+                zone = hierarchy.folder / f"{server}-0.zone"
+                zone.write_text(zone.read_text().replace(f"A     {old}", f"A     {new}")
+                                .replace("2026112501", "2026112502"))
+                hierarchy.procs[server].proc.send_signal(signal.SIGHUP)
+            for ip in (h.AUTH1, h.AUTH2):
+                wait_for(lambda: dig_short(port, name, "+norec", server=ip) == [new], 10, f"{ip} answers {new}")
+            each_alone_answers(old)                    # not flushed: both still answer from their caches
+            assert group.api("/api/v1/dns/cache/flush", "POST")["removed"] >= 2
+            assert group.api(f"/api/v1/dns/cache?name={name}")["entries"] == []
+            each_alone_answers(new)
+            # and again through `edgeway ctl flush`, back to the old address
+            for server in ("auth1", "auth2"):
+                zone = hierarchy.folder / f"{server}-0.zone"
+                zone.write_text(zone.read_text().replace(f"A     {new}", f"A     {old}")
+                                .replace("2026112502", "2026112503"))
+                hierarchy.procs[server].proc.send_signal(signal.SIGHUP)
+            for ip in (h.AUTH1, h.AUTH2):
+                wait_for(lambda: dig_short(port, name, "+norec", server=ip) == [old], 10, f"{ip} answers {old}")
+            each_alone_answers(new)
+            result = run_edgeway("ctl", "--config", str(group.path), "flush", timeout=60)
+            assert result.returncode == 0 and "flushed" in result.stdout, result.stdout + result.stderr
+            each_alone_answers(old)
