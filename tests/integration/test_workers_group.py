@@ -476,29 +476,26 @@ def test_a_cache_flush_through_the_api_and_ctl_empties_every_workers_caches(tmp_
                 each_worker_alone(group, lambda: all(dig_short(dns_port, name, "+nocookie") == [address]
                                                      for _ in range(6)))
 
+            def authoritative_answer(before: str, after: str, serial: int) -> None:
+                """Both servers of example.com. answer `after` instead of `before` (zone, SIGHUP)."""
+                for server in ("auth1", "auth2"):
+                    zone = hierarchy.folder / f"{server}-0.zone"
+                    zone.write_text(zone.read_text().replace(f"A     {before}", f"A     {after}")
+                                    .replace(str(serial - 1), str(serial)))
+                    hierarchy.procs[server].proc.send_signal(signal.SIGHUP)
+                for ip in (h.AUTH1, h.AUTH2):
+                    wait_for(lambda: dig_short(port, name, "+norec", server=ip) == [after], 10, f"{ip} answers {after}")
+
             each_alone_answers(old)
             cached = group.api(f"/api/v1/dns/cache?name={name}")["entries"]
             assert {e["worker"] for e in cached} == {0, 1}, cached
-            # the authoritative answer changes (both servers of example.com.)
-            for server in ("auth1", "auth2"):
-                zone = hierarchy.folder / f"{server}-0.zone"
-                zone.write_text(zone.read_text().replace(f"A     {old}", f"A     {new}")
-                                .replace("2026112501", "2026112502"))
-                hierarchy.procs[server].proc.send_signal(signal.SIGHUP)
-            for ip in (h.AUTH1, h.AUTH2):
-                wait_for(lambda: dig_short(port, name, "+norec", server=ip) == [new], 10, f"{ip} answers {new}")
+            authoritative_answer(old, new, 2026112502)     # (both servers of example.com.)
             each_alone_answers(old)                    # not flushed: both still answer from their caches
             assert group.api("/api/v1/dns/cache/flush", "POST")["removed"] >= 2
             assert group.api(f"/api/v1/dns/cache?name={name}")["entries"] == []
             each_alone_answers(new)
             # and again through `edgeway ctl flush`, back to the old address
-            for server in ("auth1", "auth2"):
-                zone = hierarchy.folder / f"{server}-0.zone"
-                zone.write_text(zone.read_text().replace(f"A     {new}", f"A     {old}")
-                                .replace("2026112502", "2026112503"))
-                hierarchy.procs[server].proc.send_signal(signal.SIGHUP)
-            for ip in (h.AUTH1, h.AUTH2):
-                wait_for(lambda: dig_short(port, name, "+norec", server=ip) == [old], 10, f"{ip} answers {old}")
+            authoritative_answer(new, old, 2026112503)
             each_alone_answers(new)
             result = run_edgeway("ctl", "--config", str(group.path), "flush", timeout=60)
             assert result.returncode == 0 and "flushed" in result.stdout, result.stdout + result.stderr

@@ -20,8 +20,8 @@ time (see docs/l4.md). The rules, and why:
   in a row lets the others have their turn first (`Poller.again`).
 * Splice (only with the listener's `splice: true`; splice.py says why it is off by default): a
   direction whose full reads in a row add up to SPLICE_AFTER (128 KiB) is a bulk transfer;
-  from then on it moves its bytes with os.splice through a pipe from the listener's pool (no copy into Python and out
-  again, two system calls per chunk). The pipe stands in for the buffer in the rules above:
+  from then on it moves its bytes with os.splice through a pipe from the listener's pool (no
+  copy into Python and out again, two system calls per chunk). The pipe stands in for the buffer in the rules above:
   when the other socket takes only part, the receiving half keeps the pipe (`pending`) and
   the reading side is paused; an empty pipe goes back to the pool. No pipe to be had (pool
   exhausted, EMFILE) means that chunk is copied; a kernel that refuses splice turns the pool

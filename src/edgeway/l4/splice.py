@@ -10,9 +10,9 @@ now, not the open connections. The rules, and why:
 * Only bulk directions splice: a direction starts once its full reads in a row (relay.READ_SIZE
   bytes each, in one turn) add up to SPLICE_AFTER, 128 KiB (one full read when READ_SIZE is
   that or more; the threshold measured in tcp_l4_2026-12-03.md), as HAProxy's `splice-auto`
-  waits for a "streamer". A short exchange (a request, a reply, a handshake) never pays for the pipe or for the fcntl that makes the accepted
-  socket non-blocking (a socket read by splice must be O_NONBLOCK: SPLICE_F_NONBLOCK only
-  makes the pipe's side non-blocking).
+  waits for a "streamer". A short exchange (a request, a reply, a handshake) never pays for
+  the pipe or for the fcntl that makes the accepted socket non-blocking (a socket read by
+  splice must be O_NONBLOCK: SPLICE_F_NONBLOCK only makes the pipe's side non-blocking).
 * A bounded pool (MAX_PIPES per listener, 2 descriptors each, inside the 64 descriptors
   that `raise_fd_limit` adds beyond two per connection): when every pipe is held, or no pipe
   can be made (EMFILE, ENFILE), that chunk is copied as before. A failed pipe2 is not tried
