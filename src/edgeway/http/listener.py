@@ -124,7 +124,9 @@ class AccessLog:
             self.flush()
 
     def _stamp(self, when: float) -> str:
-        second = int(when)
+        # trunc, not int(): int() would also read a numeric text ("0"), which is no time and
+        # which format_entries (a C double) refuses; the fuzzer holds the two to each other
+        second = math.trunc(when)
         if second != self._second:
             self._second = second
             self._prefix = logs.worker_prefix + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)) + \

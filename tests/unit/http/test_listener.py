@@ -90,6 +90,19 @@ def test_milliseconds_are_rounded_as_python_rounds_them(seconds):
     assert format_entries([entry], log._stamp) == log.format(entry).encode()
 
 
+@pytest.mark.parametrize("when", ["00000000000", "1.7e9", b"0", None, [1.7e9]])
+def test_a_time_that_is_no_number_is_refused_by_both_formatters(when):
+    # found by fuzz_logfmt: int() reads a numeric text, so format() once gave a line where
+    # format_entries raised
+    log = AccessLog("web", fd=-1)
+    entries = [(when, "line"), (when, "10.0.0.1", "GET", "/", "1.1", 200, "-", 0, None, None, 0.001, "", None, None)]
+    for entry in entries:
+        with pytest.raises(TypeError):
+            log.format(entry)
+        with pytest.raises(TypeError):
+            format_entries([entry], log._stamp)
+
+
 def test_the_batch_formatter_replaces_what_utf8_cannot_carry():
     log = AccessLog("web", fd=-1)
     entry = (1.7e9, "10.0.0.1", "GET", "/\udcff", "1.1", 200, "-", 0, None, None, 0.001, "bad \ud800", None,
