@@ -38,6 +38,7 @@ from edgeway.http.exchange import Exchange
 from edgeway.http.forward import Forwarding
 from edgeway.http.messages import RequestError, analyze_request, method_text, scan_request
 from edgeway.http.lingering import Lingering
+from edgeway.http.listener import FLUSH_LINES
 from edgeway.http.pool import TunnelEnd, half_close
 from edgeway.http.request_id import add_to_response as add_request_id
 from edgeway.http.request_id import assign as assign_request_id
@@ -361,7 +362,8 @@ class ClientConnection(Forwarding, asyncio.Protocol):
                 self._start_proxy(ex)   # which answers 503, saying why
                 return
         ex.server = server
-        up.acquire(server)
+        server.in_flight += 1   # up.acquire(server), in line
+        server.requests += 1
         conn = ctx.pool.get(server)
         if conn is None:
             ex.reused = False
@@ -520,16 +522,21 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if "pipeline" in self._paused and len(self.queue) <= 1:
             self.resume_reading("pipeline")
 
-    def _log(self, ex: Exchange) -> None:
+    def _log(self, ex: Exchange, total: float | None = None) -> None:
+        """`total`: the seconds since the request began, when the caller has just read the clock."""
         access = self.ctx.access
         head = ex.head
         if head is None or not access.enabled:
             return   # (a rejected request is logged by _log_rejected)
         server = ex.server
-        access.request((time(), self.client_ip, head.method, head.target, head.version, ex.status,
-                        server.label if server is not None else (ex.tried[-1].label if ex.tried else "-"),
-                        ex.sent, ex.t_connect, ex.t_header, perf_counter() - ex.started, ex.cause, ex.route,
-                        ex.request_id))
+        if total is None:
+            total = perf_counter() - ex.started
+        lines = access.lines   # access.request(entry), in line: once per request
+        lines.append((time(), self.client_ip, head.method, head.target, head.version, ex.status,
+                      server.label if server is not None else (ex.tried[-1].label if ex.tried else "-"),
+                      ex.sent, ex.t_connect, ex.t_header, total, ex.cause, ex.route, ex.request_id))
+        if len(lines) >= FLUSH_LINES:
+            access.flush()
 
     def _count(self, ex: Exchange) -> None:
         """Count `ex` in the metrics (http/metrics.py), for the ways a request ends other than
