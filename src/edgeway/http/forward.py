@@ -107,7 +107,7 @@ class Forwarding:
                                       ex.upgrade, ex.server.label)
         if ex.body:   # what arrived with the head leaves with it, in one send
             data = b"".join([data, *ex.body])
-            ex.body.clear()
+            ex.body = ()
             ex.body_size = 0
             self.resume_reading("body")
         conn.transport.write(data)

@@ -390,7 +390,10 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         if conn is not None and conn.transport is not None:
             conn.transport.write(data)
         else:
-            ex.body.append(data)
+            if ex.body:
+                ex.body.append(data)
+            else:
+                ex.body = [data]
             ex.body_size += len(data)
             if ex.body_size > HIGH_WATER:
                 self.pause_reading("body")
@@ -405,7 +408,7 @@ class ClientConnection(Forwarding, asyncio.Protocol):
             if ex.conn is not None and ex.conn.transport is not None:
                 ex.conn.transport.write(b"0\r\n\r\n")
             else:
-                ex.body.append(b"0\r\n\r\n")
+                ex.body = [*ex.body, b"0\r\n\r\n"]
         if ex.conn is not None and not ex.response_started:
             # the wait for the response head starts once the whole request has been sent
             ex.header_deadline = self.loop.time() + self.ctx.timeouts.upstream_header
