@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import hashlib
 import logging
 import os
@@ -676,7 +675,6 @@ def catch_early_signals() -> list[int]:
 
 def run(coro, loop_name: str = "uvloop"):
     """Run a coroutine on uvloop (default) or the stock asyncio loop."""
-    tune_gc()
     factory = None
     if loop_name == "uvloop":
         try:
@@ -687,23 +685,6 @@ def run(coro, loop_name: str = "uvloop"):
             factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
-
-
-GC_YOUNG_THRESHOLD = 20000
-
-
-def tune_gc() -> None:
-    """Collect the youngest generation every GC_YOUNG_THRESHOLD net allocations of container
-    objects instead of CPython's 700. A server's requests make containers that outlive their
-    call for a while (an access-log entry stays buffered for up to 256 requests, an exchange
-    until its response), so at 700 the collector ran every few dozen requests, each time
-    walking those survivors again: about 3% of the Python CPU time of a proxied keep-alive
-    request (bench/results/l7_cpu_2026-12-03.md). What a young collection walks is the
-    objects still alive, not the number allocated, so a larger threshold makes collections
-    rarer without making each much longer; garbage in reference cycles (rare on the request
-    paths, which break their cycles themselves) waits longer, bounded by the same count."""
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
