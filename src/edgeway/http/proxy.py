@@ -55,7 +55,9 @@ PLAIN_PATH_LENGTH = 256     # ... each at most this long (the memory stays under
 class ClientConnection(Forwarding, asyncio.Protocol):
     """One client connection. Defaults live on the class, as in Exchange: with
     `Connection: close` a connection is made per request, so __init__ sets only what each
-    connection needs of its own."""
+    connection needs of its own, and the few flags that every keep-alive request reads: an
+    attribute the instance holds is read about three times faster than a class default
+    (Python 3.11 specializes only the former), which pays for setting it once per connection."""
 
     transport: asyncio.Transport | None = None
     client_ip = ""
@@ -96,6 +98,10 @@ class ClientConnection(Forwarding, asyncio.Protocol):
         self.ctx = ctx
         self.loop = ctx.loop
         self.queue: deque[Exchange] = deque()
+        # read by each request on the fast path (data_received, _whole_request, whole_response)
+        self._diverted = self._partial = self._write_paused = self.closed = False
+        self._wbuf = None
+        self._paused = frozenset()
 
     # ================================================================== asyncio: client side
 
