@@ -26,6 +26,7 @@ class Exchange:
     tried: tuple = ()                    # servers that failed, excluded from the next pick
     local: bytes | None = None           # an answer of our own
     close_after = False
+    body: list[bytes] | tuple = ()      # framed request body not yet sent upstream (a list once there is some)
     body_size = 0
     request_complete = False
     response_started = False
@@ -57,4 +58,3 @@ class Exchange:
         self.client = client
         self.head = head
         self.started = started
-        self.body: list[bytes] = []      # framed request body not yet sent upstream

@@ -107,7 +107,7 @@ class Forwarding:
                                       ex.upgrade, ex.server.label)
         if ex.body:   # what arrived with the head leaves with it, in one send
             data = b"".join([data, *ex.body])
-            ex.body.clear()
+            ex.body = ()
             ex.body_size = 0
             self.resume_reading("body")
         conn.transport.write(data)
@@ -195,19 +195,35 @@ class Forwarding:
 
         For a request alone on its connection (the usual case), _after_response and _finish
         are done in line as well."""
-        extra = self._extra_fields(ex) if ex.sticky_cookie is not None or ex.trace is not None \
-            else ex.request_id_line
+        extra = ex.request_id_line
+        cookie = ex.sticky_cookie
+        if ex.trace is not None:
+            extra = self._extra_fields(ex)
+        elif cookie is not None:   # _extra_fields, in line, for a sticky upstream's known server
+            entry = self.ctx.sticky_lines.get(ex.server)
+            if entry is None:
+                extra = self._extra_fields(ex)
+            elif cookie != entry[0]:
+                extra += entry[1]
         found = forward_response(data, extra, not ex.close_after, ex.head.version == "1.0", conn.max_head)
         if found is None:
             return False
         status, reusable, length, out = found
-        self._final_head(ex, status)
+        # _final_head, in line; one clock read serves the header time, the metrics and the
+        # access log (for a response that came whole, head and end arrive at the same moment)
+        ex.header_deadline = 0.0
+        elapsed = ex.t_header = perf_counter() - ex.started
+        ex.status = status
+        server = ex.server
+        if server.fails:
+            ex.upstream.report_success(server, self.loop.time())
         ex.upstream_framing = ex.mode = "length"
         ex.sent += length
         ex.response_started = True
         # response_complete, for a response that needs no more
         ex.done = True
-        ex.upstream.release(ex.server)
+        if server.in_flight > 0:   # ex.upstream.release(server), in line
+            server.in_flight -= 1
         ex.conn = None
         queue = self.queue
         if not ex.request_complete or len(queue) != 1 or queue[0] is not ex or self.closed:
@@ -220,8 +236,10 @@ class Forwarding:
                 self._after_response(ex)
             return True
         # the only exchange of the connection: _after_response -> _finish, in line
+        ctx = self.ctx
+        now = self.loop.time()
         if reusable:
-            self.ctx.pool.put(conn)
+            ctx.pool.put(conn, now)
         else:
             conn.close()
         wbuf = self._wbuf
@@ -230,18 +248,17 @@ class Forwarding:
         else:
             self.transport.write(out)
         queue.popleft()
-        ctx = self.ctx
         stats = ex.route.stats   # ClientConnection._count, in line
         stats.codes[status] += 1
-        stats.durations.append(perf_counter() - ex.started)
+        stats.durations.append(elapsed)
         if ctx.access.enabled:
-            self._log(ex)
+            self._log(ex, elapsed)
         if ex.close_after:
             self._close()
             return True
         if self.receiving is ex:
             self.receiving = None
-        self._idle_since = self.loop.time()
+        self._idle_since = now
         if self._paused and "pipeline" in self._paused:
             self.resume_reading("pipeline")
         return True

@@ -27,6 +27,8 @@ from edgeway.http.routing import Router, compile_hash_key
 
 log = logging.getLogger("edgeway.http")
 
+FLUSH_LINES = 256   # the access log writes when this many lines wait (else at the sweeper's tick)
+
 # nginx's log escaping (escape=default): '"', '\\', bytes below 0x20 and from 0x7f as \xHH
 _ESCAPES = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100))}
 
@@ -110,7 +112,7 @@ class AccessLog:
                        "route": None, "upstream": None, "server": None, "bytes": 0, "connect_ms": None,
                        "header_ms": None, "total_ms": None, "cause": cause, "request_id": None}
         self.lines.append((time.time(), line))
-        if len(self.lines) >= 256:
+        if len(self.lines) >= FLUSH_LINES:
             self.flush()
 
     def request(self, entry: tuple) -> None:
@@ -120,7 +122,7 @@ class AccessLog:
         are looked up only by the json format, at flush.)"""
         lines = self.lines
         lines.append(entry)
-        if len(lines) >= 256:
+        if len(lines) >= FLUSH_LINES:
             self.flush()
 
     def _stamp(self, when: float) -> str:

@@ -325,7 +325,8 @@ class Pool:
                 return conn
         return None
 
-    def put(self, conn: UpstreamConnection) -> None:
+    def put(self, conn: UpstreamConnection, now: float | None = None) -> None:
+        """`now`: the loop's time, when the caller has it."""
         conn.ex = None
         transport = conn.transport
         conns = self.idle.get(conn.server)
@@ -334,7 +335,7 @@ class Pool:
         if len(conns) >= MAX_IDLE_PER_SERVER or transport is None or transport.is_closing():
             conn.close()
             return
-        conn.idle_since = self._time()
+        conn.idle_since = self._time() if now is None else now
         conn.received = False
         conns.append(conn)
 

@@ -335,6 +335,8 @@ class Upstream:
 
     # ------------------------------------------------------------------ accounting
 
+    # (the proxy's fast path, proxy._whole_request and forward.whole_response, does these two
+    # in line: a change here goes there too)
     def acquire(self, server: Server) -> None:
         server.in_flight += 1
         server.requests += 1

@@ -189,3 +189,52 @@ def test_least_conn_ties_take_smooth_weighted_turns_as_nginx():
     assert ports(picks(up, 8)) == [1, 2, 3, 1, 1, 2, 3, 1]
     up.servers[0].in_flight = 1     # 1/2 per weight: b and c (0) are less loaded, alone in the tie
     assert set(ports(picks(up, 4))) == {2, 3}
+
+
+def _least_conn_reference(current, candidates):
+    """LeastConn.choose as first written (a loop over indices, nothing kept in locals): the
+    reference that the faster form must pick the same servers as, with the same turns."""
+    best, ties = candidates[0], 1
+    for i in range(1, len(candidates)):
+        server = candidates[i]
+        lhs, rhs = server.in_flight * best.weight, best.in_flight * server.weight
+        if lhs < rhs:
+            best, ties = server, 1
+        elif lhs == rhs:
+            ties += 1
+    if ties == 1:
+        return best
+    total, pick, pick_value = 0, None, 0
+    for server in candidates:
+        if server.in_flight * best.weight != best.in_flight * server.weight:
+            continue
+        value = current.get(server, 0) + server.weight
+        current[server] = value
+        total += server.weight
+        if pick is None or value > pick_value:
+            pick, pick_value = server, value
+    current[pick] = pick_value - total
+    return pick
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_least_conn_picks_as_its_reference_under_random_loads(count):
+    import random
+
+    from edgeway.upstream.balancers.least_conn import LeastConn
+
+    rng = random.Random(count)
+    up = make("least_conn", servers=tuple((f"127.0.0.1:{i + 1}", rng.randint(1, 4)) for i in range(count)))
+    servers = up.servers
+    balancer = LeastConn(servers)
+    reference: dict = {}
+    ties = 0
+    for _ in range(3000):
+        for server in servers:   # loads that tie often (small numbers), and sometimes not
+            server.in_flight = rng.randint(0, 3)
+        candidates = [s for s in servers if rng.random() < 0.9] or servers[:1]
+        expected = _least_conn_reference(reference, candidates)
+        ties += sum(s.in_flight * expected.weight == expected.in_flight * s.weight for s in candidates) > 1
+        assert balancer.choose(candidates) is expected
+        assert {s: v for s, v in balancer.current.items() if v or s in reference} == reference
+    assert ties > 100 or count == 1   # the turn-taking part was exercised

@@ -25,17 +25,18 @@ class LeastConn:
 
     def choose(self, candidates: Sequence[Server], key: bytes | None = None) -> Server | None:
         n = len(candidates)
-        if n == 0:
-            return None
-        if n == 1:
-            return candidates[0]
+        if n < 2:
+            return candidates[0] if n else None
+        # (once per request: the best's load and weight kept in locals, no range() for the
+        # usual two or three servers)
         best = candidates[0]
+        best_load, best_weight = best.in_flight, best.weight
         ties = 1
-        for i in range(1, n):
-            server = candidates[i]
-            lhs, rhs = server.in_flight * best.weight, best.in_flight * server.weight
+        for server in candidates[1:] if n > 2 else (candidates[1],):
+            lhs, rhs = server.in_flight * best_weight, best_load * server.weight
             if lhs < rhs:
                 best, ties = server, 1
+                best_load, best_weight = server.in_flight, server.weight
             elif lhs == rhs:
                 ties += 1
         if ties == 1:
@@ -46,11 +47,12 @@ class LeastConn:
         pick = None
         pick_value = 0
         for server in candidates:
-            if server.in_flight * best.weight != best.in_flight * server.weight:
+            weight = server.weight
+            if server.in_flight * best_weight != best_load * weight:
                 continue
-            value = current.get(server, 0) + server.weight
+            value = current.get(server, 0) + weight
             current[server] = value
-            total += server.weight
+            total += weight
             if pick is None or value > pick_value:
                 pick, pick_value = server, value
         current[pick] = pick_value - total
