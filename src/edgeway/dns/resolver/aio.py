@@ -401,6 +401,17 @@ class _Driver:
             return
         for waiter in self.waiters:
             waiter.settle(result)
+        self._replenish()
+
+    def _replenish(self) -> None:
+        # The askers have their answers (sent from their callbacks): now, off the path of any
+        # query, the transport makes the spare sockets the next resolutions will take.
+        replenish = getattr(self.resolver.transport, "replenish", None)
+        if replenish is not None:
+            try:
+                replenish()
+            except Exception:   # (only spares lost: a query makes its own socket)
+                log.debug("resolver: could not make spare query sockets", exc_info=True)
 
     def _fail(self, exc: BaseException) -> None:
         if self._done():

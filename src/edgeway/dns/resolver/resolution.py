@@ -31,6 +31,7 @@ import dns.rrset
 from edgeway.dns.resolver.cache import RANK_ANSWER, RANK_AUTHORITY, RANK_GLUE, Cache, name_key
 from edgeway.dns.resolver.hints import Hints
 from edgeway.dns.resolver.infra import Infra
+from edgeway.dns.resolver.wire import _name
 
 MAX_LINKS = 16          # CNAME + DNAME links in one answer chain
 MAX_SUB_DEPTH = 3       # nesting of name-server address lookups (glueless delegations)
@@ -203,7 +204,8 @@ class Resolution:
                     count = len(self.zone.labels) + self.min_extra
                     if count < len(qname.labels) and self.min_sent < MAX_MINIMISE_COUNT:
                         # One more label than the zone, asked as type A (RFC 9156 section 3).
-                        qname, rdtype = dns.name.Name(qname.labels[-count:]), dns.rdatatype.A
+                        # (A suffix of a valid name: its labels need no second check by Name().)
+                        qname, rdtype = _name(qname.labels[-count:]), dns.rdatatype.A
                         self.min_sent += 1
                 return Request(address, self.settings.query_port, qname, rdtype, self.rdclass,
                                False, self.infra.query_timeout(address, now), self.zone)
