@@ -186,8 +186,9 @@ class Resolver:
                 pending = loop.create_task(self._resolve(resolution))
                 self._inflight[key] = pending
                 pending.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
-            if self._stats_timer is None and self.stats_interval:
-                # A timer, not a task, and set once the first query is on the wire.
+            if self._stats_timer is None and self.stats_interval and not isinstance(pending, _Driver):
+                # A timer, not a task, and set once the first query is on the wire (a _Driver
+                # sets it once its answer is given: the first hop is often answered sooner).
                 self._stats_timer = loop.call_later(self.stats_interval, self._log_stats)
         if waiter is None:
             return pending.waiters[0]
@@ -334,6 +335,8 @@ class _Driver:
 
     def __init__(self, resolver: Resolver, resolution: Resolution, key: tuple, deadline: float) -> None:
         self.resolver, self.resolution, self.key, self.deadline = resolver, resolution, key, deadline
+        # Cache writes wait until the next query has left, or the answer (Budget.writes).
+        resolution.budget.writes = []
         self.waiters: list[Later] = []
         self.exchange = None
         self.cut_short = False
@@ -364,6 +367,7 @@ class _Driver:
             resolver.upstream_by_server[f"{step.address}#{step.port}"] += 1
             resolver.infra.sent(step.address if not resolver.settings.forwarders
                                 else f"{step.address}#{step.port}", clock())
+            resolution.write_cache()    # (what the last response taught, now that the query is out)
         except Exception as exc:   # a bug: the askers get it, as they got a failed task's
             self._fail(exc)
 
@@ -398,15 +402,24 @@ class _Driver:
         except Exception as exc:
             for waiter in self.waiters:
                 waiter.settle(None, exc)
+            self._after()
             return
         for waiter in self.waiters:
             waiter.settle(result)
-        self._replenish()
+        self._after()
 
-    def _replenish(self) -> None:
-        # The askers have their answers (sent from their callbacks): now, off the path of any
-        # query, the transport makes the spare sockets the next resolutions will take.
-        replenish = getattr(self.resolver.transport, "replenish", None)
+    def _after(self) -> None:
+        """The askers have their answers (sent from their callbacks): now, off the path of any
+        query, the cache writes put off, the counters' timer, the transport's spare sockets."""
+        resolver = self.resolver
+        try:
+            self.resolution.write_cache()
+        except Exception:   # (a bug: only the cache misses these records)
+            log.exception("resolver: cache writes failed")
+        if resolver._stats_timer is None and resolver.stats_interval and not resolver._closed:
+            resolver._stats_timer = asyncio.get_running_loop().call_later(resolver.stats_interval,
+                                                                          resolver._log_stats)
+        replenish = getattr(resolver.transport, "replenish", None)
         if replenish is not None:
             try:
                 replenish()
@@ -418,6 +431,7 @@ class _Driver:
             self.resolver.counters.failed("internal")   # (the responder answers each asker SERVFAIL)
             for waiter in self.waiters:
                 waiter.settle(None, exc)
+            self._after()
 
     def cancel(self) -> None:
         """Resolver.close(): drop the query in flight; every asker's Later gets CancelledError."""
