@@ -177,7 +177,7 @@ class Resolver:
             resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
             loop = asyncio.get_running_loop()
             if hasattr(self.transport, "send"):
-                pending = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout)
+                pending = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout, loop)
                 self._inflight[key] = pending
                 pending.waiters.append(waiter)
                 pending.begin()
@@ -209,7 +209,8 @@ class Resolver:
         self.counters.resolutions += 1
         resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings,
                                 refresh=True)
-        driver = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout)
+        driver = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout,
+                         asyncio.get_running_loop())
         self._inflight[key] = driver
         driver.begin()
 
@@ -331,10 +332,13 @@ class _Driver:
     Result goes to every asker's Later from the last one. No task: nothing to wake between
     two upstream queries, nor between the last response and the askers."""
 
-    __slots__ = ("resolver", "resolution", "key", "deadline", "waiters", "exchange", "cut_short", "settled")
+    __slots__ = ("resolver", "resolution", "key", "deadline", "loop", "waiters", "exchange", "cut_short",
+                 "settled")
 
-    def __init__(self, resolver: Resolver, resolution: Resolution, key: tuple, deadline: float) -> None:
+    def __init__(self, resolver: Resolver, resolution: Resolution, key: tuple, deadline: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.resolver, self.resolution, self.key, self.deadline = resolver, resolution, key, deadline
+        self.loop = loop      # (the loop it runs on: asked once, not at every query)
         # Cache writes wait until the next query has left, or the answer (Budget.writes).
         resolution.budget.writes = []
         self.waiters: list[Later] = []
@@ -361,7 +365,7 @@ class _Driver:
             # query cut short by it is abandoned without blaming the server.
             self.cut_short = left < step.timeout
             self.exchange = resolver.transport.send(step, functools.partial(self._answered, step),
-                                                    left if self.cut_short else None)
+                                                    left if self.cut_short else None, loop=self.loop)
             # (Counted once the query is on its way: the bookkeeping is not on its path.)
             resolver.counters.upstream_queries += 1
             resolver.upstream_by_server[f"{step.address}#{step.port}"] += 1
@@ -417,8 +421,7 @@ class _Driver:
         except Exception:   # (a bug: only the cache misses these records)
             log.exception("resolver: cache writes failed")
         if resolver._stats_timer is None and resolver.stats_interval and not resolver._closed:
-            resolver._stats_timer = asyncio.get_running_loop().call_later(resolver.stats_interval,
-                                                                          resolver._log_stats)
+            resolver._stats_timer = self.loop.call_later(resolver.stats_interval, resolver._log_stats)
         replenish = getattr(resolver.transport, "replenish", None)
         if replenish is not None:
             try:

@@ -246,7 +246,8 @@ class Transport:
         return ((question.name.labels == request.qname.labels or question.name == request.qname)
                 and question.rdtype == request.rdtype and question.rdclass == request.rdclass)
 
-    def send(self, request: Request, done, timeout: float | None = None) -> "_Exchange":
+    def send(self, request: Request, done, timeout: float | None = None,
+             loop: asyncio.AbstractEventLoop | None = None) -> "_Exchange":
         """Send `request`; `done(response, error, rtt)` is called once, later, from the event
         loop: (response, None, rtt) or (None, TIMEOUT|UNREACHABLE|ERROR, elapsed). `timeout`
         (the resolution's time left) shortens the request's own when it is smaller.
@@ -254,8 +255,10 @@ class Transport:
         Callbacks, not a coroutine: the resolver handles a response and sends its next query
         from the socket's readable callback, with no task to wake in between (that wake-up, its
         future and the coroutine frames above it were a tenth of an upstream query's cost).
-        `.cancel()` on the returned exchange abandons it (socket closed, `done` never called)."""
-        exchange = _Exchange(self, request, done, timeout)
+        `.cancel()` on the returned exchange abandons it (socket closed, `done` never called).
+        `loop`: the running loop, when the caller has it (CPython 3.11's get_running_loop()
+        makes a getpid() system call each time)."""
+        exchange = _Exchange(self, request, done, timeout, loop)
         exchange.start()
         return exchange
 
@@ -304,11 +307,12 @@ class _Exchange:
     __slots__ = ("transport", "request", "done", "started", "deadline", "loop", "qid", "wire", "sock",
                  "fd", "poller", "timer", "tcp", "finished")
 
-    def __init__(self, transport: Transport, request: Request, done, timeout: float | None) -> None:
+    def __init__(self, transport: Transport, request: Request, done, timeout: float | None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.transport, self.request, self.done = transport, request, done
         self.started = time.monotonic()
         self.deadline = self.started + (request.timeout if timeout is None else min(timeout, request.timeout))
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop or asyncio.get_running_loop()
         self.sock = self.timer = self.tcp = None
         self.fd = -1
         self.finished = False
