@@ -177,7 +177,7 @@ class Resolver:
             resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings)
             loop = asyncio.get_running_loop()
             if hasattr(self.transport, "send"):
-                pending = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout)
+                pending = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout, loop)
                 self._inflight[key] = pending
                 pending.waiters.append(waiter)
                 pending.begin()
@@ -186,8 +186,9 @@ class Resolver:
                 pending = loop.create_task(self._resolve(resolution))
                 self._inflight[key] = pending
                 pending.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
-            if self._stats_timer is None and self.stats_interval:
-                # A timer, not a task, and set once the first query is on the wire.
+            if self._stats_timer is None and self.stats_interval and not isinstance(pending, _Driver):
+                # A timer, not a task, and set once the first query is on the wire (a _Driver
+                # sets it once its answer is given: the first hop is often answered sooner).
                 self._stats_timer = loop.call_later(self.stats_interval, self._log_stats)
         if waiter is None:
             return pending.waiters[0]
@@ -208,7 +209,8 @@ class Resolver:
         self.counters.resolutions += 1
         resolution = Resolution(qname, rdtype, rdclass, self.cache, self.infra, self.hints, self.settings,
                                 refresh=True)
-        driver = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout)
+        driver = _Driver(self, resolution, key, time.monotonic() + self.resolution_timeout,
+                         asyncio.get_running_loop())
         self._inflight[key] = driver
         driver.begin()
 
@@ -330,10 +332,15 @@ class _Driver:
     Result goes to every asker's Later from the last one. No task: nothing to wake between
     two upstream queries, nor between the last response and the askers."""
 
-    __slots__ = ("resolver", "resolution", "key", "deadline", "waiters", "exchange", "cut_short", "settled")
+    __slots__ = ("resolver", "resolution", "key", "deadline", "loop", "waiters", "exchange", "cut_short",
+                 "settled")
 
-    def __init__(self, resolver: Resolver, resolution: Resolution, key: tuple, deadline: float) -> None:
+    def __init__(self, resolver: Resolver, resolution: Resolution, key: tuple, deadline: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.resolver, self.resolution, self.key, self.deadline = resolver, resolution, key, deadline
+        self.loop = loop      # (the loop it runs on: asked once, not at every query)
+        # Cache writes wait until the next query has left, or the answer (Budget.writes).
+        resolution.budget.writes = []
         self.waiters: list[Later] = []
         self.exchange = None
         self.cut_short = False
@@ -358,12 +365,13 @@ class _Driver:
             # query cut short by it is abandoned without blaming the server.
             self.cut_short = left < step.timeout
             self.exchange = resolver.transport.send(step, functools.partial(self._answered, step),
-                                                    left if self.cut_short else None)
+                                                    left if self.cut_short else None, loop=self.loop)
             # (Counted once the query is on its way: the bookkeeping is not on its path.)
             resolver.counters.upstream_queries += 1
             resolver.upstream_by_server[f"{step.address}#{step.port}"] += 1
             resolver.infra.sent(step.address if not resolver.settings.forwarders
                                 else f"{step.address}#{step.port}", clock())
+            resolution.write_cache()    # (what the last response taught, now that the query is out)
         except Exception as exc:   # a bug: the askers get it, as they got a failed task's
             self._fail(exc)
 
@@ -398,15 +406,35 @@ class _Driver:
         except Exception as exc:
             for waiter in self.waiters:
                 waiter.settle(None, exc)
+            self._after()
             return
         for waiter in self.waiters:
             waiter.settle(result)
+        self._after()
+
+    def _after(self) -> None:
+        """The askers have their answers (sent from their callbacks): now, off the path of any
+        query, the cache writes put off, the counters' timer, the transport's spare sockets."""
+        resolver = self.resolver
+        try:
+            self.resolution.write_cache()
+        except Exception:   # (a bug: only the cache misses these records)
+            log.exception("resolver: cache writes failed")
+        if resolver._stats_timer is None and resolver.stats_interval and not resolver._closed:
+            resolver._stats_timer = self.loop.call_later(resolver.stats_interval, resolver._log_stats)
+        replenish = getattr(resolver.transport, "replenish", None)
+        if replenish is not None:
+            try:
+                replenish()
+            except Exception:   # (only spares lost: a query makes its own socket)
+                log.debug("resolver: could not make spare query sockets", exc_info=True)
 
     def _fail(self, exc: BaseException) -> None:
         if self._done():
             self.resolver.counters.failed("internal")   # (the responder answers each asker SERVFAIL)
             for waiter in self.waiters:
                 waiter.settle(None, exc)
+            self._after()
 
     def cancel(self) -> None:
         """Resolver.close(): drop the query in flight; every asker's Later gets CancelledError."""

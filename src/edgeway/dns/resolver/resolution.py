@@ -31,6 +31,7 @@ import dns.rrset
 from edgeway.dns.resolver.cache import RANK_ANSWER, RANK_AUTHORITY, RANK_GLUE, Cache, name_key
 from edgeway.dns.resolver.hints import Hints
 from edgeway.dns.resolver.infra import Infra
+from edgeway.dns.resolver.wire import _name
 
 MAX_LINKS = 16          # CNAME + DNAME links in one answer chain
 MAX_SUB_DEPTH = 3       # nesting of name-server address lookups (glueless delegations)
@@ -103,6 +104,10 @@ class Budget:
     queries: int = 0
     sub_resolutions: int = 0
     scrubbed: int = 0            # out-of-bailiwick RRsets dropped from responses
+    # Cache writes put off until the next query has left or the answer has been given
+    # (`Resolution.write_cache`); None: written at once. The asyncio driver turns it on: a
+    # write that nothing reads before then need not delay the next query.
+    writes: list | None = None
 
 
 _AA = int(dns.flags.AA)
@@ -203,7 +208,8 @@ class Resolution:
                     count = len(self.zone.labels) + self.min_extra
                     if count < len(qname.labels) and self.min_sent < MAX_MINIMISE_COUNT:
                         # One more label than the zone, asked as type A (RFC 9156 section 3).
-                        qname, rdtype = dns.name.Name(qname.labels[-count:]), dns.rdatatype.A
+                        # (A suffix of a valid name: its labels need no second check by Name().)
+                        qname, rdtype = _name(qname.labels[-count:]), dns.rdatatype.A
                         self.min_sent += 1
                 return Request(address, self.settings.query_port, qname, rdtype, self.rdclass,
                                False, self.infra.query_timeout(address, now), self.zone)
@@ -238,6 +244,7 @@ class Resolution:
 
     def _start(self, now: float) -> None:
         """Use the cache for the current name; else find the closest zone cut to ask."""
+        self.write_cache()
         found = None
         if self.refresh:
             self.refresh = False
@@ -278,6 +285,7 @@ class Resolution:
         """Every server of the zone failed: ask the parent again (once per zone), whose referral
         brings its own NS set and glue (Unbound's parent-side fallback): the child's records may
         have replaced the parent's in the cache and be the broken ones."""
+        self.write_cache()
         zone = self.zone
         if self.settings.forwarders or zone is None or len(zone.labels) <= 1:
             return False
@@ -343,6 +351,7 @@ class Resolution:
         return False
 
     def _child_done(self, result: Result, now: float) -> None:
+        self.write_cache()
         child, self.child = self.child, None
         found = [rd.address for rrset in result.answer if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
                  for rd in rrset]
@@ -390,6 +399,24 @@ class Resolution:
         self.result = Result(dns.rcode.SERVFAIL, [], [], reason, cause=cause)
         return self.result
 
+    def _write(self, put, *args) -> None:
+        """A cache write (`put_rrset` or `put_negative`), at once or put off (Budget.writes)."""
+        writes = self.budget.writes
+        if writes is None:
+            put(*args)
+        else:
+            writes.append((put, args))
+
+    def write_cache(self) -> None:
+        """Make the cache writes put off so far, in their order. The driver calls this once the
+        next query has left (or the answer has been given); a step that reads the cache calls it
+        first, so a read never misses a write (the resolution sees the cache as if written at once)."""
+        writes = self.budget.writes
+        if writes:
+            self.budget.writes = []
+            for put, args in writes:
+                put(*args)
+
     def _follow(self, answer, start: dns.name.Name, rank: int, now: float) -> tuple[dns.name.Name, bool]:
         """Follow the answer chain inside one response from `start`.
 
@@ -402,12 +429,12 @@ class Resolution:
                 # RFC 8482: whatever the server chose to give; passed on, cached type by type.
                 mine = [r for r in answer if r.name == name]
                 for rrset in mine:
-                    self.cache.put_rrset(rrset, now, rank)
+                    self._write(self.cache.put_rrset, rrset, now, rank)
                     self.chain.append(rrset)
                 return name, bool(mine)
             final = _find(answer, name, self.rdtype)
             if final is not None:
-                self.cache.put_rrset(final, now, rank)
+                self._write(self.cache.put_rrset, final, now, rank)
                 self._add_link(final)
                 return name, True
             cname = _find(answer, name, dns.rdatatype.CNAME)
@@ -421,20 +448,20 @@ class Resolution:
                 return name, False      # (a CNAME for the name would have been the final RRset)
             if dname is not None:
                 # The DNAME is the authority; the CNAME a server sent along is only a hint.
-                self.cache.put_rrset(dname, now, rank)
+                self._write(self.cache.put_rrset, dname, now, rank)
                 try:
                     target = name.relativize(dname.name).concatenate(dname[0].target)
                 except dns.name.NameTooLong:
                     self._finish(dns.rcode.YXDOMAIN)
                     return name, False
                 cname = dns.rrset.from_text(name, dname.ttl, self.rdclass, "CNAME", target.to_text())
-                self.cache.put_rrset(cname, now, rank, via=dname)
+                self._write(self.cache.put_rrset, cname, now, rank, dname)
                 self.chain.append(dname)
                 if self.rdtype == dns.rdatatype.CNAME:
                     self.chain.append(cname)      # the synthesised CNAME is the answer
                     return name, True
             else:
-                self.cache.put_rrset(cname, now, rank)
+                self._write(self.cache.put_rrset, cname, now, rank)
             if not self._add_link(cname):
                 return name, False
             name = cname[0].target
@@ -474,7 +501,7 @@ class Resolution:
                 self.qname = name
                 if soa is not None and name.is_subdomain(soa.name):
                     # The chain ended inside this zone: the server's negative answer is for `name`.
-                    self.cache.put_negative(name, self.rdtype, self.rdclass, rcode, soa, now)
+                    self._write(self.cache.put_negative, name, self.rdtype, self.rdclass, rcode, soa, now)
                     self._finish(rcode, [soa])
                 elif rcode == dns.rcode.NXDOMAIN:
                     self._finish(rcode, [soa] if soa else [])
@@ -482,7 +509,7 @@ class Resolution:
                     self.zone = None    # the target lives elsewhere: resolve it from the start
                 return
         if rcode == dns.rcode.NXDOMAIN:
-            self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
+            self._write(self.cache.put_negative, self.qname, self.rdtype, self.rdclass, rcode, soa, now)
             self._finish(rcode, [soa] if soa else [])
             return
         ns = next((r for r in authority if r.rdtype == dns.rdatatype.NS), None)
@@ -491,7 +518,7 @@ class Resolution:
             return
         if soa is not None or (aa and ns is None):
             if not answer:   # (records of another type for the name: garbled, not a NODATA to keep)
-                self.cache.put_negative(self.qname, self.rdtype, self.rdclass, rcode, soa, now)
+                self._write(self.cache.put_negative, self.qname, self.rdtype, self.rdclass, rcode, soa, now)
             self._finish(rcode, [soa] if soa else [])
             return
         # An upward or sideways referral, or an empty non-authoritative answer: a lame server,
@@ -526,7 +553,10 @@ class Resolution:
         if self.referrals > self.settings.max_depth:
             self._fail("max_depth", f"more than {self.settings.max_depth} referrals")
             return
-        self.cache.put_rrset(ns, now, RANK_GLUE)
+        self.write_cache()    # (nothing is put off here as a rule: a step reads what came before)
+        # The NS RRset is written once the next query has left (nothing below reads it); the
+        # glue at once: `cache.addresses` below reads it.
+        self._write(self.cache.put_rrset, ns, now, RANK_GLUE)
         # Name servers and their glue matched on lower-cased labels (cache.name_key), not by
         # comparing dns.name.Name objects pairwise (each comparison is Python code).
         targets = {name_key(rd.target): rd.target for rd in ns}
@@ -585,5 +615,5 @@ class Resolution:
             return
         self.qname = name
         if soa is not None:
-            self.cache.put_negative(name, self.rdtype, self.rdclass, rcode, soa, now)
+            self._write(self.cache.put_negative, name, self.rdtype, self.rdclass, rcode, soa, now)
         self._finish(rcode, [soa] if soa else [])

@@ -7,6 +7,14 @@ datagrams from any other address or port, and an ICMP refusal surfaces at once a
 carries the query's ID, has QR set and repeats the question exactly (name, type, class);
 anything else is counted in `rejected` and the wait goes on until the query's timeout. TC=1
 repeats the query over TCP with a new ID (RFC 7766).
+
+Spare sockets: a few query sockets are created ahead (`socket()` and their epoll registration,
+a third of a query's set-up and several times more in the first question after an idle spell)
+when the loop starts and once a resolution has settled (`replenish`, after its answer has left).
+A spare is neither bound nor connected: it has no port until its query takes it, draws a random
+one and binds it, so nothing about the next query's source port exists before the query does.
+Each socket serves one query and is then closed; the spares are bounded (SPARES per address
+family) and closed with the transport.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _QTAIL = struct.Struct("!HH")
 _OPT = struct.Struct("!BHHIH")       # root owner, type OPT, payload size, ext-rcode/flags, rdlen
 PORT_RANGE = (1024, 65535)
+SPARES = 4           # unbound query sockets kept ready per address family (see the module's docstring)
 # The query sockets are the C type under `socket.socket`: the Python class adds an __init__, a
 # close() and reference counting for makefile() that a one-datagram socket never uses, on every
 # hop of a resolution. (A module attribute, so that a test can watch every socket opened.)
@@ -116,10 +125,46 @@ class _Poller:
         self.loop = loop
         self.epoll = select.epoll()
         self.readers: dict[int, object] = {}
+        # Spare sockets by family: created, non-blocking, in the epoll set; no port, no peer.
+        self.spares: dict[int, list] = {socket.AF_INET: [], socket.AF_INET6: []}
+        self.used6 = False
         loop.add_reader(self.epoll.fileno(), self._ready)
 
+    def take(self, family: int):
+        """A fresh socket of `family`, already in the epoll set: a spare, or a new one."""
+        spares = self.spares[family]
+        if spares:
+            return spares.pop()
+        if family == socket.AF_INET6:
+            self.used6 = True    # (IPv6 spares only for a resolver that has used IPv6)
+        sock = _udp_socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)   # (no ioctl)
+        try:
+            self.epoll.register(sock.fileno(), select.EPOLLIN)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def refill(self, family: int) -> None:
+        """Bring the spares of `family` back to SPARES (off a query's path: after its answer
+        has been handed on). A failure (out of descriptors) only means no spare."""
+        spares = self.spares[family]
+        if self.epoll.closed:
+            return
+        while len(spares) < SPARES:
+            try:
+                sock = _udp_socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+            except OSError:
+                return
+            try:
+                self.epoll.register(sock.fileno(), select.EPOLLIN)
+            except OSError:
+                sock.close()
+                return
+            spares.append(sock)
+
     def add(self, fd: int, callback) -> None:
-        self.epoll.register(fd, select.EPOLLIN)
+        """Watch `fd` (a socket from `take`: already in the epoll set)."""
         self.readers[fd] = callback
 
     def remove(self, fd: int) -> None:
@@ -133,6 +178,9 @@ class _Poller:
                 callback()
 
     def close(self) -> None:
+        for spares in self.spares.values():
+            while spares:
+                spares.pop().close()
         if not self.epoll.closed:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.epoll.fileno())
@@ -154,8 +202,19 @@ class Transport:
         return poller
 
     def prepare(self) -> None:
-        """Create the running loop's epoll set now rather than on the first query."""
-        self._poller(asyncio.get_running_loop())
+        """Create the running loop's epoll set and its IPv4 spare sockets now rather than on
+        the first query."""
+        self._poller(asyncio.get_running_loop()).refill(socket.AF_INET)
+
+    def replenish(self) -> None:
+        """Bring the running loop's spare sockets back to SPARES per family used. The resolver
+        calls this once a resolution has settled (its answer sent): off every query's path. (A
+        query that finds no spare makes its socket itself, as before.)"""
+        poller = self._pollers.get(asyncio.get_running_loop())
+        if poller is not None:
+            poller.refill(socket.AF_INET)
+            if poller.used6:
+                poller.refill(socket.AF_INET6)
 
     def close(self) -> None:
         """Close the epoll sets (queries still in flight must have been cancelled)."""
@@ -187,7 +246,8 @@ class Transport:
         return ((question.name.labels == request.qname.labels or question.name == request.qname)
                 and question.rdtype == request.rdtype and question.rdclass == request.rdclass)
 
-    def send(self, request: Request, done, timeout: float | None = None) -> "_Exchange":
+    def send(self, request: Request, done, timeout: float | None = None,
+             loop: asyncio.AbstractEventLoop | None = None) -> "_Exchange":
         """Send `request`; `done(response, error, rtt)` is called once, later, from the event
         loop: (response, None, rtt) or (None, TIMEOUT|UNREACHABLE|ERROR, elapsed). `timeout`
         (the resolution's time left) shortens the request's own when it is smaller.
@@ -195,8 +255,10 @@ class Transport:
         Callbacks, not a coroutine: the resolver handles a response and sends its next query
         from the socket's readable callback, with no task to wake in between (that wake-up, its
         future and the coroutine frames above it were a tenth of an upstream query's cost).
-        `.cancel()` on the returned exchange abandons it (socket closed, `done` never called)."""
-        exchange = _Exchange(self, request, done, timeout)
+        `.cancel()` on the returned exchange abandons it (socket closed, `done` never called).
+        `loop`: the running loop, when the caller has it (CPython 3.11's get_running_loop()
+        makes a getpid() system call each time)."""
+        exchange = _Exchange(self, request, done, timeout, loop)
         exchange.start()
         return exchange
 
@@ -245,11 +307,12 @@ class _Exchange:
     __slots__ = ("transport", "request", "done", "started", "deadline", "loop", "qid", "wire", "sock",
                  "fd", "poller", "timer", "tcp", "finished")
 
-    def __init__(self, transport: Transport, request: Request, done, timeout: float | None) -> None:
+    def __init__(self, transport: Transport, request: Request, done, timeout: float | None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.transport, self.request, self.done = transport, request, done
         self.started = time.monotonic()
         self.deadline = self.started + (request.timeout if timeout is None else min(timeout, request.timeout))
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop or asyncio.get_running_loop()
         self.sock = self.timer = self.tcp = None
         self.fd = -1
         self.finished = False
@@ -262,14 +325,14 @@ class _Exchange:
         port = int.from_bytes(draw[2:], "big")
         family = socket.AF_INET6 if ":" in request.address else socket.AF_INET
         try:
-            self.sock = sock = _udp_socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)  # (no ioctl)
+            self.poller = poller = self.transport._poller(loop)
+            self.sock = sock = poller.take(family)    # (fresh: no port yet, never used before)
             _bind_random_port(sock, family, port)
             sock.connect((request.address, request.port))
             sock.send(self.wire)
             self.transport.stats.sent_udp += 1
-            self.poller = self.transport._poller(loop)
             self.fd = fd = sock.fileno()
-            self.poller.add(fd, self._readable)
+            poller.add(fd, self._readable)
             self.timer = loop.call_later(max(0.0, self.deadline - time.monotonic()), self._finish, None, TIMEOUT)
         except OSError as exc:
             error = UNREACHABLE if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH,

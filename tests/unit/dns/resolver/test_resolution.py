@@ -1,3 +1,5 @@
+import random
+
 import dns.flags
 import dns.name
 import dns.rcode
@@ -9,7 +11,7 @@ import pytest
 from edgeway.dns.resolver.cache import Cache
 from edgeway.dns.resolver.hints import parse_hints
 from edgeway.dns.resolver.infra import Infra
-from edgeway.dns.resolver.resolution import Resolution, Settings
+from edgeway.dns.resolver.resolution import Request, Resolution, Settings
 from tests.unit.dns.resolver.fakenet import EXAMPLE, HINTS_TEXT, ROOT, TIMEOUT, FakeAuth, drive, world
 
 N = dns.name.from_text
@@ -197,3 +199,66 @@ def test_a_server_refusing_the_minimised_name_is_asked_the_full_name():
     assert result.rcode == dns.rcode.NOERROR
     assert [s.qname.to_text() for s in sent][:2] == ["com.", "www.example.com."]
     assert not infra.is_lame("10.0.0.1", dns.name.root, 1)
+
+
+# ---------------------------------------------------------------- cache writes put off (Budget.writes)
+
+def _drive_deferred(resolution, servers, now=0.0):
+    """`drive` as the asyncio driver runs a resolution: cache writes put off, made once the
+    next request is out (here: once it is returned) and after the result."""
+    resolution.budget.writes = []
+    sent = []
+    for _ in range(500):
+        step = resolution.next_request(now)
+        resolution.write_cache()
+        if not isinstance(step, Request):
+            return step, sent
+        sent.append(step)
+        server = servers.get(step.address, "unreachable")
+        reply = server if isinstance(server, str) else server(step)
+        if isinstance(reply, str):
+            resolution.query_result(step, None, reply, step.timeout, now)
+        else:
+            resolution.query_result(step, reply, None, 0.001, now)
+    raise AssertionError("resolution did not finish")
+
+
+def _cache_dump(cache):
+    return sorted((key, entry.rank, entry.expires, entry.rcode, str(entry.rrset), str(entry.soa), str(entry.via))
+                  for key, entry in cache._map.items())
+
+
+def _summary(result, sent):
+    return (result.rcode, [str(r) for r in result.answer], [str(r) for r in result.authority],
+            [(s.address, str(s.qname), s.rdtype) for s in sent])
+
+
+@pytest.mark.parametrize("minimise", [True, False])
+def test_writes_put_off_leave_the_same_cache_and_answers(minimise):
+    """The driver puts cache writes off until the next query has left: every resolution sends
+    the same queries, gets the same answer and leaves the same cache as with writes at once."""
+    questions = [("www.example.com.", A), ("api.example.com.", A), ("nope.example.com.", A),
+                 ("www.glueless.com.", A), ("example.com.", dns.rdatatype.MX), ("ns1.example.com.", A),
+                 ("www.example.com.", dns.rdatatype.AAAA), ("old.example.com.", A)]
+    at_once, put_off = Cache(), Cache()
+    infra_a, infra_b = Infra(rng=random.Random(7)), Infra(rng=random.Random(7))   # (the same choices)
+    for name, rdtype in questions:
+        expected = drive(resolution(name, at_once, infra_a, rdtype, qname_minimisation=minimise), world())
+        got = _drive_deferred(resolution(name, put_off, infra_b, rdtype, qname_minimisation=minimise), world())
+        assert _summary(*got) == _summary(*expected), name
+        assert _cache_dump(put_off) == _cache_dump(at_once), name
+
+
+def test_a_referral_writes_its_ns_set_only_when_asked():
+    cache = Cache()
+    r = resolution("www.example.com.", cache)
+    r.budget.writes = []
+    servers = world()
+    step = r.next_request(0.0)
+    r.query_result(step, servers[step.address](step), None, 0.001, 0.0)
+    step = r.next_request(0.0)            # (the next query, to com.'s server)
+    assert step.address == "10.0.0.2"
+    assert next(cache.delegation(N("www.example.com."), IN, 0.0), None) is None   # not yet
+    assert cache.addresses(N("a.gtld.com."), IN, 0.0) == ["10.0.0.2"]             # glue: at once
+    r.write_cache()
+    assert next(cache.delegation(N("www.example.com."), IN, 0.0)).name == N("com.")
