@@ -1,7 +1,9 @@
 """The proxy with its C fast path (messages.scan_request / forward_response) against the same
 proxy without it: for each request and response, the bytes that reach the server and the
 client, whether the server connection goes back to the pool, and the access-log entry must
-be the same. Driven in-process through fake transports (as bench/http_l7_inproc.py)."""
+be the same, and so must the servers' in-flight and request counts and the route's status
+counts and durations (the fast path does that accounting in line). Driven in-process through
+fake transports (as bench/http_l7_inproc.py)."""
 
 import asyncio
 import itertools
@@ -150,8 +152,13 @@ def exchange(request: bytes, response: bytes, fast: bool, trace: bool, forwarded
                 pooled = None
             log = [entry[1:8] + (entry[11], entry[12] and entry[12].label, entry[13]) for entry in ctx.access.lines]
             ctx.access.lines.clear()
+            # the accounting the fast path does in line (acquire/release, _final_head, _count)
+            servers = [(str(server), server.in_flight, server.requests, server.fails)
+                       for up in upstreams.values() for server in up.servers]
+            codes = [(route.upstream_name, [(c, n) for c, n in enumerate(route.stats.codes) if n], len(route.stats.durations))
+                     for route in ctx.router.routes]
             results.append((sent_to, transport.out, transport.closing, pooled, log, client.queue and True,
-                            client.receiving is None))
+                            client.receiving is None, servers, codes))
         os.close(ctx.access.fd)
         return results
     finally:
