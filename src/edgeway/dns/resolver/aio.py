@@ -233,6 +233,8 @@ class Resolver:
         c.scrubbed += resolution.budget.scrubbed
         if result.rcode == dns.rcode.SERVFAIL:
             if self.cache.serve_stale:
+                # the cache as the resolution left it, writes put off included (Budget.writes)
+                resolution.write_cache()
                 stale = self.cache.lookup(qname, rdtype, rdclass, self.clock(), stale=True)
                 if stale is not None and stale.complete:
                     c.stale_answers += 1
