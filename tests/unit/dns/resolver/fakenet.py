@@ -68,11 +68,17 @@ class FakeAuth:
         return self.tamper(response, request) if self.tamper else response
 
 
-def drive(resolution, servers: dict, now: float = 0.0, max_steps: int = 500):
-    """Run a Resolution against `servers` (address -> callable or an error string)."""
+def drive(resolution, servers: dict, now: float = 0.0, max_steps: int = 500, defer_writes: bool = False):
+    """Run a Resolution against `servers` (address -> callable or an error string).
+    `defer_writes`: as the asyncio driver runs one, cache writes put off (Budget.writes) and
+    made once the next request is out (here: once it is returned) and after the result."""
+    if defer_writes:
+        resolution.budget.writes = []
     sent = []
     for _ in range(max_steps):
         step = resolution.next_request(now)
+        if defer_writes:
+            resolution.write_cache()
         if isinstance(step, Result):
             return step, sent
         sent.append(step)

@@ -204,23 +204,7 @@ def test_a_server_refusing_the_minimised_name_is_asked_the_full_name():
 # ---------------------------------------------------------------- cache writes put off (Budget.writes)
 
 def _drive_deferred(resolution, servers, now=0.0):
-    """`drive` as the asyncio driver runs a resolution: cache writes put off, made once the
-    next request is out (here: once it is returned) and after the result."""
-    resolution.budget.writes = []
-    sent = []
-    for _ in range(500):
-        step = resolution.next_request(now)
-        resolution.write_cache()
-        if not isinstance(step, Request):
-            return step, sent
-        sent.append(step)
-        server = servers.get(step.address, "unreachable")
-        reply = server if isinstance(server, str) else server(step)
-        if isinstance(reply, str):
-            resolution.query_result(step, None, reply, step.timeout, now)
-        else:
-            resolution.query_result(step, reply, None, 0.001, now)
-    raise AssertionError("resolution did not finish")
+    return drive(resolution, servers, now, defer_writes=True)
 
 
 def _cache_dump(cache):
