@@ -137,6 +137,10 @@ class _Poller:
             return spares.pop()
         if family == socket.AF_INET6:
             self.used6 = True    # (IPv6 spares only for a resolver that has used IPv6)
+        return self._fresh(family)
+
+    def _fresh(self, family: int):
+        """A new non-blocking socket of `family` in the epoll set (closed again if that fails)."""
         sock = _udp_socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)   # (no ioctl)
         try:
             self.epoll.register(sock.fileno(), select.EPOLLIN)
@@ -153,15 +157,9 @@ class _Poller:
             return
         while len(spares) < SPARES:
             try:
-                sock = _udp_socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+                spares.append(self._fresh(family))
             except OSError:
                 return
-            try:
-                self.epoll.register(sock.fileno(), select.EPOLLIN)
-            except OSError:
-                sock.close()
-                return
-            spares.append(sock)
 
     def add(self, fd: int, callback) -> None:
         """Watch `fd` (a socket from `take`: already in the epoll set)."""

@@ -156,7 +156,7 @@ class WireCache:
         entry = table.get(key)
         if entry is None or not self._allowed(client):
             return None
-        if now >= self.next_check and self._checks:
+        if now >= self.next_check:
             self.due(now)
             if key not in table:       # a check emptied the cache
                 return None
