@@ -45,21 +45,20 @@ typedef struct {
 
 static CachedAddress addr_cache[ADDR_CACHE];
 
-/* The address tuple of a socket address, as socket.recvfrom makes it (makesockaddr and
- * makeipaddr in CPython's socketmodule.c: getnameinfo with NI_NUMERICHOST, which also writes
- * an IPv6 scope, e.g. fe80::1%lo). New reference; NULL with an exception set. */
-static PyObject *make_address(const struct sockaddr_storage *ss, socklen_t len) {
-    char host[NI_MAXHOST];
-    int rc = getnameinfo((const struct sockaddr *)ss, len, host, sizeof host, NULL, 0, NI_NUMERICHOST);
-    if (rc != 0) {
-        PyErr_Format(PyExc_OSError, "getnameinfo: %s", gai_strerror(rc));
-        return NULL;
-    }
+/* The address tuple of a socket address, as socket.recvfrom makes it (makesockaddr,
+ * make_ipv4_addr and make_ipv6_addr in CPython's socketmodule.c: inet_ntop, so a link-local
+ * host comes without "%scope", the scope being the tuple's fourth field; getnameinfo would
+ * add "%lo" and ask the kernel for the interface's name). New reference; NULL with an
+ * exception set. */
+static PyObject *make_address(const struct sockaddr_storage *ss) {
+    char host[INET6_ADDRSTRLEN];
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host) == NULL) return PyErr_SetFromErrno(PyExc_OSError);
         return Py_BuildValue("(si)", host, (int)ntohs(a->sin_port));
     }
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host) == NULL) return PyErr_SetFromErrno(PyExc_OSError);
     return Py_BuildValue("(siII)", host, (int)ntohs(a->sin6_port), (unsigned int)ntohl(a->sin6_flowinfo),
                          (unsigned int)a->sin6_scope_id);
 }
@@ -95,7 +94,7 @@ static PyObject *address_of(const struct sockaddr_storage *ss, socklen_t len) {
         Py_INCREF(slot->tuple);
         return slot->tuple;
     }
-    PyObject *tuple = make_address(ss, len);
+    PyObject *tuple = make_address(ss);
     if (tuple == NULL) return NULL;
     Py_XSETREF(slot->tuple, Py_NewRef(tuple));
     memcpy(&slot->addr, ss, len);
