@@ -252,13 +252,15 @@ static int parse_address(int family, PyObject *addr, struct sockaddr_storage *ss
     return 0;
 }
 
-/* Send the n messages of send_msgs; returns the number that failed. */
+/* Send the n messages of send_msgs; returns the number that failed, or -1 (errno set) when
+ * the descriptor is no socket at all (EBADF, ENOTSOCK: no datagram could go, and sendto raises). */
 static Py_ssize_t send_all(int fd, Py_ssize_t n) {
     Py_ssize_t failed = 0, i = 0;
     while (i < n) {
         int sent = sendmmsg(fd, send_msgs + i, (unsigned int)(n - i), MSG_DONTWAIT);
         if (sent < 0) {
             if (errno == EINTR) continue;
+            if (errno == EBADF || errno == ENOTSOCK) return -1;
             failed++;          /* this datagram could not go (EAGAIN, EMSGSIZE, ...): the rest still may */
             i++;
         } else if (sent == 0) {
@@ -312,7 +314,9 @@ static PyObject *send_batch(PyObject *self, PyObject *args) {
         send_msgs[i].msg_hdr.msg_namelen = len;
         send_msgs[i].msg_len = 0;
     }
-    return PyLong_FromSsize_t(send_all(fd, n));
+    Py_ssize_t failed = send_all(fd, n);
+    if (failed < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromSsize_t(failed);
 }
 
 static PyMethodDef methods[] = {

@@ -6,6 +6,7 @@ sendto would, counts what the kernel refuses, and on a malformed item raises and
 (fuzz/fuzz_udpio.py drives the same contract with chosen inputs under ASan/UBSan.)"""
 
 import collections
+import errno
 import os
 import select
 import shutil
@@ -161,6 +162,28 @@ def test_recv_errors_are_oserror(sockets):
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_send_batch_on_no_socket_raises(sockets):
+    """A descriptor that is no socket is the caller's error, not datagrams the kernel refused:
+    OSError as sendto raises (not every item counted as failed)."""
+    item = (b"x", ("127.0.0.1", 9))
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OSError) as caught:
+            _udpio.send_batch(w, socket.AF_INET, [item] * 3)
+        assert caught.value.errno == errno.ENOTSOCK
+    finally:
+        os.close(r)
+        os.close(w)
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM).detach()
+    os.close(closed)
+    with pytest.raises(OSError) as caught:
+        _udpio.send_batch(closed, socket.AF_INET, [item])
+    assert caught.value.errno == errno.EBADF
+    with pytest.raises(OSError):
+        _udpio.recv_batch(closed, 1)
+    assert _udpio.send_batch(closed, socket.AF_INET, []) == 0   # nothing to send: no system call
 
 
 def test_cache_more_clients_than_slots(sockets):
