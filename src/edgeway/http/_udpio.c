@@ -45,21 +45,20 @@ typedef struct {
 
 static CachedAddress addr_cache[ADDR_CACHE];
 
-/* The address tuple of a socket address, as socket.recvfrom makes it (makesockaddr and
- * makeipaddr in CPython's socketmodule.c: getnameinfo with NI_NUMERICHOST, which also writes
- * an IPv6 scope, e.g. fe80::1%lo). New reference; NULL with an exception set. */
-static PyObject *make_address(const struct sockaddr_storage *ss, socklen_t len) {
-    char host[NI_MAXHOST];
-    int rc = getnameinfo((const struct sockaddr *)ss, len, host, sizeof host, NULL, 0, NI_NUMERICHOST);
-    if (rc != 0) {
-        PyErr_Format(PyExc_OSError, "getnameinfo: %s", gai_strerror(rc));
-        return NULL;
-    }
+/* The address tuple of a socket address, as socket.recvfrom makes it (makesockaddr,
+ * make_ipv4_addr and make_ipv6_addr in CPython's socketmodule.c: inet_ntop, so a link-local
+ * host comes without "%scope", the scope being the tuple's fourth field; getnameinfo would
+ * add "%lo" and ask the kernel for the interface's name). New reference; NULL with an
+ * exception set. */
+static PyObject *make_address(const struct sockaddr_storage *ss) {
+    char host[INET6_ADDRSTRLEN];
     if (ss->ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof host) == NULL) return PyErr_SetFromErrno(PyExc_OSError);
         return Py_BuildValue("(si)", host, (int)ntohs(a->sin_port));
     }
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host) == NULL) return PyErr_SetFromErrno(PyExc_OSError);
     return Py_BuildValue("(siII)", host, (int)ntohs(a->sin6_port), (unsigned int)ntohl(a->sin6_flowinfo),
                          (unsigned int)a->sin6_scope_id);
 }
@@ -95,7 +94,7 @@ static PyObject *address_of(const struct sockaddr_storage *ss, socklen_t len) {
         Py_INCREF(slot->tuple);
         return slot->tuple;
     }
-    PyObject *tuple = make_address(ss, len);
+    PyObject *tuple = make_address(ss);
     if (tuple == NULL) return NULL;
     Py_XSETREF(slot->tuple, Py_NewRef(tuple));
     memcpy(&slot->addr, ss, len);
@@ -253,13 +252,15 @@ static int parse_address(int family, PyObject *addr, struct sockaddr_storage *ss
     return 0;
 }
 
-/* Send the n messages of send_msgs; returns the number that failed. */
+/* Send the n messages of send_msgs; returns the number that failed, or -1 (errno set) when
+ * the descriptor is no socket at all (EBADF, ENOTSOCK: no datagram could go, and sendto raises). */
 static Py_ssize_t send_all(int fd, Py_ssize_t n) {
     Py_ssize_t failed = 0, i = 0;
     while (i < n) {
         int sent = sendmmsg(fd, send_msgs + i, (unsigned int)(n - i), MSG_DONTWAIT);
         if (sent < 0) {
             if (errno == EINTR) continue;
+            if (errno == EBADF || errno == ENOTSOCK) return -1;
             failed++;          /* this datagram could not go (EAGAIN, EMSGSIZE, ...): the rest still may */
             i++;
         } else if (sent == 0) {
@@ -313,7 +314,9 @@ static PyObject *send_batch(PyObject *self, PyObject *args) {
         send_msgs[i].msg_hdr.msg_namelen = len;
         send_msgs[i].msg_len = 0;
     }
-    return PyLong_FromSsize_t(send_all(fd, n));
+    Py_ssize_t failed = send_all(fd, n);
+    if (failed < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromSsize_t(failed);
 }
 
 static PyMethodDef methods[] = {
