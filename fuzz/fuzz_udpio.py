@@ -2,8 +2,9 @@
 what it stands in for, socket.recvfrom and socket.sendto.
 
 The sockets are made once per process (not per input, to keep executions per second up): two
-servers, AF_INET on 127.0.0.1 and a dual-stack AF_INET6 one on "::" (its v4 clients appear as
-::ffff:127.0.0.x), and up to 80 clients (127.0.0.1-3 and ::1, each on its own port), more than
+servers, AF_INET on 127.0.0.1, a dual-stack AF_INET6 one on ::ffff:127.0.0.1 (its v4 clients
+appear as ::ffff:127.0.0.x; bound there, not to "::", to stay on loopback) and an AF_INET6 one
+on ::1, and up to 80 clients (127.0.0.1-3 and ::1, each on its own port), more than
 the 64 slots of _udpio's address cache, so slots are replaced. The input picks a server and then
 a sequence of:
   - clients sending datagrams of chosen sizes (0, 1, 512, 1500, ..., the largest of the family)
@@ -98,7 +99,9 @@ class Sockets:
     """Made once per process; every input leaves them empty."""
 
     def __init__(self):
-        self.servers = [udp(socket.AF_INET, "127.0.0.1"), udp(socket.AF_INET6, "::", dual=True)]
+        # (v4 clients talk to the first two, v6 clients to the third: see Run.pick_client)
+        self.servers = [udp(socket.AF_INET, "127.0.0.1"), udp(socket.AF_INET6, "::ffff:127.0.0.1", dual=True),
+                        udp(socket.AF_INET6, "::1")]
         self.clients = [None] * MAX_CLIENTS
 
     def client(self, index):
@@ -115,14 +118,19 @@ class Run:
         self.fdp = fdp
         self.server = server
         self.family = server.family
+        self.v6_clients = server.getsockname()[0] == "::1"     # the server v6 clients reach
         self.pending = collections.defaultdict(collections.deque)    # address -> data not yet received
         self.queued = 0
         self.serial = 0
 
     def pick_client(self):
         index = self.fdp.ConsumeIntInRange(0, MAX_CLIENTS - 1)
-        if self.family == socket.AF_INET and index % 4 == 3:
-            index -= 1                        # v6 clients only talk to the dual-stack server
+        if self.v6_clients:
+            index = index - index % 4 + 3     # (v6 clients are those with index % 4 == 3)
+            if index >= MAX_CLIENTS:
+                index -= 4
+        elif index % 4 == 3:
+            index -= 1
         return SOCKETS.client(index)
 
     def payload(self, size):
@@ -284,7 +292,7 @@ class Run:
             size = fdp.PickValueInList([0, 1, 12, 100])
             for k in range(fdp.ConsumeIntInRange(1, MAX_CLIENTS)):
                 index = (start + k) % MAX_CLIENTS
-                if self.family == socket.AF_INET and index % 4 == 3:
+                if (index % 4 == 3) != self.v6_clients:
                     continue
                 self.client_send(SOCKETS.client(index), size)
         elif op <= 5:
@@ -298,7 +306,7 @@ def one_input(data: bytes) -> None:
     if SOCKETS is None:
         SOCKETS = Sockets()
     fdp = atheris.FuzzedDataProvider(data)
-    run = Run(fdp, SOCKETS.servers[fdp.ConsumeIntInRange(0, 1)])
+    run = Run(fdp, SOCKETS.servers[fdp.ConsumeIntInRange(0, 2)])
     try:
         for _ in range(fdp.ConsumeIntInRange(1, 32)):
             if fdp.remaining_bytes() == 0:
