@@ -226,7 +226,7 @@ class Run:
             items[position] = bad
             self.refused(items, error, expected)
         elif how == 1:                         # too many
-            first = SOCKETS.client(0)
+            first = SOCKETS.client(3 if self.v6_clients else 0)    # (one this server can reach)
             items += [(b"x", first.address_on(self.server))] * (fdp.ConsumeIntInRange(65, 70) - len(items))
             self.refused(items, ValueError, expected + [(first, b"x", True)])
         elif how == 2:
