@@ -43,7 +43,7 @@ class UdpServer:
     ready by the end of the batch in one sendmmsg (edgeway.http._udpio, as NSD does): no
     transport layer per datagram and two system calls per batch instead of two per question
     (the bench showed the transport-less loop worth about a fifth more queries per core than a
-    DatagramProtocol, and the batching ~N% more again on cache hits; bench/results/...).
+    DatagramProtocol, and the batches a third more again: bench/results/dns_udp_batch_2026-12-03.md).
     A reply the kernel cannot take (send buffer full) is dropped and counted, as a UDP server
     must never block; the client retries.
 
