@@ -5,7 +5,7 @@ machine, where dnsperf's QPS varies by 10-20% between runs.
     PYTHONPATH=src python bench/dns_auth_inproc.py [N]
     PYTHONPATH=/path/to/other/src python bench/dns_auth_inproc.py    # the same on another tree
 
-What runs is `UdpServer._readable` (the socket's reader callback: batches of 64 datagrams)
+What runs is `UdpServer._answer` (the socket's reader callback without its two system calls: batches of 64 datagrams)
 over the shared bench mix's shape (hostN A, AAAA, NXDOMAIN, NODATA, apex MX/TXT, CNAME):
 - `udp fast`: the usual case, every query a repeat, answered from the rendered fast path;
 - `udp slow`: the fast path emptied before every batch, so each query goes through parsing,
@@ -71,29 +71,31 @@ def queries(count: int) -> list[bytes]:
     return out
 
 
-class FakeSocket:
-    """recvfrom hands out the queries one after another, never EAGAIN: each `_readable` call
-    takes a full BATCH. (A socket that raised EAGAIN after every BATCH would make every other
-    call an empty one, and a figure divided by BATCH per call half the true cost: this file's
-    figures before 2026-12-03 were.) `delivered` counts the datagrams handed out, the divisor."""
+class Batches:
+    """What one recvmmsg would hand `UdpServer._answer`: the next `size` queries, one after
+    another, with a client address (never a short batch: a figure divided by `delivered`, the
+    datagrams handed out, is the cost per query). `answer(server)` runs one batch and returns
+    how many replies it made. The system calls themselves (edgeway.http._udpio) are not run:
+    these are the Python costs per query."""
 
-    def __init__(self, wires: list[bytes]):
-        self.wires = wires
+    def __init__(self, wires: list[bytes], size: int):
+        client = ("127.0.0.1", 40000)
+        self.items = [(wire, client) for wire in wires]
+        self.size = size
         self.position = 0
         self.delivered = 0
         self.sent = 0
 
-    def recvfrom(self, _size):
-        wire = self.wires[self.position]
-        self.position = (self.position + 1) % len(self.wires)
-        self.delivered += 1
-        return wire, ("127.0.0.1", 40000)
-
-    def sendto(self, data, addr):
-        self.sent += 1
-
-    def fileno(self):
-        return -1
+    def answer(self, server) -> None:
+        start, end = self.position, self.position + self.size
+        batch = self.items[start:end]
+        while len(batch) < self.size:
+            batch += self.items[:self.size - len(batch)]
+        self.position = end % len(self.items)
+        self.delivered += len(batch)
+        replies: list = []
+        server._answer(batch, replies)
+        self.sent += len(replies)
 
 
 class FakeTransport:
@@ -135,15 +137,14 @@ async def main(n: int) -> None:
     batch = UdpServer.BATCH
 
     def udp(slow: bool) -> float:
-        fake = FakeSocket(wires)
-        server.sock = fake
+        fake = Batches(wires, batch)
         fast = service.responder.fast_udp
         batches = n // batch
         started = time.process_time()
         for _ in range(batches):
             if slow:
                 fast.clear()
-            server._readable()
+            fake.answer(server)
         elapsed = time.process_time() - started
         assert fake.sent == fake.delivered, (fake.sent, fake.delivered)     # every query answered
         return elapsed / fake.delivered * 1e6

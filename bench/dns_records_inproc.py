@@ -1,6 +1,6 @@
 """CPU time per query of a health-aware answer (a policy record, issue 17) beside a static one
-(the same name's A record in a zone file), through the UDP server's reader callback over a
-fake socket (no kernel), as bench/dns_auth_inproc.py does. The issue's budget: a
+(the same name's A record in a zone file), through the UDP server's reader callback without its
+system calls (`UdpServer._answer` on batches of queries; no kernel), as bench/dns_auth_inproc.py does. The issue's budget: a
 health-aware answer costs at most 2x a static one.
 
     PYTHONPATH=src python bench/dns_records_inproc.py [N]
@@ -33,7 +33,7 @@ from edgeway.dns.service import DnsService
 from edgeway.upstream import build_upstreams
 
 sys.path.insert(0, os.path.dirname(__file__))
-from dns_auth_inproc import FakeSocket  # noqa: E402
+from dns_auth_inproc import Batches  # noqa: E402
 
 ROUNDS = 7
 ZONE = """$ORIGIN example.com.
@@ -83,14 +83,14 @@ async def main(n: int) -> None:
         return out
 
     def run(name: str, slow: bool = False) -> float:
-        server.sock = fake = FakeSocket(wires(name))
+        fake = Batches(wires(name), UdpServer.BATCH)
         fast = service.responder.fast_udp
         batches = n // batch
         started = time.process_time()
         for _ in range(batches):
             if slow:
                 fast.clear()
-            server._readable()
+            fake.answer(server)
         elapsed = time.process_time() - started
         assert fake.sent == fake.delivered, (fake.sent, fake.delivered)     # every query answered
         return elapsed / fake.delivered * 1e6

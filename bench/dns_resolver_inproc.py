@@ -7,7 +7,7 @@ dnsperf's QPS varies by 10-20% between runs.
 
 The resolver's cache is filled directly (host0..host199.example.com A, as the shared bench's
 queries_resolver.txt; the root hints point at 127.0.0.11, never asked), each question is asked
-once through the slow path (cache handler -> rendering -> wire cache), then `UdpServer._readable`
+once through the slow path (cache handler -> rendering -> wire cache), then `UdpServer._answer`
 (batches of 64 datagrams) answers repeats:
 - `hit`: the resolver's cache hits (the wire cache: what goal 1 of issue 19 measures);
 - `auth fast`: the same questions answered from a local zone's fast path, for scale (the floor
@@ -36,7 +36,7 @@ from edgeway.dns.server import UdpServer
 from edgeway.dns.service import DnsService
 
 sys.path.insert(0, os.path.dirname(__file__))
-from dns_auth_inproc import FakeSocket  # noqa: E402
+from dns_auth_inproc import Batches  # noqa: E402
 
 ROUNDS = 7
 NAMES = [f"host{i}.example.com." for i in range(200)]
@@ -80,15 +80,14 @@ async def main(n: int) -> None:
     def run(service: DnsService, clear: bool) -> float:
         server = UdpServer(service.responder, real)
         server.stop_reading()
-        fake = FakeSocket(wires)
-        server.sock = fake
+        fake = Batches(wires, batch)
         wire_cache = service.responder.wire_cache
         batches = n // batch
         started = time.process_time()
         for _ in range(batches):
             if clear:
                 wire_cache.clear()
-            server._readable()
+            fake.answer(server)
         elapsed = time.process_time() - started
         assert fake.sent == batches * batch, (fake.sent, batches * batch)   # every query answered at once
         return elapsed / (batches * batch) * 1e6

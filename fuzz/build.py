@@ -1,4 +1,4 @@
-"""Build the HTTP proxy's compiled modules (_headscan, _rawio, _logfmt) with AddressSanitizer
+"""Build the HTTP proxy's compiled modules (_headscan, _rawio, _logfmt, _udpio) with AddressSanitizer
 and UndefinedBehaviorSanitizer into build/fuzz/ (never the in-place .so files of src/).
 
     python fuzz/build.py [--cc clang|gcc] [--out DIR] [--extra-source NAME=FILE]
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "edgeway" / "http"
-MODULES = {"_headscan": [], "_rawio": [], "_logfmt": ["-lm"]}
+MODULES = {"_headscan": [], "_rawio": [], "_logfmt": ["-lm"], "_udpio": []}
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
             "-O1", "-g"]
 # float-cast-overflow is part of clang's -fsanitize=undefined but not gcc's: asked for by name

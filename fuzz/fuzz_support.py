@@ -1,4 +1,4 @@
-"""What the fuzzers share. Importing it makes `edgeway.http._headscan`, `_rawio` and `_logfmt` the sanitizer builds of build/fuzz/
+"""What the fuzzers share. Importing it makes `edgeway.http._headscan`, `_rawio`, `_logfmt` and `_udpio` the sanitizer builds of build/fuzz/
 (fuzz/build.py) for this process, before anything imports them: the package's search path
 gets that folder first, so the pure-Python modules still come from src/ and the compiled
 ones from the build. The modules are checked to come from there (a fuzzer that silently ran
@@ -26,7 +26,7 @@ def load() -> None:
     if "edgeway.http._headscan" in sys.modules:
         raise RuntimeError("a compiled module was imported before fuzz/sanitized.py could swap it")
     edgeway.http.__path__.insert(0, str(BUILD))
-    for name in ("_headscan", "_rawio", "_logfmt"):
+    for name in ("_headscan", "_rawio", "_logfmt", "_udpio"):
         module = importlib.import_module(f"edgeway.http.{name}")
         if Path(module.__file__).resolve().parent != BUILD.resolve():
             raise RuntimeError(f"{module.__name__} came from {module.__file__}, not the sanitizer build in {BUILD}"

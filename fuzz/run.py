@@ -5,7 +5,8 @@ sanitizer report or oracle mismatch.
     python fuzz/run.py [--seconds N] [--cc clang|gcc] [TARGET ...] [-- libFuzzer flags]
 
 Targets: request, response (_headscan against httptools), logfmt (_logfmt against
-AccessLog.format), rawio (_rawio on loopback sockets). Each one's corpus grows in
+AccessLog.format), rawio (_rawio on loopback sockets), udpio (_udpio's recvmmsg/sendmmsg on
+loopback sockets against socket.recvfrom/sendto). Each one's corpus grows in
 build/fuzz/corpus/<target> (fuzz/corpus/<target> holds the seeds, read only); a failing input is
 saved as fuzz/crashes/<target>-crash-<sha1> and printed; its log is build/fuzz/logs/<target>.log.
 To replay one input: python fuzz/run.py TARGET -- fuzz/crashes/<file>  (runs just that input).
@@ -34,9 +35,9 @@ sys.path.insert(0, str(HERE))
 import build  # noqa: E402
 
 BUILD = Path(os.environ.get("FUZZ_BUILD", ROOT / "build" / "fuzz"))   # the sanitizer builds
-TARGETS = ["request", "response", "logfmt", "rawio"]
+TARGETS = ["request", "response", "logfmt", "rawio", "udpio"]
 DICTIONARIES = {"request": "http.dict", "response": "http.dict"}
-MAX_LEN = {"request": 1024, "response": 1024, "logfmt": 2048, "rawio": 1024}
+MAX_LEN = {"request": 1024, "response": 1024, "logfmt": 2048, "rawio": 1024, "udpio": 1024}
 # what one target is allowed besides the time (a runaway input is a finding too)
 LIMITS = ["-rss_limit_mb=4096", "-timeout=30", "-print_final_stats=1"]
 
@@ -122,7 +123,7 @@ def main() -> None:
         argv, extra = argv[:at], argv[at + 1:]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("FUZZ_SECONDS", 15)),
-                        help="per target (FUZZ_SECONDS; default 15: a minute for the four)")
+                        help="per target (FUZZ_SECONDS; default 15: 75 s for the five)")
     parser.add_argument("--cc", default=os.environ.get("FUZZ_CC", "clang"))
     parser.add_argument("--no-build", action="store_true", help="use build/fuzz as it is")
     parser.add_argument("targets", nargs="*", choices=[[]] + TARGETS, default=[])
