@@ -76,14 +76,26 @@ class UdpServer:
             return
         if not batch:
             return
-        replies: list = []      # (wire, address): sent together, one sendmmsg, when the batch is done
+        replies: list = []      # (wire, address) answers made and not sent yet (one sendmmsg each flush)
         try:
             self._answer(batch, replies)
         finally:
-            if replies and self.sock.fileno() >= 0:      # (not closed by what answered)
-                self.send_errors += send_batch(self._fd, self._family, replies)
+            if replies:
+                self._flush(replies)
+
+    def _flush(self, replies: list) -> None:
+        if self.sock.fileno() >= 0:
+            self.send_errors += send_batch(self._fd, self._family, replies)
+        else:                   # (closed by what answered: these cannot go)
+            self.send_errors += len(replies)
+        replies.clear()
 
     def _answer(self, batch: list, replies: list) -> None:
+        """Answer a batch read from the socket. Answers made by the fast paths collect in
+        `replies`, sent before the next question that needs the responder (so a cached answer
+        never waits for another client's slow one) and at the end of the batch (by
+        `_readable`): a batch of fast answers costs one sendmmsg. A question whose answering
+        raises costs that question only, as it did when each datagram was read alone."""
         responder = self.responder
         reply = replies.append
         fast = responder.fast_udp
@@ -106,44 +118,52 @@ class UdpServer:
         else:
             cached_hits = None
         for data, addr in batch:
-            if plain:
-                key = data[2:]
-                cached = fast.get(key)
-                if cached is not None:
-                    reply((data[:2] + cached[0], addr))
-                    cached[2][0] += 1
-                    hits += 1
-                    continue
-                if cached_hits is not None:
-                    hit = cached_hits.get(key)
-                    if hit is not None and started < hit.until and allowed.get(addr[0]):
-                        reply((data[:2] + hit.body, addr))
-                        hit.cell[0] += 1
+            try:
+                if plain:
+                    key = data[2:]
+                    cached = fast.get(key)
+                    if cached is not None:
+                        reply((data[:2] + cached[0], addr))
+                        cached[2][0] += 1
                         hits += 1
                         continue
-                if dynamic:
-                    entry = dynamic.get(key)
-                    if entry is not None:
-                        wire = responder.dynamic_hit(entry, addr)
-                        if wire is not None:
-                            reply((data[:2] + wire, addr))
+                    if cached_hits is not None:
+                        hit = cached_hits.get(key)
+                        if hit is not None and started < hit.until and allowed.get(addr[0]):
+                            reply((data[:2] + hit.body, addr))
+                            hit.cell[0] += 1
                             hits += 1
                             continue
-            if hits:
-                fast_run(hits, _clock() - started)
-                hits = 0
-            result = responder.respond(data, addr, "udp")
-            if type(result) is bytes:
-                reply((result, addr))
-            elif result is not None:
-                self.owed += 1
-                if type(result) is Later:   # (a recursive answer: sent from the callback that settles it)
-                    result.then(functools.partial(self._reply, addr))
-                else:
-                    task = asyncio.ensure_future(self._send_later(result, addr))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            started = _clock()
+                    if dynamic:
+                        entry = dynamic.get(key)
+                        if entry is not None:
+                            wire = responder.dynamic_hit(entry, addr)
+                            if wire is not None:
+                                reply((data[:2] + wire, addr))
+                                hits += 1
+                                continue
+                if hits:
+                    fast_run(hits, _clock() - started)
+                    hits = 0
+                if replies:
+                    self._flush(replies)
+                result = responder.respond(data, addr, "udp")
+                if type(result) is bytes:
+                    reply((result, addr))
+                elif result is not None:
+                    self.owed += 1
+                    if type(result) is Later:   # (a recursive answer: sent from the callback that settles it)
+                        result.then(functools.partial(self._reply, addr))
+                    else:
+                        task = asyncio.ensure_future(self._send_later(result, addr))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                started = _clock()
+            except Exception:
+                log.exception("udp: answering the query from %s (%d bytes) failed; the batch goes on",
+                              addr, len(data))
+                if not hits:
+                    started = _clock()
         if hits:
             fast_run(hits, _clock() - started)
 

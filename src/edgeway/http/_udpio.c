@@ -11,8 +11,10 @@
  *
  * Memory: one receive area of BATCH_MAX buffers of DGRAM_MAX bytes, allocated on first use
  * and kept (only the pages a datagram touched become resident). Every function runs with the
- * GIL held and never releases it (the socket is non-blocking, MSG_DONTWAIT), so the static
- * areas are never used by two calls at once.
+ * GIL held and never releases it (the socket is non-blocking, MSG_DONTWAIT), but Python code
+ * can still run inside recv_batch (a garbage collection's finalizers, while the result is
+ * built) and call it again: the message headers are on each call's stack, and a call that
+ * finds the kept area in use reads into one of its own (recv_batch).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -28,14 +30,8 @@
 #define DGRAM_MAX 65536               /* more than any UDP payload over IPv4 or IPv6 without jumbograms */
 #define ADDR_CACHE 64                 /* clients whose address tuple is kept (direct-mapped) */
 
-static char *recv_area;               /* BATCH_MAX * DGRAM_MAX bytes */
-static struct mmsghdr recv_msgs[BATCH_MAX];
-static struct iovec recv_iov[BATCH_MAX];
-static struct sockaddr_storage recv_addr[BATCH_MAX];
-
-static struct mmsghdr send_msgs[BATCH_MAX];
-static struct iovec send_iov[BATCH_MAX];
-static struct sockaddr_storage send_addr[BATCH_MAX];
+static char *recv_area;               /* BATCH_MAX * DGRAM_MAX bytes, kept */
+static int recv_area_busy;            /* a recv_batch call is reading it (see recv_batch) */
 
 typedef struct {
     struct sockaddr_storage addr;
@@ -117,42 +113,68 @@ static PyObject *recv_batch(PyObject *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "recv_batch: count must be 1 to %d, not %d", BATCH_MAX, count);
         return NULL;
     }
-    if (recv_area == NULL) {
-        recv_area = PyMem_RawMalloc((size_t)BATCH_MAX * DGRAM_MAX);
-        if (recv_area == NULL) return PyErr_NoMemory();
+    /* Building the result allocates objects the cyclic GC tracks (the list, the tuples), so
+     * a collection may run in the middle, and with it finalizers: arbitrary Python code, which
+     * may call recv_batch again (or let another thread do so). The headers live on this call's
+     * stack; the kept area is this call's only if no other call holds it, else it reads into
+     * an area of its own, freed at the end. */
+    struct mmsghdr msgs[BATCH_MAX];
+    struct iovec iov[BATCH_MAX];
+    struct sockaddr_storage addrs[BATCH_MAX];
+    char *area;
+    int own_area = recv_area_busy;
+    if (own_area) {
+        area = PyMem_RawMalloc((size_t)count * DGRAM_MAX);
+        if (area == NULL) return PyErr_NoMemory();
+    } else {
+        if (recv_area == NULL) {
+            recv_area = PyMem_RawMalloc((size_t)BATCH_MAX * DGRAM_MAX);
+            if (recv_area == NULL) return PyErr_NoMemory();
+        }
+        area = recv_area;
+        recv_area_busy = 1;
     }
     for (int i = 0; i < count; i++) {
-        recv_iov[i].iov_base = recv_area + (size_t)i * DGRAM_MAX;
-        recv_iov[i].iov_len = DGRAM_MAX;
-        memset(&recv_msgs[i].msg_hdr, 0, sizeof recv_msgs[i].msg_hdr);
-        recv_msgs[i].msg_hdr.msg_iov = &recv_iov[i];
-        recv_msgs[i].msg_hdr.msg_iovlen = 1;
-        recv_msgs[i].msg_hdr.msg_name = &recv_addr[i];
-        recv_msgs[i].msg_hdr.msg_namelen = sizeof recv_addr[i];
-        recv_msgs[i].msg_len = 0;
+        iov[i].iov_base = area + (size_t)i * DGRAM_MAX;
+        iov[i].iov_len = DGRAM_MAX;
+        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &addrs[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+        msgs[i].msg_len = 0;
     }
-    int got = recvmmsg(fd, recv_msgs, (unsigned int)count, MSG_DONTWAIT, NULL);
+    PyObject *list = NULL;
+    int got = recvmmsg(fd, msgs, (unsigned int)count, MSG_DONTWAIT, NULL);
     if (got < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return PyList_New(0);
-        return PyErr_SetFromErrno(PyExc_OSError);
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            list = PyList_New(0);
+        else
+            PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
     }
-    PyObject *list = PyList_New(got);
-    if (list == NULL) return NULL;
+    list = PyList_New(got);
+    if (list == NULL) goto done;
     for (int i = 0; i < got; i++) {
-        size_t len = recv_msgs[i].msg_len;
+        size_t len = msgs[i].msg_len;
         if (len > DGRAM_MAX) len = DGRAM_MAX;      /* (MSG_TRUNC: the kernel says the full length) */
-        PyObject *data = PyBytes_FromStringAndSize(recv_iov[i].iov_base, (Py_ssize_t)len);
-        PyObject *addr = data ? address_of(&recv_addr[i], recv_msgs[i].msg_hdr.msg_namelen) : NULL;
+        PyObject *data = PyBytes_FromStringAndSize(iov[i].iov_base, (Py_ssize_t)len);
+        PyObject *addr = data ? address_of(&addrs[i], msgs[i].msg_hdr.msg_namelen) : NULL;
         PyObject *item = addr ? PyTuple_Pack(2, data, addr) : NULL;
         Py_XDECREF(data);
         Py_XDECREF(addr);
         if (item == NULL) {
             /* (the datagrams of this batch are consumed: the caller learns why they are lost) */
-            Py_DECREF(list);
-            return NULL;
+            Py_CLEAR(list);
+            goto done;
         }
         PyList_SET_ITEM(list, i, item);
     }
+done:
+    if (own_area)
+        PyMem_RawFree(area);
+    else
+        recv_area_busy = 0;
     return list;
 }
 
@@ -254,7 +276,7 @@ static int parse_address(int family, PyObject *addr, struct sockaddr_storage *ss
 
 /* Send the n messages of send_msgs; returns the number that failed, or -1 (errno set) when
  * the descriptor is no socket at all (EBADF, ENOTSOCK: no datagram could go, and sendto raises). */
-static Py_ssize_t send_all(int fd, Py_ssize_t n) {
+static Py_ssize_t send_all(int fd, struct mmsghdr *send_msgs, Py_ssize_t n) {
     Py_ssize_t failed = 0, i = 0;
     while (i < n) {
         int sent = sendmmsg(fd, send_msgs + i, (unsigned int)(n - i), MSG_DONTWAIT);
@@ -287,6 +309,9 @@ static PyObject *send_batch(PyObject *self, PyObject *args) {
         PyErr_Format(PyExc_TypeError, "send_batch: items must be a list, not %.100s", Py_TYPE(items)->tp_name);
         return NULL;
     }
+    struct mmsghdr send_msgs[BATCH_MAX];        /* (on this call's stack, as recv_batch's) */
+    struct iovec send_iov[BATCH_MAX];
+    struct sockaddr_storage send_addr[BATCH_MAX];
     Py_ssize_t n = PyList_GET_SIZE(items);
     if (n > BATCH_MAX) {
         PyErr_Format(PyExc_ValueError, "send_batch: at most %d items, not %zd", BATCH_MAX, n);
@@ -314,7 +339,7 @@ static PyObject *send_batch(PyObject *self, PyObject *args) {
         send_msgs[i].msg_hdr.msg_namelen = len;
         send_msgs[i].msg_len = 0;
     }
-    Py_ssize_t failed = send_all(fd, n);
+    Py_ssize_t failed = send_all(fd, send_msgs, n);
     if (failed < 0) return PyErr_SetFromErrno(PyExc_OSError);
     return PyLong_FromSsize_t(failed);
 }

@@ -387,3 +387,44 @@ def test_link_local_address_as_recvfrom():
                             timeout=30)
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
+
+
+def test_a_call_from_a_finalizer_inside_recv_batch_reads_its_own_socket(sockets):
+    # Building the result allocates objects the cyclic GC tracks, so a collection, and with it
+    # a finalizer, may run inside recv_batch; a nested call there must neither read into the
+    # outer call's buffers nor hand it the nested socket's datagrams.
+    import gc
+
+    outer_server, outer_client = sockets(), sockets()
+    inner_server, inner_client = sockets(), sockets()
+    for i in range(8):
+        outer_client.sendto(b"outer-%d" % i, outer_server.getsockname())
+        inner_client.sendto(b"inner-%d-padding" % i, inner_server.getsockname())
+    nested = []
+    inside = [False]
+
+    class Finalizer:
+        def __del__(self):
+            nested.append((inside[0], _udpio.recv_batch(inner_server.fileno(), 64)))
+
+    gc.collect()
+    threshold = gc.get_threshold()
+    gc.disable()
+    try:
+        garbage = Finalizer()
+        garbage.cycle = garbage          # only the cycle collector frees it
+        del garbage
+        fd = outer_server.fileno()
+        # A collection a few tracked objects into the call: past the call's own argument
+        # tuple, inside the building of the result (its list, then a tuple or two per datagram).
+        gc.set_threshold(gc.get_count()[0] + 4)
+        gc.enable()
+        inside[0] = True
+        got = _udpio.recv_batch(fd, 64)
+        inside[0] = False
+    finally:
+        gc.set_threshold(*threshold)
+        gc.enable()
+    assert nested and nested[0][0], "the finalizer did not run inside recv_batch: the test proves nothing"
+    assert got == [(b"outer-%d" % i, outer_client.getsockname()) for i in range(8)]
+    assert nested[0][1] == [(b"inner-%d-padding" % i, inner_client.getsockname()) for i in range(8)]

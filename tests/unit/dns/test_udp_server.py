@@ -1,0 +1,115 @@
+"""UdpServer's batches on a real loopback socket (the reader callback called by the test on
+datagrams already queued): what is sent when, and what one failing question costs."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from pathlib import Path
+
+import dns.message
+import pytest
+
+from edgeway.dns.handlers.zones import ZonesHandler
+from edgeway.dns.responder import Responder
+from edgeway.dns.server import UdpServer
+from edgeway.dns.zone import ZoneSet, load_zone
+
+ZONES = Path(__file__).resolve().parents[2] / "data" / "zones"
+
+
+def wire(name, rdtype="A", qid=0) -> bytes:
+    query = dns.message.make_query(name, rdtype)
+    query.id = qid
+    return query.to_wire()
+
+
+@pytest.fixture
+async def served():
+    responder = Responder([ZonesHandler(ZoneSet([load_zone(ZONES / "rich.test.zone")]))])
+    real = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    real.bind(("127.0.0.1", 0))
+    real.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    server = UdpServer(responder, real)
+    server.stop_reading()       # (the test calls the reader itself)
+    yield server, client
+    server.close()
+    client.close()
+
+
+def queue(server, client, wires):
+    for data in wires:
+        client.sendto(data, server.sockname)
+    select.select([server.sock], [], [], 2)
+
+
+def answers(client, want, timeout=2.0):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        if select.select([client], [], [], 0.1)[0]:
+            got.append(client.recv(65535))
+    return got
+
+
+async def test_a_fast_answer_is_sent_before_a_slow_question_is_worked_on(served):
+    server, client = served
+    fast = wire("ns1.rich.test.", qid=1)
+    server.responder.respond(fast, ("127.0.0.1", 9), "udp")     # now on the fast path
+    assert fast[2:] in server.responder.fast_udp
+    slow = [wire(f"nope{i}.rich.test.", qid=100 + i) for i in range(5)]     # NXDOMAIN: the responder's work
+    respond = server.responder.respond
+    seen_at_first_slow = []
+
+    def watching(data, addr, transport):
+        if not seen_at_first_slow:
+            seen_at_first_slow.append(bool(select.select([client], [], [], 0)[0]))
+        return respond(data, addr, transport)
+
+    server.responder.respond = watching
+    queue(server, client, [fast, *slow])
+    server._readable()
+    assert seen_at_first_slow == [True], "the cached answer waited for the slow questions"
+    got = answers(client, 6)
+    assert sorted(int.from_bytes(a[:2], "big") for a in got) == [1, 100, 101, 102, 103, 104]
+
+
+async def test_a_question_that_raises_costs_that_question_only(served, caplog):
+    server, client = served
+    wires = [wire(f"nope{i}.rich.test.", qid=i) for i in range(10)]
+    respond = server.responder.respond
+
+    def failing(data, addr, transport):
+        if data[:2] == (5).to_bytes(2, "big"):
+            raise RuntimeError("a bug in one question")
+        return respond(data, addr, transport)
+
+    server.responder.respond = failing
+    queue(server, client, wires)
+    server._readable()
+    got = answers(client, 9)
+    assert sorted(int.from_bytes(a[:2], "big") for a in got) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert "the batch goes on" in caplog.text and "a bug in one question" in caplog.text
+
+
+async def test_answers_made_when_the_socket_closed_under_the_batch_are_counted(served):
+    server, client = served
+    respond = server.responder.respond
+    wires = [wire("ns1.rich.test.", qid=1), wire("nope.rich.test.", qid=2)]
+    server.responder.respond(wires[0], ("127.0.0.1", 9), "udp")        # the first one fast
+
+    def closing(data, addr, transport):
+        result = respond(data, addr, transport)
+        server.sock.close()
+        return result
+
+    server.responder.respond = closing
+    queue(server, client, wires)
+    server._readable()
+    # the fast answer went before the slow question was worked on; the slow one could not go
+    assert [int.from_bytes(a[:2], "big") for a in answers(client, 1)] == [1]
+    assert server.send_errors == 1
