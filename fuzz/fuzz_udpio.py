@@ -40,12 +40,10 @@ import atheris
 import fuzz_support  # first: it swaps in the sanitizer builds
 
 from edgeway.http import _udpio  # noqa: E402  (the sanitizer build, see fuzz_support)
-from tests.unit.dns.test_udpio import bad_items  # noqa: E402  (the malformed items of the unit tests)
+from tests.unit.dns.test_udpio import V4_MAX, V6_MAX, bad_items, udp  # noqa: E402  (the unit tests' sockets and malformed items)
 
 MAX_CLIENTS = 80
-V4_MAX, V6_MAX = 65507, 65527
 SIZES = [0, 1, 2, 4, 12, 100, 512, 1232, 1500, 4096, 9000, 65507]
-BUFFER = 1 << 22                       # SO_RCVBUF asked (the kernel doubles it, up to rmem_max)
 QUEUED_MAX = 3 << 20                   # bytes (with overhead) left queued on one socket at most
 OVERHEAD = 2048                        # per datagram queued, beyond its bytes (the skb; measured ~1 KiB)
 WAIT = 2.0                             # seconds a datagram still missing is waited for
@@ -66,16 +64,6 @@ class Address(tuple):
 
 class Data(bytes):
     pass
-
-
-def udp(family, host, dual=False):
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
-    sock.bind((host, 0))
-    sock.setblocking(False)
-    return sock
 
 
 class Client:
