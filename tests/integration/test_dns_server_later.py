@@ -116,3 +116,41 @@ async def test_tcp_pipelined_answers_in_settle_order_and_outstanding_limit():
         writer.close()
         listener.close()
         await listener.wait_closed()
+
+
+async def test_answers_that_can_no_longer_go_are_counted_as_send_errors():
+    # UDP: a recursive answer still owed when the socket closed (a reload removed the address);
+    # TCP: one whose client reset the connection before it was ready. Both were made (and
+    # counted as responses), neither was sent: edgeway_dns_send_errors_total{proto}.
+    handler = LaterHandler()
+    responder = Responder([handler], recursion_available=True)
+    counters = responder.counters
+    server = await start_udp(responder, Address(HOST, 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        client.sendto(query("u.test.").to_wire(), server.sockname)
+        await until(lambda: "u.test." in handler.pending)
+        server.close()
+        handler.pending["u.test."].settle(answer("u.test."))
+        assert counters.unsent == {"udp": 1, "tcp": 0}
+        assert server.send_errors == 1
+    finally:
+        client.close()
+
+    tcp = DnsTcpServer(responder, idle_timeout=5, max_connections=4, max_pipelined=8)
+    listener = await start_tcp(tcp, Address(HOST, 0))
+    port = listener.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(frame(query("t.test.")))
+        await until(lambda: "t.test." in handler.pending)
+        # a reset, not a FIN (after a FIN the server still answers: the client may only have
+        # half-closed its side)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.close()
+        await until(lambda: not tcp.connections)        # the server saw the reset
+        handler.pending["t.test."].settle(answer("t.test."))
+        await until(lambda: counters.unsent["tcp"] == 1)
+        assert counters.unsent == {"udp": 1, "tcp": 1}
+    finally:
+        listener.close()

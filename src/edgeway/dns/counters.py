@@ -51,7 +51,7 @@ def rcode_label(rcode: int) -> str:
 
 
 class DnsCounters:
-    __slots__ = ("answers", "cells", "duration")
+    __slots__ = ("answers", "cells", "duration", "unsent")
 
     def __init__(self) -> None:
         # (proto, qtype label, rcode label) -> answers from the slow path
@@ -61,6 +61,9 @@ class DnsCounters:
         # Request duration, CoreDNS's buckets; one series (the issue names no label, and the
         # dashboard wants one p50/p99): the fast paths observe here too.
         self.duration = Histogram(DNS_BUCKETS)
+        # proto -> answers made but not sent (NSD's num.txerr): the kernel refused the datagram
+        # (send buffer full) or the socket or connection had closed by then
+        self.unsent: dict[str, int] = {"udp": 0, "tcp": 0}
 
     def answered(self, proto: str, rdtype: int | None, rcode: int, seconds: float) -> None:
         """One query answered by the slow path (`rdtype` None: no question could be read)."""

@@ -10,6 +10,8 @@ are owned by the DnsService, so a reload neither resets nor loses them.
                                                  (its monitored types by name, the rest "other")
     edgeway_dns_responses_total{rcode}           responses sent, by RCODE name
     edgeway_dns_request_duration_seconds         histogram, CoreDNS's buckets (0.25 ms x 2^n)
+    edgeway_dns_send_errors_total{proto}         answers made but not sent (NSD's num.txerr):
+                                                 refused by the kernel, or the socket closed
     edgeway_resolver_cache_hits_total            questions answered from the cache (the
                                                  rendered fast path's hits included)
     edgeway_resolver_cache_misses_total          questions that had to be resolved
@@ -55,6 +57,13 @@ def families(dns_service) -> Iterable[Metric]:
                                       "Time to answer a DNS query, from reading it to the answer")
     histogram.add_metric([], duration.buckets(), duration.sum)
     yield histogram
+
+    unsent = CounterMetricFamily("edgeway_dns_send_errors",
+                                 "DNS answers made but not sent (the kernel refused the datagram, or the "
+                                 "socket or connection had closed), by transport", labels=["proto"])
+    for proto, n in sorted(counters.unsent.items()):
+        unsent.add_metric([proto], n)
+    yield unsent
 
     resolver_counters = dns_service.resolver_counters
     resolver = dns_service.resolver

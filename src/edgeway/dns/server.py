@@ -85,10 +85,16 @@ class UdpServer:
 
     def _flush(self, replies: list) -> None:
         if self.sock.fileno() >= 0:
-            self.send_errors += send_batch(self._fd, self._family, replies)
+            failed = send_batch(self._fd, self._family, replies)
         else:                   # (closed by what answered: these cannot go)
-            self.send_errors += len(replies)
+            failed = len(replies)
         replies.clear()
+        if failed:
+            self._unsent(failed)
+
+    def _unsent(self, count: int) -> None:
+        self.send_errors += count
+        self.responder.counters.unsent["udp"] += count
 
     def _answer(self, batch: list, replies: list) -> None:
         """Answer a batch read from the socket. Answers made by the fast paths collect in
@@ -171,21 +177,27 @@ class UdpServer:
         try:
             self.sock.sendto(wire, addr)
         except OSError:
-            self.send_errors += 1
+            self._unsent(1)
 
     def _reply(self, addr, wire: bytes | None, error: BaseException | None) -> None:
         # (`error` is only ever CancelledError: the responder turns everything else into SERVFAIL.)
         self.owed -= 1
-        if wire is not None and error is None and self.sock.fileno() >= 0:
-            self._send(wire, addr)
+        if wire is not None and error is None:
+            if self.sock.fileno() >= 0:
+                self._send(wire, addr)
+            else:
+                self._unsent(1)
 
     async def _send_later(self, pending, addr) -> None:
         try:
             result = await pending
         finally:
             self.owed -= 1
-        if result is not None and self.sock.fileno() >= 0:
-            self._send(result, addr)
+        if result is not None:
+            if self.sock.fileno() >= 0:
+                self._send(result, addr)
+            else:
+                self._unsent(1)
 
     def stop_reading(self) -> None:
         """Take no new question; answers still owed are sent (the socket stays open)."""
@@ -373,6 +385,8 @@ class TcpServerProtocol(asyncio.Protocol):
     def _send(self, wire: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(len(wire).to_bytes(2, "big") + wire)
+        else:                   # (the client closed, or the connection was cut, before its answer)
+            self.server.responder.counters.unsent["tcp"] += 1
 
     # -- flow control
 

@@ -154,6 +154,7 @@ def test_families_render_every_metric_with_exact_values(responder):
     for _ in range(2):
         responder.respond(wire("rich.test.", "MX"), CLIENT, "udp")
     responder.respond(wire("nope.rich.test.", "A"), CLIENT, "tcp")
+    responder.counters.unsent["udp"] += 3
     resolver_counters = Counters(cache_hits=5, cache_misses=2, upstream_queries=7)
     resolver_counters.failed("no_answer")
     resolver_counters.failed("no_answer")
@@ -166,6 +167,8 @@ def test_families_render_every_metric_with_exact_values(responder):
     assert got[("edgeway_dns_responses_total", (("rcode", "NXDOMAIN"),))] == 1
     assert got[("edgeway_dns_request_duration_seconds_count", ())] == 3
     assert got[("edgeway_dns_request_duration_seconds_bucket", (("le", "+Inf"),))] == 3
+    assert got[("edgeway_dns_send_errors_total", (("proto", "udp"),))] == 3
+    assert got[("edgeway_dns_send_errors_total", (("proto", "tcp"),))] == 0     # (the series is there at 0)
     buckets = [k for k in got if k[0] == "edgeway_dns_request_duration_seconds_bucket"]
     assert len(buckets) == len(DNS_BUCKETS) + 1
     assert got[("edgeway_resolver_cache_hits_total", ())] == 5

@@ -113,3 +113,4 @@ async def test_answers_made_when_the_socket_closed_under_the_batch_are_counted(s
     # the fast answer went before the slow question was worked on; the slow one could not go
     assert [int.from_bytes(a[:2], "big") for a in answers(client, 1)] == [1]
     assert server.send_errors == 1
+    assert server.responder.counters.unsent == {"udp": 1, "tcp": 0}     # edgeway_dns_send_errors_total
