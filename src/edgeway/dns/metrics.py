@@ -8,7 +8,7 @@ are owned by the DnsService, so a reload neither resets nor loses them.
 
     edgeway_dns_requests_total{proto,qtype}      queries answered; qtype as CoreDNS labels it
                                                  (its monitored types by name, the rest "other")
-    edgeway_dns_responses_total{rcode}           responses sent, by RCODE name
+    edgeway_dns_responses_total{rcode}           responses made (sent or, see send_errors, not), by RCODE name
     edgeway_dns_request_duration_seconds         histogram, CoreDNS's buckets (0.25 ms x 2^n)
     edgeway_dns_send_errors_total{proto}         answers made but not sent (NSD's num.txerr):
                                                  refused by the kernel, or the socket closed
@@ -47,7 +47,7 @@ def families(dns_service) -> Iterable[Metric]:
         requests.add_metric([proto, qtype], n)
     yield requests
 
-    responses = CounterMetricFamily("edgeway_dns_responses", "DNS responses sent, by RCODE", labels=["rcode"])
+    responses = CounterMetricFamily("edgeway_dns_responses", "DNS responses made (sent, or counted as send errors), by RCODE", labels=["rcode"])
     for rcode, n in sorted(counters.responses().items()):
         responses.add_metric([rcode], n)
     yield responses

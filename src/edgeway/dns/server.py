@@ -84,9 +84,13 @@ class UdpServer:
                 self._flush(replies)
 
     def _flush(self, replies: list) -> None:
-        if self.sock.fileno() >= 0:
-            failed = send_batch(self._fd, self._family, replies)
-        else:                   # (closed by what answered: these cannot go)
+        try:
+            if self.sock.fileno() >= 0:
+                failed = send_batch(self._fd, self._family, replies)
+            else:               # (closed by what answered: these cannot go)
+                failed = len(replies)
+        except Exception:       # (not expected: the items are ours and the socket open) never lose the batch's rest
+            log.exception("udp: sending %d answers failed", len(replies))
             failed = len(replies)
         replies.clear()
         if failed:

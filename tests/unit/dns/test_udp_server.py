@@ -114,3 +114,65 @@ async def test_answers_made_when_the_socket_closed_under_the_batch_are_counted(s
     assert [int.from_bytes(a[:2], "big") for a in answers(client, 1)] == [1]
     assert server.send_errors == 1
     assert server.responder.counters.unsent == {"udp": 1, "tcp": 0}     # edgeway_dns_send_errors_total
+
+
+BROADCAST = ("255.255.255.255", 9)      # the kernel refuses a send there without SO_BROADCAST (EACCES)
+
+
+async def test_an_answer_the_kernel_refuses_is_counted_and_the_rest_go(served):
+    server, client = served
+    fast = wire("ns1.rich.test.", qid=7)
+    server.responder.respond(fast, ("127.0.0.1", 9), "udp")
+    replies: list = []
+    server._answer([(fast, BROADCAST), (fast, client.getsockname())], replies)
+    server._flush(replies)
+    assert [a[:2] for a in answers(client, 1)] == [(7).to_bytes(2, "big")]
+    assert server.send_errors == 1 and server.responder.counters.unsent["udp"] == 1
+    # a recursive answer settled for a client the kernel will not send to: counted the same
+    server.owed += 1
+    server._reply(BROADCAST, fast, None)
+    assert server.responder.counters.unsent["udp"] == 2 and server.owed == 0
+
+
+async def test_a_send_that_raises_loses_no_question(served, monkeypatch, caplog):
+    import edgeway.dns.server as server_module
+
+    server, client = served
+    fast = wire("ns1.rich.test.", qid=1)
+    server.responder.respond(fast, ("127.0.0.1", 9), "udp")
+    real = server_module.send_batch
+    calls = []
+
+    def once_broken(fd, family, items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise OSError("a broken send")
+        return real(fd, family, items)
+
+    monkeypatch.setattr(server_module, "send_batch", once_broken)
+    queue(server, client, [fast] + [wire(f"nope{i}.rich.test.", qid=100 + i) for i in range(3)])
+    server._readable()
+    got = sorted(int.from_bytes(a[:2], "big") for a in answers(client, 3))
+    assert got == [100, 101, 102], "every slow question was still answered"
+    assert server.responder.counters.unsent["udp"] == 1          # the fast answer of the broken send
+    assert "sending 1 answers failed" in caplog.text
+
+
+async def test_a_failing_question_is_not_timed_into_the_next_fast_answers(served):
+    server, client = served
+    fast = wire("ns1.rich.test.", qid=1)
+    server.responder.respond(fast, ("127.0.0.1", 9), "udp")
+    duration = server.responder.counters.duration
+    before = duration.sum
+    respond = server.responder.respond
+
+    def slow_and_failing(data, addr, transport):
+        time.sleep(0.05)
+        raise RuntimeError("a bug after 50 ms")
+
+    server.responder.respond = slow_and_failing
+    queue(server, client, [wire("nope.rich.test.", qid=2), fast, fast])
+    server._readable()
+    server.responder.respond = respond
+    assert len(answers(client, 2)) == 2
+    assert duration.sum - before < 0.05, "the failed question's 50 ms went into the fast answers' time"
